@@ -4,14 +4,21 @@
 //! Data flow, one module per stage:
 //! `vfs` (capture committed transactions at xWrite; all FFI) → `shadow` (durable local queue) →
 //! `upload` (batching, retries) → `ltx` (codec) → `store` (one narrow trait; `fs` and `s3`).
-//! Reading back: `restore`, `compact`, `retention`. `sql` is a thin layer of SQL functions and
-//! PRAGMAs over these.
+//! Reading back: `restore`. `sql` is a thin layer of SQL functions over these; `replication`
+//! ties one database's stages together.
 
 pub mod clock;
+pub mod config;
+pub mod log;
 pub mod ltx;
 pub mod manifest;
+pub mod replication;
 pub mod restore;
+pub mod shadow;
+pub mod sql;
 pub mod store;
 pub mod types;
+pub mod upload;
+pub mod vfs;
 
 pub use types::{Checksum, PageNo, Txid};

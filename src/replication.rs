@@ -1,0 +1,81 @@
+//! One database's replication, shared by the VFS (which appends to its shadow log) and the
+//! upload thread (which drains it): the shadow directory, the store, the settings, and the
+//! counters `walrust_status()` reports.
+
+use crate::config::Settings;
+use crate::shadow::ShadowDir;
+use crate::store::Store;
+use crate::vfs::commit::Appended;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// What `walrust_status()` reports, kept current by the VFS and the uploader.
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    /// Newest TXID this process appended to (or saw in) the shadow log.
+    pub local_txid: u64,
+    pub uploaded_txid: u64,
+    pub pending_bytes: u64,
+    /// Commit time of the oldest transaction not yet uploaded.
+    pub oldest_pending_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_upload_at_ms: Option<i64>,
+    /// This process holds the uploader lock.
+    pub uploading: bool,
+}
+
+pub struct Replication {
+    pub id: u64,
+    pub db_path: PathBuf,
+    pub shadow: ShadowDir,
+    /// The replica URL, without credentials.
+    pub url: String,
+    pub store: Arc<dyn Store>,
+    pub settings: Mutex<Settings>,
+    status: Mutex<Status>,
+}
+
+impl Replication {
+    pub fn new(db_path: PathBuf, shadow: ShadowDir, store: Arc<dyn Store>, settings: Settings) -> Replication {
+        let url = store.describe();
+        let uploaded = shadow.read_state().ok().flatten().map_or(0, |s| s.uploaded_txid);
+        let status = Status { uploaded_txid: uploaded, local_txid: uploaded, ..Status::default() };
+        Replication {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            db_path,
+            shadow,
+            url,
+            store,
+            settings: Mutex::new(settings),
+            status: Mutex::new(status),
+        }
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.settings.lock().unwrap().clone()
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.lock().unwrap().clone()
+    }
+
+    pub fn update_status(&self, f: impl FnOnce(&mut Status)) {
+        f(&mut self.status.lock().unwrap())
+    }
+
+    /// The VFS appended records to the shadow log.
+    pub fn appended(&self, a: Appended) {
+        self.update_status(|s| {
+            s.local_txid = s.local_txid.max(a.last_txid);
+            s.pending_bytes += a.bytes;
+            s.oldest_pending_ms.get_or_insert_with(crate::clock::now_ms);
+        });
+    }
+
+    pub fn set_error(&self, e: Option<String>) {
+        self.update_status(|s| s.last_error = e);
+    }
+}

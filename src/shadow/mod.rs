@@ -1,0 +1,85 @@
+//! The shadow directory: walrust's durable local queue of committed transactions, beside the
+//! database (`<db>-walrust/`, 0700, files 0600).
+//!
+//! It owns the shadow log (`log/`, append-only segments of records, see [`log`]), `state.json`
+//! (what is uploaded, see [`state`]), `upload.lock` (held by the one process that uploads; the
+//! operating system releases it when that process dies) and `tmp/` (LTX files being built).
+//! What must always hold: a transaction SQLite reported committed is in the log before the commit
+//! returns; nothing is removed from the log before it is durable in the replica; and nothing
+//! here ever waits for the network.
+
+pub mod log;
+pub mod record;
+pub mod state;
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+pub use record::{Header, Kind, WalPos};
+pub use state::State;
+
+/// Paths of one database's shadow directory.
+#[derive(Clone, Debug)]
+pub struct ShadowDir {
+    pub root: PathBuf,
+}
+
+impl ShadowDir {
+    /// Creates the directory tree (owner-only) if needed.
+    pub fn create(root: PathBuf) -> io::Result<ShadowDir> {
+        let mut b = fs::DirBuilder::new();
+        b.recursive(true).mode(0o700);
+        b.create(&root)?;
+        b.create(root.join("log"))?;
+        b.create(root.join("tmp"))?;
+        Ok(ShadowDir { root })
+    }
+
+    /// The default location: `<db>-walrust` beside the database, or `<dir>/<db name>-walrust`.
+    pub fn path_for(db: &Path, dir_setting: Option<&Path>) -> PathBuf {
+        let name = format!("{}-walrust", db.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+        match dir_setting {
+            Some(dir) => dir.join(name),
+            None => db.with_file_name(name),
+        }
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.root.join("log")
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.root.join("state.json")
+    }
+
+    pub fn read_state(&self) -> io::Result<Option<State>> {
+        state::read(&self.state_path())
+    }
+
+    pub fn write_state(&self, s: &State) -> io::Result<()> {
+        state::write(&self.state_path(), s)
+    }
+
+    /// Takes the uploader lock if no other process holds it. The lock lasts as long as the
+    /// returned file is open, and dies with the process.
+    pub fn try_lock_uploader(&self) -> io::Result<Option<File>> {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(self.root.join("upload.lock"))?;
+        match f.try_lock() {
+            Ok(()) => Ok(Some(f)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+}

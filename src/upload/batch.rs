@@ -1,0 +1,115 @@
+//! Turns shadow-log records into one level-0 LTX file and puts it in the replica.
+//!
+//! The file covers the records' TXID range; each page appears once, with its newest image, and
+//! pages past the final database size are left out. Page images are streamed from the shadow
+//! log into the encoder: memory holds only the page index, never the pages.
+
+use crate::ltx::{self, Encoder};
+use crate::manifest::{self, Entry, Hasher64};
+use crate::shadow::log::{Reader, RecordRef};
+use crate::shadow::Kind;
+use crate::store::{FileKey, Store, WriteMeta};
+use crate::types::{PageNo, Txid};
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// What one level-0 upload covered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Uploaded {
+    pub min: Txid,
+    pub max: Txid,
+    pub bytes: u64,
+}
+
+/// A writer that hashes what passes through (for the manifest's sha256).
+pub struct HashingWriter<W: Write> {
+    pub inner: W,
+    pub hasher: Hasher64,
+    pub written: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A temporary file in the shadow directory, removed when dropped.
+pub struct TempFile {
+    pub path: PathBuf,
+}
+
+impl TempFile {
+    pub fn create(dir: &Path, name: &str) -> io::Result<(TempFile, File)> {
+        let path = dir.join(format!("{name}.{}.tmp", std::process::id()));
+        let f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
+        Ok((TempFile { path }, f))
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Encodes `records` (already filtered to those not yet uploaded) as one level-0 file and
+/// uploads it with its manifest entry. Returns `None` when the records carry no transaction.
+pub fn upload_level0(
+    records: &[RecordRef],
+    reader: &mut Reader,
+    tmp_dir: &Path,
+    store: &dyn Store,
+) -> Result<Option<Uploaded>, String> {
+    let txns: Vec<&RecordRef> = records.iter().filter(|r| r.header.kind == Kind::Txn).collect();
+    let (Some(first), Some(last)) = (txns.first(), txns.last()) else { return Ok(None) };
+    let min = Txid::new(first.header.txid).ok_or("record with TXID 0")?;
+    let max = Txid::new(last.header.txid).ok_or("record with TXID 0")?;
+    let page_size = last.header.page_size;
+    let commit = last.header.commit;
+    let mut pages: BTreeMap<u32, (usize, usize)> = BTreeMap::new();
+    for (ri, rec) in txns.iter().enumerate() {
+        for (pi, &pgno) in rec.pgnos.iter().enumerate() {
+            pages.insert(pgno, (ri, pi));
+        }
+    }
+    let lock_page = crate::types::lock_page(page_size);
+    pages.retain(|&pgno, _| pgno <= commit && pgno != lock_page);
+
+    let name = ltx::file_name(min, max);
+    let (tmp, file) = TempFile::create(tmp_dir, &name).map_err(|e| format!("cannot create a temporary file in {}: {e}", tmp_dir.display()))?;
+    let writer = HashingWriter { inner: BufWriter::new(file), hasher: Hasher64::new(), written: 0 };
+    let header = ltx::Header::new(page_size, commit, min, max, last.header.timestamp_ms);
+    let mut enc = Encoder::new(writer, header).map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; page_size as usize];
+    for (&pgno, &(ri, pi)) in &pages {
+        reader.read_page(txns[ri], pi, &mut buf).map_err(|e| format!("cannot read the shadow log: {e}"))?;
+        enc.write_page(PageNo::new(pgno).unwrap(), &buf).map_err(|e| e.to_string())?;
+    }
+    let (mut writer, _trailer) = enc.finish(crate::types::Checksum(0)).map_err(|e| e.to_string())?;
+    writer.flush().map_err(|e| e.to_string())?;
+    let sha = writer.hasher.finish();
+    let bytes = writer.written;
+    drop(writer);
+    let key = FileKey::new(0, min, max).unwrap();
+    put_with_manifest(store, &key, &tmp.path, last.header.timestamp_ms, sha)?;
+    Ok(Some(Uploaded { min, max, bytes }))
+}
+
+/// Writes a finished LTX file to the store, then records it in the manifest.
+pub fn put_with_manifest(store: &dyn Store, key: &FileKey, path: &Path, timestamp_ms: i64, sha256: String) -> Result<(), String> {
+    let meta = WriteMeta { timestamp_ms, sha256: sha256.clone() };
+    let info = store.write(key, path, &meta).map_err(|e| e.to_string())?;
+    manifest::update(store, &[Entry::new(store.layout(), &info, sha256)], &[]).map_err(|e| e.to_string())?;
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! The background upload thread: one per process, whatever the number of databases, fed over a
+//! flume channel.
+//!
+//! For each replicating database it holds (or waits for) the shadow directory's uploader lock,
+//! reads new records from the shadow log, and every `walrust_sync_interval` uploads them as one
+//! level-0 LTX file; it takes snapshots at start (when the replica is empty or has diverged),
+//! on schedule and on request; it answers `walrust_sync()` callers once their transactions are
+//! durable in the replica. Failures are retried with exponential backoff and jitter and reported
+//! in `walrust_status()`; they never reach the application's writes. What must hold: a record is
+//! trimmed from the shadow log only after the file holding it and the manifest naming it are
+//! durable, and `state.json` never claims more than the replica has.
+
+pub mod batch;
+pub mod snapshot;
+mod worker;
+
+use crate::replication::Replication;
+use crate::vfs::database::Database;
+use flume::{Receiver, Sender};
+use once_cell::sync::Lazy;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+pub(crate) enum Msg {
+    Register(Arc<Replication>, Weak<Database>),
+    /// New records in a database's shadow log.
+    Notify(u64),
+    /// Upload everything up to at least this TXID, then reply with the uploaded TXID.
+    Sync { id: u64, txid: u64, reply: Sender<Result<u64, String>> },
+    Snapshot { id: u64, reply: Sender<Result<u64, String>> },
+}
+
+struct Channel {
+    tx: Sender<Msg>,
+}
+
+/// Commit notifications are dropped when this many are queued: the periodic tick catches up.
+const QUEUE: usize = 4096;
+
+static CHANNEL: Lazy<Channel> = Lazy::new(|| {
+    let (tx, rx) = flume::bounded(QUEUE);
+    std::thread::Builder::new()
+        .name("walrust-upload".into())
+        .spawn(move || worker::run(rx))
+        .expect("spawn the walrust upload thread");
+    Channel { tx }
+});
+
+fn send(msg: Msg) -> bool {
+    CHANNEL.tx.send_timeout(msg, Duration::from_secs(1)).is_ok()
+}
+
+/// Starts uploading a database's shadow log.
+pub fn register(repl: Arc<Replication>, db: &Database) {
+    let weak = crate::vfs::database::lookup(&db.path).map(|a| Arc::downgrade(&a)).unwrap_or_default();
+    send(Msg::Register(repl, weak));
+}
+
+/// Called on SQLite's thread after an append: never blocks.
+pub fn notify(repl: &Replication) {
+    let _ = CHANNEL.tx.try_send(Msg::Notify(repl.id));
+}
+
+/// Settings changed: look at the database again soon.
+pub fn wake(repl: &Replication) {
+    notify(repl)
+}
+
+/// Blocks until every transaction up to `txid` is in the replica, or `timeout` passes.
+pub fn sync(repl: &Replication, txid: u64, timeout: Duration) -> Result<u64, String> {
+    let (tx, rx) = flume::bounded(1);
+    if !send(Msg::Sync { id: repl.id, txid, reply: tx }) {
+        return Err("walrust: the upload thread is not responding".into());
+    }
+    wait(rx, timeout, repl, "sync")
+}
+
+/// Takes a snapshot now; returns its TXID.
+pub fn snapshot(repl: &Replication, timeout: Duration) -> Result<u64, String> {
+    let (tx, rx) = flume::bounded(1);
+    if !send(Msg::Snapshot { id: repl.id, reply: tx }) {
+        return Err("walrust: the upload thread is not responding".into());
+    }
+    wait(rx, timeout, repl, "snapshot")
+}
+
+fn wait(rx: Receiver<Result<u64, String>>, timeout: Duration, repl: &Replication, what: &str) -> Result<u64, String> {
+    match rx.recv_timeout(timeout) {
+        Ok(r) => r,
+        Err(_) => {
+            let why = repl.status().last_error.unwrap_or_else(|| "uploads are slower than the timeout".into());
+            Err(format!(
+                "walrust: {what} of {} timed out after {} ms: {}; committed transactions are safe in the shadow log and will be uploaded when the replica is reachable",
+                repl.db_path.display(),
+                timeout.as_millis(),
+                why.strip_prefix("walrust: ").unwrap_or(&why)
+            ))
+        }
+    }
+}

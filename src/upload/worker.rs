@@ -1,0 +1,346 @@
+//! The upload thread's loop and its per-database state machine (see `upload` for the rules).
+
+use super::{batch, snapshot, Msg};
+use crate::clock::now_ms;
+use crate::replication::Replication;
+use crate::shadow::log::{self, Cursor, Reader, RecordRef};
+use crate::shadow::{Kind, State};
+use crate::store::Times;
+use crate::vfs::database::Database;
+use flume::{Receiver, Sender};
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+type Reply = Sender<Result<u64, String>>;
+
+struct Entry {
+    repl: Arc<Replication>,
+    db: Weak<Database>,
+    /// The uploader lock, while this process holds it.
+    lock: Option<File>,
+    reader: Reader,
+    read_cursor: Cursor,
+    /// Records read from the log and not yet known to be in the replica.
+    pending: Vec<RecordRef>,
+    uploaded: u64,
+    replica_checked: bool,
+    /// A snapshot with a new TXID above this one is needed before any level-0 upload.
+    fresh_snapshot_above: Option<u64>,
+    next_snapshot_ms: i64,
+    snapshot_requested: bool,
+    retry_at_ms: i64,
+    failures: u32,
+    force: bool,
+    catch_up: bool,
+    waiters: Vec<(u64, Reply)>,
+    snapshot_waiters: Vec<Reply>,
+}
+
+impl Entry {
+    fn new(repl: Arc<Replication>, db: Weak<Database>) -> Entry {
+        let interval = repl.settings().snapshot_interval_s as i64 * 1000;
+        Entry {
+            reader: Reader::new(repl.shadow.log_dir()),
+            repl,
+            db,
+            lock: None,
+            read_cursor: Cursor::default(),
+            pending: Vec::new(),
+            uploaded: 0,
+            replica_checked: false,
+            fresh_snapshot_above: None,
+            next_snapshot_ms: if interval > 0 { now_ms() + interval } else { i64::MAX },
+            snapshot_requested: false,
+            retry_at_ms: 0,
+            failures: 0,
+            force: false,
+            catch_up: true,
+            waiters: Vec::new(),
+            snapshot_waiters: Vec::new(),
+        }
+    }
+
+    fn idle(&self) -> bool {
+        self.db.strong_count() == 0 && self.pending.is_empty() && self.waiters.is_empty() && self.snapshot_waiters.is_empty()
+    }
+}
+
+pub(super) fn run(rx: Receiver<Msg>) {
+    let mut entries: HashMap<u64, Entry> = HashMap::new();
+    loop {
+        let timeout = next_timeout(&entries);
+        match rx.recv_timeout(timeout) {
+            Ok(msg) => {
+                handle(&mut entries, msg);
+                while let Ok(msg) = rx.try_recv() {
+                    handle(&mut entries, msg);
+                }
+            }
+            Err(flume::RecvTimeoutError::Timeout) => {}
+            Err(flume::RecvTimeoutError::Disconnected) => return,
+        }
+        for e in entries.values_mut() {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tick(e)));
+            if outcome.is_err() {
+                fail(e, "walrust: internal error in the upload thread (panic); will retry".into());
+            }
+        }
+        entries.retain(|_, e| !e.idle());
+    }
+}
+
+fn next_timeout(entries: &HashMap<u64, Entry>) -> Duration {
+    let now = now_ms();
+    let mut ms: i64 = 1000;
+    for e in entries.values() {
+        if e.lock.is_none() && !(e.waiters.is_empty() && e.snapshot_waiters.is_empty()) {
+            ms = ms.min(50);
+        }
+        if let Some(oldest) = e.pending.iter().find(|r| r.header.txid > e.uploaded).map(|r| r.header.timestamp_ms) {
+            let due = oldest + e.repl.settings().sync_interval_ms as i64;
+            ms = ms.min((due - now).max(e.retry_at_ms - now));
+        }
+    }
+    Duration::from_millis(ms.clamp(5, 1000) as u64)
+}
+
+fn handle(entries: &mut HashMap<u64, Entry>, msg: Msg) {
+    match msg {
+        Msg::Register(repl, db) => {
+            let id = repl.id;
+            entries.entry(id).or_insert_with(|| Entry::new(repl, db)).force = true;
+        }
+        Msg::Notify(id) => {
+            if let Some(e) = entries.get_mut(&id) {
+                if e.repl.settings().sync_interval_ms == 0 {
+                    e.force = true;
+                }
+            }
+        }
+        Msg::Sync { id, txid, reply } => match entries.get_mut(&id) {
+            Some(e) => {
+                e.waiters.push((txid, reply));
+                e.force = true;
+                e.catch_up = true;
+                e.retry_at_ms = 0;
+            }
+            None => {
+                let _ = reply.send(Err("walrust: this database is not replicating".into()));
+            }
+        },
+        Msg::Snapshot { id, reply } => match entries.get_mut(&id) {
+            Some(e) => {
+                e.snapshot_waiters.push(reply);
+                e.snapshot_requested = true;
+                e.retry_at_ms = 0;
+            }
+            None => {
+                let _ = reply.send(Err("walrust: this database is not replicating".into()));
+            }
+        },
+    }
+}
+
+fn fail(e: &mut Entry, err: String) {
+    e.failures += 1;
+    let base = 100i64 << e.failures.min(8);
+    let jitter = (now_ms() ^ (e.repl.id as i64 * 7919)).rem_euclid(base / 2 + 1);
+    e.retry_at_ms = now_ms() + base.min(30_000) + jitter;
+    crate::log::error(&err);
+    e.repl.set_error(Some(err));
+}
+
+fn tick(e: &mut Entry) {
+    let now = now_ms();
+    if now < e.retry_at_ms {
+        return;
+    }
+    if e.lock.is_none() && !take_lock(e) {
+        follow_other_uploader(e);
+        return;
+    }
+    if let Err(err) = step(e, now) {
+        fail(e, err);
+        return;
+    }
+    e.failures = 0;
+    answer_waiters(e);
+}
+
+/// Tries to become this database's uploader; loads where the last one stopped.
+fn take_lock(e: &mut Entry) -> bool {
+    match e.repl.shadow.try_lock_uploader() {
+        Ok(Some(f)) => {
+            let st = e.repl.shadow.read_state().ok().flatten().unwrap_or_default();
+            e.lock = Some(f);
+            e.uploaded = st.uploaded_txid;
+            e.read_cursor = Cursor { seq: st.cursor_seq, offset: st.cursor_offset };
+            e.pending.clear();
+            e.replica_checked = false;
+            e.catch_up = true;
+            e.repl.update_status(|s| {
+                s.uploading = true;
+                s.uploaded_txid = st.uploaded_txid;
+            });
+            true
+        }
+        Ok(None) => false,
+        Err(err) => {
+            fail(e, format!("walrust: cannot take the uploader lock in {}: {err}", e.repl.shadow.root.display()));
+            false
+        }
+    }
+}
+
+/// Another process uploads: report its progress and answer our waiters from `state.json`.
+fn follow_other_uploader(e: &mut Entry) {
+    if let Ok(Some(st)) = e.repl.shadow.read_state() {
+        e.uploaded = st.uploaded_txid;
+        e.repl.update_status(|s| {
+            s.uploaded_txid = st.uploaded_txid;
+            s.last_error = st.last_error.clone();
+            if st.uploaded_txid >= s.local_txid {
+                s.pending_bytes = 0;
+                s.oldest_pending_ms = None;
+            }
+        });
+        answer_waiters(e);
+    }
+    if e.db.strong_count() == 0 {
+        e.pending.clear();
+        for (_, w) in e.waiters.drain(..) {
+            let _ = w.send(Err("walrust: the database was closed before its transactions were uploaded".into()));
+        }
+    }
+}
+
+fn answer_waiters(e: &mut Entry) {
+    let uploaded = e.uploaded;
+    e.waiters.retain(|(txid, w)| {
+        if *txid <= uploaded {
+            let _ = w.send(Ok(uploaded));
+            false
+        } else {
+            !w.is_disconnected()
+        }
+    });
+}
+
+fn step(e: &mut Entry, now: i64) -> Result<(), String> {
+    let db = e.db.upgrade();
+    if !e.replica_checked {
+        check_replica(e)?;
+    }
+    if e.catch_up {
+        e.catch_up = false;
+        if let Some(db) = &db {
+            // Busy is fine: the writer holding the lock is capturing its own commits.
+            let _ = snapshot::with_write_lock(db, Duration::from_millis(200), |_| {
+                db.catch_up_locked(None).map(|_| ()).map_err(|err| err.to_string())
+            });
+        }
+    }
+    let (recs, cursor) = e.reader.read_from(e.read_cursor).map_err(|err| format!("walrust: cannot read the shadow log in {}: {err}", e.repl.shadow.root.display()))?;
+    e.read_cursor = cursor;
+    for r in recs {
+        if r.header.kind == Kind::Resync && r.header.txid > e.uploaded {
+            e.fresh_snapshot_above = Some(e.fresh_snapshot_above.unwrap_or(0).max(e.uploaded));
+        }
+        e.pending.push(r);
+    }
+    let snapshot_due = e.fresh_snapshot_above.is_some() || e.snapshot_requested || now >= e.next_snapshot_ms;
+    if snapshot_due {
+        if let Some(db) = &db {
+            if e.fresh_snapshot_above.is_none() {
+                upload_pending(e, true)?;
+            }
+            let txid = snapshot::take(db, &e.repl, e.fresh_snapshot_above)?.get();
+            e.fresh_snapshot_above = None;
+            e.snapshot_requested = false;
+            let interval = e.repl.settings().snapshot_interval_s as i64 * 1000;
+            e.next_snapshot_ms = if interval > 0 { now_ms() + interval } else { i64::MAX };
+            e.uploaded = e.uploaded.max(txid);
+            for w in e.snapshot_waiters.drain(..) {
+                let _ = w.send(Ok(txid));
+            }
+            // Records up to the snapshot are in it; read the marker the snapshot appended.
+            let (recs, cursor) = e.reader.read_from(e.read_cursor).map_err(|err| err.to_string())?;
+            e.read_cursor = cursor;
+            e.pending.extend(recs);
+            persist(e)?;
+        }
+    }
+    if e.fresh_snapshot_above.is_none() {
+        let due = e.force
+            || e.pending
+                .iter()
+                .find(|r| r.header.txid > e.uploaded)
+                .is_some_and(|r| r.header.timestamp_ms + e.repl.settings().sync_interval_ms as i64 <= now);
+        if due {
+            upload_pending(e, false)?;
+            e.force = false;
+        }
+    }
+    Ok(())
+}
+
+/// Compares the replica with what `state.json` says we uploaded; a mismatch (an empty replica,
+/// or one another writer or a restore changed) needs a snapshot with a new TXID.
+fn check_replica(e: &mut Entry) -> Result<(), String> {
+    let files = e.repl.store.list(None, Times::Listed).map_err(|err| format!("walrust: cannot list the replica: {err}"))?;
+    let replica_max = files.iter().map(|f| f.key.max_txid.get()).max().unwrap_or(0);
+    if replica_max == 0 || replica_max != e.uploaded {
+        e.fresh_snapshot_above = Some(replica_max.max(e.uploaded));
+    }
+    e.replica_checked = true;
+    Ok(())
+}
+
+/// Uploads pending transactions as one level-0 file (if any), then records progress.
+fn upload_pending(e: &mut Entry, before_snapshot: bool) -> Result<(), String> {
+    let fresh: Vec<RecordRef> = e.pending.iter().filter(|r| r.header.txid > e.uploaded).cloned().collect();
+    let tmp = e.repl.shadow.tmp_dir();
+    if let Some(up) = batch::upload_level0(&fresh, &mut e.reader, &tmp, e.repl.store.as_ref())
+        .map_err(|err| format!("walrust: upload to {} failed: {err}", e.repl.url))?
+    {
+        e.uploaded = up.max.get();
+        e.repl.update_status(|s| s.last_upload_at_ms = Some(now_ms()));
+    }
+    if !before_snapshot || fresh.is_empty() {
+        persist(e)?;
+    }
+    Ok(())
+}
+
+/// Writes progress to `state.json` and trims what is uploaded from the shadow log.
+fn persist(e: &mut Entry) -> Result<(), String> {
+    let all_done = e.pending.iter().all(|r| r.header.txid <= e.uploaded);
+    let mut st: State = e.repl.shadow.read_state().ok().flatten().unwrap_or_default();
+    st.version = 1;
+    st.replica = e.repl.url.clone();
+    st.uploaded_txid = e.uploaded;
+    st.uploaded_at_ms = now_ms();
+    st.last_error = None;
+    if all_done {
+        st.cursor_seq = e.read_cursor.seq;
+        st.cursor_offset = e.read_cursor.offset;
+    }
+    e.repl.shadow.write_state(&st).map_err(|err| format!("walrust: cannot write {}: {err}", e.repl.shadow.state_path().display()))?;
+    if all_done {
+        e.pending.clear();
+        let _ = log::trim_before(&e.repl.shadow.log_dir(), e.read_cursor);
+    }
+    let uploaded = e.uploaded;
+    e.repl.update_status(|s| {
+        s.uploaded_txid = uploaded;
+        s.local_txid = s.local_txid.max(uploaded);
+        s.last_error = None;
+        if all_done {
+            s.pending_bytes = 0;
+            s.oldest_pending_ms = None;
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! Turns the stream of writes SQLite makes to a `-wal` file into committed transactions.
+//!
+//! One `Capture` per database per process, shared by its connections (only one of them holds
+//! the WAL write lock at a time). It keeps only frame numbers and page numbers, never page data:
+//! at commit the pages are read back from the WAL, so a transaction larger than memory costs a
+//! few bytes per frame. What must hold: a transaction is reported exactly once, when the page
+//! image of its commit frame has been written; frames of rolled-back transactions (never
+//! followed by a commit), and frames beyond the commit frame, are never reported; and pages
+//! rewritten in place within a transaction are reported with their final contents.
+
+use super::wal::{self, FramePart, Salts, WalHeader};
+use std::collections::BTreeMap;
+
+/// A committed transaction found in the WAL: the frames that hold its pages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    pub salts: Salts,
+    pub page_size: u32,
+    /// First and last (commit) frame of the transaction.
+    pub first: u32,
+    pub last: u32,
+    /// Database size in pages after the transaction.
+    pub commit: u32,
+    /// (page number, frame holding its final image), ascending page numbers, none past `commit`.
+    pub pages: Vec<(u32, u32)>,
+}
+
+impl Committed {
+    /// Builds the page list from (frame, pgno) pairs in frame order: the last frame of a page wins.
+    pub fn from_frames(
+        hdr: &WalHeader,
+        first: u32,
+        last: u32,
+        commit: u32,
+        frames: impl IntoIterator<Item = (u32, u32)>,
+    ) -> Committed {
+        let mut by_page = BTreeMap::new();
+        for (frame, pgno) in frames {
+            if (first..=last).contains(&frame) && pgno <= commit {
+                by_page.insert(pgno, frame);
+            }
+        }
+        Committed {
+            salts: hdr.salts,
+            page_size: hdr.page_size,
+            first,
+            last,
+            commit,
+            pages: by_page.into_iter().collect(),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Capture {
+    header: Option<WalHeader>,
+    /// frame → page number, for frames written since the write lock was taken.
+    frames: BTreeMap<u32, u32>,
+    /// The commit frame whose header is written and whose page image is not yet.
+    pending_commit: Option<(u32, u32)>,
+    /// The newest commit frame this process captured in the current WAL generation.
+    last_commit: u32,
+}
+
+impl Capture {
+    pub fn header(&self) -> Option<&WalHeader> {
+        self.header.as_ref()
+    }
+
+    /// Adopts the header of a WAL that already exists (read at open, or after another process
+    /// restarted the WAL).
+    pub fn adopt_header(&mut self, h: WalHeader) {
+        if self.header.map(|o| o.salts) != Some(h.salts) {
+            self.last_commit = 0;
+        }
+        self.header = Some(h);
+    }
+
+    /// A connection of this process took the WAL write lock: a new write transaction starts.
+    pub fn on_write_lock(&mut self) {
+        self.frames.clear();
+        self.pending_commit = None;
+    }
+
+    /// Called before a write to the WAL reaches the disk. Returns the new header when this write
+    /// starts a new WAL generation; the caller must settle the old one before letting it through.
+    pub fn header_write(&self, offset: u64, data: &[u8]) -> Option<WalHeader> {
+        if offset != 0 || data.len() < wal::HEADER_SIZE as usize {
+            return None;
+        }
+        wal::parse_header(data)
+    }
+
+    /// Records that a new WAL generation started with header `h`.
+    pub fn start_generation(&mut self, h: WalHeader) {
+        self.header = Some(h);
+        self.frames.clear();
+        self.pending_commit = None;
+        self.last_commit = 0;
+    }
+
+    /// Called after a write to the WAL succeeded. `reread_header` reads the WAL header from the
+    /// file, for when another process started a generation we did not see.
+    pub fn after_write(
+        &mut self,
+        offset: u64,
+        data: &[u8],
+        reread_header: &mut dyn FnMut() -> Option<WalHeader>,
+    ) -> Option<Committed> {
+        if offset == 0 {
+            return None;
+        }
+        let mut hdr = match self.header {
+            Some(h) => h,
+            None => {
+                let h = reread_header()?;
+                self.adopt_header(h);
+                h
+            }
+        };
+        let part = wal::classify_write(offset, data.len(), hdr.page_size)?;
+        let (frame, commit_done) = match part {
+            FramePart::Header(frame) | FramePart::Whole(frame) => {
+                let fh = wal::parse_frame_header(data);
+                if fh.salts != hdr.salts {
+                    hdr = reread_header().filter(|h| h.salts == fh.salts)?;
+                    self.adopt_header(hdr);
+                }
+                if frame <= self.last_commit {
+                    return None; // checksums rewritten after our own commit
+                }
+                self.frames.insert(frame, fh.pgno);
+                if fh.commit == 0 {
+                    return None;
+                }
+                self.pending_commit = Some((frame, fh.commit));
+                (frame, matches!(part, FramePart::Whole(_)))
+            }
+            FramePart::Data(frame) => (frame, true),
+        };
+        let (commit_frame, commit) = self.pending_commit.filter(|&(f, _)| f == frame && commit_done)?;
+        self.pending_commit = None;
+        let first = self.frames.keys().next().copied().unwrap_or(commit_frame);
+        let frames = std::mem::take(&mut self.frames);
+        self.last_commit = commit_frame;
+        Some(Committed::from_frames(&hdr, first, commit_frame, commit, frames))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hdr() -> WalHeader {
+        WalHeader { page_size: 512, salts: Salts(5, 6), checksum: (0, 0), big_endian: false }
+    }
+
+    fn frame_header(pgno: u32, commit: u32) -> Vec<u8> {
+        let mut f = vec![0u8; 24];
+        f[0..4].copy_from_slice(&pgno.to_be_bytes());
+        f[4..8].copy_from_slice(&commit.to_be_bytes());
+        f[8..12].copy_from_slice(&5u32.to_be_bytes());
+        f[12..16].copy_from_slice(&6u32.to_be_bytes());
+        f
+    }
+
+    fn write_frame(c: &mut Capture, frame: u32, pgno: u32, commit: u32) -> Option<Committed> {
+        let off = wal::frame_offset(frame, 512);
+        assert!(c.after_write(off, &frame_header(pgno, commit), &mut || None).is_none());
+        c.after_write(off + 24, &[0u8; 512], &mut || None)
+    }
+
+    #[test]
+    fn commit_reports_final_frame_per_page_and_ignores_rollback() {
+        let mut c = Capture::default();
+        c.start_generation(hdr());
+        c.on_write_lock();
+        // A rolled-back transaction spills frames 1..=3.
+        for (f, p) in [(1, 7), (2, 8), (3, 9)] {
+            assert!(write_frame(&mut c, f, p, 0).is_none());
+        }
+        // The next transaction starts at frame 1 again, rewrites page 2, commits at frame 2.
+        c.on_write_lock();
+        assert!(write_frame(&mut c, 1, 2, 0).is_none());
+        let got = write_frame(&mut c, 2, 3, 10).unwrap();
+        assert_eq!((got.first, got.last, got.commit), (1, 2, 10));
+        assert_eq!(got.pages, vec![(2, 1), (3, 2)]);
+        // Checksum rewrites of frames already committed are ignored.
+        assert!(c.after_write(wal::frame_offset(2, 512), &frame_header(3, 10), &mut || None).is_none());
+    }
+
+    #[test]
+    fn pages_past_the_new_size_are_dropped() {
+        let mut c = Capture::default();
+        c.start_generation(hdr());
+        c.on_write_lock();
+        write_frame(&mut c, 1, 9, 0);
+        let got = write_frame(&mut c, 2, 1, 3).unwrap();
+        assert_eq!(got.pages, vec![(1, 2)]);
+    }
+}

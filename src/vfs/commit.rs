@@ -1,0 +1,185 @@
+//! From captured commits to shadow-log records, with the continuity proof that makes the log a
+//! faithful copy of the database's history.
+//!
+//! Every record remembers where the WAL stood after it (`WalPos`). Before a transaction is
+//! appended, the log's last position must lead straight to the transaction's first frame. If
+//! frames were committed in between (by a process that died between writing the WAL and the
+//! log, or one without walrust), they are read from the WAL, checksum chain verified, and
+//! appended first. If the history cannot be proven (the WAL was restarted or replaced where
+//! walrust could not see it), a `Resync` record tells the uploader to take a snapshot.
+//! Everything here runs on SQLite's thread with the WAL write lock held: it touches local files
+//! only, never the network.
+
+use super::capture::Committed;
+use super::wal::{self, WalHeader};
+use crate::clock;
+use crate::shadow::log::Appender;
+use crate::shadow::{Header, Kind, WalPos};
+use std::io;
+
+/// Reads bytes of the `-wal` file at an offset; returns how many were read (short at EOF).
+pub type WalRead<'a> = dyn FnMut(&mut [u8], u64) -> io::Result<usize> + 'a;
+
+/// What `append_commit` and `catch_up` wrote.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub records: u32,
+    pub bytes: u64,
+    pub last_txid: u64,
+    pub resync: bool,
+}
+
+impl Appended {
+    fn add(&mut self, other: Appended) {
+        self.records += other.records;
+        self.bytes += other.bytes;
+        self.last_txid = self.last_txid.max(other.last_txid);
+        self.resync |= other.resync;
+    }
+}
+
+fn next_txid(app: &Appender) -> u64 {
+    app.last().map_or(1, |h| h.txid + 1)
+}
+
+fn marker(kind: Kind, txid: u64, pos: WalPos, fingerprint: (u64, i64)) -> Header {
+    Header { kind, txid, page_size: 0, commit: 0, n_pages: 0, pos, timestamp_ms: clock::now_ms(), fingerprint }
+}
+
+/// Appends a record with no pages (a marker) and returns what it wrote.
+pub fn append_marker(app: &mut Appender, kind: Kind, txid: u64, pos: WalPos, fp: (u64, i64)) -> io::Result<Appended> {
+    let bytes = app.append(marker(kind, txid, pos, fp), &mut |_, _| unreachable!("markers have no pages"))?;
+    Ok(Appended { records: 1, bytes, last_txid: txid, resync: kind == Kind::Resync })
+}
+
+/// Appends one committed transaction, reading its page images from the WAL.
+fn append_txn(app: &mut Appender, c: &Committed, wal: &mut WalRead) -> io::Result<Appended> {
+    let txid = next_txid(app);
+    let header = Header {
+        kind: Kind::Txn,
+        txid,
+        page_size: c.page_size,
+        commit: c.commit,
+        n_pages: c.pages.len() as u32,
+        pos: WalPos::At { salts: c.salts, frame: c.last },
+        timestamp_ms: clock::now_ms(),
+        fingerprint: (0, 0),
+    };
+    let bytes = app.append(header, &mut |i, page| {
+        let (pgno, frame) = c.pages[i];
+        let off = wal::frame_offset(frame, c.page_size) + wal::FRAME_HEADER_SIZE;
+        if wal(page, off)? < page.len() {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "WAL frame vanished during capture"));
+        }
+        Ok(pgno)
+    })?;
+    Ok(Appended { records: 1, bytes, last_txid: txid, resync: false })
+}
+
+/// The WAL position the log's last record leaves us at, if the current WAL continues it.
+enum Continuity {
+    /// Captured up to this frame of the current generation (0: nothing of it yet).
+    From(u32),
+    /// The history cannot be proven: a snapshot is needed.
+    Unproven,
+}
+
+fn continuity(last: Option<&Header>, hdr: &WalHeader, fingerprint: &dyn Fn() -> (u64, i64)) -> Continuity {
+    let Some(last) = last else { return Continuity::Unproven };
+    match last.pos {
+        WalPos::At { salts, frame } if salts == hdr.salts => Continuity::From(frame),
+        WalPos::Empty if last.fingerprint == (0, 0) || last.fingerprint == fingerprint() => Continuity::From(0),
+        _ => Continuity::Unproven,
+    }
+}
+
+/// Appends every transaction committed in the WAL after the log's last position, or a `Resync`
+/// when the position cannot be followed. `hdr` is the WAL's current header (None: the WAL is
+/// empty or absent). Call with the WAL write lock held.
+pub fn catch_up(
+    app: &mut Appender,
+    hdr: Option<&WalHeader>,
+    wal: &mut WalRead,
+    fingerprint: &dyn Fn() -> (u64, i64),
+) -> io::Result<Appended> {
+    app.refresh()?;
+    let Some(hdr) = hdr else {
+        let last = app.last().copied();
+        return match last {
+            Some(h) if h.pos == WalPos::Empty && (h.fingerprint == (0, 0) || h.fingerprint == fingerprint()) => {
+                Ok(Appended::default())
+            }
+            _ => append_marker(app, Kind::Resync, next_txid(app), WalPos::Empty, fingerprint()),
+        };
+    };
+    let mut out = Appended::default();
+    let after = match continuity(app.last(), hdr, fingerprint) {
+        Continuity::From(frame) => frame,
+        Continuity::Unproven => {
+            let spans = wal::scan_commits(hdr, 0, wal)?;
+            let pos = match spans.last() {
+                Some(s) => WalPos::At { salts: hdr.salts, frame: s.last },
+                None => WalPos::At { salts: hdr.salts, frame: 0 },
+            };
+            return append_marker(app, Kind::Resync, next_txid(app), pos, (0, 0));
+        }
+    };
+    for span in wal::scan_commits(hdr, after, wal)? {
+        let frames = wal::frame_pgnos(hdr.page_size, span.first, span.last, wal)?;
+        let c = Committed::from_frames(hdr, span.first, span.last, span.commit, frames);
+        out.add(append_txn(app, &c, wal)?);
+    }
+    Ok(out)
+}
+
+/// Appends a transaction this process just committed, after any the log is missing.
+pub fn append_commit(
+    app: &mut Appender,
+    hdr: &WalHeader,
+    c: &Committed,
+    wal: &mut WalRead,
+    fingerprint: &dyn Fn() -> (u64, i64),
+) -> io::Result<Appended> {
+    let mut out = Appended::default();
+    app.refresh()?;
+    let contiguous = |app: &Appender| {
+        matches!(app.last().map(|h| h.pos), Some(WalPos::At { salts, frame }) if salts == c.salts && frame + 1 == c.first)
+            || (c.first == 1 && matches!(continuity(app.last(), hdr, fingerprint), Continuity::From(0)))
+    };
+    if !contiguous(app) {
+        // Commits before ours that the log lacks: recover them from the WAL (stopping before ours).
+        let mut bounded = |buf: &mut [u8], off: u64| -> io::Result<usize> {
+            if off >= wal::frame_offset(c.first, c.page_size) {
+                return Ok(0);
+            }
+            wal(buf, off)
+        };
+        out.add(catch_up(app, Some(hdr), &mut bounded, fingerprint)?);
+        if !contiguous(app) {
+            let pos = WalPos::At { salts: c.salts, frame: c.first - 1 };
+            out.add(append_marker(app, Kind::Resync, next_txid(app), pos, (0, 0))?);
+        }
+    }
+    out.add(append_txn(app, c, wal)?);
+    Ok(out)
+}
+
+/// Records that the current WAL generation ended with everything captured (the WAL is being
+/// restarted, truncated or deleted). `fingerprint` is set when the database file is final.
+pub fn end_generation(
+    app: &mut Appender,
+    hdr: Option<&WalHeader>,
+    wal: &mut WalRead,
+    fingerprint: &dyn Fn() -> (u64, i64),
+    final_fingerprint: Option<(u64, i64)>,
+) -> io::Result<Appended> {
+    let mut out = catch_up(app, hdr, wal, fingerprint)?;
+    let last = app.last().copied();
+    let fp = final_fingerprint.unwrap_or((0, 0));
+    if last.map(|h| (h.pos, h.fingerprint)) != Some((WalPos::Empty, fp)) {
+        let txid = last.map_or(0, |h| h.txid);
+        let bytes = app.append(marker(Kind::Position, txid, WalPos::Empty, fp), &mut |_, _| unreachable!())?;
+        out.add(Appended { records: 1, bytes, last_txid: txid, resync: false });
+    }
+    Ok(out)
+}

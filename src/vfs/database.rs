@@ -1,0 +1,452 @@
+//! One `Database` per database file per process: the safe side of the VFS. The FFI callbacks in
+//! `ffi/` call these hooks; every connection of the process to the same file shares one.
+//!
+//! It owns the capture state and the shadow-log appender, and decides when replication starts
+//! (URI parameter, PRAGMA, environment, or a shadow directory that already names a replica).
+//! What must hold: a hook never fails the application's I/O and never waits on the network; a
+//! database with no replica configured gets no capture, no files, no threads.
+
+use super::capture::Capture;
+use super::commit::{self, Appended};
+use super::wal::{self, WalHeader};
+use crate::config::{self, Settings};
+use crate::replication::Replication;
+use crate::shadow::log::Appender;
+use crate::shadow::{ShadowDir, State};
+use once_cell::sync::Lazy;
+use std::collections::HashMap;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+/// What an open file is to walrust.
+pub enum Role {
+    Main(Arc<Database>),
+    Wal(Arc<Database>),
+    Other,
+}
+
+pub enum PragmaOutcome {
+    /// Not a walrust PRAGMA: let SQLite handle it.
+    NotOurs,
+    Value(Option<String>),
+    Error(String),
+}
+
+static DATABASES: Lazy<Mutex<HashMap<PathBuf, Weak<Database>>>> = Lazy::new(|| Mutex::new(HashMap::new()));
+
+pub struct Database {
+    pub path: PathBuf,
+    state: Mutex<DbState>,
+}
+
+#[derive(Default)]
+struct DbState {
+    capture: Capture,
+    appender: Option<Appender>,
+    replication: Option<Arc<Replication>>,
+    /// A replica asked for before the database was in WAL mode.
+    wanted: Option<String>,
+    settings: Option<Settings>,
+    /// Why replication is not running although it was asked for.
+    problem: Option<String>,
+    /// An open that asked for a different replica than the one in use.
+    conflict: Option<String>,
+}
+
+/// Size and modification time of a file: changes when anyone writes it.
+pub fn fingerprint(path: &Path) -> (u64, i64) {
+    match std::fs::metadata(path) {
+        Ok(m) => (m.len(), m.mtime() * 1_000_000_000 + m.mtime_nsec()),
+        Err(_) => (0, 0),
+    }
+}
+
+/// The database a path names, if this process has it open.
+pub fn lookup(path: &Path) -> Option<Arc<Database>> {
+    DATABASES.lock().unwrap().get(path).and_then(Weak::upgrade)
+}
+
+fn get_or_create(path: &Path) -> Arc<Database> {
+    let mut map = DATABASES.lock().unwrap();
+    if let Some(db) = map.get(path).and_then(Weak::upgrade) {
+        return db;
+    }
+    map.retain(|_, w| w.strong_count() > 0);
+    let db = Arc::new(Database { path: path.to_path_buf(), state: Mutex::new(DbState::default()) });
+    map.insert(path.to_path_buf(), Arc::downgrade(&db));
+    db
+}
+
+/// A main database file was opened. `uri` reads the open's URI parameters.
+pub fn open_main(path: &str, uri: &dyn Fn(&str) -> Option<String>) -> Role {
+    let db = get_or_create(Path::new(path));
+    if uri("walrust_internal").is_none() {
+        db.configure_from_open(uri);
+    }
+    Role::Main(db)
+}
+
+/// A `-wal` file was opened: the database is in WAL mode, so replication asked for starts now.
+pub fn open_wal(path: &str) -> Role {
+    let Some(db_path) = path.strip_suffix("-wal") else { return Role::Other };
+    match lookup(Path::new(db_path)) {
+        Some(db) => {
+            db.start_wanted();
+            Role::Wal(db)
+        }
+        None => Role::Other,
+    }
+}
+
+/// SQLite is about to delete a file. For a `-wal` file (the last connection closed after a full
+/// checkpoint) the log records that the database file now holds everything.
+pub fn before_delete(path: &str) {
+    let Some(db_path) = path.strip_suffix("-wal") else { return };
+    if let Some(db) = lookup(Path::new(db_path)) {
+        db.wal_deleting(Path::new(path));
+    }
+}
+
+fn read_wal_header(read: &mut dyn FnMut(&mut [u8], u64) -> io::Result<usize>) -> Option<WalHeader> {
+    let mut b = [0u8; wal::HEADER_SIZE as usize];
+    match read(&mut b, 0) {
+        Ok(n) if n == b.len() => wal::parse_header(&b),
+        _ => None,
+    }
+}
+
+impl Database {
+    fn lock(&self) -> MutexGuard<'_, DbState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn wal_path(&self) -> PathBuf {
+        let mut p = self.path.clone().into_os_string();
+        p.push("-wal");
+        PathBuf::from(p)
+    }
+
+    /// The replication of this database, if it is running.
+    pub fn replication(&self) -> Option<Arc<Replication>> {
+        self.lock().replication.clone()
+    }
+
+    /// Settings: the database's own (URI, PRAGMA) over the environment's.
+    pub fn settings(&self) -> Settings {
+        self.lock().settings.clone().unwrap_or_else(Settings::from_env)
+    }
+
+    /// Why replication is not running although it was asked for (for `walrust_status`).
+    pub fn problem(&self) -> Option<String> {
+        self.lock().problem.clone()
+    }
+
+    /// Takes the error an open recorded (a replica conflict), for the auto-extension to raise.
+    pub fn take_conflict(&self) -> Option<String> {
+        self.lock().conflict.take()
+    }
+
+    fn configure_from_open(&self, uri: &dyn Fn(&str) -> Option<String>) {
+        let mut st = self.lock();
+        let mut settings = st.settings.clone().unwrap_or_else(Settings::from_env);
+        for name in config::NAMES {
+            if let Some(v) = uri(name) {
+                if let Err(e) = settings.set(name, &v) {
+                    st.conflict = Some(e);
+                }
+            }
+        }
+        st.settings = Some(settings.clone());
+        let asked = uri("walrust_replica").or_else(|| env_replica(&self.path));
+        let shadow = ShadowDir::path_for(&self.path, settings.shadow_dir.as_deref());
+        let recorded = crate::shadow::state::read(&shadow.join("state.json")).ok().flatten().map(|s| s.replica);
+        let in_use = st.replication.as_ref().map(|r| r.url.clone()).or(recorded.filter(|r| !r.is_empty()));
+        match (asked, in_use) {
+            (Some(a), Some(u)) if !same_replica(&a, &u) => {
+                st.conflict = Some(conflict_message(&self.path, &u, &a));
+            }
+            (Some(a), None) => st.wanted = Some(a),
+            (_, Some(u)) if st.replication.is_none() => st.wanted = Some(u),
+            _ => {}
+        }
+    }
+
+    /// Starts the replication asked for at open, now that the database is in WAL mode.
+    fn start_wanted(&self) {
+        let mut st = self.lock();
+        if st.replication.is_some() {
+            return;
+        }
+        if let Some(url) = st.wanted.take() {
+            if let Err(e) = self.start_locked(&mut st, &url) {
+                crate::log::error(&e);
+                st.problem = Some(e);
+            }
+        }
+    }
+
+    fn start_locked(&self, st: &mut DbState, url: &str) -> Result<Arc<Replication>, String> {
+        let settings = st.settings.clone().unwrap_or_else(Settings::from_env);
+        let store = crate::store::open(url).map_err(|e| format!("walrust: cannot replicate {}: {e}", self.path.display()))?;
+        let described = store.describe();
+        let root = ShadowDir::path_for(&self.path, settings.shadow_dir.as_deref());
+        let shadow = ShadowDir::create(root.clone())
+            .map_err(|e| format!("walrust: cannot create the shadow directory {}: {e}; check permissions and free space", root.display()))?;
+        let mut state = shadow.read_state().ok().flatten().unwrap_or_default();
+        if !state.replica.is_empty() && !same_replica(&state.replica, &described) {
+            return Err(conflict_message(&self.path, &state.replica, &described));
+        }
+        if state.replica.is_empty() {
+            state = State { version: 1, replica: described.clone(), ..state };
+            shadow
+                .write_state(&state)
+                .map_err(|e| format!("walrust: cannot write {}: {e}", shadow.state_path().display()))?;
+        }
+        let repl = Arc::new(Replication::new(self.path.clone(), shadow.clone(), store, settings));
+        st.appender = Some(Appender::new(shadow.log_dir()));
+        st.replication = Some(repl.clone());
+        st.problem = None;
+        crate::upload::register(repl.clone(), self);
+        Ok(repl)
+    }
+
+    /// `PRAGMA walrust_replica = url`: starts replication now (the database must be in WAL mode).
+    fn set_replica(&self, url: &str, read_main: &mut dyn FnMut(&mut [u8], u64) -> io::Result<usize>) -> PragmaOutcome {
+        let mut st = self.lock();
+        if let Some(r) = &st.replication {
+            return if same_replica(&r.url, url) {
+                PragmaOutcome::Value(Some(r.url.clone()))
+            } else {
+                PragmaOutcome::Error(conflict_message(&self.path, &r.url, url))
+            };
+        }
+        let mut hdr = [0u8; 100];
+        let wal_mode = matches!(read_main(&mut hdr, 0), Ok(100)) && hdr[18] == 2 && hdr[19] == 2;
+        if !wal_mode {
+            return PragmaOutcome::Error(format!(
+                "walrust: cannot replicate {}: it is not in WAL mode; run PRAGMA journal_mode=WAL first",
+                self.path.display()
+            ));
+        }
+        match self.start_locked(&mut st, url) {
+            Ok(r) => PragmaOutcome::Value(Some(r.url.clone())),
+            Err(e) => PragmaOutcome::Error(e),
+        }
+    }
+
+    /// Handles `PRAGMA walrust_*` (read with `value == None`).
+    pub fn pragma(&self, name: &str, value: Option<&str>, read_main: &mut dyn FnMut(&mut [u8], u64) -> io::Result<usize>) -> PragmaOutcome {
+        let name = name.to_ascii_lowercase();
+        if name == "walrust_replica" {
+            return match value {
+                Some(v) => self.set_replica(v.trim(), read_main),
+                None => PragmaOutcome::Value(self.replication().map(|r| r.url.clone())),
+            };
+        }
+        if !config::NAMES.contains(&name.as_str()) {
+            return PragmaOutcome::NotOurs;
+        }
+        let mut st = self.lock();
+        let mut settings = st.settings.clone().unwrap_or_else(Settings::from_env);
+        if let Some(v) = value {
+            if let Err(e) = settings.set(&name, v) {
+                return PragmaOutcome::Error(e);
+            }
+            if let Some(r) = &st.replication {
+                *r.settings.lock().unwrap() = settings.clone();
+                crate::upload::wake(r);
+            }
+            st.settings = Some(settings.clone());
+        }
+        PragmaOutcome::Value(settings.get(&name))
+    }
+
+    pub fn wal_opened(&self, read: &mut dyn FnMut(&mut [u8], u64) -> io::Result<usize>) {
+        let mut st = self.lock();
+        if st.replication.is_some() {
+            if let Some(h) = read_wal_header(read) {
+                st.capture.adopt_header(h);
+            }
+        }
+    }
+
+    pub fn write_lock_taken(&self) {
+        let mut st = self.lock();
+        if st.replication.is_some() {
+            st.capture.on_write_lock();
+        }
+    }
+
+    /// Before a WAL write: a new header means a new generation; settle the old one first.
+    pub fn before_wal_write(&self, off: u64, data: &[u8], read: &mut dyn FnMut(&mut [u8], u64) -> io::Result<usize>) {
+        let mut st = self.lock();
+        if st.replication.is_none() {
+            return;
+        }
+        let Some(new) = st.capture.header_write(off, data) else { return };
+        let old = read_wal_header(read);
+        if old.map(|h| h.salts) != Some(new.salts) {
+            let fp = || fingerprint(&self.path);
+            let result = commit::end_generation(st.appender.as_mut().unwrap(), old.as_ref(), read, &fp, None);
+            self.account(&mut st, result);
+        }
+        st.capture.start_generation(new);
+    }
+
+    /// After a WAL write: a completed commit is appended to the shadow log.
+    pub fn after_wal_write(&self, off: u64, data: &[u8], read: &mut dyn FnMut(&mut [u8], u64) -> io::Result<usize>) {
+        let mut st = self.lock();
+        if st.replication.is_none() {
+            return;
+        }
+        let mut reread = || read_wal_header(&mut *read);
+        let Some(c) = st.capture.after_write(off, data, &mut reread) else { return };
+        let hdr = *st.capture.header().expect("a commit implies a header");
+        let fp = || fingerprint(&self.path);
+        let result = commit::append_commit(st.appender.as_mut().unwrap(), &hdr, &c, read, &fp);
+        self.account(&mut st, result);
+    }
+
+    /// Records an append's outcome. A failure is reported and left for the next append's
+    /// catch-up to repair from the WAL; it never fails the application's commit.
+    fn account(&self, st: &mut DbState, result: io::Result<Appended>) {
+        let repl = st.replication.as_ref().unwrap();
+        match result {
+            Ok(a) if a.records > 0 => {
+                repl.appended(a);
+                crate::upload::notify(repl);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let msg = format!(
+                    "walrust: cannot append to the shadow log in {}: {e}; the transaction is still in the WAL and will be captured on the next commit",
+                    repl.shadow.root.display()
+                );
+                crate::log::error(&msg);
+                repl.set_error(Some(msg));
+            }
+        }
+    }
+
+    pub fn wal_synced(&self) {
+        let st = self.lock();
+        if let Some(app) = &st.appender {
+            if let Err(e) = app.sync() {
+                crate::log::error(&format!("walrust: cannot sync the shadow log: {e}"));
+            }
+        }
+    }
+
+    pub fn before_wal_truncate(&self, size: u64, read: &mut dyn FnMut(&mut [u8], u64) -> io::Result<usize>) {
+        if size >= wal::HEADER_SIZE {
+            return;
+        }
+        let mut st = self.lock();
+        if st.replication.is_none() {
+            return;
+        }
+        let hdr = read_wal_header(read);
+        let fp = || fingerprint(&self.path);
+        let result = commit::end_generation(st.appender.as_mut().unwrap(), hdr.as_ref(), read, &fp, None);
+        self.account(&mut st, result);
+        st.capture = Capture::default();
+    }
+
+    fn wal_deleting(&self, wal_path: &Path) {
+        let mut st = self.lock();
+        if st.replication.is_none() {
+            return;
+        }
+        let Ok(file) = std::fs::File::open(wal_path) else { return };
+        let mut read = |buf: &mut [u8], off: u64| -> io::Result<usize> {
+            let mut n = 0;
+            while n < buf.len() {
+                match file.read_at(&mut buf[n..], off + n as u64)? {
+                    0 => break,
+                    k => n += k,
+                }
+            }
+            Ok(if n == buf.len() { n } else { 0 })
+        };
+        let hdr = read_wal_header(&mut read);
+        let fp = || fingerprint(&self.path);
+        let final_fp = Some(fingerprint(&self.path));
+        let result = commit::end_generation(st.appender.as_mut().unwrap(), hdr.as_ref(), &mut read, &fp, final_fp);
+        self.account(&mut st, result);
+        st.capture = Capture::default();
+    }
+
+    /// Under the WAL write lock (the caller holds it through its own connection): appends every
+    /// transaction the log lacks, then, if `marker` is given, a marker record with a TXID of at
+    /// least `min_txid`. Returns the last TXID in the log and the WAL position.
+    pub fn catch_up_locked(&self, marker: Option<(crate::shadow::Kind, u64, u32, u32)>) -> io::Result<(u64, crate::shadow::WalPos)> {
+        let mut st = self.lock();
+        let Some(_) = st.replication else { return Err(io::Error::other("not replicating")) };
+        let wal_path = self.wal_path();
+        let file = std::fs::File::open(&wal_path).ok();
+        let mut read = |buf: &mut [u8], off: u64| -> io::Result<usize> {
+            let Some(f) = &file else { return Ok(0) };
+            let mut n = 0;
+            while n < buf.len() {
+                match f.read_at(&mut buf[n..], off + n as u64)? {
+                    0 => break,
+                    k => n += k,
+                }
+            }
+            Ok(if n == buf.len() { n } else { 0 })
+        };
+        let hdr = read_wal_header(&mut read);
+        let fp = || fingerprint(&self.path);
+        let result = commit::catch_up(st.appender.as_mut().unwrap(), hdr.as_ref(), &mut read, &fp);
+        self.account(&mut st, result);
+        let app = st.appender.as_mut().unwrap();
+        if let Some((kind, min_txid, page_size, commit_pages)) = marker {
+            let last = app.last().copied();
+            let txid = last.map_or(1, |h| h.txid + 1).max(min_txid);
+            let pos = last.map_or(crate::shadow::WalPos::Unknown, |h| h.pos);
+            let mut h = crate::shadow::Header {
+                kind,
+                txid,
+                page_size,
+                commit: commit_pages,
+                n_pages: 0,
+                pos,
+                timestamp_ms: crate::clock::now_ms(),
+                fingerprint: last.map_or((0, 0), |h| h.fingerprint),
+            };
+            if h.pos == crate::shadow::WalPos::Unknown {
+                h.pos = crate::shadow::WalPos::Empty;
+            }
+            let bytes = app.append(h, &mut |_, _| unreachable!())?;
+            let a = Appended { records: 1, bytes, last_txid: txid, resync: kind == crate::shadow::Kind::Resync };
+            self.account(&mut st, Ok(a));
+        }
+        let last = st.appender.as_ref().unwrap().last().copied();
+        Ok((last.map_or(0, |h| h.txid), last.map_or(crate::shadow::WalPos::Unknown, |h| h.pos)))
+    }
+}
+
+fn env_replica(db: &Path) -> Option<String> {
+    let root = std::env::var("WALRUST_REPLICA_ROOT").ok().filter(|r| !r.is_empty())?;
+    let name = db.file_name()?.to_string_lossy().to_string();
+    Some(format!("{}/{}", root.trim_end_matches('/'), name))
+}
+
+/// Two replica URLs name the same replica (`/dir` and `file:///dir` do).
+pub fn same_replica(a: &str, b: &str) -> bool {
+    let norm = |s: &str| {
+        let s = s.trim().trim_end_matches('/');
+        s.strip_prefix("file://").unwrap_or(s).to_string()
+    };
+    norm(a) == norm(b)
+}
+
+fn conflict_message(db: &Path, in_use: &str, asked: &str) -> String {
+    format!(
+        "walrust: {} already replicates to {in_use}, not {asked}; open it with the same replica, or remove its shadow directory ({}-walrust) to start over with the new one",
+        db.display(),
+        db.display()
+    )
+}

@@ -1,0 +1,61 @@
+//! The extension entry point, `sqlite3_walrust_init` (SQLite derives the name from
+//! `libwalrust.so`), and the auto-extension hook that gives every later connection the SQL
+//! functions.
+
+use super::guard;
+use rusqlite::{ffi, Connection};
+use std::ffi::{c_char, c_int};
+use std::sync::Once;
+
+static AUTO_EXTENSION: Once = Once::new();
+
+/// Called by SQLite when the library is loaded. Registers the VFS (as the default), the SQL
+/// functions on this connection and, through an auto-extension, on every connection opened
+/// later; asks SQLite to keep the library loaded for the life of the process.
+///
+/// # Safety
+/// Called by SQLite with a valid connection handle and API routines table.
+#[no_mangle]
+pub unsafe extern "C" fn sqlite3_walrust_init(
+    db: *mut ffi::sqlite3,
+    pz_err_msg: *mut *mut c_char,
+    p_api: *mut ffi::sqlite3_api_routines,
+) -> c_int {
+    guard(ffi::SQLITE_ERROR, || unsafe { Connection::extension_init2(db, pz_err_msg, p_api, init) })
+}
+
+fn init(conn: Connection) -> rusqlite::Result<bool> {
+    super::methods::register().map_err(|msg| rusqlite::Error::ModuleError(msg))?;
+    AUTO_EXTENSION.call_once(|| unsafe {
+        // SAFETY: the signature matches what sqlite3_auto_extension calls.
+        let entry: unsafe extern "C" fn() = std::mem::transmute(auto_entry as *const ());
+        ffi::sqlite3_auto_extension(Some(entry));
+    });
+    crate::sql::register_all(&conn)?;
+    Ok(true)
+}
+
+/// Runs for each connection opened after the load: SQL functions, and the check that this
+/// connection did not ask for a replica other than the one its database already uses.
+unsafe extern "C" fn auto_entry(
+    db: *mut ffi::sqlite3,
+    pz_err_msg: *mut *mut c_char,
+    _api: *const ffi::sqlite3_api_routines,
+) -> c_int {
+    guard(ffi::SQLITE_ERROR, || unsafe {
+        let conn = match Connection::from_handle(db) {
+            Ok(c) => c,
+            Err(_) => return ffi::SQLITE_ERROR,
+        };
+        let result = crate::sql::on_connection_open(&conn);
+        match result {
+            Ok(()) => ffi::SQLITE_OK,
+            Err(msg) => {
+                if !pz_err_msg.is_null() {
+                    *pz_err_msg = super::sqlite_string(&msg);
+                }
+                ffi::SQLITE_ERROR
+            }
+        }
+    })
+}

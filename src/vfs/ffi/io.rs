@@ -1,0 +1,252 @@
+//! The `sqlite3_io_methods` of every file opened through the `walrust` VFS. Each forwards to the
+//! wrapped VFS's file, stored inline right after our header; the main database file and its
+//! `-wal` file also call the safe hooks of their `Database`.
+
+use super::{cstr, guard, sqlite_string, PANIC_RC};
+use crate::vfs::database::{PragmaOutcome, Role};
+use rusqlite::ffi;
+use std::ffi::{c_char, c_int, c_void};
+
+/// Our file object. SQLite allocates `szOsFile` bytes; the wrapped file lives at `INNER_OFFSET`.
+#[repr(C)]
+pub(super) struct WFile {
+    pub base: ffi::sqlite3_file,
+    pub role: *mut Role,
+    pub inner: *mut ffi::sqlite3_file,
+}
+
+pub(super) const INNER_OFFSET: usize = std::mem::size_of::<WFile>().next_multiple_of(16);
+
+/// iVersion 3: shared memory (needed for WAL mode) and memory-mapped I/O are forwarded.
+pub(super) static IO_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
+    iVersion: 3,
+    xClose: Some(x_close),
+    xRead: Some(x_read),
+    xWrite: Some(x_write),
+    xTruncate: Some(x_truncate),
+    xSync: Some(x_sync),
+    xFileSize: Some(x_file_size),
+    xLock: Some(x_lock),
+    xUnlock: Some(x_unlock),
+    xCheckReservedLock: Some(x_check_reserved_lock),
+    xFileControl: Some(x_file_control),
+    xSectorSize: Some(x_sector_size),
+    xDeviceCharacteristics: Some(x_device_characteristics),
+    xShmMap: Some(x_shm_map),
+    xShmLock: Some(x_shm_lock),
+    xShmBarrier: Some(x_shm_barrier),
+    xShmUnmap: Some(x_shm_unmap),
+    xFetch: Some(x_fetch),
+    xUnfetch: Some(x_unfetch),
+};
+
+unsafe fn parts<'a>(f: *mut ffi::sqlite3_file) -> (&'a Role, *mut ffi::sqlite3_file, &'a ffi::sqlite3_io_methods) {
+    unsafe {
+        let w = &*(f as *mut WFile);
+        (&*w.role, w.inner, &*(*w.inner).pMethods)
+    }
+}
+
+/// A safe reader over the wrapped file, for hooks that need to look at the WAL or database.
+pub(super) unsafe fn reader(inner: *mut ffi::sqlite3_file) -> impl FnMut(&mut [u8], u64) -> std::io::Result<usize> {
+    move |buf: &mut [u8], off: u64| {
+        let m = unsafe { &*(*inner).pMethods };
+        let rc = unsafe { (m.xRead.unwrap())(inner, buf.as_mut_ptr() as *mut c_void, buf.len() as c_int, off as i64) };
+        match rc {
+            ffi::SQLITE_OK => Ok(buf.len()),
+            ffi::SQLITE_IOERR_SHORT_READ => Ok(0),
+            rc => Err(std::io::Error::other(format!("read of {} bytes at {off} failed (SQLite code {rc})", buf.len()))),
+        }
+    }
+}
+
+unsafe extern "C" fn x_close(f: *mut ffi::sqlite3_file) -> c_int {
+    guard(PANIC_RC, || unsafe {
+        let w = &mut *(f as *mut WFile);
+        let m = &*(*w.inner).pMethods;
+        let rc = (m.xClose.unwrap())(w.inner);
+        let role = Box::from_raw(w.role);
+        w.role = std::ptr::null_mut();
+        drop(role);
+        rc
+    })
+}
+
+unsafe extern "C" fn x_read(f: *mut ffi::sqlite3_file, buf: *mut c_void, n: c_int, off: i64) -> c_int {
+    unsafe {
+        let (_, inner, m) = parts(f);
+        (m.xRead.unwrap())(inner, buf, n, off)
+    }
+}
+
+unsafe extern "C" fn x_write(f: *mut ffi::sqlite3_file, buf: *const c_void, n: c_int, off: i64) -> c_int {
+    guard(PANIC_RC, || unsafe {
+        let (role, inner, m) = parts(f);
+        let Role::Wal(db) = role else {
+            return (m.xWrite.unwrap())(inner, buf, n, off);
+        };
+        let data = std::slice::from_raw_parts(buf as *const u8, n as usize);
+        db.before_wal_write(off as u64, data, &mut reader(inner));
+        let rc = (m.xWrite.unwrap())(inner, buf, n, off);
+        if rc == ffi::SQLITE_OK {
+            db.after_wal_write(off as u64, data, &mut reader(inner));
+        }
+        rc
+    })
+}
+
+unsafe extern "C" fn x_truncate(f: *mut ffi::sqlite3_file, size: i64) -> c_int {
+    guard(PANIC_RC, || unsafe {
+        let (role, inner, m) = parts(f);
+        if let Role::Wal(db) = role {
+            db.before_wal_truncate(size as u64, &mut reader(inner));
+        }
+        (m.xTruncate.unwrap())(inner, size)
+    })
+}
+
+unsafe extern "C" fn x_sync(f: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
+    guard(PANIC_RC, || unsafe {
+        let (role, inner, m) = parts(f);
+        let rc = (m.xSync.unwrap())(inner, flags);
+        if let (Role::Wal(db), ffi::SQLITE_OK) = (role, rc) {
+            db.wal_synced();
+        }
+        rc
+    })
+}
+
+unsafe extern "C" fn x_file_size(f: *mut ffi::sqlite3_file, out: *mut i64) -> c_int {
+    unsafe {
+        let (_, inner, m) = parts(f);
+        (m.xFileSize.unwrap())(inner, out)
+    }
+}
+
+unsafe extern "C" fn x_lock(f: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+    unsafe {
+        let (_, inner, m) = parts(f);
+        (m.xLock.unwrap())(inner, level)
+    }
+}
+
+unsafe extern "C" fn x_unlock(f: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+    unsafe {
+        let (_, inner, m) = parts(f);
+        (m.xUnlock.unwrap())(inner, level)
+    }
+}
+
+unsafe extern "C" fn x_check_reserved_lock(f: *mut ffi::sqlite3_file, out: *mut c_int) -> c_int {
+    unsafe {
+        let (_, inner, m) = parts(f);
+        (m.xCheckReservedLock.unwrap())(inner, out)
+    }
+}
+
+unsafe extern "C" fn x_file_control(f: *mut ffi::sqlite3_file, op: c_int, arg: *mut c_void) -> c_int {
+    guard(PANIC_RC, || unsafe {
+        let (role, inner, m) = parts(f);
+        if let (Role::Main(db), ffi::SQLITE_FCNTL_PRAGMA) = (role, op) {
+            let args = arg as *mut *mut c_char;
+            let name = cstr(*args.add(1)).unwrap_or("");
+            let value = cstr(*args.add(2));
+            match db.pragma(name, value, &mut reader(inner)) {
+                PragmaOutcome::NotOurs => {}
+                PragmaOutcome::Value(None) => return ffi::SQLITE_OK,
+                PragmaOutcome::Value(Some(v)) => {
+                    *args = sqlite_string(&v);
+                    return ffi::SQLITE_OK;
+                }
+                PragmaOutcome::Error(msg) => {
+                    *args = sqlite_string(&msg);
+                    return ffi::SQLITE_ERROR;
+                }
+            }
+        }
+        (m.xFileControl.unwrap())(inner, op, arg)
+    })
+}
+
+unsafe extern "C" fn x_sector_size(f: *mut ffi::sqlite3_file) -> c_int {
+    unsafe {
+        let (_, inner, m) = parts(f);
+        (m.xSectorSize.unwrap())(inner)
+    }
+}
+
+unsafe extern "C" fn x_device_characteristics(f: *mut ffi::sqlite3_file) -> c_int {
+    unsafe {
+        let (_, inner, m) = parts(f);
+        (m.xDeviceCharacteristics.unwrap())(inner)
+    }
+}
+
+unsafe extern "C" fn x_shm_map(f: *mut ffi::sqlite3_file, pg: c_int, sz: c_int, extend: c_int, pp: *mut *mut c_void) -> c_int {
+    unsafe {
+        let (_, inner, m) = parts(f);
+        match (m.iVersion >= 2, m.xShmMap) {
+            (true, Some(x)) => x(inner, pg, sz, extend, pp),
+            _ => ffi::SQLITE_IOERR,
+        }
+    }
+}
+
+unsafe extern "C" fn x_shm_lock(f: *mut ffi::sqlite3_file, offset: c_int, n: c_int, flags: c_int) -> c_int {
+    guard(PANIC_RC, || unsafe {
+        let (role, inner, m) = parts(f);
+        let rc = match (m.iVersion >= 2, m.xShmLock) {
+            (true, Some(x)) => x(inner, offset, n, flags),
+            _ => return ffi::SQLITE_IOERR,
+        };
+        if let (Role::Main(db), ffi::SQLITE_OK) = (role, rc) {
+            let exclusive_lock = ffi::SQLITE_SHM_LOCK | ffi::SQLITE_SHM_EXCLUSIVE;
+            if flags & exclusive_lock == exclusive_lock && offset == 0 {
+                db.write_lock_taken();
+            }
+        }
+        rc
+    })
+}
+
+unsafe extern "C" fn x_shm_barrier(f: *mut ffi::sqlite3_file) {
+    unsafe {
+        let (_, inner, m) = parts(f);
+        if let (true, Some(x)) = (m.iVersion >= 2, m.xShmBarrier) {
+            x(inner)
+        }
+    }
+}
+
+unsafe extern "C" fn x_shm_unmap(f: *mut ffi::sqlite3_file, delete: c_int) -> c_int {
+    unsafe {
+        let (_, inner, m) = parts(f);
+        match (m.iVersion >= 2, m.xShmUnmap) {
+            (true, Some(x)) => x(inner, delete),
+            _ => ffi::SQLITE_OK,
+        }
+    }
+}
+
+unsafe extern "C" fn x_fetch(f: *mut ffi::sqlite3_file, off: i64, n: c_int, pp: *mut *mut c_void) -> c_int {
+    unsafe {
+        let (_, inner, m) = parts(f);
+        match (m.iVersion >= 3, m.xFetch) {
+            (true, Some(x)) => x(inner, off, n, pp),
+            _ => {
+                *pp = std::ptr::null_mut();
+                ffi::SQLITE_OK
+            }
+        }
+    }
+}
+
+unsafe extern "C" fn x_unfetch(f: *mut ffi::sqlite3_file, off: i64, p: *mut c_void) -> c_int {
+    unsafe {
+        let (_, inner, m) = parts(f);
+        match (m.iVersion >= 3, m.xUnfetch) {
+            (true, Some(x)) => x(inner, off, p),
+            _ => ffi::SQLITE_OK,
+        }
+    }
+}

@@ -207,7 +207,7 @@ fn restore_chain(levels: &Path) -> Option<Vec<PathBuf>> {
         .iter()
         .filter(|(l, _)| *l == 9)
         .map(|(_, p)| p)
-        .last()?;
+        .next_back()?;
     let mut chain = vec![snap.clone()];
     let mut max = range_of(snap).1;
     for (_, p) in files.iter().filter(|(l, _)| *l == 0) {

@@ -34,7 +34,13 @@
 //! - The chosen files are merged by the `ltx` Compactor: headers must be contiguous by the same
 //!   rule and have equal page sizes; the newest version of each page wins; the result must
 //!   start at TXID 1 and hold every page `1..=commit` of the *last* file except the lock page,
-//!   so the snapshot plus incrementals together must cover the database.
+//!   so the snapshot plus incrementals together must cover the database. This is why
+//!   Litestream's `db.go`, when the commit size grows, adds to the level-0 file every page in
+//!   `old_commit+1..=new_commit` (but the lock page) that the WAL did not carry, read from the
+//!   database file. Pages past a shrunken commit are dropped.
+//! - Lock page: Litestream skips it when writing (`db.go`, `writeLTXFromDB`), the Go encoder
+//!   refuses it, a snapshot's pages jump from `lock-1` to `lock+1`, and `DecodeDatabaseTo`
+//!   writes zeros in its place.
 //! - Every file's checksum is verified and its page index is parsed (but not used) during
 //!   restore; the header timestamp of the last file becomes the restored timestamp.
 //! - Timestamps: `-timestamp` compares the *store's* creation time (`CreatedAt`), not the header:

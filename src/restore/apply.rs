@@ -1,7 +1,12 @@
 //! Writes a plan's files, in order, into the restore's temporary file, checking each one.
 //!
 //! Pages stream from the decoder to `(pgno - 1) * page_size`; after each file the database is
-//! cut (or extended) to that file's commit size. Nothing is buffered but one page.
+//! cut (or extended) to that file's commit size. Nothing is buffered but one page (two while a
+//! database checksum is tracked). The decoder enforces the page rules (ascending, within the
+//! commit size, never the lock page, a snapshot complete) and the file checksum; this adds the
+//! chain's rules: names match headers, the chain starts with a snapshot and has no hole, one
+//! page size, sizes and SHA-256s match the listing and the manifest, and, for files that carry
+//! database checksums, the pre- and post-apply checksums match the database being built.
 
 use std::fs::File;
 use std::io::Read;
@@ -9,11 +14,11 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::{fetch, ErrorKind, Plan, RestoreError};
-use crate::ltx::{self, Decoder};
+use crate::ltx::{self, DatabaseChecksum, Decoder};
 use crate::manifest::HashingReader;
 use crate::store::{FileInfo, Layout, Store};
-use crate::types::{is_valid_page_size, lock_page};
-use crate::Txid;
+use crate::types::lock_page;
+use crate::{PageNo, Txid};
 
 /// What `run` restored.
 pub(super) struct Done {
@@ -32,7 +37,10 @@ struct Db<'a> {
     pages: u32,
     txid: Option<Txid>,
     timestamp_ms: i64,
+    /// The database checksum so far, while every file carries one.
+    sum: Option<DatabaseChecksum>,
     page: Vec<u8>,
+    scratch: Vec<u8>,
 }
 
 /// Applies every file of `plan` to `file` (the temp file at `path`) and fsyncs it.
@@ -51,7 +59,9 @@ pub(super) fn run(
         pages: 0,
         txid: None,
         timestamp_ms: 0,
+        sum: None,
         page: Vec::new(),
+        scratch: Vec::new(),
     };
     fetch::in_order(store, &plan.files, |i, reader| {
         let info = &plan.files[i];
@@ -120,16 +130,13 @@ impl Db<'_> {
             )));
         }
         match self.txid {
-            None if h.min_txid != Txid::ONE => {
+            None if !h.is_snapshot() => {
                 return Err(bad("the chain does not start with a full snapshot".into()))
             }
             Some(end) if h.min_txid.get() > end.get() + 1 => {
                 return Err(bad(format!("it does not continue TXID {end}")))
             }
             _ => {}
-        }
-        if !is_valid_page_size(h.page_size) {
-            return Err(bad(format!("page size {} is impossible", h.page_size)));
         }
         if self.page_size == 0 {
             self.page_size = h.page_size;
@@ -139,33 +146,45 @@ impl Db<'_> {
                 h.page_size, self.page_size
             )));
         }
-        if h.commit == 0 {
-            return Err(bad("its database size is 0 pages".into()));
+
+        // The rolling database checksum is tracked while every file from the snapshot on
+        // carries one (LiteFS, LTX v1); Litestream and walrust files do not.
+        let tracked = !h.no_checksum() && (self.txid.is_none() || self.sum.is_some());
+        if !tracked {
+            self.sum = None;
+        } else if self.txid.is_none() {
+            self.sum = Some(DatabaseChecksum::new(self.page_size));
+        } else if self.txid.map(|t| t.get() + 1) == Some(h.min_txid.get()) {
+            let have = self.sum.expect("tracked").value();
+            if h.pre_apply_checksum != have {
+                return Err(bad(format!(
+                    "it applies to a database with checksum {}, but the chain so far gives {have};                      it belongs to another history",
+                    h.pre_apply_checksum
+                )));
+            }
         }
 
-        let ps = self.page_size as u64;
-        let lock = lock_page(self.page_size);
+        let old_pages = self.pages;
+        let mut fill_from = old_pages + 1; // first page past the old end not yet accounted for
         while let Some(pgno) = dec
             .next_page(&mut self.page)
             .map_err(|e| self.ltx_error(info, e))?
         {
-            if pgno.get() > h.commit {
-                return Err(bad(format!(
-                    "page {pgno} is past its database size of {} pages",
-                    h.commit
-                )));
+            let p = pgno.get();
+            if self.sum.is_some() {
+                if p <= old_pages {
+                    self.read_page(p)?;
+                    self.toggle_scratch(p);
+                } else {
+                    self.toggle_zero_pages(fill_from..p);
+                    fill_from = p + 1;
+                }
+                let sum = self.sum.as_mut().expect("tracked");
+                sum.toggle(pgno, &self.page);
             }
-            if self.page.len() as u64 != ps {
-                return Err(bad(format!("page {pgno} has {} bytes", self.page.len())));
-            }
-            if pgno.get() == lock {
-                continue; // SQLite never stores data there; `finish` zeroes it.
-            }
-            self.file
-                .write_all_at(&self.page, (pgno.get() as u64 - 1) * ps)
-                .map_err(|e| self.local_io(e))?;
+            self.write_page(p)?;
         }
-        dec.finish().map_err(|e| self.ltx_error(info, e))?;
+        let trailer = dec.finish().map_err(|e| self.ltx_error(info, e))?;
 
         let (sha, size) = hashed
             .finish()
@@ -185,13 +204,67 @@ impl Db<'_> {
             }
         }
 
+        if self.sum.is_some() {
+            // Pages cut off by a smaller commit leave the database; pages a larger commit adds
+            // without writing them are zeros.
+            for p in h.commit + 1..=old_pages {
+                self.read_page(p)?;
+                self.toggle_scratch(p);
+            }
+            self.toggle_zero_pages(fill_from.max(old_pages + 1)..h.commit + 1);
+            let have = self.sum.expect("tracked").value();
+            if trailer.post_apply_checksum != have {
+                return Err(bad(format!(
+                    "the database after it should have checksum {}, but has {have}",
+                    trailer.post_apply_checksum
+                )));
+            }
+        }
+
         self.file
-            .set_len(h.commit as u64 * ps)
+            .set_len(h.commit as u64 * self.page_size as u64)
             .map_err(|e| self.local_io(e))?;
         self.pages = h.commit;
         self.txid = Some(h.max_txid);
         self.timestamp_ms = h.timestamp_ms;
         Ok(())
+    }
+
+    fn offset(&self, p: u32) -> u64 {
+        (p as u64 - 1) * self.page_size as u64
+    }
+
+    fn write_page(&self, p: u32) -> Result<(), RestoreError> {
+        self.file
+            .write_all_at(&self.page, self.offset(p))
+            .map_err(|e| self.local_io(e))
+    }
+
+    /// Reads page `p` of the temp file into `self.scratch`.
+    fn read_page(&mut self, p: u32) -> Result<(), RestoreError> {
+        self.scratch.resize(self.page_size as usize, 0);
+        let off = self.offset(p);
+        self.file
+            .read_exact_at(&mut self.scratch, off)
+            .map_err(|e| self.local_io(e))
+    }
+
+    fn toggle_scratch(&mut self, p: u32) {
+        let pgno = PageNo::new(p).expect("page numbers start at 1");
+        if let Some(sum) = self.sum.as_mut() {
+            sum.toggle(pgno, &self.scratch);
+        }
+    }
+
+    fn toggle_zero_pages(&mut self, pages: std::ops::Range<u32>) {
+        if pages.is_empty() {
+            return;
+        }
+        self.scratch.clear();
+        self.scratch.resize(self.page_size as usize, 0);
+        for p in pages {
+            self.toggle_scratch(p);
+        }
     }
 
     fn finish(self) -> Result<Done, RestoreError> {

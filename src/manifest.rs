@@ -1,1 +1,376 @@
-//! TODO
+//! `manifest.json`: walrust's index of the LTX files it wrote to a replica.
+//!
+//! Owns: the JSON format (stable field names, a `version`), the SHA-256-truncated-to-64-bits
+//! file hash and its streaming helpers, and `update`, the read-modify-conditional-write loop
+//! that lets two writers add and remove entries without losing each other's.
+//!
+//! The manifest is an index, not the truth: the store's listing says which files exist. Restore
+//! checks every entry against the listing (an entry without a file is an integrity error) and
+//! every downloaded file against its entry's hash. So the writer's order is: make a file
+//! durable, then add its entry; remove an entry, then delete its file.
+//!
+//! Format (version 1):
+//! ```json
+//! {"version":1,"files":[{"key":"ltx/9/0000000000000001-0000000000000020.ltx","level":9,
+//!   "min_txid":"0000000000000001","max_txid":"0000000000000020",
+//!   "created_at":"2026-11-28T10:49:56.123Z","size":4242,"sha256":"9f86d081884c7d65"}]}
+//! ```
+//! `key` is relative to the replica root (the directory or bucket prefix), in the store's
+//! layout. Entries are sorted by (level, min_txid, max_txid); one entry per file.
+
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::store::{ETag, FileInfo, FileKey, Layout, Store, StoreError, MANIFEST_KEY};
+use crate::Txid;
+
+/// The format version this walrust writes. A manifest with a higher version is not rewritten.
+pub const VERSION: u32 = 1;
+
+/// How many times `update` re-reads and retries after losing a conditional write.
+const UPDATE_ATTEMPTS: u32 = 50;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub version: u32,
+    #[serde(default)]
+    pub files: Vec<Entry>,
+}
+
+/// One file walrust wrote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub key: String,
+    pub level: u32,
+    #[serde(with = "txid_hex")]
+    pub min_txid: Txid,
+    #[serde(with = "txid_hex")]
+    pub max_txid: Txid,
+    /// The LTX header timestamp, ms since the epoch; RFC 3339 in the JSON.
+    #[serde(rename = "created_at", with = "rfc3339")]
+    pub created_at_ms: i64,
+    pub size: u64,
+    /// `sha256_64` of the file's bytes.
+    pub sha256: String,
+}
+
+impl Entry {
+    /// The entry for a file just written (`info` as `Store::write` returned it).
+    pub fn new(layout: Layout, info: &FileInfo, sha256: String) -> Entry {
+        Entry {
+            key: layout.file_key(&info.key),
+            level: info.key.level,
+            min_txid: info.key.min_txid,
+            max_txid: info.key.max_txid,
+            created_at_ms: info.created_at_ms,
+            size: info.size,
+            sha256,
+        }
+    }
+
+    /// `None` if the level or range is impossible (a hand-edited manifest).
+    pub fn file_key(&self) -> Option<FileKey> {
+        FileKey::new(self.level, self.min_txid, self.max_txid)
+    }
+}
+
+impl Manifest {
+    pub fn new() -> Manifest {
+        Manifest {
+            version: VERSION,
+            files: Vec::new(),
+        }
+    }
+
+    /// Parses and checks a manifest body.
+    pub fn parse(body: &[u8]) -> Result<Manifest, StoreError> {
+        let invalid = |why: String| StoreError::Invalid {
+            what: format!("reading {MANIFEST_KEY}"),
+            why,
+        };
+        let m: Manifest = serde_json::from_slice(body).map_err(|e| {
+            invalid(format!(
+                "it is not a valid walrust manifest ({e}); move it aside: the replica's files \
+                 stay restorable without it"
+            ))
+        })?;
+        if let Some(bad) = m
+            .files
+            .iter()
+            .find(|e| e.file_key().is_none() || !is_hex16(&e.sha256))
+        {
+            return Err(invalid(format!(
+                "entry {} has an impossible level, TXID range or sha256; move the manifest aside",
+                bad.key
+            )));
+        }
+        Ok(m)
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec(self).expect("a manifest always serializes");
+        v.push(b'\n');
+        v
+    }
+
+    pub fn get(&self, key: &FileKey) -> Option<&Entry> {
+        self.files
+            .binary_search_by_key(key, |e| e.file_key().expect("checked at parse"))
+            .ok()
+            .map(|i| &self.files[i])
+    }
+
+    /// Adds (or replaces) entries and removes others, keeping the order.
+    pub fn apply(&mut self, add: &[Entry], remove: &[FileKey]) {
+        self.files
+            .retain(|e| !remove.contains(&e.file_key().expect("checked at parse")));
+        for a in add {
+            let k = a.file_key().expect("entries are built from file keys");
+            match self
+                .files
+                .binary_search_by_key(&k, |e| e.file_key().expect("checked at parse"))
+            {
+                Ok(i) => self.files[i] = a.clone(),
+                Err(i) => self.files.insert(i, a.clone()),
+            }
+        }
+    }
+}
+
+fn is_hex16(s: &str) -> bool {
+    s.len() == 16 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Reads and parses the manifest; `None` if the replica has none.
+pub fn load(store: &dyn Store) -> Result<Option<(Manifest, ETag)>, StoreError> {
+    match store.get_manifest()? {
+        None => Ok(None),
+        Some(obj) => Ok(Some((Manifest::parse(&obj.body)?, obj.etag))),
+    }
+}
+
+/// Adds `add` and removes `remove` with a conditional write, re-reading and retrying when
+/// another writer got there first, so neither loses the other's entries. Returns the manifest
+/// as written.
+pub fn update(
+    store: &dyn Store,
+    add: &[Entry],
+    remove: &[FileKey],
+) -> Result<Manifest, StoreError> {
+    for attempt in 0..UPDATE_ATTEMPTS {
+        let (mut m, etag) = match load(store)? {
+            Some((m, etag)) => (m, Some(etag)),
+            None => (Manifest::new(), None),
+        };
+        if m.version > VERSION {
+            return Err(StoreError::Invalid {
+                what: format!("updating {MANIFEST_KEY} in {}", store.describe()),
+                why: format!(
+                    "it has format version {}, newer than this walrust's {VERSION}; upgrade \
+                     walrust",
+                    m.version
+                ),
+            });
+        }
+        m.version = VERSION;
+        m.apply(add, remove);
+        match store.put_manifest(&m.to_json(), etag.as_ref()) {
+            Ok(_) => return Ok(m),
+            Err(StoreError::Conflict { .. }) => backoff(attempt),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Conflict {
+        what: format!(
+            "updating {MANIFEST_KEY} in {} ({UPDATE_ATTEMPTS} attempts)",
+            store.describe()
+        ),
+    })
+}
+
+/// Sleeps a little longer each attempt, with jitter so two losers do not collide again.
+fn backoff(attempt: u32) {
+    let jitter = (std::process::id() as u64)
+        .wrapping_mul(31)
+        .wrapping_add(crate::clock::now_ms() as u64)
+        % 5;
+    let ms = (1u64 << attempt.min(6)) + jitter;
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+/// SHA-256 of `bytes`, truncated to its first 64 bits, as 16 lower-case hex digits.
+pub fn sha256_64(bytes: &[u8]) -> String {
+    let mut h = Hasher64::new();
+    h.update(bytes);
+    h.finish()
+}
+
+/// Streaming `sha256_64`; also a `Write` sink.
+#[derive(Clone, Default)]
+pub struct Hasher64(Sha256);
+
+impl Hasher64 {
+    pub fn new() -> Hasher64 {
+        Hasher64(Sha256::new())
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    pub fn finish(self) -> String {
+        let digest = self.0.finalize();
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl Write for Hasher64 {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A reader that hashes and counts what passes through it.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Hasher64,
+    bytes: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> HashingReader<R> {
+        HashingReader {
+            inner,
+            hasher: Hasher64::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Reads whatever is left, then returns (`sha256_64`, total bytes read).
+    pub fn finish(mut self) -> io::Result<(String, u64)> {
+        io::copy(&mut self, &mut io::sink())?;
+        Ok((self.hasher.finish(), self.bytes))
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// `sha256_64` and size of a local file, streamed.
+pub fn sha256_64_file(path: &Path) -> io::Result<(String, u64)> {
+    HashingReader::new(std::fs::File::open(path)?).finish()
+}
+
+mod txid_hex {
+    use super::Txid;
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Txid, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(t)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Txid, D::Error> {
+        let s = String::deserialize(d)?;
+        Txid::parse_hex(&s).ok_or_else(|| D::Error::custom(format!("bad TXID {s:?}")))
+    }
+}
+
+mod rfc3339 {
+    use crate::clock::{format_rfc3339_ms, parse_rfc3339};
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_rfc3339_ms(*ms))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_rfc3339(&s).ok_or_else(|| D::Error::custom(format!("bad time {s:?}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(level: u32, min: u64, max: u64) -> Entry {
+        let key = FileKey::new(level, Txid::new(min).unwrap(), Txid::new(max).unwrap()).unwrap();
+        let info = FileInfo {
+            key,
+            size: 100 + max,
+            created_at_ms: 1_795_862_996_123,
+        };
+        Entry::new(Layout::Fs, &info, sha256_64(&max.to_be_bytes()))
+    }
+
+    #[test]
+    fn sha256_64_is_the_first_eight_bytes_of_sha256() {
+        // SHA-256("abc") = ba7816bf8f01cfea 414140de5dae2223 ...
+        assert_eq!(sha256_64(b"abc"), "ba7816bf8f01cfea");
+        let mut r = HashingReader::new(&b"abc"[..]);
+        let mut first = [0u8; 1];
+        r.read_exact(&mut first).unwrap();
+        assert_eq!(r.finish().unwrap(), ("ba7816bf8f01cfea".to_string(), 3));
+    }
+
+    #[test]
+    fn json_has_stable_field_names() {
+        let mut m = Manifest::new();
+        m.apply(&[entry(9, 1, 0x20)], &[]);
+        let json = String::from_utf8(m.to_json()).unwrap();
+        assert_eq!(
+            json,
+            format!(
+                "{{\"version\":1,\"files\":[{{\"key\":\"ltx/9/0000000000000001-0000000000000020.ltx\",\
+                 \"level\":9,\"min_txid\":\"0000000000000001\",\"max_txid\":\"0000000000000020\",\
+                 \"created_at\":\"2026-11-28T10:49:56.123Z\",\"size\":132,\"sha256\":\"{}\"}}]}}\n",
+                sha256_64(&0x20u64.to_be_bytes())
+            )
+        );
+        assert_eq!(Manifest::parse(json.as_bytes()).unwrap(), m);
+    }
+
+    #[test]
+    fn apply_keeps_order_replaces_and_removes() {
+        let mut m = Manifest::new();
+        m.apply(&[entry(0, 3, 4), entry(9, 1, 2), entry(0, 1, 2)], &[]);
+        let keys: Vec<_> = m.files.iter().map(|e| e.file_key().unwrap()).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        let mut replaced = entry(0, 3, 4);
+        replaced.size = 1;
+        m.apply(&[replaced], &[entry(9, 1, 2).file_key().unwrap()]);
+        assert_eq!(m.files.len(), 2);
+        assert_eq!(m.get(&entry(0, 3, 4).file_key().unwrap()).unwrap().size, 1);
+        assert!(m.get(&entry(9, 1, 2).file_key().unwrap()).is_none());
+    }
+
+    #[test]
+    fn parse_rejects_garbage_with_advice() {
+        let e = Manifest::parse(b"{not json").unwrap_err().to_string();
+        assert!(e.contains("move it aside"), "{e}");
+        let bad = br#"{"version":1,"files":[{"key":"k","level":12,"min_txid":"0000000000000001",
+            "max_txid":"0000000000000001","created_at":"2026-01-01T00:00:00Z","size":1,
+            "sha256":"0123456789abcdef"}]}"#;
+        assert!(Manifest::parse(bad).is_err());
+        // Unknown fields from a later minor version are tolerated.
+        let extra = br#"{"version":1,"files":[],"writer":"x"}"#;
+        assert!(Manifest::parse(extra).is_ok());
+    }
+}

@@ -1,0 +1,339 @@
+//! Restore: rebuild a database file from a replica, as of the latest restore point, a TXID or a
+//! time.
+//!
+//! Owns: the restore plan (`plan`: which snapshot, then which chain of files), applying it
+//! (`apply`: decode each LTX file and write its pages into a temporary sibling of the output),
+//! bounded concurrent downloads (`fetch`), and the two-step result `RestoredTemp`, whose
+//! `commit()` puts the file in place. The SQL layer runs `PRAGMA integrity_check` on
+//! `RestoredTemp::path()` between the two steps; the CLI commits directly.
+//!
+//! Must never: write anywhere but `output_path` and `<output_path>.tmp-walrust` (never to a path
+//! derived from an object key); leave anything at `output_path` when a check fails; hold the
+//! database in memory (pages stream from the store to the file; memory is bounded by the
+//! prefetch window, not by the database).
+//!
+//! Every file applied is checked: its LTX file checksum, its header against its name, its size
+//! against the listing, and its SHA-256 against `manifest.json` when the manifest names it.
+//! Errors are `RestoreError`s whose `Display` is the whole user-facing message, starting with
+//! `walrust: ` (`walrust: integrity error` for a failed check): the SQL layer and the CLI print
+//! it as is.
+
+mod apply;
+mod fetch;
+mod plan;
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+pub use plan::{choose, plan, Plan};
+
+use crate::clock::format_rfc3339_ms;
+use crate::store::{Store, StoreError};
+use crate::Txid;
+
+/// What to restore to. Each stops at a restore point: the end of a file's TXID range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The newest restore point in the replica.
+    Latest,
+    /// The newest restore point at or before this TXID.
+    Txid(Txid),
+    /// The newest restore point committed at or before this time (ms since the epoch).
+    Time(i64),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Latest => f.write_str("the latest restore point"),
+            Target::Txid(t) => write!(f, "TXID {t}"),
+            Target::Time(ms) => f.write_str(&format_rfc3339_ms(*ms)),
+        }
+    }
+}
+
+/// What kind of failure, for the CLI's exit code and the SQL layer's error code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No replica at the URL, no snapshot, or none at or before the target.
+    NothingToRestore,
+    /// A checksum, size or hash did not match, or the chain of files has a gap.
+    Integrity,
+    /// The store failed (network, permissions, a file vanished mid-restore).
+    Storage,
+    /// The request was wrong (output exists, bad URL).
+    Invalid,
+    /// Anything else, including local I/O on the output.
+    Io,
+}
+
+impl ErrorKind {
+    /// `walrust restore`'s exit code (SPEC section 7).
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorKind::NothingToRestore => 3,
+            ErrorKind::Integrity => 5,
+            ErrorKind::Storage => 4,
+            ErrorKind::Invalid => 2,
+            ErrorKind::Io => 1,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct RestoreError {
+    kind: ErrorKind,
+    message: String,
+}
+
+impl RestoreError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> RestoreError {
+        RestoreError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn integrity(message: impl Into<String>) -> RestoreError {
+        RestoreError::new(ErrorKind::Integrity, message)
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The message without the `walrust: ...:` prefix.
+    pub fn detail(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let prefix = match self.kind {
+            ErrorKind::Integrity => "walrust: integrity error: ",
+            ErrorKind::NothingToRestore => "walrust: nothing to restore: ",
+            _ => "walrust: restore failed: ",
+        };
+        write!(f, "{prefix}{}", self.message)
+    }
+}
+
+impl std::error::Error for RestoreError {}
+
+impl From<StoreError> for RestoreError {
+    fn from(e: StoreError) -> RestoreError {
+        let kind = match e {
+            StoreError::Invalid { .. } => ErrorKind::Invalid,
+            _ => ErrorKind::Storage,
+        };
+        RestoreError::new(kind, e.to_string())
+    }
+}
+
+/// The temporary sibling a restore writes before renaming into place.
+pub fn temp_path(output: &Path) -> PathBuf {
+    let mut s = output.as_os_str().to_os_string();
+    s.push(".tmp-walrust");
+    PathBuf::from(s)
+}
+
+/// A restored, fully checked database in a temporary file beside its destination. `commit()`
+/// moves it into place; dropping it uncommitted deletes it.
+#[derive(Debug)]
+pub struct RestoredTemp {
+    path: PathBuf,
+    output: PathBuf,
+    txid: Txid,
+    page_size: u32,
+    pages: u32,
+    timestamp_ms: i64,
+    committed: bool,
+}
+
+impl RestoredTemp {
+    /// The temporary file (`<output>.tmp-walrust`), for checks before `commit()`. Open it
+    /// read-only (e.g. `?mode=ro` or `immutable=1`) so SQLite leaves no `-wal`/`-shm` beside it.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn output_path(&self) -> &Path {
+        &self.output
+    }
+
+    /// The restore point reached: the last TXID applied.
+    pub fn txid(&self) -> Txid {
+        self.txid
+    }
+
+    pub fn page_size(&self) -> u32 {
+        self.page_size
+    }
+
+    /// The database size in pages.
+    pub fn pages(&self) -> u32 {
+        self.pages
+    }
+
+    /// When the restore point's transaction was committed (ms since the epoch).
+    pub fn timestamp_ms(&self) -> i64 {
+        self.timestamp_ms
+    }
+
+    /// Moves the file to `output_path` without replacing anything that appeared there
+    /// meanwhile, and fsyncs the folder. Returns the TXID restored to.
+    pub fn commit(mut self) -> Result<Txid, RestoreError> {
+        let io_err = |e: io::Error| {
+            RestoreError::new(
+                ErrorKind::Io,
+                format!(
+                    "moving {} to {}: {e}",
+                    self.path.display(),
+                    self.output.display()
+                ),
+            )
+        };
+        let exists = || {
+            RestoreError::new(
+                ErrorKind::Invalid,
+                format!(
+                    "{} appeared while restoring; it was left alone, remove it or choose another \
+                     output path",
+                    self.output.display()
+                ),
+            )
+        };
+        // A hard link fails if the destination exists, so nothing is ever overwritten.
+        match fs::hard_link(&self.path, &self.output) {
+            Ok(()) => fs::remove_file(&self.path).map_err(io_err)?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(exists()),
+            Err(_) => {
+                // A filesystem without hard links: check, then rename.
+                if fs::symlink_metadata(&self.output).is_ok() {
+                    return Err(exists());
+                }
+                fs::rename(&self.path, &self.output).map_err(io_err)?;
+            }
+        }
+        self.committed = true;
+        let dir = parent_dir(&self.output);
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io_err)?;
+        Ok(self.txid)
+    }
+}
+
+impl Drop for RestoredTemp {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn parent_dir(p: &Path) -> &Path {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// Restores `store` as of `target` into `<output>.tmp-walrust`, checking everything, and
+/// returns the guard that commits it to `output`. `output` must not exist; its folder must.
+pub fn restore(
+    store: &dyn Store,
+    output: &Path,
+    target: Target,
+) -> Result<RestoredTemp, RestoreError> {
+    let invalid = |m: String| RestoreError::new(ErrorKind::Invalid, m);
+    if fs::symlink_metadata(output).is_ok() {
+        return Err(invalid(format!(
+            "{} already exists; restore never overwrites: choose a new output path or move the \
+             file away",
+            output.display()
+        )));
+    }
+    let dir = parent_dir(output);
+    if !dir.is_dir() {
+        return Err(invalid(format!(
+            "the folder {} does not exist; create it first",
+            dir.display()
+        )));
+    }
+
+    let plan = plan(store, target)?;
+
+    let temp = temp_path(output);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)
+        .map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                invalid(format!(
+                    "{} exists: another restore to {} is running or was interrupted; remove it \
+                     and retry",
+                    temp.display(),
+                    output.display()
+                ))
+            } else {
+                RestoreError::new(ErrorKind::Io, format!("creating {}: {e}", temp.display()))
+            }
+        })?;
+    // From here on, dropping the guard (on any error) removes the temp file.
+    let mut guard = RestoredTemp {
+        path: temp,
+        output: output.to_path_buf(),
+        txid: plan.txid,
+        page_size: 0,
+        pages: 0,
+        timestamp_ms: plan.timestamp_ms,
+        committed: false,
+    };
+    let done = apply::run(store, &plan, file, &guard.path)?;
+    guard.txid = done.txid;
+    guard.page_size = done.page_size;
+    guard.pages = done.pages;
+    guard.timestamp_ms = done.timestamp_ms;
+    Ok(guard)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_spec() {
+        let codes: Vec<i32> = [
+            ErrorKind::NothingToRestore,
+            ErrorKind::Integrity,
+            ErrorKind::Storage,
+            ErrorKind::Invalid,
+            ErrorKind::Io,
+        ]
+        .iter()
+        .map(|k| k.exit_code())
+        .collect();
+        assert_eq!(codes, [3, 5, 4, 2, 1]);
+    }
+
+    #[test]
+    fn messages_carry_the_walrust_prefix() {
+        let e = RestoreError::integrity("x");
+        assert_eq!(e.to_string(), "walrust: integrity error: x");
+        let e: RestoreError = StoreError::NotFound { what: "y".into() }.into();
+        assert_eq!(e.kind(), ErrorKind::Storage);
+        assert!(e
+            .to_string()
+            .starts_with("walrust: restore failed: y: not found"));
+        assert_eq!(
+            temp_path(Path::new("/a/b.db")),
+            Path::new("/a/b.db.tmp-walrust")
+        );
+    }
+}

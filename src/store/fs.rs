@@ -1,0 +1,361 @@
+//! A replica in a local directory, laid out as Litestream's `file` backend lays it out, so that
+//! `litestream restore` reads what walrust writes and the other way round.
+//!
+//! - Files: `<dir>/ltx/<level>/<min>-<max>.ltx`. A write goes to a uniquely named `*.tmp` in the
+//!   same folder, is fsynced, renamed over the final name, and the folder is fsynced: a reader
+//!   sees the old state or the whole file. Temp names end in `.tmp`, which the listing skips,
+//!   as Litestream's does.
+//! - Created time: the file's mtime is set to the LTX header timestamp, as Litestream's file
+//!   backend does (it reads `ModTime` back as `CreatedAt`), so `litestream restore -timestamp`
+//!   and walrust's restore by time agree on this replica.
+//! - `manifest.json` at the root; its version (`ETag`) is a hash of its bytes, and a conditional
+//!   write holds an exclusive lock on `manifest.json.lock` around read, compare, write.
+//! - Folders are created 0700 and files 0600.
+//!
+//! Must never: follow a symlink or any entry that is not a regular file with an LTX name (they
+//! are skipped with a warning).
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{
+    warn, ETag, FileInfo, FileKey, FileReader, Layout, ManifestObject, ReplicaUrl, Store,
+    StoreError, Times, WriteMeta, MANIFEST_KEY, MAX_LEVEL,
+};
+use crate::clock::{ms_to_system_time, system_time_to_ms};
+use crate::manifest::sha256_64;
+
+const LOCK_NAME: &str = "manifest.json.lock";
+
+/// A local-directory replica.
+#[derive(Debug)]
+pub struct FsStore {
+    root: PathBuf,
+    url: String,
+}
+
+impl FsStore {
+    /// A store rooted at the absolute directory `root`, which is created on the first write.
+    pub fn new(root: PathBuf) -> Result<FsStore, StoreError> {
+        let url = ReplicaUrl::Dir(root.clone()).to_string();
+        if !root.is_absolute() {
+            return Err(StoreError::Invalid {
+                what: format!("replica {url}"),
+                why: "the directory must be an absolute path".into(),
+            });
+        }
+        match fs::metadata(&root) {
+            Ok(m) if !m.is_dir() => {
+                return Err(StoreError::Invalid {
+                    what: format!("replica {url}"),
+                    why: "it exists and is not a directory; give a directory".into(),
+                })
+            }
+            _ => {}
+        }
+        Ok(FsStore { root, url })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_of(&self, key: &FileKey) -> PathBuf {
+        self.root.join(Layout::Fs.file_key(key))
+    }
+
+    fn what(&self, verb: &str, key: &FileKey) -> String {
+        format!("{verb} {} in {}", Layout::Fs.file_key(key), self.url)
+    }
+
+    fn list_level(&self, level: u32, out: &mut Vec<FileInfo>) -> Result<(), StoreError> {
+        let rel_dir = Layout::Fs.level_dir(level);
+        let dir = self.root.join(&rel_dir);
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(StoreError::io(
+                    format!("listing {rel_dir} in {}", self.url),
+                    e,
+                ))
+            }
+        };
+        for entry in entries {
+            let entry = entry
+                .map_err(|e| StoreError::io(format!("listing {rel_dir} in {}", self.url), e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                warn(format_args!(
+                    "skipping a non-UTF-8 name in {rel_dir} in {}",
+                    self.url
+                ));
+                continue;
+            };
+            if name.ends_with(".tmp") {
+                continue; // a write in progress, ours or Litestream's
+            }
+            let rel = format!("{rel_dir}/{name}");
+            let Some(key) = Layout::Fs.parse_file_key(&rel) else {
+                warn(format_args!(
+                    "skipping {rel} in {}: not an LTX file name",
+                    self.url
+                ));
+                continue;
+            };
+            // `DirEntry::metadata` does not follow symlinks.
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // deleted meanwhile
+                Err(e) => return Err(StoreError::io(format!("reading {rel} in {}", self.url), e)),
+            };
+            if !meta.is_file() {
+                warn(format_args!(
+                    "skipping {rel} in {}: not a regular file",
+                    self.url
+                ));
+                continue;
+            }
+            let created_at_ms = meta.modified().map(system_time_to_ms).unwrap_or(0);
+            out.push(FileInfo {
+                key,
+                size: meta.len(),
+                created_at_ms,
+            });
+        }
+        Ok(())
+    }
+
+    /// Creates `dir` (0700) and its missing parents, fsyncing each parent that gained an entry.
+    fn ensure_dir(&self, dir: &Path) -> io::Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        let mut missing = Vec::new();
+        let mut d = dir;
+        while !d.exists() {
+            missing.push(d.to_path_buf());
+            match d.parent() {
+                Some(p) => d = p,
+                None => break,
+            }
+        }
+        DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        for m in missing.iter().rev() {
+            if let Some(parent) = m.parent() {
+                fsync_dir(parent)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A temp name beside `final_path` that no other writer (thread or process) uses.
+fn temp_path(final_path: &Path) -> PathBuf {
+    let n = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
+    let mut name = final_path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}-{n}.tmp", std::process::id()));
+    final_path.with_file_name(name)
+}
+
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes `fill`'s output to a temp file beside `dest`, fsyncs, renames into place and fsyncs
+/// the folder. The temp file is removed on any failure.
+fn write_atomic(dest: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<u64> {
+    let tmp = temp_path(dest);
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        fill(&mut f)?;
+        f.sync_all()?;
+        let size = f.metadata()?.len();
+        drop(f);
+        fs::rename(&tmp, dest)?;
+        Ok(size)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+        return result;
+    }
+    fsync_dir(dest.parent().unwrap_or(Path::new("/")))?;
+    result
+}
+
+impl Store for FsStore {
+    fn describe(&self) -> String {
+        self.url.clone()
+    }
+
+    fn layout(&self) -> Layout {
+        Layout::Fs
+    }
+
+    fn list(&self, level: Option<u32>, _times: Times) -> Result<Vec<FileInfo>, StoreError> {
+        let mut out = Vec::new();
+        match level {
+            Some(l) => self.list_level(l, &mut out)?,
+            None => {
+                for l in 0..=MAX_LEVEL {
+                    self.list_level(l, &mut out)?;
+                }
+            }
+        }
+        out.sort_by_key(|f| f.key);
+        Ok(out)
+    }
+
+    fn read(&self, key: &FileKey, range: Option<Range<u64>>) -> Result<FileReader, StoreError> {
+        let path = self.path_of(key);
+        let what = || self.what("reading", key);
+        let meta = fs::symlink_metadata(&path).map_err(|e| StoreError::io(what(), e))?;
+        if !meta.is_file() {
+            return Err(StoreError::Invalid {
+                what: what(),
+                why: "it is not a regular file (a symlink?); walrust does not follow it".into(),
+            });
+        }
+        let mut f = File::open(&path).map_err(|e| StoreError::io(what(), e))?;
+        match range {
+            None => Ok(Box::new(f)),
+            Some(r) => {
+                f.seek(SeekFrom::Start(r.start))
+                    .map_err(|e| StoreError::io(what(), e))?;
+                Ok(Box::new(f.take(r.end.saturating_sub(r.start))))
+            }
+        }
+    }
+
+    fn write(&self, key: &FileKey, src: &Path, meta: &WriteMeta) -> Result<FileInfo, StoreError> {
+        let dest = self.path_of(key);
+        let what = || self.what("writing", key);
+        let mut input = File::open(src).map_err(|e| StoreError::Io {
+            what: format!("{} from {}", what(), src.display()),
+            source: e,
+        })?;
+        self.ensure_dir(dest.parent().expect("file keys have a folder"))
+            .map_err(|e| StoreError::Io {
+                what: what(),
+                source: e,
+            })?;
+        let mtime = ms_to_system_time(meta.timestamp_ms);
+        let size = write_atomic(&dest, |f| {
+            io::copy(&mut input, f)?;
+            // After the copy, which would otherwise bump it. Litestream reads this back as the
+            // file's creation time.
+            f.set_modified(mtime)
+        })
+        .map_err(|e| StoreError::Io {
+            what: what(),
+            source: e,
+        })?;
+        Ok(FileInfo {
+            key: *key,
+            size,
+            created_at_ms: meta.timestamp_ms,
+        })
+    }
+
+    fn delete(&self, keys: &[FileKey]) -> Result<(), StoreError> {
+        let mut touched: Vec<PathBuf> = Vec::new();
+        for key in keys {
+            let path = self.path_of(key);
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    let dir = path
+                        .parent()
+                        .expect("file keys have a folder")
+                        .to_path_buf();
+                    if !touched.contains(&dir) {
+                        touched.push(dir);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(StoreError::Io {
+                        what: self.what("deleting", key),
+                        source: e,
+                    })
+                }
+            }
+        }
+        for dir in touched {
+            fsync_dir(&dir).map_err(|e| StoreError::Io {
+                what: format!("syncing {} after deleting", dir.display()),
+                source: e,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn get_manifest(&self) -> Result<Option<ManifestObject>, StoreError> {
+        match fs::read(self.root.join(MANIFEST_KEY)) {
+            Ok(body) => {
+                let etag = ETag(sha256_64(&body));
+                Ok(Some(ManifestObject { body, etag }))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Io {
+                what: format!("reading {MANIFEST_KEY} in {}", self.url),
+                source: e,
+            }),
+        }
+    }
+
+    fn put_manifest(&self, body: &[u8], expected: Option<&ETag>) -> Result<ETag, StoreError> {
+        let what = || format!("writing {MANIFEST_KEY} in {}", self.url);
+        let io_err = |e| StoreError::Io {
+            what: what(),
+            source: e,
+        };
+        self.ensure_dir(&self.root).map_err(io_err)?;
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(self.root.join(LOCK_NAME))
+            .map_err(io_err)?;
+        lock.lock().map_err(io_err)?;
+        // The lock is released when `lock` is dropped, on every path out of here.
+        let current = self.get_manifest()?.map(|m| m.etag);
+        if current.as_ref() != expected {
+            return Err(StoreError::Conflict { what: what() });
+        }
+        write_atomic(&self.root.join(MANIFEST_KEY), |f| f.write_all(body)).map_err(io_err)?;
+        Ok(ETag(sha256_64(body)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_are_unique_and_skipped_by_listing() {
+        let a = temp_path(Path::new("/r/ltx/0/x.ltx"));
+        let b = temp_path(Path::new("/r/ltx/0/x.ltx"));
+        assert_ne!(a, b);
+        assert!(a.to_str().unwrap().ends_with(".tmp"));
+        assert_eq!(a.parent(), Some(Path::new("/r/ltx/0")));
+    }
+
+    #[test]
+    fn refuses_a_file_as_root() {
+        let e = FsStore::new(PathBuf::from("/proc/self/status")).unwrap_err();
+        assert!(e.to_string().contains("not a directory"), "{e}");
+        assert!(FsStore::new(PathBuf::from("rel")).is_err());
+    }
+}

@@ -1,0 +1,215 @@
+//! Replica compatibility with the real `litestream` 0.5.17, both ways:
+//! - a replica walrust wrote (`FsStore`, with its `manifest.json` and lock file beside `ltx/`)
+//!   restores with `litestream restore`, by default, by `-txid` and by `-timestamp` (which reads
+//!   the mtimes `FsStore` sets), to the same bytes as the model;
+//! - a replica `litestream replicate` wrote restores with walrust's `restore` to a database with
+//!   the same content as the source.
+//!
+//! The binary comes from `WALRUST_LITESTREAM`, else `<repo>/.venv/bin/litestream`; without it
+//! these tests print a loud message and pass. Databases are made with `/usr/bin/python3`.
+
+mod restore_support;
+mod store_suite;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use restore_support::*;
+use store_suite::TempDir;
+use walrust::clock::format_rfc3339_ms;
+use walrust::restore::{restore, Target};
+use walrust::store;
+
+const PYTHON: &str = "/usr/bin/python3";
+
+fn litestream() -> Option<PathBuf> {
+    let path = std::env::var_os("WALRUST_LITESTREAM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/litestream"));
+    if path.is_file() {
+        return Some(path);
+    }
+    eprintln!(
+        "\n!!!!!!!! SKIPPED: no litestream binary at {} (set WALRUST_LITESTREAM) !!!!!!!!\n",
+        path.display()
+    );
+    None
+}
+
+fn litestream_restore(bin: &Path, replica: &Path, out: &Path, extra: &[&str]) {
+    let res = Command::new(bin)
+        .arg("restore")
+        .args(extra)
+        .arg("-o")
+        .arg(out)
+        .arg(format!("file://{}", replica.display()))
+        .env_remove("AWS_CA_BUNDLE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "litestream restore {extra:?} failed: {}{}",
+        String::from_utf8_lossy(&res.stdout),
+        String::from_utf8_lossy(&res.stderr)
+    );
+}
+
+#[test]
+fn litestream_restores_what_walrust_wrote() {
+    let Some(bin) = litestream() else { return };
+    let r = standard_replica("ls-reads-walrust", false);
+    let root = r.root();
+
+    let out = r.out("latest.db");
+    litestream_restore(&bin, &root, &out, &[]);
+    r.assert_db(&out, 10);
+
+    for t in [6u64, 9] {
+        let out = r.out(&format!("txid-{t}.db"));
+        litestream_restore(&bin, &root, &out, &["-txid", &format!("{t:016x}")]);
+        r.assert_db(&out, t);
+    }
+
+    // Litestream takes files created strictly before the timestamp; walrust at or before it.
+    for t in [6u64, 9] {
+        let out = r.out(&format!("time-{t}.db"));
+        let at = format_rfc3339_ms(time_of(t) + 1);
+        litestream_restore(&bin, &root, &out, &["-timestamp", &at]);
+        r.assert_db(&out, t);
+    }
+}
+
+const CREATE: &str = r#"
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("PRAGMA journal_mode=WAL")
+db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, body TEXT)")
+db.execute("INSERT INTO t(body) VALUES ('first')")
+"#;
+
+const BATCH: &str = r#"
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+n = int(sys.argv[2])
+for i in range(20):
+    db.execute("INSERT INTO t(body) VALUES (?)", (("row %d %d " % (n, i)) * 40,))
+db.execute("DELETE FROM t WHERE id % 7 = ?", (n % 7,))
+"#;
+
+const DUMP: &str = r#"
+import sqlite3, sys
+db = sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True)
+ok = db.execute("PRAGMA integrity_check").fetchone()[0]
+print(ok)
+print("\n".join(db.iterdump()))
+"#;
+
+fn python(script: &str, args: &[&str]) -> String {
+    let out = Command::new(PYTHON)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+struct Replicator(std::process::Child);
+
+impl Drop for Replicator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn walrust_restores_what_litestream_wrote() {
+    let Some(bin) = litestream() else { return };
+    let dir = TempDir::new("walrust-reads-ls");
+    let (db, replica) = (dir.path().join("app.db"), dir.path().join("replica"));
+    python(CREATE, &[db.to_str().unwrap()]);
+    let config = dir.path().join("litestream.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "dbs:\n  - path: {}\n    replica:\n      url: file://{}\n      sync-interval: 100ms\n",
+            db.display(),
+            replica.display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("litestream.log")).unwrap();
+    let _rep = Replicator(
+        Command::new(&bin)
+            .args(["replicate", "-config"])
+            .arg(&config)
+            .env_remove("AWS_CA_BUNDLE")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    for n in 1..=3 {
+        std::thread::sleep(Duration::from_millis(400));
+        python(BATCH, &[db.to_str().unwrap(), &n.to_string()]);
+    }
+    let want = python(DUMP, &[db.to_str().unwrap()]);
+    assert!(want.starts_with("ok\n"));
+
+    // Restore until litestream has caught up with the last batch.
+    let store = store::open(replica.to_str().unwrap()).unwrap();
+    let start = Instant::now();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let out = dir.path().join(format!("restored-{attempt}.db"));
+        let got = match restore(store.as_ref(), &out, Target::Latest) {
+            Ok(tmp) => {
+                tmp.commit().unwrap();
+                python(DUMP, &[out.to_str().unwrap()])
+            }
+            Err(e) => format!("{e}"),
+        };
+        if got == want {
+            break;
+        }
+        let log = std::fs::read_to_string(dir.path().join("litestream.log")).unwrap_or_default();
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "walrust's restore never matched the source; last result:\n{}\nlitestream log:\n{log}",
+            got.lines().take(3).collect::<Vec<_>>().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // Every restore point on the way is a consistent database too.
+    let files = store.list(None, store::Times::Listed).unwrap();
+    assert!(
+        files.iter().any(|f| f.key.level == 9),
+        "litestream wrote a snapshot"
+    );
+    for f in files.iter().filter(|f| f.key.level == 0) {
+        let out = dir.path().join(format!("at-{}.db", f.key.max_txid));
+        match restore(store.as_ref(), &out, Target::Txid(f.key.max_txid)) {
+            Ok(tmp) => {
+                assert_eq!(tmp.txid(), f.key.max_txid);
+                tmp.commit().unwrap();
+                assert!(python(DUMP, &[out.to_str().unwrap()]).starts_with("ok\n"));
+            }
+            // Level-0 files from before the snapshot have no snapshot to start from.
+            Err(e) => assert_eq!(
+                e.kind(),
+                walrust::restore::ErrorKind::NothingToRestore,
+                "{e}"
+            ),
+        }
+    }
+}

@@ -31,22 +31,41 @@ pub struct Retention {
 
 impl Default for Retention {
     fn default() -> Self {
-        Retention { hourly: 24, daily: 7, weekly: 12, monthly: 12 }
+        Retention {
+            hourly: 24,
+            daily: 7,
+            weekly: 12,
+            monthly: 12,
+        }
     }
 }
 
 impl Retention {
     pub fn parse(s: &str) -> Result<Retention, String> {
-        let mut r = Retention { hourly: 0, daily: 0, weekly: 0, monthly: 0 };
+        let mut r = Retention {
+            hourly: 0,
+            daily: 0,
+            weekly: 0,
+            monthly: 0,
+        };
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (k, v) = part.split_once('=').ok_or_else(|| format!("'{part}' is not tier=count"))?;
-            let n: u32 = v.trim().parse().map_err(|_| format!("'{v}' is not a count"))?;
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("'{part}' is not tier=count"))?;
+            let n: u32 = v
+                .trim()
+                .parse()
+                .map_err(|_| format!("'{v}' is not a count"))?;
             match k.trim() {
                 "hourly" => r.hourly = n,
                 "daily" => r.daily = n,
                 "weekly" => r.weekly = n,
                 "monthly" => r.monthly = n,
-                other => return Err(format!("unknown tier '{other}' (hourly, daily, weekly, monthly)")),
+                other => {
+                    return Err(format!(
+                        "unknown tier '{other}' (hourly, daily, weekly, monthly)"
+                    ))
+                }
             }
         }
         Ok(r)
@@ -55,7 +74,11 @@ impl Retention {
 
 impl std::fmt::Display for Retention {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "hourly={},daily={},weekly={},monthly={}", self.hourly, self.daily, self.weekly, self.monthly)
+        write!(
+            f,
+            "hourly={},daily={},weekly={},monthly={}",
+            self.hourly, self.daily, self.weekly, self.monthly
+        )
     }
 }
 
@@ -111,14 +134,21 @@ impl Settings {
         let v = value.trim();
         let bad = |what: &str| format!("walrust: {name} = '{value}' is not valid: expected {what}");
         match name {
-            "walrust_sync_interval" => self.sync_interval_ms = v.parse().map_err(|_| bad("milliseconds (0 or more)"))?,
+            "walrust_sync_interval" => {
+                self.sync_interval_ms = v.parse().map_err(|_| bad("milliseconds (0 or more)"))?
+            }
             "walrust_snapshot_interval" => {
-                self.snapshot_interval_s = v.parse().map_err(|_| bad("seconds (0 disables scheduled snapshots)"))?
+                self.snapshot_interval_s = v
+                    .parse()
+                    .map_err(|_| bad("seconds (0 disables scheduled snapshots)"))?
             }
             "walrust_retention" => {
-                self.retention = Retention::parse(v).map_err(|e| format!("{}: {e}", bad("hourly=N,daily=N,weekly=N,monthly=N")))?
+                self.retention = Retention::parse(v)
+                    .map_err(|e| format!("{}: {e}", bad("hourly=N,daily=N,weekly=N,monthly=N")))?
             }
-            "walrust_compact_after_snapshot" => self.compact_after_snapshot = parse_bool(v).ok_or_else(|| bad("on or off"))?,
+            "walrust_compact_after_snapshot" => {
+                self.compact_after_snapshot = parse_bool(v).ok_or_else(|| bad("on or off"))?
+            }
             "walrust_shadow_dir" => {
                 let p = PathBuf::from(v);
                 if !p.is_absolute() {
@@ -143,8 +173,17 @@ impl Settings {
             "walrust_sync_interval" => self.sync_interval_ms.to_string(),
             "walrust_snapshot_interval" => self.snapshot_interval_s.to_string(),
             "walrust_retention" => self.retention.to_string(),
-            "walrust_compact_after_snapshot" => (if self.compact_after_snapshot { "on" } else { "off" }).to_string(),
-            "walrust_shadow_dir" => self.shadow_dir.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            "walrust_compact_after_snapshot" => (if self.compact_after_snapshot {
+                "on"
+            } else {
+                "off"
+            })
+            .to_string(),
+            "walrust_shadow_dir" => self
+                .shadow_dir
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
             "walrust_checkpoint" => (match self.checkpoint {
                 CheckpointMode::Background => "background",
                 CheckpointMode::App => "app",
@@ -166,8 +205,14 @@ mod tests {
         s.set("walrust_retention", "hourly=2, daily=1").unwrap();
         s.set("walrust_checkpoint", "APP").unwrap();
         assert_eq!(s.get("walrust_sync_interval").unwrap(), "250");
-        assert_eq!(s.get("walrust_retention").unwrap(), "hourly=2,daily=1,weekly=0,monthly=0");
-        assert!(s.set("walrust_sync_interval", "soon").unwrap_err().starts_with("walrust: "));
+        assert_eq!(
+            s.get("walrust_retention").unwrap(),
+            "hourly=2,daily=1,weekly=0,monthly=0"
+        );
+        assert!(s
+            .set("walrust_sync_interval", "soon")
+            .unwrap_err()
+            .starts_with("walrust: "));
         assert!(s.set("walrust_shadow_dir", "relative").is_err());
     }
 }

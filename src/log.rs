@@ -11,7 +11,10 @@ static LAST: Lazy<Mutex<HashMap<String, i64>>> = Lazy::new(|| Mutex::new(HashMap
 const REPEAT_MS: i64 = 60_000;
 
 fn enabled() -> bool {
-    !matches!(std::env::var("WALRUST_LOG").as_deref(), Ok("off") | Ok("0") | Ok("none"))
+    !matches!(
+        std::env::var("WALRUST_LOG").as_deref(),
+        Ok("off") | Ok("0") | Ok("none")
+    )
 }
 
 fn emit(level: &str, msg: &str) {

@@ -39,10 +39,23 @@ pub struct Replication {
 }
 
 impl Replication {
-    pub fn new(db_path: PathBuf, shadow: ShadowDir, store: Arc<dyn Store>, settings: Settings) -> Replication {
+    pub fn new(
+        db_path: PathBuf,
+        shadow: ShadowDir,
+        store: Arc<dyn Store>,
+        settings: Settings,
+    ) -> Replication {
         let url = store.describe();
-        let uploaded = shadow.read_state().ok().flatten().map_or(0, |s| s.uploaded_txid);
-        let status = Status { uploaded_txid: uploaded, local_txid: uploaded, ..Status::default() };
+        let uploaded = shadow
+            .read_state()
+            .ok()
+            .flatten()
+            .map_or(0, |s| s.uploaded_txid);
+        let status = Status {
+            uploaded_txid: uploaded,
+            local_txid: uploaded,
+            ..Status::default()
+        };
         Replication {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             db_path,

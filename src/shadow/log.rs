@@ -76,7 +76,9 @@ pub fn read_record(file: &File, seq: u64, offset: u64, len: u64) -> io::Result<O
     }
     let mut hb = [0u8; HEADER_LEN];
     file.read_exact_at(&mut hb, offset)?;
-    let Some(header) = Header::decode(&hb) else { return Ok(None) };
+    let Some(header) = Header::decode(&hb) else {
+        return Ok(None);
+    };
     if offset + header.total_len() > len {
         return Ok(None);
     }
@@ -104,7 +106,12 @@ pub fn read_record(file: &File, seq: u64, offset: u64, len: u64) -> io::Result<O
     if !record::trailer_matches(&tb, digest.finalize(), header.total_len()) {
         return Ok(None);
     }
-    Ok(Some(RecordRef { header, seq, offset, pgnos }))
+    Ok(Some(RecordRef {
+        header,
+        seq,
+        offset,
+        pgnos,
+    }))
 }
 
 struct OpenSegment {
@@ -123,7 +130,11 @@ pub struct Appender {
 
 impl Appender {
     pub fn new(dir: PathBuf) -> Appender {
-        Appender { dir, seg: None, last: None }
+        Appender {
+            dir,
+            seg: None,
+            last: None,
+        }
     }
 
     /// The newest record (never a `Roll`), as of the last `refresh`.
@@ -180,7 +191,11 @@ impl Appender {
     /// A sealed segment's successor is the next number; create it if its creator died first.
     fn follow_roll(&mut self, sealed: u64) -> io::Result<()> {
         let file = open_segment(&self.dir, sealed + 1, true)?;
-        self.seg = Some(OpenSegment { seq: sealed + 1, file, end: 0 });
+        self.seg = Some(OpenSegment {
+            seq: sealed + 1,
+            file,
+            end: 0,
+        });
         Ok(())
     }
 
@@ -199,7 +214,6 @@ impl Appender {
         let total = header.total_len();
         let mut digest = record::CRC.digest();
         let hb = header.encode();
-        digest.update(&hb);
         let mut buf = Vec::with_capacity((total as usize).min(WRITE_CHUNK + HEADER_LEN));
         buf.extend_from_slice(&hb);
         let mut at = seg.end;
@@ -242,7 +256,11 @@ impl Appender {
         buf.extend_from_slice(&record::encode_trailer(digest.finalize(), roll.total_len()));
         seg.file.write_all_at(&buf, seg.end)?;
         let file = open_segment(&self.dir, seg.seq + 1, true)?;
-        self.seg = Some(OpenSegment { seq: seg.seq + 1, file, end: 0 });
+        self.seg = Some(OpenSegment {
+            seq: seg.seq + 1,
+            file,
+            end: 0,
+        });
         Ok(())
     }
 
@@ -310,7 +328,10 @@ impl Reader {
             if cursor.offset < len || !segment_path(&self.dir, cursor.seq + 1).exists() {
                 break;
             }
-            cursor = Cursor { seq: cursor.seq + 1, offset: 0 };
+            cursor = Cursor {
+                seq: cursor.seq + 1,
+                offset: 0,
+            };
         }
         Ok((out, cursor))
     }
@@ -383,7 +404,10 @@ mod tests {
         f.write_all_at(&txn(3, 4).encode(), len).unwrap();
         let mut r = Reader::new(d.clone());
         let (recs, cur) = r.read_from(Cursor::default()).unwrap();
-        assert_eq!(recs.iter().map(|r| r.header.txid).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(
+            recs.iter().map(|r| r.header.txid).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
         assert_eq!(recs[0].pgnos, vec![1, 2]);
         // Another appender (another process) cuts the torn tail and continues.
         let mut b = Appender::new(d.clone());
@@ -391,7 +415,10 @@ mod tests {
         assert_eq!(b.last().unwrap().txid, 2);
         append(&mut b, 3, 1);
         let (recs, _) = r.read_from(cur).unwrap();
-        assert_eq!(recs.iter().map(|r| r.header.txid).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(
+            recs.iter().map(|r| r.header.txid).collect::<Vec<_>>(),
+            vec![3]
+        );
         // The first appender sees the other's append.
         a.refresh().unwrap();
         assert_eq!(a.last().unwrap().txid, 3);

@@ -39,7 +39,12 @@ impl ShadowDir {
 
     /// The default location: `<db>-walrust` beside the database, or `<dir>/<db name>-walrust`.
     pub fn path_for(db: &Path, dir_setting: Option<&Path>) -> PathBuf {
-        let name = format!("{}-walrust", db.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+        let name = format!(
+            "{}-walrust",
+            db.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        );
         match dir_setting {
             Some(dir) => dir.join(name),
             None => db.with_file_name(name),

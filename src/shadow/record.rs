@@ -113,7 +113,10 @@ impl Header {
         let u64_at = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().unwrap());
         let pos = match u32_at(28) {
             0 => WalPos::Unknown,
-            1 => WalPos::At { salts: Salts(u32_at(32), u32_at(36)), frame: u32_at(40) },
+            1 => WalPos::At {
+                salts: Salts(u32_at(32), u32_at(36)),
+                frame: u32_at(40),
+            },
             2 => WalPos::Empty,
             _ => return None,
         };
@@ -162,7 +165,10 @@ mod tests {
             page_size: 4096,
             commit: 10,
             n_pages: 3,
-            pos: WalPos::At { salts: Salts(1, 2), frame: 9 },
+            pos: WalPos::At {
+                salts: Salts(1, 2),
+                frame: 9,
+            },
             timestamp_ms: 1_700_000_000_123,
             fingerprint: (0, 0),
         };

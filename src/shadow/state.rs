@@ -25,9 +25,12 @@ pub struct State {
 
 pub fn read(path: &Path) -> io::Result<Option<State>> {
     match fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))),
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
@@ -35,7 +38,12 @@ pub fn read(path: &Path) -> io::Result<Option<State>> {
 
 pub fn write(path: &Path, state: &State) -> io::Result<()> {
     let tmp = path.with_extension("json.tmp");
-    let mut f: File = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut f: File = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(&serde_json::to_vec_pretty(state).expect("state serializes"))?;
     f.sync_data()?;
     fs::rename(&tmp, path)

@@ -12,7 +12,10 @@ use std::time::Duration;
 /// How long `walrust_sync()` waits when no timeout is given.
 const DEFAULT_SYNC_TIMEOUT_MS: i64 = 30_000;
 
-fn replication(ctx: &Context<'_>, schema: &str) -> rusqlite::Result<std::sync::Arc<crate::replication::Replication>> {
+fn replication(
+    ctx: &Context<'_>,
+    schema: &str,
+) -> rusqlite::Result<std::sync::Arc<crate::replication::Replication>> {
     let db = database(ctx, schema)?;
     db.replication().ok_or_else(|| {
         err(db.problem().unwrap_or_else(|| {
@@ -26,19 +29,27 @@ fn replication(ctx: &Context<'_>, schema: &str) -> rusqlite::Result<std::sync::A
 
 pub(super) fn walrust_sync(ctx: &Context<'_>) -> rusqlite::Result<i64> {
     let schema = schema_arg(ctx, 0)?;
-    let timeout = if ctx.len() > 1 { ctx.get::<i64>(1)? } else { DEFAULT_SYNC_TIMEOUT_MS };
+    let timeout = if ctx.len() > 1 {
+        ctx.get::<i64>(1)?
+    } else {
+        DEFAULT_SYNC_TIMEOUT_MS
+    };
     if timeout < 0 {
         return Err(err("walrust_sync: timeout_ms must be 0 or more"));
     }
     let repl = replication(ctx, &schema)?;
     let target = repl.status().local_txid;
-    crate::upload::sync(&repl, target, Duration::from_millis(timeout as u64)).map(|t| t as i64).map_err(err)
+    crate::upload::sync(&repl, target, Duration::from_millis(timeout as u64))
+        .map(|t| t as i64)
+        .map_err(err)
 }
 
 pub(super) fn walrust_snapshot(ctx: &Context<'_>) -> rusqlite::Result<i64> {
     let schema = schema_arg(ctx, 0)?;
     let repl = replication(ctx, &schema)?;
-    crate::upload::snapshot(&repl, Duration::from_secs(600)).map(|t| t as i64).map_err(err)
+    crate::upload::snapshot(&repl, Duration::from_secs(600))
+        .map(|t| t as i64)
+        .map_err(err)
 }
 
 fn parse_target(ctx: &Context<'_>) -> rusqlite::Result<Target> {
@@ -51,14 +62,17 @@ fn parse_target(ctx: &Context<'_>) -> rusqlite::Result<Target> {
             .map(Target::Txid)
             .ok_or_else(|| err("walrust_restore: a TXID target must be 1 or more")),
         ValueRef::Text(t) => {
-            let s = std::str::from_utf8(t).map_err(|_| err("walrust_restore: target is not UTF-8"))?;
+            let s =
+                std::str::from_utf8(t).map_err(|_| err("walrust_restore: target is not UTF-8"))?;
             crate::clock::parse_rfc3339(s).map(Target::Time).ok_or_else(|| {
                 err(format!(
                     "walrust_restore: target '{s}' is neither a TXID (integer) nor an RFC 3339 time like 2026-11-28T10:49:56.123Z"
                 ))
             })
         }
-        _ => Err(err("walrust_restore: target must be a TXID (integer) or an RFC 3339 time (text)")),
+        _ => Err(err(
+            "walrust_restore: target must be a TXID (integer) or an RFC 3339 time (text)",
+        )),
     }
 }
 
@@ -70,7 +84,8 @@ pub(super) fn walrust_restore(ctx: &Context<'_>) -> rusqlite::Result<i64> {
     let out: String = ctx.get(1)?;
     let target = parse_target(ctx)?;
     let store = crate::store::open(&url).map_err(|e| err(e.to_string()))?;
-    let temp = restore::restore(store.as_ref(), Path::new(&out), target).map_err(|e| err(e.to_string()))?;
+    let temp = restore::restore(store.as_ref(), Path::new(&out), target)
+        .map_err(|e| err(e.to_string()))?;
     integrity_check(temp.path())?;
     let txid = temp.commit().map_err(|e| err(e.to_string()))?;
     Ok(txid.get() as i64)
@@ -81,13 +96,25 @@ pub(super) fn walrust_restore(ctx: &Context<'_>) -> rusqlite::Result<i64> {
 fn integrity_check(path: &Path) -> rusqlite::Result<()> {
     use rusqlite::{Connection, OpenFlags};
     let uri = format!("file:{}?immutable=1", path.display());
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(&uri, flags).map_err(|e| err(format!("integrity error: cannot open the restored database: {e}")))?;
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(&uri, flags).map_err(|e| {
+        err(format!(
+            "integrity error: cannot open the restored database: {e}"
+        ))
+    })?;
     let result: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .map_err(|e| err(format!("integrity error: PRAGMA integrity_check failed on the restored database: {e}")))?;
+        .map_err(|e| {
+            err(format!(
+                "integrity error: PRAGMA integrity_check failed on the restored database: {e}"
+            ))
+        })?;
     if result != "ok" {
-        return Err(err(format!("integrity error: PRAGMA integrity_check on the restored database says: {result}")));
+        return Err(err(format!(
+            "integrity error: PRAGMA integrity_check on the restored database says: {result}"
+        )));
     }
     Ok(())
 }

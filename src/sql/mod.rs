@@ -13,7 +13,13 @@ use rusqlite::functions::FunctionFlags;
 use rusqlite::Connection;
 
 /// The functions walrust registers, as `pragma_function_list` shows them.
-pub const FUNCTIONS: [&str; 5] = ["walrust_restore", "walrust_snapshot", "walrust_status", "walrust_sync", "walrust_version"];
+pub const FUNCTIONS: [&str; 5] = [
+    "walrust_restore",
+    "walrust_snapshot",
+    "walrust_status",
+    "walrust_sync",
+    "walrust_version",
+];
 
 fn pure() -> FunctionFlags {
     FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_INNOCUOUS
@@ -24,12 +30,20 @@ fn direct() -> FunctionFlags {
 }
 
 pub fn register_all(conn: &Connection) -> rusqlite::Result<()> {
-    conn.create_scalar_function("walrust_version", 0, pure() | FunctionFlags::SQLITE_DETERMINISTIC, |_| {
-        Ok(env!("CARGO_PKG_VERSION").to_string())
-    })?;
+    conn.create_scalar_function(
+        "walrust_version",
+        0,
+        pure() | FunctionFlags::SQLITE_DETERMINISTIC,
+        |_| Ok(env!("CARGO_PKG_VERSION").to_string()),
+    )?;
     conn.create_scalar_function("walrust_status", -1, direct(), status::walrust_status)?;
     conn.create_scalar_function("walrust_sync", -1, direct(), functions::walrust_sync)?;
-    conn.create_scalar_function("walrust_snapshot", -1, direct(), functions::walrust_snapshot)?;
+    conn.create_scalar_function(
+        "walrust_snapshot",
+        -1,
+        direct(),
+        functions::walrust_snapshot,
+    )?;
     conn.create_scalar_function("walrust_restore", -1, direct(), functions::walrust_restore)?;
     Ok(())
 }
@@ -61,6 +75,10 @@ impl std::error::Error for SqlError {}
 
 pub(crate) fn err(msg: impl Into<String>) -> rusqlite::Error {
     let msg = msg.into();
-    let msg = if msg.starts_with("walrust: ") { msg } else { format!("walrust: {msg}") };
+    let msg = if msg.starts_with("walrust: ") {
+        msg
+    } else {
+        format!("walrust: {msg}")
+    };
     rusqlite::Error::UserFunctionError(Box::new(SqlError(msg)))
 }

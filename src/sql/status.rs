@@ -14,8 +14,15 @@ pub(super) fn schema_arg(ctx: &Context<'_>, i: usize) -> rusqlite::Result<String
     }
 }
 
-pub(super) fn database(ctx: &Context<'_>, schema: &str) -> rusqlite::Result<std::sync::Arc<crate::vfs::database::Database>> {
-    let path = crate::vfs::ffi::schema_path(ctx, schema).ok_or_else(|| err(format!("no database file for schema '{schema}' (in-memory or temporary)")))?;
+pub(super) fn database(
+    ctx: &Context<'_>,
+    schema: &str,
+) -> rusqlite::Result<std::sync::Arc<crate::vfs::database::Database>> {
+    let path = crate::vfs::ffi::schema_path(ctx, schema).ok_or_else(|| {
+        err(format!(
+            "no database file for schema '{schema}' (in-memory or temporary)"
+        ))
+    })?;
     crate::vfs::database::lookup(&path).ok_or_else(|| {
         err(format!(
             "{} was not opened through the walrust VFS; load walrust before opening the database",

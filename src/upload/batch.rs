@@ -52,7 +52,12 @@ pub struct TempFile {
 impl TempFile {
     pub fn create(dir: &Path, name: &str) -> io::Result<(TempFile, File)> {
         let path = dir.join(format!("{name}.{}.tmp", std::process::id()));
-        let f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)?;
         Ok((TempFile { path }, f))
     }
 }
@@ -71,8 +76,13 @@ pub fn upload_level0(
     tmp_dir: &Path,
     store: &dyn Store,
 ) -> Result<Option<Uploaded>, String> {
-    let txns: Vec<&RecordRef> = records.iter().filter(|r| r.header.kind == Kind::Txn).collect();
-    let (Some(first), Some(last)) = (txns.first(), txns.last()) else { return Ok(None) };
+    let txns: Vec<&RecordRef> = records
+        .iter()
+        .filter(|r| r.header.kind == Kind::Txn)
+        .collect();
+    let (Some(first), Some(last)) = (txns.first(), txns.last()) else {
+        return Ok(None);
+    };
     let min = Txid::new(first.header.txid).ok_or("record with TXID 0")?;
     let max = Txid::new(last.header.txid).ok_or("record with TXID 0")?;
     let page_size = last.header.page_size;
@@ -87,29 +97,56 @@ pub fn upload_level0(
     pages.retain(|&pgno, _| pgno <= commit && pgno != lock_page);
 
     let name = ltx::file_name(min, max);
-    let (tmp, file) = TempFile::create(tmp_dir, &name).map_err(|e| format!("cannot create a temporary file in {}: {e}", tmp_dir.display()))?;
-    let writer = HashingWriter { inner: BufWriter::new(file), hasher: Hasher64::new(), written: 0 };
+    let (tmp, file) = TempFile::create(tmp_dir, &name).map_err(|e| {
+        format!(
+            "cannot create a temporary file in {}: {e}",
+            tmp_dir.display()
+        )
+    })?;
+    let writer = HashingWriter {
+        inner: BufWriter::new(file),
+        hasher: Hasher64::new(),
+        written: 0,
+    };
     let header = ltx::Header::new(page_size, commit, min, max, last.header.timestamp_ms);
     let mut enc = Encoder::new(writer, header).map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; page_size as usize];
     for (&pgno, &(ri, pi)) in &pages {
-        reader.read_page(txns[ri], pi, &mut buf).map_err(|e| format!("cannot read the shadow log: {e}"))?;
-        enc.write_page(PageNo::new(pgno).unwrap(), &buf).map_err(|e| e.to_string())?;
+        reader
+            .read_page(txns[ri], pi, &mut buf)
+            .map_err(|e| format!("cannot read the shadow log: {e}"))?;
+        enc.write_page(PageNo::new(pgno).unwrap(), &buf)
+            .map_err(|e| e.to_string())?;
     }
-    let (mut writer, _trailer) = enc.finish(crate::types::Checksum(0)).map_err(|e| e.to_string())?;
+    let (mut writer, _trailer) = enc
+        .finish(crate::types::Checksum(0))
+        .map_err(|e| e.to_string())?;
     writer.flush().map_err(|e| e.to_string())?;
-    let sha = writer.hasher.finish();
-    let bytes = writer.written;
-    drop(writer);
+    let HashingWriter {
+        hasher,
+        written: bytes,
+        ..
+    } = writer;
+    let sha = hasher.finish();
     let key = FileKey::new(0, min, max).unwrap();
     put_with_manifest(store, &key, &tmp.path, last.header.timestamp_ms, sha)?;
     Ok(Some(Uploaded { min, max, bytes }))
 }
 
 /// Writes a finished LTX file to the store, then records it in the manifest.
-pub fn put_with_manifest(store: &dyn Store, key: &FileKey, path: &Path, timestamp_ms: i64, sha256: String) -> Result<(), String> {
-    let meta = WriteMeta { timestamp_ms, sha256: sha256.clone() };
+pub fn put_with_manifest(
+    store: &dyn Store,
+    key: &FileKey,
+    path: &Path,
+    timestamp_ms: i64,
+    sha256: String,
+) -> Result<(), String> {
+    let meta = WriteMeta {
+        timestamp_ms,
+        sha256: sha256.clone(),
+    };
     let info = store.write(key, path, &meta).map_err(|e| e.to_string())?;
-    manifest::update(store, &[Entry::new(store.layout(), &info, sha256)], &[]).map_err(|e| e.to_string())?;
+    manifest::update(store, &[Entry::new(store.layout(), &info, sha256)], &[])
+        .map_err(|e| e.to_string())?;
     Ok(())
 }

@@ -26,8 +26,15 @@ pub(crate) enum Msg {
     /// New records in a database's shadow log.
     Notify(u64),
     /// Upload everything up to at least this TXID, then reply with the uploaded TXID.
-    Sync { id: u64, txid: u64, reply: Sender<Result<u64, String>> },
-    Snapshot { id: u64, reply: Sender<Result<u64, String>> },
+    Sync {
+        id: u64,
+        txid: u64,
+        reply: Sender<Result<u64, String>>,
+    },
+    Snapshot {
+        id: u64,
+        reply: Sender<Result<u64, String>>,
+    },
 }
 
 struct Channel {
@@ -52,7 +59,9 @@ fn send(msg: Msg) -> bool {
 
 /// Starts uploading a database's shadow log.
 pub fn register(repl: Arc<Replication>, db: &Database) {
-    let weak = crate::vfs::database::lookup(&db.path).map(|a| Arc::downgrade(&a)).unwrap_or_default();
+    let weak = crate::vfs::database::lookup(&db.path)
+        .map(|a| Arc::downgrade(&a))
+        .unwrap_or_default();
     send(Msg::Register(repl, weak));
 }
 
@@ -69,7 +78,11 @@ pub fn wake(repl: &Replication) {
 /// Blocks until every transaction up to `txid` is in the replica, or `timeout` passes.
 pub fn sync(repl: &Replication, txid: u64, timeout: Duration) -> Result<u64, String> {
     let (tx, rx) = flume::bounded(1);
-    if !send(Msg::Sync { id: repl.id, txid, reply: tx }) {
+    if !send(Msg::Sync {
+        id: repl.id,
+        txid,
+        reply: tx,
+    }) {
         return Err("walrust: the upload thread is not responding".into());
     }
     wait(rx, timeout, repl, "sync")
@@ -78,17 +91,28 @@ pub fn sync(repl: &Replication, txid: u64, timeout: Duration) -> Result<u64, Str
 /// Takes a snapshot now; returns its TXID.
 pub fn snapshot(repl: &Replication, timeout: Duration) -> Result<u64, String> {
     let (tx, rx) = flume::bounded(1);
-    if !send(Msg::Snapshot { id: repl.id, reply: tx }) {
+    if !send(Msg::Snapshot {
+        id: repl.id,
+        reply: tx,
+    }) {
         return Err("walrust: the upload thread is not responding".into());
     }
     wait(rx, timeout, repl, "snapshot")
 }
 
-fn wait(rx: Receiver<Result<u64, String>>, timeout: Duration, repl: &Replication, what: &str) -> Result<u64, String> {
+fn wait(
+    rx: Receiver<Result<u64, String>>,
+    timeout: Duration,
+    repl: &Replication,
+    what: &str,
+) -> Result<u64, String> {
     match rx.recv_timeout(timeout) {
         Ok(r) => r,
         Err(_) => {
-            let why = repl.status().last_error.unwrap_or_else(|| "uploads are slower than the timeout".into());
+            let why = repl
+                .status()
+                .last_error
+                .unwrap_or_else(|| "uploads are slower than the timeout".into());
             Err(format!(
                 "walrust: {what} of {} timed out after {} ms: {}; committed transactions are safe in the shadow log and will be uploaded when the replica is reachable",
                 repl.db_path.display(),

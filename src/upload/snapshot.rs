@@ -27,10 +27,17 @@ use std::time::Duration;
 /// Opens a connection of walrust's own to the database (not counted as the application's, and
 /// never configuring replication).
 pub fn open_internal(db: &Database) -> Result<Connection, String> {
-    let uri = format!("file:{}?walrust_internal=1", uri_escape(&db.path.to_string_lossy()));
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(&uri, flags).map_err(|e| format!("cannot open {}: {e}", db.path.display()))?;
-    conn.busy_timeout(Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    let uri = format!(
+        "file:{}?walrust_internal=1",
+        uri_escape(&db.path.to_string_lossy())
+    );
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(&uri, flags)
+        .map_err(|e| format!("cannot open {}: {e}", db.path.display()))?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
     Ok(conn)
 }
 
@@ -46,10 +53,15 @@ fn uri_escape(p: &str) -> String {
 }
 
 /// Runs `f` while an internal connection holds the WAL write lock.
-pub fn with_write_lock<T>(db: &Database, busy: Duration, f: impl FnOnce(&Connection) -> Result<T, String>) -> Result<T, String> {
+pub fn with_write_lock<T>(
+    db: &Database,
+    busy: Duration,
+    f: impl FnOnce(&Connection) -> Result<T, String>,
+) -> Result<T, String> {
     let conn = open_internal(db)?;
     conn.busy_timeout(busy).map_err(|e| e.to_string())?;
-    conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| format!("cannot lock {} for writing: {e}", db.path.display()))?;
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| format!("cannot lock {} for writing: {e}", db.path.display()))?;
     let out = f(&conn);
     let _ = conn.execute_batch("ROLLBACK");
     out
@@ -58,15 +70,27 @@ pub fn with_write_lock<T>(db: &Database, busy: Duration, f: impl FnOnce(&Connect
 /// Takes a snapshot. With `fresh_txid_above = Some(n)` the snapshot gets a new TXID greater
 /// than `n` and the log's last one (after a divergence, or onto an empty replica); otherwise it
 /// carries the log's last TXID. Returns the snapshot's TXID.
-pub fn take(db: &Database, repl: &Replication, fresh_txid_above: Option<u64>) -> Result<Txid, String> {
+pub fn take(
+    db: &Database,
+    repl: &Replication,
+    fresh_txid_above: Option<u64>,
+) -> Result<Txid, String> {
     let reader = open_internal(db)?;
     let (txid, pos, page_size, pages) = with_write_lock(db, Duration::from_secs(5), |conn| {
-        let page_size: u32 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(|e| e.to_string())?;
-        let pages: u32 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).map_err(|e| e.to_string())?;
+        let page_size: u32 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(|e| e.to_string())?;
+        let pages: u32 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .map_err(|e| e.to_string())?;
         let marker = fresh_txid_above.map(|n| (Kind::Snapshot, n + 1, page_size, pages));
-        let (mut txid, pos) = db.catch_up_locked(marker).map_err(|e| format!("cannot update the shadow log: {e}"))?;
+        let (mut txid, pos) = db
+            .catch_up_locked(marker)
+            .map_err(|e| format!("cannot update the shadow log: {e}"))?;
         if txid == 0 {
-            let (t, _) = db.catch_up_locked(Some((Kind::Snapshot, 1, page_size, pages))).map_err(|e| e.to_string())?;
+            let (t, _) = db
+                .catch_up_locked(Some((Kind::Snapshot, 1, page_size, pages)))
+                .map_err(|e| e.to_string())?;
             txid = t;
         }
         reader
@@ -79,7 +103,14 @@ pub fn take(db: &Database, repl: &Replication, fresh_txid_above: Option<u64>) ->
     result
 }
 
-fn stream(db: &Database, repl: &Replication, txid: Txid, pos: WalPos, page_size: u32, pages: u32) -> Result<Txid, String> {
+fn stream(
+    db: &Database,
+    repl: &Replication,
+    txid: Txid,
+    pos: WalPos,
+    page_size: u32,
+    pages: u32,
+) -> Result<Txid, String> {
     let wal_file = std::fs::File::open(db.wal_path()).ok();
     let mut in_wal: HashMap<u32, u64> = HashMap::new();
     if let (WalPos::At { salts, frame }, Some(f)) = (pos, &wal_file) {
@@ -87,11 +118,20 @@ fn stream(db: &Database, repl: &Replication, txid: Txid, pos: WalPos, page_size:
             f.read_exact_at(buf, off).map(|_| buf.len()).or(Ok(0))
         };
         let mut hb = [0u8; wal::HEADER_SIZE as usize];
-        let hdr = (read(&mut hb, 0).unwrap_or(0) == hb.len()).then(|| wal::parse_header(&hb)).flatten();
+        let hdr = (read(&mut hb, 0).unwrap_or(0) == hb.len())
+            .then(|| wal::parse_header(&hb))
+            .flatten();
         if frame > 0 {
-            let hdr = hdr.filter(|h| h.salts == salts && h.page_size == page_size).ok_or("the WAL changed under the snapshot; will retry")?;
-            for (fr, pgno) in wal::frame_pgnos(hdr.page_size, 1, frame, &mut read).map_err(|e| e.to_string())? {
-                in_wal.insert(pgno, wal::frame_offset(fr, page_size) + wal::FRAME_HEADER_SIZE);
+            let hdr = hdr
+                .filter(|h| h.salts == salts && h.page_size == page_size)
+                .ok_or("the WAL changed under the snapshot; will retry")?;
+            for (fr, pgno) in
+                wal::frame_pgnos(hdr.page_size, 1, frame, &mut read).map_err(|e| e.to_string())?
+            {
+                in_wal.insert(
+                    pgno,
+                    wal::frame_offset(fr, page_size) + wal::FRAME_HEADER_SIZE,
+                );
             }
         }
     }
@@ -100,9 +140,17 @@ fn stream(db: &Database, repl: &Replication, txid: Txid, pos: WalPos, page_size:
     let name = ltx::file_name(Txid::ONE, max);
     let tmp_dir = repl.shadow.tmp_dir();
     let (tmp, file) = TempFile::create(&tmp_dir, &name).map_err(|e| e.to_string())?;
-    let writer = HashingWriter { inner: BufWriter::new(file), hasher: Hasher64::new(), written: 0 };
+    let writer = HashingWriter {
+        inner: BufWriter::new(file),
+        hasher: Hasher64::new(),
+        written: 0,
+    };
     let ts = crate::clock::now_ms();
-    let mut enc = Encoder::new(writer, ltx::Header::new(page_size, pages, Txid::ONE, max, ts)).map_err(|e| e.to_string())?;
+    let mut enc = Encoder::new(
+        writer,
+        ltx::Header::new(page_size, pages, Txid::ONE, max, ts),
+    )
+    .map_err(|e| e.to_string())?;
     let lock_page = crate::types::lock_page(page_size);
     let mut buf = vec![0u8; page_size as usize];
     for pgno in 1..=pages {
@@ -110,19 +158,28 @@ fn stream(db: &Database, repl: &Replication, txid: Txid, pos: WalPos, page_size:
             continue;
         }
         match (in_wal.get(&pgno), &wal_file) {
-            (Some(&off), Some(f)) => f.read_exact_at(&mut buf, off).map_err(|e| format!("cannot read the WAL: {e}"))?,
+            (Some(&off), Some(f)) => f
+                .read_exact_at(&mut buf, off)
+                .map_err(|e| format!("cannot read the WAL: {e}"))?,
             _ => {
-                if dbfile.read_at(&mut buf, (pgno as u64 - 1) * page_size as u64).map_err(|e| e.to_string())? == 0 {
+                if dbfile
+                    .read_at(&mut buf, (pgno as u64 - 1) * page_size as u64)
+                    .map_err(|e| e.to_string())?
+                    == 0
+                {
                     buf.fill(0);
                 }
             }
         }
-        enc.write_page(PageNo::new(pgno).unwrap(), &buf).map_err(|e| e.to_string())?;
+        enc.write_page(PageNo::new(pgno).unwrap(), &buf)
+            .map_err(|e| e.to_string())?;
     }
-    let (mut writer, _) = enc.finish(crate::types::Checksum(0)).map_err(|e| e.to_string())?;
+    let (mut writer, _) = enc
+        .finish(crate::types::Checksum(0))
+        .map_err(|e| e.to_string())?;
     writer.flush().map_err(|e| e.to_string())?;
-    let sha = writer.hasher.finish();
-    drop(writer);
+    let HashingWriter { hasher, .. } = writer;
+    let sha = hasher.finish();
     let key = FileKey::new(crate::store::SNAPSHOT_LEVEL, Txid::ONE, max).unwrap();
     put_with_manifest(repl.store.as_ref(), &key, &tmp.path, ts, sha)?;
     Ok(max)

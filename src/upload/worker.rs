@@ -51,7 +51,11 @@ impl Entry {
             uploaded: 0,
             replica_checked: false,
             fresh_snapshot_above: None,
-            next_snapshot_ms: if interval > 0 { now_ms() + interval } else { i64::MAX },
+            next_snapshot_ms: if interval > 0 {
+                now_ms() + interval
+            } else {
+                i64::MAX
+            },
             snapshot_requested: false,
             retry_at_ms: 0,
             failures: 0,
@@ -63,7 +67,10 @@ impl Entry {
     }
 
     fn idle(&self) -> bool {
-        self.db.strong_count() == 0 && self.pending.is_empty() && self.waiters.is_empty() && self.snapshot_waiters.is_empty()
+        self.db.strong_count() == 0
+            && self.pending.is_empty()
+            && self.waiters.is_empty()
+            && self.snapshot_waiters.is_empty()
     }
 }
 
@@ -84,7 +91,10 @@ pub(super) fn run(rx: Receiver<Msg>) {
         for e in entries.values_mut() {
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tick(e)));
             if outcome.is_err() {
-                fail(e, "walrust: internal error in the upload thread (panic); will retry".into());
+                fail(
+                    e,
+                    "walrust: internal error in the upload thread (panic); will retry".into(),
+                );
             }
         }
         entries.retain(|_, e| !e.idle());
@@ -98,7 +108,12 @@ fn next_timeout(entries: &HashMap<u64, Entry>) -> Duration {
         if e.lock.is_none() && !(e.waiters.is_empty() && e.snapshot_waiters.is_empty()) {
             ms = ms.min(50);
         }
-        if let Some(oldest) = e.pending.iter().find(|r| r.header.txid > e.uploaded).map(|r| r.header.timestamp_ms) {
+        if let Some(oldest) = e
+            .pending
+            .iter()
+            .find(|r| r.header.txid > e.uploaded)
+            .map(|r| r.header.timestamp_ms)
+        {
             let due = oldest + e.repl.settings().sync_interval_ms as i64;
             ms = ms.min((due - now).max(e.retry_at_ms - now));
         }
@@ -110,7 +125,10 @@ fn handle(entries: &mut HashMap<u64, Entry>, msg: Msg) {
     match msg {
         Msg::Register(repl, db) => {
             let id = repl.id;
-            entries.entry(id).or_insert_with(|| Entry::new(repl, db)).force = true;
+            entries
+                .entry(id)
+                .or_insert_with(|| Entry::new(repl, db))
+                .force = true;
         }
         Msg::Notify(id) => {
             if let Some(e) = entries.get_mut(&id) {
@@ -173,10 +191,19 @@ fn tick(e: &mut Entry) {
 fn take_lock(e: &mut Entry) -> bool {
     match e.repl.shadow.try_lock_uploader() {
         Ok(Some(f)) => {
-            let st = e.repl.shadow.read_state().ok().flatten().unwrap_or_default();
+            let st = e
+                .repl
+                .shadow
+                .read_state()
+                .ok()
+                .flatten()
+                .unwrap_or_default();
             e.lock = Some(f);
             e.uploaded = st.uploaded_txid;
-            e.read_cursor = Cursor { seq: st.cursor_seq, offset: st.cursor_offset };
+            e.read_cursor = Cursor {
+                seq: st.cursor_seq,
+                offset: st.cursor_offset,
+            };
             e.pending.clear();
             e.replica_checked = false;
             e.catch_up = true;
@@ -188,7 +215,13 @@ fn take_lock(e: &mut Entry) -> bool {
         }
         Ok(None) => false,
         Err(err) => {
-            fail(e, format!("walrust: cannot take the uploader lock in {}: {err}", e.repl.shadow.root.display()));
+            fail(
+                e,
+                format!(
+                    "walrust: cannot take the uploader lock in {}: {err}",
+                    e.repl.shadow.root.display()
+                ),
+            );
             false
         }
     }
@@ -211,7 +244,9 @@ fn follow_other_uploader(e: &mut Entry) {
     if e.db.strong_count() == 0 {
         e.pending.clear();
         for (_, w) in e.waiters.drain(..) {
-            let _ = w.send(Err("walrust: the database was closed before its transactions were uploaded".into()));
+            let _ = w.send(Err(
+                "walrust: the database was closed before its transactions were uploaded".into(),
+            ));
         }
     }
 }
@@ -238,11 +273,18 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
         if let Some(db) = &db {
             // Busy is fine: the writer holding the lock is capturing its own commits.
             let _ = snapshot::with_write_lock(db, Duration::from_millis(200), |_| {
-                db.catch_up_locked(None).map(|_| ()).map_err(|err| err.to_string())
+                db.catch_up_locked(None)
+                    .map(|_| ())
+                    .map_err(|err| err.to_string())
             });
         }
     }
-    let (recs, cursor) = e.reader.read_from(e.read_cursor).map_err(|err| format!("walrust: cannot read the shadow log in {}: {err}", e.repl.shadow.root.display()))?;
+    let (recs, cursor) = e.reader.read_from(e.read_cursor).map_err(|err| {
+        format!(
+            "walrust: cannot read the shadow log in {}: {err}",
+            e.repl.shadow.root.display()
+        )
+    })?;
     e.read_cursor = cursor;
     for r in recs {
         if r.header.kind == Kind::Resync && r.header.txid > e.uploaded {
@@ -250,7 +292,8 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
         }
         e.pending.push(r);
     }
-    let snapshot_due = e.fresh_snapshot_above.is_some() || e.snapshot_requested || now >= e.next_snapshot_ms;
+    let snapshot_due =
+        e.fresh_snapshot_above.is_some() || e.snapshot_requested || now >= e.next_snapshot_ms;
     if snapshot_due {
         if let Some(db) = &db {
             if e.fresh_snapshot_above.is_none() {
@@ -260,13 +303,20 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
             e.fresh_snapshot_above = None;
             e.snapshot_requested = false;
             let interval = e.repl.settings().snapshot_interval_s as i64 * 1000;
-            e.next_snapshot_ms = if interval > 0 { now_ms() + interval } else { i64::MAX };
+            e.next_snapshot_ms = if interval > 0 {
+                now_ms() + interval
+            } else {
+                i64::MAX
+            };
             e.uploaded = e.uploaded.max(txid);
             for w in e.snapshot_waiters.drain(..) {
                 let _ = w.send(Ok(txid));
             }
             // Records up to the snapshot are in it; read the marker the snapshot appended.
-            let (recs, cursor) = e.reader.read_from(e.read_cursor).map_err(|err| err.to_string())?;
+            let (recs, cursor) = e
+                .reader
+                .read_from(e.read_cursor)
+                .map_err(|err| err.to_string())?;
             e.read_cursor = cursor;
             e.pending.extend(recs);
             persist(e)?;
@@ -277,7 +327,9 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
             || e.pending
                 .iter()
                 .find(|r| r.header.txid > e.uploaded)
-                .is_some_and(|r| r.header.timestamp_ms + e.repl.settings().sync_interval_ms as i64 <= now);
+                .is_some_and(|r| {
+                    r.header.timestamp_ms + e.repl.settings().sync_interval_ms as i64 <= now
+                });
         if due {
             upload_pending(e, false)?;
             e.force = false;
@@ -289,8 +341,16 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
 /// Compares the replica with what `state.json` says we uploaded; a mismatch (an empty replica,
 /// or one another writer or a restore changed) needs a snapshot with a new TXID.
 fn check_replica(e: &mut Entry) -> Result<(), String> {
-    let files = e.repl.store.list(None, Times::Listed).map_err(|err| format!("walrust: cannot list the replica: {err}"))?;
-    let replica_max = files.iter().map(|f| f.key.max_txid.get()).max().unwrap_or(0);
+    let files = e
+        .repl
+        .store
+        .list(None, Times::Listed)
+        .map_err(|err| format!("walrust: cannot list the replica: {err}"))?;
+    let replica_max = files
+        .iter()
+        .map(|f| f.key.max_txid.get())
+        .max()
+        .unwrap_or(0);
     if replica_max == 0 || replica_max != e.uploaded {
         e.fresh_snapshot_above = Some(replica_max.max(e.uploaded));
     }
@@ -300,13 +360,19 @@ fn check_replica(e: &mut Entry) -> Result<(), String> {
 
 /// Uploads pending transactions as one level-0 file (if any), then records progress.
 fn upload_pending(e: &mut Entry, before_snapshot: bool) -> Result<(), String> {
-    let fresh: Vec<RecordRef> = e.pending.iter().filter(|r| r.header.txid > e.uploaded).cloned().collect();
+    let fresh: Vec<RecordRef> = e
+        .pending
+        .iter()
+        .filter(|r| r.header.txid > e.uploaded)
+        .cloned()
+        .collect();
     let tmp = e.repl.shadow.tmp_dir();
     if let Some(up) = batch::upload_level0(&fresh, &mut e.reader, &tmp, e.repl.store.as_ref())
         .map_err(|err| format!("walrust: upload to {} failed: {err}", e.repl.url))?
     {
         e.uploaded = up.max.get();
-        e.repl.update_status(|s| s.last_upload_at_ms = Some(now_ms()));
+        e.repl
+            .update_status(|s| s.last_upload_at_ms = Some(now_ms()));
     }
     if !before_snapshot || fresh.is_empty() {
         persist(e)?;
@@ -317,7 +383,13 @@ fn upload_pending(e: &mut Entry, before_snapshot: bool) -> Result<(), String> {
 /// Writes progress to `state.json` and trims what is uploaded from the shadow log.
 fn persist(e: &mut Entry) -> Result<(), String> {
     let all_done = e.pending.iter().all(|r| r.header.txid <= e.uploaded);
-    let mut st: State = e.repl.shadow.read_state().ok().flatten().unwrap_or_default();
+    let mut st: State = e
+        .repl
+        .shadow
+        .read_state()
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     st.version = 1;
     st.replica = e.repl.url.clone();
     st.uploaded_txid = e.uploaded;
@@ -327,7 +399,12 @@ fn persist(e: &mut Entry) -> Result<(), String> {
         st.cursor_seq = e.read_cursor.seq;
         st.cursor_offset = e.read_cursor.offset;
     }
-    e.repl.shadow.write_state(&st).map_err(|err| format!("walrust: cannot write {}: {err}", e.repl.shadow.state_path().display()))?;
+    e.repl.shadow.write_state(&st).map_err(|err| {
+        format!(
+            "walrust: cannot write {}: {err}",
+            e.repl.shadow.state_path().display()
+        )
+    })?;
     if all_done {
         e.pending.clear();
         let _ = log::trim_before(&e.repl.shadow.log_dir(), e.read_cursor);

@@ -138,12 +138,20 @@ impl Capture {
             }
             FramePart::Data(frame) => (frame, true),
         };
-        let (commit_frame, commit) = self.pending_commit.filter(|&(f, _)| f == frame && commit_done)?;
+        let (commit_frame, commit) = self
+            .pending_commit
+            .filter(|&(f, _)| f == frame && commit_done)?;
         self.pending_commit = None;
         let first = self.frames.keys().next().copied().unwrap_or(commit_frame);
         let frames = std::mem::take(&mut self.frames);
         self.last_commit = commit_frame;
-        Some(Committed::from_frames(&hdr, first, commit_frame, commit, frames))
+        Some(Committed::from_frames(
+            &hdr,
+            first,
+            commit_frame,
+            commit,
+            frames,
+        ))
     }
 }
 
@@ -152,7 +160,12 @@ mod tests {
     use super::*;
 
     fn hdr() -> WalHeader {
-        WalHeader { page_size: 512, salts: Salts(5, 6), checksum: (0, 0), big_endian: false }
+        WalHeader {
+            page_size: 512,
+            salts: Salts(5, 6),
+            checksum: (0, 0),
+            big_endian: false,
+        }
     }
 
     fn frame_header(pgno: u32, commit: u32) -> Vec<u8> {
@@ -166,7 +179,9 @@ mod tests {
 
     fn write_frame(c: &mut Capture, frame: u32, pgno: u32, commit: u32) -> Option<Committed> {
         let off = wal::frame_offset(frame, 512);
-        assert!(c.after_write(off, &frame_header(pgno, commit), &mut || None).is_none());
+        assert!(c
+            .after_write(off, &frame_header(pgno, commit), &mut || None)
+            .is_none());
         c.after_write(off + 24, &[0u8; 512], &mut || None)
     }
 
@@ -186,7 +201,11 @@ mod tests {
         assert_eq!((got.first, got.last, got.commit), (1, 2, 10));
         assert_eq!(got.pages, vec![(2, 1), (3, 2)]);
         // Checksum rewrites of frames already committed are ignored.
-        assert!(c.after_write(wal::frame_offset(2, 512), &frame_header(3, 10), &mut || None).is_none());
+        assert!(c
+            .after_write(wal::frame_offset(2, 512), &frame_header(3, 10), &mut || {
+                None
+            })
+            .is_none());
     }
 
     #[test]

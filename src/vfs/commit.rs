@@ -43,13 +43,35 @@ fn next_txid(app: &Appender) -> u64 {
 }
 
 fn marker(kind: Kind, txid: u64, pos: WalPos, fingerprint: (u64, i64)) -> Header {
-    Header { kind, txid, page_size: 0, commit: 0, n_pages: 0, pos, timestamp_ms: clock::now_ms(), fingerprint }
+    Header {
+        kind,
+        txid,
+        page_size: 0,
+        commit: 0,
+        n_pages: 0,
+        pos,
+        timestamp_ms: clock::now_ms(),
+        fingerprint,
+    }
 }
 
 /// Appends a record with no pages (a marker) and returns what it wrote.
-pub fn append_marker(app: &mut Appender, kind: Kind, txid: u64, pos: WalPos, fp: (u64, i64)) -> io::Result<Appended> {
-    let bytes = app.append(marker(kind, txid, pos, fp), &mut |_, _| unreachable!("markers have no pages"))?;
-    Ok(Appended { records: 1, bytes, last_txid: txid, resync: kind == Kind::Resync })
+pub fn append_marker(
+    app: &mut Appender,
+    kind: Kind,
+    txid: u64,
+    pos: WalPos,
+    fp: (u64, i64),
+) -> io::Result<Appended> {
+    let bytes = app.append(marker(kind, txid, pos, fp), &mut |_, _| {
+        unreachable!("markers have no pages")
+    })?;
+    Ok(Appended {
+        records: 1,
+        bytes,
+        last_txid: txid,
+        resync: kind == Kind::Resync,
+    })
 }
 
 /// Appends one committed transaction, reading its page images from the WAL.
@@ -61,7 +83,10 @@ fn append_txn(app: &mut Appender, c: &Committed, wal: &mut WalRead) -> io::Resul
         page_size: c.page_size,
         commit: c.commit,
         n_pages: c.pages.len() as u32,
-        pos: WalPos::At { salts: c.salts, frame: c.last },
+        pos: WalPos::At {
+            salts: c.salts,
+            frame: c.last,
+        },
         timestamp_ms: clock::now_ms(),
         fingerprint: (0, 0),
     };
@@ -69,11 +94,19 @@ fn append_txn(app: &mut Appender, c: &Committed, wal: &mut WalRead) -> io::Resul
         let (pgno, frame) = c.pages[i];
         let off = wal::frame_offset(frame, c.page_size) + wal::FRAME_HEADER_SIZE;
         if wal(page, off)? < page.len() {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "WAL frame vanished during capture"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "WAL frame vanished during capture",
+            ));
         }
         Ok(pgno)
     })?;
-    Ok(Appended { records: 1, bytes, last_txid: txid, resync: false })
+    Ok(Appended {
+        records: 1,
+        bytes,
+        last_txid: txid,
+        resync: false,
+    })
 }
 
 /// The WAL position the log's last record leaves us at, if the current WAL continues it.
@@ -84,11 +117,19 @@ enum Continuity {
     Unproven,
 }
 
-fn continuity(last: Option<&Header>, hdr: &WalHeader, fingerprint: &dyn Fn() -> (u64, i64)) -> Continuity {
-    let Some(last) = last else { return Continuity::Unproven };
+fn continuity(
+    last: Option<&Header>,
+    hdr: &WalHeader,
+    fingerprint: &dyn Fn() -> (u64, i64),
+) -> Continuity {
+    let Some(last) = last else {
+        return Continuity::Unproven;
+    };
     match last.pos {
         WalPos::At { salts, frame } if salts == hdr.salts => Continuity::From(frame),
-        WalPos::Empty if last.fingerprint == (0, 0) || last.fingerprint == fingerprint() => Continuity::From(0),
+        WalPos::Empty if last.fingerprint == (0, 0) || last.fingerprint == fingerprint() => {
+            Continuity::From(0)
+        }
         _ => Continuity::Unproven,
     }
 }
@@ -106,10 +147,19 @@ pub fn catch_up(
     let Some(hdr) = hdr else {
         let last = app.last().copied();
         return match last {
-            Some(h) if h.pos == WalPos::Empty && (h.fingerprint == (0, 0) || h.fingerprint == fingerprint()) => {
+            Some(h)
+                if h.pos == WalPos::Empty
+                    && (h.fingerprint == (0, 0) || h.fingerprint == fingerprint()) =>
+            {
                 Ok(Appended::default())
             }
-            _ => append_marker(app, Kind::Resync, next_txid(app), WalPos::Empty, fingerprint()),
+            _ => append_marker(
+                app,
+                Kind::Resync,
+                next_txid(app),
+                WalPos::Empty,
+                fingerprint(),
+            ),
         };
     };
     let mut out = Appended::default();
@@ -118,8 +168,14 @@ pub fn catch_up(
         Continuity::Unproven => {
             let spans = wal::scan_commits(hdr, 0, wal)?;
             let pos = match spans.last() {
-                Some(s) => WalPos::At { salts: hdr.salts, frame: s.last },
-                None => WalPos::At { salts: hdr.salts, frame: 0 },
+                Some(s) => WalPos::At {
+                    salts: hdr.salts,
+                    frame: s.last,
+                },
+                None => WalPos::At {
+                    salts: hdr.salts,
+                    frame: 0,
+                },
             };
             return append_marker(app, Kind::Resync, next_txid(app), pos, (0, 0));
         }
@@ -144,7 +200,11 @@ pub fn append_commit(
     app.refresh()?;
     let contiguous = |app: &Appender| {
         matches!(app.last().map(|h| h.pos), Some(WalPos::At { salts, frame }) if salts == c.salts && frame + 1 == c.first)
-            || (c.first == 1 && matches!(continuity(app.last(), hdr, fingerprint), Continuity::From(0)))
+            || (c.first == 1
+                && matches!(
+                    continuity(app.last(), hdr, fingerprint),
+                    Continuity::From(0)
+                ))
     };
     if !contiguous(app) {
         // Commits before ours that the log lacks: recover them from the WAL (stopping before ours).
@@ -156,8 +216,17 @@ pub fn append_commit(
         };
         out.add(catch_up(app, Some(hdr), &mut bounded, fingerprint)?);
         if !contiguous(app) {
-            let pos = WalPos::At { salts: c.salts, frame: c.first - 1 };
-            out.add(append_marker(app, Kind::Resync, next_txid(app), pos, (0, 0))?);
+            let pos = WalPos::At {
+                salts: c.salts,
+                frame: c.first - 1,
+            };
+            out.add(append_marker(
+                app,
+                Kind::Resync,
+                next_txid(app),
+                pos,
+                (0, 0),
+            )?);
         }
     }
     out.add(append_txn(app, c, wal)?);
@@ -178,8 +247,16 @@ pub fn end_generation(
     let fp = final_fingerprint.unwrap_or((0, 0));
     if last.map(|h| (h.pos, h.fingerprint)) != Some((WalPos::Empty, fp)) {
         let txid = last.map_or(0, |h| h.txid);
-        let bytes = app.append(marker(Kind::Position, txid, WalPos::Empty, fp), &mut |_, _| unreachable!())?;
-        out.add(Appended { records: 1, bytes, last_txid: txid, resync: false });
+        let bytes = app.append(
+            marker(Kind::Position, txid, WalPos::Empty, fp),
+            &mut |_, _| unreachable!(),
+        )?;
+        out.add(Appended {
+            records: 1,
+            bytes,
+            last_txid: txid,
+            resync: false,
+        });
     }
     Ok(out)
 }

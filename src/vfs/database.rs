@@ -34,7 +34,8 @@ pub enum PragmaOutcome {
     Error(String),
 }
 
-static DATABASES: Lazy<Mutex<HashMap<PathBuf, Weak<Database>>>> = Lazy::new(|| Mutex::new(HashMap::new()));
+static DATABASES: Lazy<Mutex<HashMap<PathBuf, Weak<Database>>>> =
+    Lazy::new(|| Mutex::new(HashMap::new()));
 
 pub struct Database {
     pub path: PathBuf,
@@ -74,7 +75,10 @@ fn get_or_create(path: &Path) -> Arc<Database> {
         return db;
     }
     map.retain(|_, w| w.strong_count() > 0);
-    let db = Arc::new(Database { path: path.to_path_buf(), state: Mutex::new(DbState::default()) });
+    let db = Arc::new(Database {
+        path: path.to_path_buf(),
+        state: Mutex::new(DbState::default()),
+    });
     map.insert(path.to_path_buf(), Arc::downgrade(&db));
     db
 }
@@ -90,7 +94,9 @@ pub fn open_main(path: &str, uri: &dyn Fn(&str) -> Option<String>) -> Role {
 
 /// A `-wal` file was opened: the database is in WAL mode, so replication asked for starts now.
 pub fn open_wal(path: &str) -> Role {
-    let Some(db_path) = path.strip_suffix("-wal") else { return Role::Other };
+    let Some(db_path) = path.strip_suffix("-wal") else {
+        return Role::Other;
+    };
     match lookup(Path::new(db_path)) {
         Some(db) => {
             db.start_wanted();
@@ -103,7 +109,9 @@ pub fn open_wal(path: &str) -> Role {
 /// SQLite is about to delete a file. For a `-wal` file (the last connection closed after a full
 /// checkpoint) the log records that the database file now holds everything.
 pub fn before_delete(path: &str) {
-    let Some(db_path) = path.strip_suffix("-wal") else { return };
+    let Some(db_path) = path.strip_suffix("-wal") else {
+        return;
+    };
     if let Some(db) = lookup(Path::new(db_path)) {
         db.wal_deleting(Path::new(path));
     }
@@ -135,7 +143,10 @@ impl Database {
 
     /// Settings: the database's own (URI, PRAGMA) over the environment's.
     pub fn settings(&self) -> Settings {
-        self.lock().settings.clone().unwrap_or_else(Settings::from_env)
+        self.lock()
+            .settings
+            .clone()
+            .unwrap_or_else(Settings::from_env)
     }
 
     /// Why replication is not running although it was asked for (for `walrust_status`).
@@ -161,8 +172,15 @@ impl Database {
         st.settings = Some(settings.clone());
         let asked = uri("walrust_replica").or_else(|| env_replica(&self.path));
         let shadow = ShadowDir::path_for(&self.path, settings.shadow_dir.as_deref());
-        let recorded = crate::shadow::state::read(&shadow.join("state.json")).ok().flatten().map(|s| s.replica);
-        let in_use = st.replication.as_ref().map(|r| r.url.clone()).or(recorded.filter(|r| !r.is_empty()));
+        let recorded = crate::shadow::state::read(&shadow.join("state.json"))
+            .ok()
+            .flatten()
+            .map(|s| s.replica);
+        let in_use = st
+            .replication
+            .as_ref()
+            .map(|r| r.url.clone())
+            .or(recorded.filter(|r| !r.is_empty()));
         match (asked, in_use) {
             (Some(a), Some(u)) if !same_replica(&a, &u) => {
                 st.conflict = Some(conflict_message(&self.path, &u, &a));
@@ -189,7 +207,8 @@ impl Database {
 
     fn start_locked(&self, st: &mut DbState, url: &str) -> Result<Arc<Replication>, String> {
         let settings = st.settings.clone().unwrap_or_else(Settings::from_env);
-        let store = crate::store::open(url).map_err(|e| format!("walrust: cannot replicate {}: {e}", self.path.display()))?;
+        let store = crate::store::open(url)
+            .map_err(|e| format!("walrust: cannot replicate {}: {e}", self.path.display()))?;
         let described = store.describe();
         let root = ShadowDir::path_for(&self.path, settings.shadow_dir.as_deref());
         let shadow = ShadowDir::create(root.clone())
@@ -199,12 +218,24 @@ impl Database {
             return Err(conflict_message(&self.path, &state.replica, &described));
         }
         if state.replica.is_empty() {
-            state = State { version: 1, replica: described.clone(), ..state };
-            shadow
-                .write_state(&state)
-                .map_err(|e| format!("walrust: cannot write {}: {e}", shadow.state_path().display()))?;
+            state = State {
+                version: 1,
+                replica: described.clone(),
+                ..state
+            };
+            shadow.write_state(&state).map_err(|e| {
+                format!(
+                    "walrust: cannot write {}: {e}",
+                    shadow.state_path().display()
+                )
+            })?;
         }
-        let repl = Arc::new(Replication::new(self.path.clone(), shadow.clone(), store, settings));
+        let repl = Arc::new(Replication::new(
+            self.path.clone(),
+            shadow.clone(),
+            store,
+            settings,
+        ));
         st.appender = Some(Appender::new(shadow.log_dir()));
         st.replication = Some(repl.clone());
         st.problem = None;
@@ -213,7 +244,11 @@ impl Database {
     }
 
     /// `PRAGMA walrust_replica = url`: starts replication now (the database must be in WAL mode).
-    fn set_replica(&self, url: &str, read_main: &mut dyn FnMut(&mut [u8], u64) -> io::Result<usize>) -> PragmaOutcome {
+    fn set_replica(
+        &self,
+        url: &str,
+        read_main: &mut dyn FnMut(&mut [u8], u64) -> io::Result<usize>,
+    ) -> PragmaOutcome {
         let mut st = self.lock();
         if let Some(r) = &st.replication {
             return if same_replica(&r.url, url) {
@@ -237,7 +272,12 @@ impl Database {
     }
 
     /// Handles `PRAGMA walrust_*` (read with `value == None`).
-    pub fn pragma(&self, name: &str, value: Option<&str>, read_main: &mut dyn FnMut(&mut [u8], u64) -> io::Result<usize>) -> PragmaOutcome {
+    pub fn pragma(
+        &self,
+        name: &str,
+        value: Option<&str>,
+        read_main: &mut dyn FnMut(&mut [u8], u64) -> io::Result<usize>,
+    ) -> PragmaOutcome {
         let name = name.to_ascii_lowercase();
         if name == "walrust_replica" {
             return match value {
@@ -280,29 +320,49 @@ impl Database {
     }
 
     /// Before a WAL write: a new header means a new generation; settle the old one first.
-    pub fn before_wal_write(&self, off: u64, data: &[u8], read: &mut dyn FnMut(&mut [u8], u64) -> io::Result<usize>) {
+    pub fn before_wal_write(
+        &self,
+        off: u64,
+        data: &[u8],
+        read: &mut dyn FnMut(&mut [u8], u64) -> io::Result<usize>,
+    ) {
         let mut st = self.lock();
         if st.replication.is_none() {
             return;
         }
-        let Some(new) = st.capture.header_write(off, data) else { return };
+        let Some(new) = st.capture.header_write(off, data) else {
+            return;
+        };
         let old = read_wal_header(read);
         if old.map(|h| h.salts) != Some(new.salts) {
             let fp = || fingerprint(&self.path);
-            let result = commit::end_generation(st.appender.as_mut().unwrap(), old.as_ref(), read, &fp, None);
+            let result = commit::end_generation(
+                st.appender.as_mut().unwrap(),
+                old.as_ref(),
+                read,
+                &fp,
+                None,
+            );
             self.account(&mut st, result);
         }
         st.capture.start_generation(new);
     }
 
     /// After a WAL write: a completed commit is appended to the shadow log.
-    pub fn after_wal_write(&self, off: u64, data: &[u8], read: &mut dyn FnMut(&mut [u8], u64) -> io::Result<usize>) {
+    pub fn after_wal_write(
+        &self,
+        off: u64,
+        data: &[u8],
+        read: &mut dyn FnMut(&mut [u8], u64) -> io::Result<usize>,
+    ) {
         let mut st = self.lock();
         if st.replication.is_none() {
             return;
         }
         let mut reread = || read_wal_header(&mut *read);
-        let Some(c) = st.capture.after_write(off, data, &mut reread) else { return };
+        let Some(c) = st.capture.after_write(off, data, &mut reread) else {
+            return;
+        };
         let hdr = *st.capture.header().expect("a commit implies a header");
         let fp = || fingerprint(&self.path);
         let result = commit::append_commit(st.appender.as_mut().unwrap(), &hdr, &c, read, &fp);
@@ -339,7 +399,11 @@ impl Database {
         }
     }
 
-    pub fn before_wal_truncate(&self, size: u64, read: &mut dyn FnMut(&mut [u8], u64) -> io::Result<usize>) {
+    pub fn before_wal_truncate(
+        &self,
+        size: u64,
+        read: &mut dyn FnMut(&mut [u8], u64) -> io::Result<usize>,
+    ) {
         if size >= wal::HEADER_SIZE {
             return;
         }
@@ -349,7 +413,8 @@ impl Database {
         }
         let hdr = read_wal_header(read);
         let fp = || fingerprint(&self.path);
-        let result = commit::end_generation(st.appender.as_mut().unwrap(), hdr.as_ref(), read, &fp, None);
+        let result =
+            commit::end_generation(st.appender.as_mut().unwrap(), hdr.as_ref(), read, &fp, None);
         self.account(&mut st, result);
         st.capture = Capture::default();
     }
@@ -359,7 +424,9 @@ impl Database {
         if st.replication.is_none() {
             return;
         }
-        let Ok(file) = std::fs::File::open(wal_path) else { return };
+        let Ok(file) = std::fs::File::open(wal_path) else {
+            return;
+        };
         let mut read = |buf: &mut [u8], off: u64| -> io::Result<usize> {
             let mut n = 0;
             while n < buf.len() {
@@ -373,7 +440,13 @@ impl Database {
         let hdr = read_wal_header(&mut read);
         let fp = || fingerprint(&self.path);
         let final_fp = Some(fingerprint(&self.path));
-        let result = commit::end_generation(st.appender.as_mut().unwrap(), hdr.as_ref(), &mut read, &fp, final_fp);
+        let result = commit::end_generation(
+            st.appender.as_mut().unwrap(),
+            hdr.as_ref(),
+            &mut read,
+            &fp,
+            final_fp,
+        );
         self.account(&mut st, result);
         st.capture = Capture::default();
     }
@@ -381,9 +454,14 @@ impl Database {
     /// Under the WAL write lock (the caller holds it through its own connection): appends every
     /// transaction the log lacks, then, if `marker` is given, a marker record with a TXID of at
     /// least `min_txid`. Returns the last TXID in the log and the WAL position.
-    pub fn catch_up_locked(&self, marker: Option<(crate::shadow::Kind, u64, u32, u32)>) -> io::Result<(u64, crate::shadow::WalPos)> {
+    pub fn catch_up_locked(
+        &self,
+        marker: Option<(crate::shadow::Kind, u64, u32, u32)>,
+    ) -> io::Result<(u64, crate::shadow::WalPos)> {
         let mut st = self.lock();
-        let Some(_) = st.replication else { return Err(io::Error::other("not replicating")) };
+        let Some(_) = st.replication else {
+            return Err(io::Error::other("not replicating"));
+        };
         let wal_path = self.wal_path();
         let file = std::fs::File::open(&wal_path).ok();
         let mut read = |buf: &mut [u8], off: u64| -> io::Result<usize> {
@@ -420,16 +498,26 @@ impl Database {
                 h.pos = crate::shadow::WalPos::Empty;
             }
             let bytes = app.append(h, &mut |_, _| unreachable!())?;
-            let a = Appended { records: 1, bytes, last_txid: txid, resync: kind == crate::shadow::Kind::Resync };
+            let a = Appended {
+                records: 1,
+                bytes,
+                last_txid: txid,
+                resync: kind == crate::shadow::Kind::Resync,
+            };
             self.account(&mut st, Ok(a));
         }
         let last = st.appender.as_ref().unwrap().last().copied();
-        Ok((last.map_or(0, |h| h.txid), last.map_or(crate::shadow::WalPos::Unknown, |h| h.pos)))
+        Ok((
+            last.map_or(0, |h| h.txid),
+            last.map_or(crate::shadow::WalPos::Unknown, |h| h.pos),
+        ))
     }
 }
 
 fn env_replica(db: &Path) -> Option<String> {
-    let root = std::env::var("WALRUST_REPLICA_ROOT").ok().filter(|r| !r.is_empty())?;
+    let root = std::env::var("WALRUST_REPLICA_ROOT")
+        .ok()
+        .filter(|r| !r.is_empty())?;
     let name = db.file_name()?.to_string_lossy().to_string();
     Some(format!("{}/{}", root.trim_end_matches('/'), name))
 }

@@ -55,7 +55,12 @@ pub fn parse_header(b: &[u8]) -> Option<WalHeader> {
     if cksum(big_endian, &b[..24], (0, 0)) != checksum {
         return None;
     }
-    Some(WalHeader { page_size, salts: Salts(be32(b, 16), be32(b, 20)), checksum, big_endian })
+    Some(WalHeader {
+        page_size,
+        salts: Salts(be32(b, 16), be32(b, 20)),
+        checksum,
+        big_endian,
+    })
 }
 
 pub fn parse_frame_header(b: &[u8]) -> FrameHeader {
@@ -108,7 +113,9 @@ pub fn classify_write(offset: u64, len: usize, page_size: u32) -> Option<FramePa
     match (rel % frame_size, len as u64) {
         (0, n) if n == FRAME_HEADER_SIZE => Some(FramePart::Header(frame)),
         (0, n) if n == frame_size => Some(FramePart::Whole(frame)),
-        (off, n) if off == FRAME_HEADER_SIZE && n == page_size as u64 => Some(FramePart::Data(frame)),
+        (off, n) if off == FRAME_HEADER_SIZE && n == page_size as u64 => {
+            Some(FramePart::Data(frame))
+        }
         _ => None,
     }
 }
@@ -161,7 +168,11 @@ pub fn scan_commits(
         }
         chain = c;
         if h.commit != 0 {
-            spans.push(CommittedSpan { first, last: frame, commit: h.commit });
+            spans.push(CommittedSpan {
+                first,
+                last: frame,
+                commit: h.commit,
+            });
             first = frame + 1;
         }
         frame += 1;
@@ -180,7 +191,10 @@ pub fn frame_pgnos(
     let mut fh = [0u8; FRAME_HEADER_SIZE as usize];
     for frame in first..=last {
         if read_at(&mut fh, frame_offset(frame, page_size))? < fh.len() {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "short WAL frame"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "short WAL frame",
+            ));
         }
         out.push((frame, parse_frame_header(&fh).pgno));
     }
@@ -234,19 +248,38 @@ mod tests {
 
     #[test]
     fn finds_committed_spans_and_stops_at_uncommitted_tail() {
-        let w = build_wal(512, Salts(7, 9), &[(1, 0, 1), (2, 2, 2), (3, 3, 3), (1, 0, 4)]);
+        let w = build_wal(
+            512,
+            Salts(7, 9),
+            &[(1, 0, 1), (2, 2, 2), (3, 3, 3), (1, 0, 4)],
+        );
         let h = parse_header(&w).unwrap();
         assert_eq!(h.page_size, 512);
         let spans = scan_commits(&h, 0, &mut reader(&w)).unwrap();
         assert_eq!(
             spans,
             vec![
-                CommittedSpan { first: 1, last: 2, commit: 2 },
-                CommittedSpan { first: 3, last: 3, commit: 3 }
+                CommittedSpan {
+                    first: 1,
+                    last: 2,
+                    commit: 2
+                },
+                CommittedSpan {
+                    first: 3,
+                    last: 3,
+                    commit: 3
+                }
             ]
         );
         let spans = scan_commits(&h, 2, &mut reader(&w)).unwrap();
-        assert_eq!(spans, vec![CommittedSpan { first: 3, last: 3, commit: 3 }]);
+        assert_eq!(
+            spans,
+            vec![CommittedSpan {
+                first: 3,
+                last: 3,
+                commit: 3
+            }]
+        );
     }
 
     #[test]
@@ -264,7 +297,10 @@ mod tests {
     fn classifies_frame_writes() {
         assert_eq!(classify_write(32, 24, 4096), Some(FramePart::Header(1)));
         assert_eq!(classify_write(56, 4096, 4096), Some(FramePart::Data(1)));
-        assert_eq!(classify_write(32 + 4120, 24, 4096), Some(FramePart::Header(2)));
+        assert_eq!(
+            classify_write(32 + 4120, 24, 4096),
+            Some(FramePart::Header(2))
+        );
         assert_eq!(classify_write(32, 4120, 4096), Some(FramePart::Whole(1)));
         assert_eq!(classify_write(0, 32, 4096), None);
     }

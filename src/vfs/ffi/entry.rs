@@ -21,7 +21,9 @@ pub unsafe extern "C" fn sqlite3_walrust_init(
     pz_err_msg: *mut *mut c_char,
     p_api: *mut ffi::sqlite3_api_routines,
 ) -> c_int {
-    guard(ffi::SQLITE_ERROR, || unsafe { Connection::extension_init2(db, pz_err_msg, p_api, init) })
+    guard(ffi::SQLITE_ERROR, || unsafe {
+        Connection::extension_init2(db, pz_err_msg, p_api, init)
+    })
 }
 
 fn init(conn: Connection) -> rusqlite::Result<bool> {

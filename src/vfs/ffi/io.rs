@@ -40,7 +40,13 @@ pub(super) static IO_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods 
     xUnfetch: Some(x_unfetch),
 };
 
-unsafe fn parts<'a>(f: *mut ffi::sqlite3_file) -> (&'a Role, *mut ffi::sqlite3_file, &'a ffi::sqlite3_io_methods) {
+unsafe fn parts<'a>(
+    f: *mut ffi::sqlite3_file,
+) -> (
+    &'a Role,
+    *mut ffi::sqlite3_file,
+    &'a ffi::sqlite3_io_methods,
+) {
     unsafe {
         let w = &*(f as *mut WFile);
         (&*w.role, w.inner, &*(*w.inner).pMethods)
@@ -48,14 +54,26 @@ unsafe fn parts<'a>(f: *mut ffi::sqlite3_file) -> (&'a Role, *mut ffi::sqlite3_f
 }
 
 /// A safe reader over the wrapped file, for hooks that need to look at the WAL or database.
-pub(super) unsafe fn reader(inner: *mut ffi::sqlite3_file) -> impl FnMut(&mut [u8], u64) -> std::io::Result<usize> {
+pub(super) unsafe fn reader(
+    inner: *mut ffi::sqlite3_file,
+) -> impl FnMut(&mut [u8], u64) -> std::io::Result<usize> {
     move |buf: &mut [u8], off: u64| {
         let m = unsafe { &*(*inner).pMethods };
-        let rc = unsafe { (m.xRead.unwrap())(inner, buf.as_mut_ptr() as *mut c_void, buf.len() as c_int, off as i64) };
+        let rc = unsafe {
+            (m.xRead.unwrap())(
+                inner,
+                buf.as_mut_ptr() as *mut c_void,
+                buf.len() as c_int,
+                off as i64,
+            )
+        };
         match rc {
             ffi::SQLITE_OK => Ok(buf.len()),
             ffi::SQLITE_IOERR_SHORT_READ => Ok(0),
-            rc => Err(std::io::Error::other(format!("read of {} bytes at {off} failed (SQLite code {rc})", buf.len()))),
+            rc => Err(std::io::Error::other(format!(
+                "read of {} bytes at {off} failed (SQLite code {rc})",
+                buf.len()
+            ))),
         }
     }
 }
@@ -72,14 +90,24 @@ unsafe extern "C" fn x_close(f: *mut ffi::sqlite3_file) -> c_int {
     })
 }
 
-unsafe extern "C" fn x_read(f: *mut ffi::sqlite3_file, buf: *mut c_void, n: c_int, off: i64) -> c_int {
+unsafe extern "C" fn x_read(
+    f: *mut ffi::sqlite3_file,
+    buf: *mut c_void,
+    n: c_int,
+    off: i64,
+) -> c_int {
     unsafe {
         let (_, inner, m) = parts(f);
         (m.xRead.unwrap())(inner, buf, n, off)
     }
 }
 
-unsafe extern "C" fn x_write(f: *mut ffi::sqlite3_file, buf: *const c_void, n: c_int, off: i64) -> c_int {
+unsafe extern "C" fn x_write(
+    f: *mut ffi::sqlite3_file,
+    buf: *const c_void,
+    n: c_int,
+    off: i64,
+) -> c_int {
     guard(PANIC_RC, || unsafe {
         let (role, inner, m) = parts(f);
         let Role::Wal(db) = role else {
@@ -144,7 +172,11 @@ unsafe extern "C" fn x_check_reserved_lock(f: *mut ffi::sqlite3_file, out: *mut 
     }
 }
 
-unsafe extern "C" fn x_file_control(f: *mut ffi::sqlite3_file, op: c_int, arg: *mut c_void) -> c_int {
+unsafe extern "C" fn x_file_control(
+    f: *mut ffi::sqlite3_file,
+    op: c_int,
+    arg: *mut c_void,
+) -> c_int {
     guard(PANIC_RC, || unsafe {
         let (role, inner, m) = parts(f);
         if let (Role::Main(db), ffi::SQLITE_FCNTL_PRAGMA) = (role, op) {
@@ -182,7 +214,13 @@ unsafe extern "C" fn x_device_characteristics(f: *mut ffi::sqlite3_file) -> c_in
     }
 }
 
-unsafe extern "C" fn x_shm_map(f: *mut ffi::sqlite3_file, pg: c_int, sz: c_int, extend: c_int, pp: *mut *mut c_void) -> c_int {
+unsafe extern "C" fn x_shm_map(
+    f: *mut ffi::sqlite3_file,
+    pg: c_int,
+    sz: c_int,
+    extend: c_int,
+    pp: *mut *mut c_void,
+) -> c_int {
     unsafe {
         let (_, inner, m) = parts(f);
         match (m.iVersion >= 2, m.xShmMap) {
@@ -192,7 +230,12 @@ unsafe extern "C" fn x_shm_map(f: *mut ffi::sqlite3_file, pg: c_int, sz: c_int, 
     }
 }
 
-unsafe extern "C" fn x_shm_lock(f: *mut ffi::sqlite3_file, offset: c_int, n: c_int, flags: c_int) -> c_int {
+unsafe extern "C" fn x_shm_lock(
+    f: *mut ffi::sqlite3_file,
+    offset: c_int,
+    n: c_int,
+    flags: c_int,
+) -> c_int {
     guard(PANIC_RC, || unsafe {
         let (role, inner, m) = parts(f);
         let rc = match (m.iVersion >= 2, m.xShmLock) {
@@ -228,7 +271,12 @@ unsafe extern "C" fn x_shm_unmap(f: *mut ffi::sqlite3_file, delete: c_int) -> c_
     }
 }
 
-unsafe extern "C" fn x_fetch(f: *mut ffi::sqlite3_file, off: i64, n: c_int, pp: *mut *mut c_void) -> c_int {
+unsafe extern "C" fn x_fetch(
+    f: *mut ffi::sqlite3_file,
+    off: i64,
+    n: c_int,
+    pp: *mut *mut c_void,
+) -> c_int {
     unsafe {
         let (_, inner, m) = parts(f);
         match (m.iVersion >= 3, m.xFetch) {

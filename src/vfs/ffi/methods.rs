@@ -1,7 +1,7 @@
 //! The `walrust` VFS object: registration, `xOpen`/`xDelete`, and plain forwarding of every other
 //! VFS method to the VFS it wraps (the process's default VFS when walrust was loaded).
 
-use super::io::{WFile, IO_METHODS, INNER_OFFSET};
+use super::io::{WFile, INNER_OFFSET, IO_METHODS};
 use super::{cstr, guard, PANIC_RC};
 use crate::vfs::database::{self, Role};
 use once_cell::sync::OnceCell;
@@ -81,7 +81,7 @@ unsafe fn iv() -> &'static ffi::sqlite3_vfs {
 
 unsafe extern "C" fn x_open(
     _vfs: *mut ffi::sqlite3_vfs,
-    name: ffi::sqlite3_filename,
+    name: *const c_char,
     file: *mut ffi::sqlite3_file,
     flags: c_int,
     out_flags: *mut c_int,
@@ -120,7 +120,11 @@ unsafe extern "C" fn x_open(
     })
 }
 
-unsafe extern "C" fn x_delete(_vfs: *mut ffi::sqlite3_vfs, name: *const c_char, sync_dir: c_int) -> c_int {
+unsafe extern "C" fn x_delete(
+    _vfs: *mut ffi::sqlite3_vfs,
+    name: *const c_char,
+    sync_dir: c_int,
+) -> c_int {
     guard(PANIC_RC, || unsafe {
         if let Some(path) = cstr(name) {
             database::before_delete(path);
@@ -129,11 +133,21 @@ unsafe extern "C" fn x_delete(_vfs: *mut ffi::sqlite3_vfs, name: *const c_char, 
     })
 }
 
-unsafe extern "C" fn x_access(_v: *mut ffi::sqlite3_vfs, name: *const c_char, flags: c_int, out: *mut c_int) -> c_int {
+unsafe extern "C" fn x_access(
+    _v: *mut ffi::sqlite3_vfs,
+    name: *const c_char,
+    flags: c_int,
+    out: *mut c_int,
+) -> c_int {
     unsafe { (iv().xAccess.unwrap())(inner(), name, flags, out) }
 }
 
-unsafe extern "C" fn x_full_pathname(_v: *mut ffi::sqlite3_vfs, name: *const c_char, n: c_int, out: *mut c_char) -> c_int {
+unsafe extern "C" fn x_full_pathname(
+    _v: *mut ffi::sqlite3_vfs,
+    name: *const c_char,
+    n: c_int,
+    out: *mut c_char,
+) -> c_int {
     unsafe { (iv().xFullPathname.unwrap())(inner(), name, n, out) }
 }
 
@@ -147,7 +161,11 @@ unsafe extern "C" fn x_dl_error(_v: *mut ffi::sqlite3_vfs, n: c_int, msg: *mut c
 
 type DlSym = unsafe extern "C" fn(*mut ffi::sqlite3_vfs, *mut c_void, *const c_char);
 
-unsafe extern "C" fn x_dl_sym(_v: *mut ffi::sqlite3_vfs, h: *mut c_void, sym: *const c_char) -> Option<DlSym> {
+unsafe extern "C" fn x_dl_sym(
+    _v: *mut ffi::sqlite3_vfs,
+    h: *mut c_void,
+    sym: *const c_char,
+) -> Option<DlSym> {
     unsafe { (iv().xDlSym.unwrap())(inner(), h, sym) }
 }
 
@@ -167,22 +185,39 @@ unsafe extern "C" fn x_current_time(_v: *mut ffi::sqlite3_vfs, out: *mut f64) ->
     unsafe { (iv().xCurrentTime.unwrap())(inner(), out) }
 }
 
-unsafe extern "C" fn x_get_last_error(_v: *mut ffi::sqlite3_vfs, n: c_int, out: *mut c_char) -> c_int {
+unsafe extern "C" fn x_get_last_error(
+    _v: *mut ffi::sqlite3_vfs,
+    n: c_int,
+    out: *mut c_char,
+) -> c_int {
     unsafe { (iv().xGetLastError.unwrap())(inner(), n, out) }
 }
 
-unsafe extern "C" fn x_current_time_int64(_v: *mut ffi::sqlite3_vfs, out: *mut ffi::sqlite3_int64) -> c_int {
+unsafe extern "C" fn x_current_time_int64(
+    _v: *mut ffi::sqlite3_vfs,
+    out: *mut ffi::sqlite3_int64,
+) -> c_int {
     unsafe { (iv().xCurrentTimeInt64.unwrap())(inner(), out) }
 }
 
-unsafe extern "C" fn x_set_system_call(_v: *mut ffi::sqlite3_vfs, name: *const c_char, f: ffi::sqlite3_syscall_ptr) -> c_int {
+unsafe extern "C" fn x_set_system_call(
+    _v: *mut ffi::sqlite3_vfs,
+    name: *const c_char,
+    f: ffi::sqlite3_syscall_ptr,
+) -> c_int {
     unsafe { (iv().xSetSystemCall.unwrap())(inner(), name, f) }
 }
 
-unsafe extern "C" fn x_get_system_call(_v: *mut ffi::sqlite3_vfs, name: *const c_char) -> ffi::sqlite3_syscall_ptr {
+unsafe extern "C" fn x_get_system_call(
+    _v: *mut ffi::sqlite3_vfs,
+    name: *const c_char,
+) -> ffi::sqlite3_syscall_ptr {
     unsafe { (iv().xGetSystemCall.unwrap())(inner(), name) }
 }
 
-unsafe extern "C" fn x_next_system_call(_v: *mut ffi::sqlite3_vfs, name: *const c_char) -> *const c_char {
+unsafe extern "C" fn x_next_system_call(
+    _v: *mut ffi::sqlite3_vfs,
+    name: *const c_char,
+) -> *const c_char {
     unsafe { (iv().xNextSystemCall.unwrap())(inner(), name) }
 }

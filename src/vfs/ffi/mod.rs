@@ -28,7 +28,9 @@ fn guard<T>(on_panic: T, body: impl FnOnce() -> T) -> T {
                 .map(|s| s.to_string())
                 .or_else(|| e.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            crate::log::error(&format!("internal error (panic caught at the SQLite boundary): {msg}"));
+            crate::log::error(&format!(
+                "internal error (panic caught at the SQLite boundary): {msg}"
+            ));
             on_panic
         }
     }
@@ -61,13 +63,18 @@ unsafe fn sqlite_string(s: &str) -> *mut std::ffi::c_char {
 pub use entry::sqlite3_walrust_init;
 
 /// The file behind `schema` ("main", "aux", ...) of the connection running an SQL function.
-pub fn schema_path(ctx: &rusqlite::functions::Context<'_>, schema: &str) -> Option<std::path::PathBuf> {
+pub fn schema_path(
+    ctx: &rusqlite::functions::Context<'_>,
+    schema: &str,
+) -> Option<std::path::PathBuf> {
     let schema = std::ffi::CString::new(schema).ok()?;
     unsafe {
         // SAFETY: the connection outlives the function call that gave us `ctx`; the returned
         // name is copied before the call ends.
         let conn = ctx.get_connection().ok()?;
         let p = ffi::sqlite3_db_filename(conn.handle(), schema.as_ptr());
-        cstr(p).filter(|s| !s.is_empty()).map(std::path::PathBuf::from)
+        cstr(p)
+            .filter(|s| !s.is_empty())
+            .map(std::path::PathBuf::from)
     }
 }

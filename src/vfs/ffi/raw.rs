@@ -30,18 +30,30 @@ impl RawFile {
             let vfs = &*inner();
             // A filename in SQLite's own format (with the zero bytes before it that URI lookups
             // expect), valid for as long as the file is open.
-            let name = ffi::sqlite3_create_filename(c.as_ptr(), c"".as_ptr(), c"".as_ptr(), 0, std::ptr::null_mut());
+            let name = ffi::sqlite3_create_filename(
+                c.as_ptr(),
+                c"".as_ptr(),
+                c"".as_ptr(),
+                0,
+                std::ptr::null_mut(),
+            );
             if name.is_null() {
                 return Err(io::Error::other("out of memory"));
             }
             let words = (vfs.szOsFile as usize).div_ceil(8);
-            let mut raw = RawFile { mem: vec![0u64; words], name };
+            let raw = RawFile {
+                mem: vec![0u64; words],
+                name,
+            };
             let mut out: c_int = 0;
             let flags = ffi::SQLITE_OPEN_READONLY | ffi::SQLITE_OPEN_MAIN_DB;
             let rc = (vfs.xOpen.unwrap())(inner(), name, raw.file(), flags, &mut out);
             if rc != ffi::SQLITE_OK {
                 (*raw.file()).pMethods = std::ptr::null();
-                return Err(io::Error::other(format!("cannot open {} (SQLite code {rc})", path.display())));
+                return Err(io::Error::other(format!(
+                    "cannot open {} (SQLite code {rc})",
+                    path.display()
+                )));
             }
             Ok(raw)
         }
@@ -52,11 +64,18 @@ impl RawFile {
         unsafe {
             let f = self.file();
             let m = &*(*f).pMethods;
-            let rc = (m.xRead.unwrap())(f, buf.as_mut_ptr() as *mut c_void, buf.len() as c_int, off as i64);
+            let rc = (m.xRead.unwrap())(
+                f,
+                buf.as_mut_ptr() as *mut c_void,
+                buf.len() as c_int,
+                off as i64,
+            );
             match rc {
                 ffi::SQLITE_OK => Ok(buf.len()),
                 ffi::SQLITE_IOERR_SHORT_READ => Ok(0),
-                rc => Err(io::Error::other(format!("database read failed (SQLite code {rc})"))),
+                rc => Err(io::Error::other(format!(
+                    "database read failed (SQLite code {rc})"
+                ))),
             }
         }
     }

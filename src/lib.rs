@@ -7,6 +7,7 @@
 //! Reading back: `restore`. `sql` is a thin layer of SQL functions over these; `replication`
 //! ties one database's stages together.
 
+pub mod checkpoint;
 pub mod clock;
 pub mod config;
 pub mod log;

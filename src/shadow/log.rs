@@ -273,6 +273,31 @@ impl Appender {
     }
 }
 
+/// The newest record in the log (never a `Roll`), read without modifying anything: safe
+/// without the WAL write lock. A torn tail is simply not counted.
+pub fn last_record(dir: &Path) -> io::Result<Option<Header>> {
+    let seqs = list_segments(dir)?;
+    for &seq in seqs.iter().rev() {
+        let file = match File::open(segment_path(dir, seq)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let len = file.metadata()?.len();
+        let (mut at, mut last) = (0, None);
+        while let Some(rec) = read_record(&file, seq, at, len)? {
+            at += rec.header.total_len();
+            if rec.header.kind != Kind::Roll {
+                last = Some(rec.header);
+            }
+        }
+        if last.is_some() {
+            return Ok(last);
+        }
+    }
+    Ok(None)
+}
+
 /// Where a reader stands: the next record to read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Cursor {
@@ -303,6 +328,7 @@ impl Reader {
     /// cursor after the last one. A cursor at seq 0 starts at the oldest segment.
     pub fn read_from(&mut self, mut cursor: Cursor) -> io::Result<(Vec<RecordRef>, Cursor)> {
         let seqs = list_segments(&self.dir)?;
+        // A segment that was trimmed (or a successor not created yet): start at the next one.
         if cursor.seq == 0 || !seqs.contains(&cursor.seq) {
             match seqs.iter().find(|&&s| s >= cursor.seq) {
                 Some(&s) if s != cursor.seq => cursor = Cursor { seq: s, offset: 0 },
@@ -318,14 +344,18 @@ impl Reader {
                 Err(e) => return Err(e),
             };
             let len = file.metadata()?.len();
+            let mut sealed = false;
             while let Some(rec) = read_record(file, cursor.seq, cursor.offset, len)? {
                 cursor.offset += rec.header.total_len();
-                if rec.header.kind != Kind::Roll {
-                    out.push(rec);
+                if rec.header.kind == Kind::Roll {
+                    sealed = true;
+                    break;
                 }
+                out.push(rec);
             }
-            // A successor exists only once this segment is sealed, so past its end we move on.
-            if cursor.offset < len || !segment_path(&self.dir, cursor.seq + 1).exists() {
+            // Only the segment's own Roll record says it is complete: its successor can appear
+            // while we read, before the last records of this one are visible to us.
+            if !sealed {
                 break;
             }
             cursor = Cursor {

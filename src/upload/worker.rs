@@ -270,8 +270,10 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
     }
     if e.catch_up {
         e.catch_up = false;
-        if let Some(db) = &db {
-            // Busy is fine: the writer holding the lock is capturing its own commits.
+        // Take the write lock only when a commit is really missing from the log (a process
+        // died between its WAL write and its append); busy is fine, the writer holding the
+        // lock captures its own commit.
+        if let Some(db) = db.as_ref().filter(|db| db.needs_catch_up().unwrap_or(true)) {
             let _ = snapshot::with_write_lock(db, Duration::from_millis(200), |_| {
                 db.catch_up_locked(None)
                     .map(|_| ())

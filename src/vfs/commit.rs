@@ -188,6 +188,26 @@ pub fn catch_up(
     Ok(out)
 }
 
+/// True if the WAL holds commits after the log's `last` record, or the log cannot be proven
+/// to continue into the current WAL: then `catch_up` (under the write lock) has work to do.
+/// Reads only; needs no lock.
+pub fn has_uncaptured(
+    last: Option<&Header>,
+    hdr: Option<&WalHeader>,
+    wal: &mut WalRead,
+    fingerprint: &dyn Fn() -> (u64, i64),
+) -> io::Result<bool> {
+    let Some(hdr) = hdr else {
+        return Ok(
+            !matches!(last, Some(h) if h.pos == WalPos::Empty && (h.fingerprint == (0, 0) || h.fingerprint == fingerprint())),
+        );
+    };
+    match continuity(last, hdr, fingerprint) {
+        Continuity::From(frame) => Ok(!wal::scan_commits(hdr, frame, wal)?.is_empty()),
+        Continuity::Unproven => Ok(true),
+    }
+}
+
 /// Appends a transaction this process just committed, after any the log is missing.
 pub fn append_commit(
     app: &mut Appender,

@@ -427,16 +427,7 @@ impl Database {
         let Ok(file) = std::fs::File::open(wal_path) else {
             return;
         };
-        let mut read = |buf: &mut [u8], off: u64| -> io::Result<usize> {
-            let mut n = 0;
-            while n < buf.len() {
-                match file.read_at(&mut buf[n..], off + n as u64)? {
-                    0 => break,
-                    k => n += k,
-                }
-            }
-            Ok(if n == buf.len() { n } else { 0 })
-        };
+        let mut read = |buf: &mut [u8], off: u64| read_full(Some(&file), buf, off);
         let hdr = read_wal_header(&mut read);
         let fp = || fingerprint(&self.path);
         let final_fp = Some(fingerprint(&self.path));
@@ -449,6 +440,20 @@ impl Database {
         );
         self.account(&mut st, result);
         st.capture = Capture::default();
+    }
+
+    /// Whether `catch_up_locked` would find work: read-only, no lock taken, so the uploader
+    /// only takes the write lock when a commit really is missing from the log.
+    pub fn needs_catch_up(&self) -> io::Result<bool> {
+        let Some(repl) = self.replication() else {
+            return Ok(false);
+        };
+        let last = crate::shadow::log::last_record(&repl.shadow.log_dir())?;
+        let file = std::fs::File::open(self.wal_path()).ok();
+        let mut read = |buf: &mut [u8], off: u64| read_full(file.as_ref(), buf, off);
+        let hdr = read_wal_header(&mut read);
+        let fp = || fingerprint(&self.path);
+        commit::has_uncaptured(last.as_ref(), hdr.as_ref(), &mut read, &fp)
     }
 
     /// Under the WAL write lock (the caller holds it through its own connection): appends every
@@ -464,17 +469,7 @@ impl Database {
         };
         let wal_path = self.wal_path();
         let file = std::fs::File::open(&wal_path).ok();
-        let mut read = |buf: &mut [u8], off: u64| -> io::Result<usize> {
-            let Some(f) = &file else { return Ok(0) };
-            let mut n = 0;
-            while n < buf.len() {
-                match f.read_at(&mut buf[n..], off + n as u64)? {
-                    0 => break,
-                    k => n += k,
-                }
-            }
-            Ok(if n == buf.len() { n } else { 0 })
-        };
+        let mut read = |buf: &mut [u8], off: u64| read_full(file.as_ref(), buf, off);
         let hdr = read_wal_header(&mut read);
         let fp = || fingerprint(&self.path);
         let result = commit::catch_up(st.appender.as_mut().unwrap(), hdr.as_ref(), &mut read, &fp);
@@ -512,6 +507,19 @@ impl Database {
             last.map_or(crate::shadow::WalPos::Unknown, |h| h.pos),
         ))
     }
+}
+
+/// Reads exactly `buf.len()` bytes at `off`, or reports 0 (short or absent file).
+fn read_full(file: Option<&std::fs::File>, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    let Some(f) = file else { return Ok(0) };
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read_at(&mut buf[n..], off + n as u64)? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(if n == buf.len() { n } else { 0 })
 }
 
 fn env_replica(db: &Path) -> Option<String> {

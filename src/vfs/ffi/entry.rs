@@ -34,7 +34,41 @@ fn init(conn: Connection) -> rusqlite::Result<bool> {
         ffi::sqlite3_auto_extension(Some(entry));
     });
     crate::sql::register_all(&conn)?;
+    install_wal_hook(&conn);
     Ok(true)
+}
+
+/// Replaces SQLite's automatic-checkpoint hook on a connection with walrust's: for a database
+/// replicating with `walrust_checkpoint=background` the commit only tells the checkpoint thread
+/// how large the WAL is; for every other database it does exactly what SQLite's default hook
+/// does (a PASSIVE checkpoint once the WAL holds 1000 frames). `PRAGMA wal_autocheckpoint`
+/// replaces this hook with SQLite's own, as it always does.
+fn install_wal_hook(conn: &Connection) {
+    unsafe {
+        // SAFETY: the hook and its (null) argument live for the life of the process.
+        ffi::sqlite3_wal_hook(conn.handle(), Some(wal_hook), std::ptr::null_mut());
+    }
+}
+
+/// SQLite's default for `wal_autocheckpoint`.
+const DEFAULT_AUTOCHECKPOINT: c_int = 1000;
+
+unsafe extern "C" fn wal_hook(
+    _arg: *mut std::ffi::c_void,
+    db: *mut ffi::sqlite3,
+    schema: *const c_char,
+    frames: c_int,
+) -> c_int {
+    guard(ffi::SQLITE_OK, || unsafe {
+        let path = super::cstr(ffi::sqlite3_db_filename(db, schema));
+        let handled = path.is_some_and(|p| {
+            crate::checkpoint::on_commit(std::path::Path::new(p), frames.max(0) as u32)
+        });
+        if !handled && frames >= DEFAULT_AUTOCHECKPOINT {
+            ffi::sqlite3_wal_checkpoint(db, schema);
+        }
+        ffi::SQLITE_OK
+    })
 }
 
 /// Runs for each connection opened after the load: SQL functions, and the check that this
@@ -50,6 +84,9 @@ unsafe extern "C" fn auto_entry(
             Err(_) => return ffi::SQLITE_ERROR,
         };
         let result = crate::sql::on_connection_open(&conn);
+        if result.is_ok() {
+            install_wal_hook(&conn);
+        }
         match result {
             Ok(()) => ffi::SQLITE_OK,
             Err(msg) => {

@@ -4,37 +4,39 @@
 //!
 //! Policy, as Litestream's: PASSIVE once the WAL holds 1000 frames, TRUNCATE once it passes
 //! 121359 frames, and when a database has been idle for a moment a PASSIVE checkpoint, then a
-//! TRUNCATE (without waiting for readers) if the WAL file has grown large. What must hold: a
-//! checkpoint never runs ahead of capture (every committed frame is in the shadow log before
-//! SQLite reports the commit, and the WAL is read once more before any restart or truncation);
-//! S3 trouble never stops checkpoints (this thread never touches the network); SQLite's
-//! checkpointer lock keeps checkpoints of several processes from overlapping.
+//! TRUNCATE (without waiting for readers) if the WAL file has grown large. The commit path only
+//! stores the WAL size in atomics and wakes this thread when a threshold is crossed. What must
+//! hold: a checkpoint never runs ahead of capture (every committed frame is in the shadow log
+//! before SQLite reports the commit, and the WAL is read once more before any restart or
+//! truncation); S3 trouble never stops checkpoints (this thread never touches the network);
+//! SQLite's checkpointer lock keeps checkpoints of several processes from overlapping.
 
-use crate::config::CheckpointMode;
+use crate::clock::now_ms;
 use crate::vfs::database::{self, Database};
 use flume::Sender;
 use once_cell::sync::Lazy;
 use rusqlite::Connection;
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::Weak;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 pub const PASSIVE_FRAMES: u32 = 1000;
 pub const TRUNCATE_FRAMES: u32 = 121_359;
 /// A database with no commit for this long is idle.
-const IDLE: Duration = Duration::from_millis(1000);
+const IDLE_MS: i64 = 1000;
+/// How often idle databases are looked at.
+const POLL: Duration = Duration::from_millis(250);
 /// When idle, a WAL file larger than this is truncated (if no reader needs it).
 const TRUNCATE_IDLE_BYTES: u64 = 64 << 20;
 
-struct Commit {
-    path: PathBuf,
-    db: Weak<Database>,
-    frames: u32,
+enum Msg {
+    Register(Weak<Database>),
+    Wake,
 }
 
-static CHANNEL: Lazy<Sender<Commit>> = Lazy::new(|| {
-    let (tx, rx) = flume::bounded::<Commit>(4096);
+static CHANNEL: Lazy<Sender<Msg>> = Lazy::new(|| {
+    let (tx, rx) = flume::bounded::<Msg>(1024);
     std::thread::Builder::new()
         .name("walrust-checkpoint".into())
         .spawn(move || run(rx))
@@ -42,63 +44,49 @@ static CHANNEL: Lazy<Sender<Commit>> = Lazy::new(|| {
     tx
 });
 
+/// A database started replicating: watch its WAL.
+pub fn register(db: &Database) {
+    if let Some(db) = database::lookup(&db.path) {
+        let _ = CHANNEL.send(Msg::Register(Arc::downgrade(&db)));
+    }
+}
+
 /// Called from the WAL hook after each commit. Returns false when SQLite's default behaviour
 /// should apply (not replicating, or `walrust_checkpoint=app`).
 pub fn on_commit(path: &Path, frames: u32) -> bool {
-    let Some(db) = database::lookup(path) else {
+    let Some(repl) = database::lookup(path).and_then(|db| db.replication()) else {
         return false;
     };
-    if db.replication().is_none() || db.settings().checkpoint != CheckpointMode::Background {
+    if !repl.background_checkpoints() {
         return false;
     }
-    let commit = Commit {
-        path: path.to_path_buf(),
-        db: std::sync::Arc::downgrade(&db),
-        frames,
-    };
-    // A full queue only delays a checkpoint; the next commit or the idle pass catches up.
-    let _ = CHANNEL.try_send(commit);
+    repl.wal.frames.store(frames, Ordering::Relaxed);
+    repl.wal.last_commit_ms.store(now_ms(), Ordering::Relaxed);
+    repl.wal.idle_done.store(false, Ordering::Relaxed);
+    if frames >= PASSIVE_FRAMES && !repl.wal.signaled.swap(true, Ordering::AcqRel) {
+        // A full queue only delays a checkpoint; the next poll catches up.
+        let _ = CHANNEL.try_send(Msg::Wake);
+    }
     true
 }
 
 struct Entry {
     db: Weak<Database>,
     conn: Option<Connection>,
-    frames: u32,
-    last_commit: Instant,
-    idle_done: bool,
 }
 
-fn run(rx: flume::Receiver<Commit>) {
-    let mut dbs: HashMap<PathBuf, Entry> = HashMap::new();
+fn run(rx: flume::Receiver<Msg>) {
+    let mut dbs: Vec<Entry> = Vec::new();
     loop {
-        match rx.recv_timeout(IDLE / 2) {
-            Ok(c) => {
-                let e = dbs.entry(c.path).or_insert_with(|| Entry {
-                    db: c.db,
-                    conn: None,
-                    frames: 0,
-                    last_commit: Instant::now(),
-                    idle_done: true,
-                });
-                e.frames = c.frames;
-                e.last_commit = Instant::now();
-                e.idle_done = false;
-                while let Ok(c) = rx.try_recv() {
-                    if let Some(e) = dbs.get_mut(&c.path) {
-                        e.frames = c.frames;
-                        e.last_commit = Instant::now();
-                        e.idle_done = false;
-                    }
-                }
-            }
-            Err(flume::RecvTimeoutError::Timeout) => {}
+        match rx.recv_timeout(POLL) {
+            Ok(Msg::Register(db)) => dbs.push(Entry { db, conn: None }),
+            Ok(Msg::Wake) | Err(flume::RecvTimeoutError::Timeout) => {}
             Err(flume::RecvTimeoutError::Disconnected) => return,
         }
-        for e in dbs.values_mut() {
+        for e in dbs.iter_mut() {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(e)));
         }
-        dbs.retain(|_, e| e.db.strong_count() > 0);
+        dbs.retain(|e| e.db.strong_count() > 0);
     }
 }
 
@@ -107,10 +95,15 @@ fn step(e: &mut Entry) {
         e.conn = None;
         return;
     };
-    let idle = e.last_commit.elapsed() >= IDLE;
-    let mode = if e.frames >= TRUNCATE_FRAMES {
+    let Some(repl) = db.replication() else { return };
+    let w = &repl.wal;
+    let frames = w.frames.load(Ordering::Relaxed);
+    let idle = now_ms() - w.last_commit_ms.load(Ordering::Relaxed) >= IDLE_MS;
+    let mode = if frames >= TRUNCATE_FRAMES {
         "TRUNCATE"
-    } else if e.frames >= PASSIVE_FRAMES || (idle && !e.idle_done) {
+    } else if frames >= PASSIVE_FRAMES
+        || (idle && frames > 0 && !w.idle_done.load(Ordering::Relaxed))
+    {
         "PASSIVE"
     } else {
         return;
@@ -133,10 +126,11 @@ fn step(e: &mut Entry) {
     } else {
         0
     }));
+    w.frames.store(0, Ordering::Relaxed);
+    w.signaled.store(false, Ordering::Release);
     let done = checkpoint(conn, mode);
-    e.frames = 0;
     if idle {
-        e.idle_done = true;
+        w.idle_done.store(true, Ordering::Relaxed);
         let wal_bytes = std::fs::metadata(db.wal_path())
             .map(|m| m.len())
             .unwrap_or(0);
@@ -149,7 +143,8 @@ fn step(e: &mut Entry) {
 
 /// Runs one checkpoint; true when every WAL frame was copied into the database.
 fn checkpoint(conn: &Connection, mode: &str) -> bool {
-    match conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+    let sql = format!("PRAGMA wal_checkpoint({mode})");
+    match conn.query_row(&sql, [], |r| {
         Ok((
             r.get::<_, i64>(0)?,
             r.get::<_, i64>(1)?,

@@ -7,7 +7,7 @@ use crate::shadow::ShadowDir;
 use crate::store::Store;
 use crate::vfs::commit::Appended;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -36,6 +36,23 @@ pub struct Replication {
     pub store: Arc<dyn Store>,
     pub settings: Mutex<Settings>,
     status: Mutex<Status>,
+    /// Set when the upload thread has been told about new records and has not read them yet:
+    /// commits wake it once per batch, not once per commit.
+    notified: AtomicBool,
+    pub wal: WalActivity,
+}
+
+/// What the checkpoint thread needs to know about the WAL, updated by every commit with
+/// atomics only (no lock, no allocation on the commit path).
+#[derive(Default)]
+pub struct WalActivity {
+    /// Frames in the WAL after the last commit.
+    pub frames: AtomicU32,
+    pub last_commit_ms: AtomicI64,
+    /// The checkpoint thread was woken for the current WAL size.
+    pub signaled: AtomicBool,
+    /// An idle checkpoint ran since the last commit.
+    pub idle_done: AtomicBool,
 }
 
 impl Replication {
@@ -64,6 +81,8 @@ impl Replication {
             store,
             settings: Mutex::new(settings),
             status: Mutex::new(status),
+            notified: AtomicBool::new(false),
+            wal: WalActivity::default(),
         }
     }
 
@@ -79,13 +98,24 @@ impl Replication {
         f(&mut self.status.lock().unwrap())
     }
 
-    /// The VFS appended records to the shadow log.
-    pub fn appended(&self, a: Appended) {
+    /// The VFS appended records to the shadow log. Returns true when the upload thread should
+    /// be woken (the first append since it last read the log).
+    pub fn appended(&self, a: Appended) -> bool {
         self.update_status(|s| {
             s.local_txid = s.local_txid.max(a.last_txid);
             s.pending_bytes += a.bytes;
             s.oldest_pending_ms.get_or_insert_with(crate::clock::now_ms);
         });
+        !self.notified.swap(true, Ordering::AcqRel)
+    }
+
+    /// The upload thread is about to read the log: the next append wakes it again.
+    pub fn reading(&self) {
+        self.notified.store(false, Ordering::Release);
+    }
+
+    pub fn background_checkpoints(&self) -> bool {
+        self.settings.lock().unwrap().checkpoint == crate::config::CheckpointMode::Background
     }
 
     pub fn set_error(&self, e: Option<String>) {

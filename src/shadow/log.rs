@@ -82,7 +82,7 @@ pub fn read_record(file: &File, seq: u64, offset: u64, len: u64) -> io::Result<O
     if offset + header.total_len() > len {
         return Ok(None);
     }
-    let mut digest = record::CRC.digest();
+    let mut digest = record::Digest::new();
     digest.update(&hb);
     let slot = 4 + header.page_size as usize;
     let mut pgnos = Vec::with_capacity(header.n_pages as usize);
@@ -126,6 +126,9 @@ pub struct Appender {
     dir: PathBuf,
     seg: Option<OpenSegment>,
     last: Option<Header>,
+    /// Reused between appends: the commit path allocates nothing in the common case.
+    buf: Vec<u8>,
+    page: Vec<u8>,
 }
 
 impl Appender {
@@ -134,6 +137,8 @@ impl Appender {
             dir,
             seg: None,
             last: None,
+            buf: Vec::new(),
+            page: Vec::new(),
         }
     }
 
@@ -212,26 +217,34 @@ impl Appender {
         }
         let seg = self.seg.as_mut().expect("refresh opens a segment");
         let total = header.total_len();
-        let mut digest = record::CRC.digest();
-        let hb = header.encode();
-        let mut buf = Vec::with_capacity((total as usize).min(WRITE_CHUNK + HEADER_LEN));
-        buf.extend_from_slice(&hb);
+        let mut digest = record::Digest::new();
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut page = std::mem::take(&mut self.page);
+        buf.clear();
+        buf.extend_from_slice(&header.encode());
+        page.resize(header.page_size as usize * (header.n_pages > 0) as usize, 0);
         let mut at = seg.end;
-        let mut page = vec![0u8; header.page_size as usize * (header.n_pages > 0) as usize];
-        for i in 0..header.n_pages as usize {
-            let pgno = fill(i, &mut page)?;
-            buf.extend_from_slice(&pgno.to_be_bytes());
-            buf.extend_from_slice(&page);
-            if buf.len() >= WRITE_CHUNK {
-                digest.update(&buf);
-                seg.file.write_all_at(&buf, at)?;
-                at += buf.len() as u64;
-                buf.clear();
+        let result = (|| {
+            for i in 0..header.n_pages as usize {
+                let pgno = fill(i, &mut page)?;
+                buf.extend_from_slice(&pgno.to_be_bytes());
+                buf.extend_from_slice(&page);
+                if buf.len() >= WRITE_CHUNK {
+                    digest.update(&buf);
+                    seg.file.write_all_at(&buf, at)?;
+                    at += buf.len() as u64;
+                    buf.clear();
+                }
             }
+            digest.update(&buf);
+            buf.extend_from_slice(&record::encode_trailer(digest.finalize(), total));
+            seg.file.write_all_at(&buf, at)
+        })();
+        if buf.capacity() <= 2 * WRITE_CHUNK {
+            self.buf = buf;
+            self.page = page;
         }
-        digest.update(&buf);
-        buf.extend_from_slice(&record::encode_trailer(digest.finalize(), total));
-        seg.file.write_all_at(&buf, at)?;
+        result?;
         seg.end += total;
         self.last = Some(header);
         Ok(total)
@@ -249,7 +262,7 @@ impl Appender {
             timestamp_ms: 0,
             fingerprint: (0, 0),
         };
-        let mut digest = record::CRC.digest();
+        let mut digest = record::Digest::new();
         let hb = roll.encode();
         digest.update(&hb);
         let mut buf = hb.to_vec();

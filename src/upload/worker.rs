@@ -36,6 +36,9 @@ struct Entry {
     catch_up: bool,
     waiters: Vec<(u64, Reply)>,
     snapshot_waiters: Vec<Reply>,
+    /// When the entry next needs a look: the oldest unsent commit plus the sync interval, or
+    /// the housekeeping poll.
+    next_tick_ms: i64,
 }
 
 impl Entry {
@@ -63,6 +66,7 @@ impl Entry {
             catch_up: true,
             waiters: Vec::new(),
             snapshot_waiters: Vec::new(),
+            next_tick_ms: 0,
         }
     }
 
@@ -101,24 +105,20 @@ pub(super) fn run(rx: Receiver<Msg>) {
     }
 }
 
+/// Without news, each database is looked at this often (uploader takeover, other processes'
+/// commits, scheduled snapshots).
+const POLL_MS: i64 = 1000;
+
 fn next_timeout(entries: &HashMap<u64, Entry>) -> Duration {
     let now = now_ms();
-    let mut ms: i64 = 1000;
+    let mut ms: i64 = POLL_MS;
     for e in entries.values() {
         if e.lock.is_none() && !(e.waiters.is_empty() && e.snapshot_waiters.is_empty()) {
             ms = ms.min(50);
         }
-        if let Some(oldest) = e
-            .pending
-            .iter()
-            .find(|r| r.header.txid > e.uploaded)
-            .map(|r| r.header.timestamp_ms)
-        {
-            let due = oldest + e.repl.settings().sync_interval_ms as i64;
-            ms = ms.min((due - now).max(e.retry_at_ms - now));
-        }
+        ms = ms.min(e.next_tick_ms.max(e.retry_at_ms) - now);
     }
-    Duration::from_millis(ms.clamp(5, 1000) as u64)
+    Duration::from_millis(ms.clamp(1, POLL_MS) as u64)
 }
 
 fn handle(entries: &mut HashMap<u64, Entry>, msg: Msg) {
@@ -132,9 +132,8 @@ fn handle(entries: &mut HashMap<u64, Entry>, msg: Msg) {
         }
         Msg::Notify(id) => {
             if let Some(e) = entries.get_mut(&id) {
-                if e.repl.settings().sync_interval_ms == 0 {
-                    e.force = true;
-                }
+                let interval = e.repl.settings().sync_interval_ms as i64;
+                e.next_tick_ms = e.next_tick_ms.min(now_ms() + interval);
             }
         }
         Msg::Sync { id, txid, reply } => match entries.get_mut(&id) {
@@ -172,9 +171,11 @@ fn fail(e: &mut Entry, err: String) {
 
 fn tick(e: &mut Entry) {
     let now = now_ms();
-    if now < e.retry_at_ms {
+    let asked = e.force || e.snapshot_requested || !e.waiters.is_empty();
+    if now < e.retry_at_ms || (!asked && now < e.next_tick_ms) {
         return;
     }
+    e.next_tick_ms = now + POLL_MS;
     if e.lock.is_none() && !take_lock(e) {
         follow_other_uploader(e);
         return;
@@ -185,6 +186,10 @@ fn tick(e: &mut Entry) {
     }
     e.failures = 0;
     answer_waiters(e);
+    if let Some(oldest) = e.pending.iter().find(|r| r.header.txid > e.uploaded) {
+        let due = oldest.header.timestamp_ms + e.repl.settings().sync_interval_ms as i64;
+        e.next_tick_ms = e.next_tick_ms.min(due);
+    }
 }
 
 /// Tries to become this database's uploader; loads where the last one stopped.
@@ -281,6 +286,7 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
             });
         }
     }
+    e.repl.reading();
     let (recs, cursor) = e.reader.read_from(e.read_cursor).map_err(|err| {
         format!(
             "walrust: cannot read the shadow log in {}: {err}",

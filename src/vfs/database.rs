@@ -240,6 +240,7 @@ impl Database {
         st.replication = Some(repl.clone());
         st.problem = None;
         crate::upload::register(repl.clone(), self);
+        crate::checkpoint::register(self);
         Ok(repl)
     }
 
@@ -375,8 +376,9 @@ impl Database {
         let repl = st.replication.as_ref().unwrap();
         match result {
             Ok(a) if a.records > 0 => {
-                repl.appended(a);
-                crate::upload::notify(repl);
+                if repl.appended(a) {
+                    crate::upload::notify(repl);
+                }
             }
             Ok(_) => {}
             Err(e) => {

@@ -41,3 +41,12 @@ pub fn error(msg: &str) {
 pub fn warn(msg: &str) {
     emit("warning: ", msg);
 }
+
+static TRACE: Lazy<bool> = Lazy::new(|| std::env::var_os("WALRUST_TRACE").is_some());
+
+/// Background-thread decisions, for debugging (`WALRUST_TRACE=1`). Never on the commit path.
+pub fn trace(msg: impl FnOnce() -> String) {
+    if *TRACE {
+        eprintln!("walrust: trace [{}] {}", std::process::id(), msg());
+    }
+}

@@ -38,7 +38,12 @@ pub(super) fn walrust_sync(ctx: &Context<'_>) -> rusqlite::Result<i64> {
         return Err(err("walrust_sync: timeout_ms must be 0 or more"));
     }
     let repl = replication(ctx, &schema)?;
-    let target = repl.status().local_txid;
+    // Every transaction in the shadow log, whichever process of ours or others committed it.
+    let in_log = crate::shadow::log::last_record(&repl.shadow.log_dir())
+        .ok()
+        .flatten()
+        .map_or(0, |h| h.txid);
+    let target = repl.status().local_txid.max(in_log);
     crate::upload::sync(&repl, target, Duration::from_millis(timeout as u64))
         .map(|t| t as i64)
         .map_err(err)

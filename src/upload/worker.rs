@@ -70,9 +70,12 @@ impl Entry {
         }
     }
 
+    /// Nothing left for this process to do: no application connection, and either nothing
+    /// pending or a snapshot needed (which only a process with the database open can take: let
+    /// one of those have the uploader lock).
     fn idle(&self) -> bool {
         self.db.strong_count() == 0
-            && self.pending.is_empty()
+            && (self.pending.is_empty() || self.fresh_snapshot_above.is_some())
             && self.waiters.is_empty()
             && self.snapshot_waiters.is_empty()
     }
@@ -180,6 +183,15 @@ fn tick(e: &mut Entry) {
         follow_other_uploader(e);
         return;
     }
+    crate::log::trace(|| {
+        format!(
+            "tick {} uploaded {} cursor {:?} pending {}",
+            e.repl.db_path.display(),
+            e.uploaded,
+            e.read_cursor,
+            e.pending.len()
+        )
+    });
     if let Err(err) = step(e, now) {
         fail(e, err);
         return;

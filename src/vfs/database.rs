@@ -54,6 +54,16 @@ struct DbState {
     problem: Option<String>,
     /// An open that asked for a different replica than the one in use.
     conflict: Option<String>,
+    /// A connection of this process holds the WAL write lock.
+    in_write_txn: bool,
+    /// A commit seen at xWrite, appended when the write lock is released: only then has SQLite
+    /// published it in the WAL index, so a process that dies before that leaves no phantom
+    /// transaction in the log.
+    pending: Option<super::capture::Committed>,
+    /// SQLite synced the WAL for the pending commit (`synchronous=FULL`): sync the log too.
+    pending_sync: bool,
+    /// The `-wal` file, for reading pending commits' pages (no locks live on it).
+    wal_file: Option<std::fs::File>,
 }
 
 /// Size and modification time of a file: changes when anyone writes it.
@@ -84,12 +94,27 @@ fn get_or_create(path: &Path) -> Arc<Database> {
 }
 
 /// A main database file was opened. `uri` reads the open's URI parameters.
-pub fn open_main(path: &str, uri: &dyn Fn(&str) -> Option<String>) -> Role {
+/// A main database file was opened. `uri` reads the open's URI parameters, `read` the file.
+/// A database already in WAL mode starts replicating now (if a replica is configured).
+pub fn open_main(
+    path: &str,
+    uri: &dyn Fn(&str) -> Option<String>,
+    read: &mut dyn FnMut(&mut [u8], u64) -> io::Result<usize>,
+) -> Role {
     let db = get_or_create(Path::new(path));
     if uri("walrust_internal").is_none() {
         db.configure_from_open(uri);
+        if is_wal_mode(read) {
+            db.start_wanted();
+        }
     }
     Role::Main(db)
+}
+
+/// The database header says WAL mode (read and write versions 2).
+fn is_wal_mode(read: &mut dyn FnMut(&mut [u8], u64) -> io::Result<usize>) -> bool {
+    let mut hdr = [0u8; 100];
+    matches!(read(&mut hdr, 0), Ok(100)) && hdr[18] == 2 && hdr[19] == 2
 }
 
 /// A `-wal` file was opened: the database is in WAL mode, so replication asked for starts now.
@@ -258,9 +283,7 @@ impl Database {
                 PragmaOutcome::Error(conflict_message(&self.path, &r.url, url))
             };
         }
-        let mut hdr = [0u8; 100];
-        let wal_mode = matches!(read_main(&mut hdr, 0), Ok(100)) && hdr[18] == 2 && hdr[19] == 2;
-        if !wal_mode {
+        if !is_wal_mode(read_main) {
             return PragmaOutcome::Error(format!(
                 "walrust: cannot replicate {}: it is not in WAL mode; run PRAGMA journal_mode=WAL first",
                 self.path.display()
@@ -317,7 +340,44 @@ impl Database {
         let mut st = self.lock();
         if st.replication.is_some() {
             st.capture.on_write_lock();
+            st.in_write_txn = true;
         }
+    }
+
+    /// A connection of this process is about to release the WAL write lock: its commit, now
+    /// published in the WAL index, goes into the log before anyone else can write.
+    pub fn write_lock_releasing(&self) {
+        let mut st = self.lock();
+        st.in_write_txn = false;
+        self.flush_pending(&mut st);
+    }
+
+    /// Appends the commit waiting for the write lock's release, if any.
+    fn flush_pending(&self, st: &mut DbState) {
+        let Some(c) = st.pending.take() else { return };
+        let sync = std::mem::take(&mut st.pending_sync);
+        if st.wal_file.is_none() {
+            st.wal_file = std::fs::File::open(self.wal_path()).ok();
+        }
+        let file = st.wal_file.take();
+        let mut read = |buf: &mut [u8], off: u64| read_full(file.as_ref(), buf, off);
+        let hdr = match st.capture.header() {
+            Some(h) if h.salts == c.salts => *h,
+            _ => match read_wal_header(&mut read) {
+                Some(h) => h,
+                None => return,
+            },
+        };
+        let fp = || fingerprint(&self.path);
+        let mut result =
+            commit::append_commit(st.appender.as_mut().unwrap(), &hdr, &c, &mut read, &fp);
+        if sync {
+            if let Err(e) = st.appender.as_ref().unwrap().sync() {
+                result = Err(e);
+            }
+        }
+        st.wal_file = file;
+        self.account(st, result);
     }
 
     /// Before a WAL write: a new header means a new generation; settle the old one first.
@@ -334,6 +394,7 @@ impl Database {
         let Some(new) = st.capture.header_write(off, data) else {
             return;
         };
+        self.flush_pending(&mut st);
         let old = read_wal_header(read);
         if old.map(|h| h.salts) != Some(new.salts) {
             let fp = || fingerprint(&self.path);
@@ -364,6 +425,12 @@ impl Database {
         let Some(c) = st.capture.after_write(off, data, &mut reread) else {
             return;
         };
+        if st.in_write_txn {
+            self.flush_pending(&mut st); // a second commit under one lock: keep order
+            st.pending = Some(c);
+            return;
+        }
+        // No shared-memory locks (locking_mode=EXCLUSIVE): nobody else can write, append now.
         let hdr = *st.capture.header().expect("a commit implies a header");
         let fp = || fingerprint(&self.path);
         let result = commit::append_commit(st.appender.as_mut().unwrap(), &hdr, &c, read, &fp);
@@ -393,7 +460,11 @@ impl Database {
     }
 
     pub fn wal_synced(&self) {
-        let st = self.lock();
+        let mut st = self.lock();
+        if st.pending.is_some() {
+            st.pending_sync = true;
+            return;
+        }
         if let Some(app) = &st.appender {
             if let Err(e) = app.sync() {
                 crate::log::error(&format!("walrust: cannot sync the shadow log: {e}"));
@@ -413,6 +484,7 @@ impl Database {
         if st.replication.is_none() {
             return;
         }
+        self.flush_pending(&mut st);
         let hdr = read_wal_header(read);
         let fp = || fingerprint(&self.path);
         let result =
@@ -426,6 +498,8 @@ impl Database {
         if st.replication.is_none() {
             return;
         }
+        self.flush_pending(&mut st);
+        st.wal_file = None;
         let Ok(file) = std::fs::File::open(wal_path) else {
             return;
         };

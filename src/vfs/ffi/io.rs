@@ -238,15 +238,19 @@ unsafe extern "C" fn x_shm_lock(
 ) -> c_int {
     guard(PANIC_RC, || unsafe {
         let (role, inner, m) = parts(f);
-        let rc = match (m.iVersion >= 2, m.xShmLock) {
-            (true, Some(x)) => x(inner, offset, n, flags),
-            _ => return ffi::SQLITE_IOERR,
+        let Some(x) = m.xShmLock.filter(|_| m.iVersion >= 2) else {
+            return ffi::SQLITE_IOERR;
         };
-        if let (Role::Main(db), ffi::SQLITE_OK) = (role, rc) {
-            let exclusive_lock = ffi::SQLITE_SHM_LOCK | ffi::SQLITE_SHM_EXCLUSIVE;
-            if flags & exclusive_lock == exclusive_lock && offset == 0 {
-                db.write_lock_taken();
-            }
+        // Slot 0 is SQLite's WAL write lock.
+        let write_lock = offset == 0 && flags & ffi::SQLITE_SHM_EXCLUSIVE != 0;
+        if let (Role::Main(db), true) = (role, write_lock && flags & ffi::SQLITE_SHM_UNLOCK != 0) {
+            db.write_lock_releasing();
+        }
+        let rc = x(inner, offset, n, flags);
+        if let (Role::Main(db), true, ffi::SQLITE_OK) =
+            (role, write_lock && flags & ffi::SQLITE_SHM_LOCK != 0, rc)
+        {
+            db.write_lock_taken();
         }
         rc
     })

@@ -104,7 +104,9 @@ unsafe extern "C" fn x_open(
                 let k = std::ffi::CString::new(key).ok()?;
                 cstr(ffi::sqlite3_uri_parameter(name, k.as_ptr())).map(str::to_string)
             };
-            path.map_or(Role::Other, |p| database::open_main(p, &uri))
+            path.map_or(Role::Other, |p| {
+                database::open_main(p, &uri, &mut super::io::reader(inner_file))
+            })
         } else if flags & ffi::SQLITE_OPEN_WAL != 0 {
             path.map_or(Role::Other, database::open_wal)
         } else {

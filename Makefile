@@ -1,0 +1,54 @@
+# walrust. `make test` is the one command that runs every test; `make demo` shows walrust
+# working on a local-directory replica. See README.md.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+SQLITE3 ?= /usr/bin/sqlite3
+TARGET_DIR := $(abspath $(or $(CARGO_TARGET_DIR),target))
+SUFFIX := $(if $(filter Darwin,$(shell uname -s)),dylib,so)
+EXT := $(TARGET_DIR)/release/libwalrust.$(SUFFIX)
+
+.PHONY: all build test test-env test-unit test-sql test-py test-rusqlite demo fmt lint bench clean
+
+all: build
+
+build:
+	$(CARGO) build --release
+
+# Everything: build, install what is missing (idempotent, quick when all is there), then
+# cargo test, the SQL golden tests, pytest and the rusqlite client, with a summary.
+test: build test-env
+	WALRUST_EXT=$(EXT) scripts/test.sh
+
+test-env:
+	scripts/setup-test-env.sh
+
+# One suite at a time (after `make test-env` once). ARGS go to its runner, e.g.
+# make test-py ARGS='-k pitr -x'
+test-unit:
+	scripts/test.sh unit $(ARGS)
+test-sql: build
+	WALRUST_EXT=$(EXT) scripts/test.sh sql $(ARGS)
+test-py: build
+	WALRUST_EXT=$(EXT) scripts/test.sh py $(ARGS)
+test-rusqlite: build
+	WALRUST_EXT=$(EXT) scripts/test.sh rusqlite $(ARGS)
+
+demo: build
+	WALRUST_EXT=$(EXT) SQLITE3=$(SQLITE3) scripts/demo.sh
+
+fmt:
+	$(CARGO) fmt
+	$(CARGO) fmt --manifest-path tests/rusqlite-client/Cargo.toml
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) fmt --check --manifest-path tests/rusqlite-client/Cargo.toml
+	$(CARGO) clippy --all-targets -- -D warnings
+
+bench:
+	@echo "make bench: not yet. It comes later: SQLite's speedtest1 (--journal wal) through"
+	@echo "the extension, against the same run without it."
+
+clean:
+	$(CARGO) clean

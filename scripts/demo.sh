@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# `make demo`: runs sql/demo.sql through the sqlite3 shell with walrust loaded, then, when
+# Litestream is installed (.venv, from scripts/setup-test-env.sh), restores the same replica
+# with `litestream restore` to show the replica is Litestream's format.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+ext=${WALRUST_EXT:-$root/target/release/libwalrust.so}
+sqlite=${SQLITE3:-/usr/bin/sqlite3}
+
+if [ ! -x "$sqlite" ]; then
+    echo "demo: no sqlite3 shell at $sqlite (apt-get install sqlite3, or scripts/setup-test-env.sh)" >&2
+    exit 1
+fi
+echo "demo: $sqlite -cmd '.load $ext' < sql/demo.sql"
+echo
+"$sqlite" -cmd ".load $ext" <"$root/sql/demo.sql"
+
+litestream=$root/.venv/bin/litestream
+if [ -x "$litestream" ]; then
+    echo
+    echo "9. And Litestream $("$litestream" version) restores the same replica:"
+    echo "   litestream restore -o /tmp/walrust-demo/litestream.db file:///tmp/walrust-demo/replica"
+    env -u AWS_CA_BUNDLE "$litestream" restore -o /tmp/walrust-demo/litestream.db \
+        file:///tmp/walrust-demo/replica
+    echo "   rows: $("$sqlite" /tmp/walrust-demo/litestream.db 'SELECT count(*) FROM notes')"
+fi
+echo
+echo "demo: done. Files are in /tmp/walrust-demo."

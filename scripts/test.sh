@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Runs the test suites in order, each one even if an earlier one failed, then prints each
+# runner's closing line. Exit status 0 only if every suite ran and passed; "no tests ran"
+# (pytest's exit 5, a runner that printed no result) counts as a failure.
+#
+#   scripts/test.sh                          unit, sql, py, rusqlite
+#   scripts/test.sh sql py                   some of them
+#   scripts/test.sh py -k pitr               one suite, extra arguments for its runner
+#
+# `make test` calls this after building the extension and setting up the environment.
+# The extension is $WALRUST_EXT, default $CARGO_TARGET_DIR (or target)/release/libwalrust.so.
+set -uo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+target_dir=${CARGO_TARGET_DIR:-$root/target}
+case "$(uname -s)" in Darwin) suffix=dylib ;; *) suffix=so ;; esac
+ext=${WALRUST_EXT:-$target_dir/release/libwalrust.$suffix}
+suite_timeout=${TEST_SUITE_TIMEOUT:-1800}  # only stops a hung suite
+
+suites=()
+extra=()
+for arg in "$@"; do
+    case "$arg" in
+        unit | sql | py | rusqlite) [ ${#extra[@]} -eq 0 ] && suites+=("$arg") || extra+=("$arg") ;;
+        *) extra+=("$arg") ;;
+    esac
+done
+[ ${#suites[@]} -gt 0 ] || suites=(unit sql py rusqlite)
+if [ ${#extra[@]} -gt 0 ] && [ ${#suites[@]} -ne 1 ]; then
+    echo "test.sh: extra arguments need exactly one suite" >&2
+    exit 2
+fi
+
+logs=$(mktemp -d "${TMPDIR:-/tmp}/walrust-test-logs.XXXXXX")
+summary=()
+failed=0
+
+command_for() {
+    case "$1" in
+        unit) echo cargo test ;;
+        sql) echo tests/sql/run.sh ;;
+        py) echo .venv/bin/python -m pytest ;;
+        rusqlite) echo cargo test --manifest-path tests/rusqlite-client/Cargo.toml ;;
+    esac
+}
+
+closing_lines() {
+    local name=$1 log=$2
+    case "$name" in
+        unit | rusqlite) grep -E '^test result:' "$log" || tail -n 1 "$log" ;;
+        *) grep -v '^[[:space:]]*$' "$log" | tail -n 1 ;;
+    esac
+}
+
+for name in "${suites[@]}"; do
+    log=$logs/$name.log
+    read -r -a cmd <<<"$(command_for "$name")"
+    cmd+=("${extra[@]}")
+    echo
+    echo "=== $name: ${cmd[*]}"
+    case "$name" in
+        unit)
+            timeout "$suite_timeout" "${cmd[@]}" 2>&1 | tee "$log"
+            ;;
+        rusqlite)
+            WALRUST_EXT=$ext CARGO_TARGET_DIR=$target_dir/rusqlite-client \
+                timeout "$suite_timeout" "${cmd[@]}" 2>&1 | tee "$log"
+            ;;
+        *)
+            WALRUST_EXT=$ext timeout "$suite_timeout" "${cmd[@]}" 2>&1 | tee "$log"
+            ;;
+    esac
+    rc=${PIPESTATUS[0]}
+    verdict=ok
+    if [ "$rc" -ne 0 ]; then
+        verdict="FAILED (exit $rc)"
+        [ "$rc" -eq 124 ] && verdict="FAILED (timed out after ${suite_timeout}s)"
+        [ "$name" = py ] && [ "$rc" -eq 5 ] && verdict="FAILED (pytest collected no tests)"
+        failed=1
+    elif [ -z "$(closing_lines "$name" "$log")" ]; then
+        verdict="FAILED (no result line)"
+        failed=1
+    fi
+    summary+=("$(printf '%-9s %s' "$name" "$verdict")")
+    while IFS= read -r line; do summary+=("          $line"); done < <(closing_lines "$name" "$log")
+done
+
+echo
+echo "=== summary (logs in $logs)"
+printf '%s\n' "${summary[@]}"
+if [ $failed -ne 0 ]; then
+    echo "=== FAILED"
+    exit 1
+fi
+echo "=== all passed"

@@ -1,0 +1,1 @@
+//! Nothing here: the test is `tests/roundtrip.rs`. A package needs a target, so this is it.

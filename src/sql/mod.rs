@@ -36,7 +36,7 @@ pub fn register_all(conn: &Connection) -> rusqlite::Result<()> {
         pure() | FunctionFlags::SQLITE_DETERMINISTIC,
         |_| Ok(env!("CARGO_PKG_VERSION").to_string()),
     )?;
-    conn.create_scalar_function("walrust_status", -1, direct(), status::walrust_status)?;
+    conn.create_scalar_function("walrust_status", -1, pure(), status::walrust_status)?;
     conn.create_scalar_function("walrust_sync", -1, direct(), functions::walrust_sync)?;
     conn.create_scalar_function(
         "walrust_snapshot",

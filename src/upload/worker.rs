@@ -329,6 +329,8 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
                 i64::MAX
             };
             e.uploaded = e.uploaded.max(txid);
+            e.repl
+                .update_status(|s| s.last_upload_at_ms = Some(now_ms()));
             for w in e.snapshot_waiters.drain(..) {
                 let _ = w.send(Ok(txid));
             }

@@ -278,7 +278,7 @@ impl Database {
         let mut st = self.lock();
         if let Some(r) = &st.replication {
             return if same_replica(&r.url, url) {
-                PragmaOutcome::Value(Some(r.url.clone()))
+                PragmaOutcome::Value(None)
             } else {
                 PragmaOutcome::Error(conflict_message(&self.path, &r.url, url))
             };
@@ -290,7 +290,7 @@ impl Database {
             ));
         }
         match self.start_locked(&mut st, url) {
-            Ok(r) => PragmaOutcome::Value(Some(r.url.clone())),
+            Ok(_) => PragmaOutcome::Value(None),
             Err(e) => PragmaOutcome::Error(e),
         }
     }
@@ -553,29 +553,30 @@ impl Database {
         let app = st.appender.as_mut().unwrap();
         if let Some((kind, min_txid, page_size, commit_pages)) = marker {
             let last = app.last().copied();
-            let txid = last.map_or(1, |h| h.txid + 1).max(min_txid);
-            let pos = last.map_or(crate::shadow::WalPos::Unknown, |h| h.pos);
-            let mut h = crate::shadow::Header {
-                kind,
-                txid,
-                page_size,
-                commit: commit_pages,
-                n_pages: 0,
-                pos,
-                timestamp_ms: crate::clock::now_ms(),
-                fingerprint: last.map_or((0, 0), |h| h.fingerprint),
-            };
-            if h.pos == crate::shadow::WalPos::Unknown {
-                h.pos = crate::shadow::WalPos::Empty;
+            // The log's last TXID labels the database as it is now; a marker with a new TXID is
+            // needed only when the replica already has TXIDs at or past it.
+            if last.is_none_or(|h| h.txid < min_txid) {
+                let txid = last.map_or(1, |h| h.txid + 1).max(min_txid);
+                let pos = last.map_or(crate::shadow::WalPos::Empty, |h| h.pos);
+                let h = crate::shadow::Header {
+                    kind,
+                    txid,
+                    page_size,
+                    commit: commit_pages,
+                    n_pages: 0,
+                    pos,
+                    timestamp_ms: crate::clock::now_ms(),
+                    fingerprint: last.map_or((0, 0), |h| h.fingerprint),
+                };
+                let bytes = app.append(h, &mut |_, _| unreachable!())?;
+                let a = Appended {
+                    records: 1,
+                    bytes,
+                    last_txid: txid,
+                    resync: kind == crate::shadow::Kind::Resync,
+                };
+                self.account(&mut st, Ok(a));
             }
-            let bytes = app.append(h, &mut |_, _| unreachable!())?;
-            let a = Appended {
-                records: 1,
-                bytes,
-                last_txid: txid,
-                resync: kind == crate::shadow::Kind::Resync,
-            };
-            self.account(&mut st, Ok(a));
         }
         let last = st.appender.as_ref().unwrap().last().copied();
         Ok((

@@ -189,21 +189,23 @@ pub(super) fn classify(e: ureq::Error, opts: &S3Options) -> Failure {
             _ if io.to_string().contains("lookup address") => {
                 Failure::Down("the host name does not resolve; check the endpoint".into())
             }
-            _ => Failure::Down(format!("{io}")),
+            _ => Failure::Down(tls_hint(io.to_string())),
         },
-        ureq::Error::Tls(why) => Failure::Down(format!(
-            "TLS failed ({why}); for a private CA set AWS_CA_BUNDLE"
-        )),
-        other => {
-            let s = other.to_string();
-            if s.contains("certificate") || s.contains("tls") || s.contains("TLS") {
-                Failure::Down(format!(
-                    "TLS failed ({s}); for a private CA set AWS_CA_BUNDLE to its PEM file"
-                ))
-            } else {
-                Failure::Down(s)
-            }
-        }
+        ureq::Error::Tls(why) => Failure::Down(tls_hint(format!("TLS: {why}"))),
+        other => Failure::Down(tls_hint(other.to_string())),
+    }
+}
+
+/// Adds what to do to a certificate failure (rustls reports them through several variants).
+fn tls_hint(s: String) -> String {
+    let l = s.to_ascii_lowercase();
+    if l.contains("certificate") || l.contains("tls") || l.contains("handshake") {
+        format!(
+            "TLS failed ({s}); if the endpoint's certificate comes from a private CA, set \
+             AWS_CA_BUNDLE to the CA's PEM file"
+        )
+    } else {
+        s
     }
 }
 

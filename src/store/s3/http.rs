@@ -44,6 +44,8 @@ pub(super) const ERROR_BODY_MAX: u64 = 64 << 10;
 struct Creds {
     bucket: Arc<Bucket>,
     loaded: Instant,
+    /// A request was refused: read the credentials again before the next one.
+    stale: bool,
     secrets: Vec<String>,
 }
 
@@ -186,6 +188,7 @@ impl Client {
             creds: Mutex::new(Creds {
                 bucket,
                 loaded: Instant::now(),
+                stale: false,
                 secrets,
             }),
         })
@@ -198,7 +201,7 @@ impl Client {
     /// The signing bucket, with credentials reloaded when they are old.
     pub fn bucket(&self) -> Arc<Bucket> {
         let mut c = self.creds.lock().unwrap_or_else(|e| e.into_inner());
-        if c.loaded.elapsed() > CREDENTIALS_TTL {
+        if c.stale || c.loaded.elapsed() > CREDENTIALS_TTL {
             self.reload(&mut c);
         }
         c.bucket.clone()
@@ -206,6 +209,7 @@ impl Client {
 
     fn reload(&self, c: &mut Creds) {
         c.loaded = Instant::now();
+        c.stale = false;
         if let Ok(creds) = load_credentials(self.cfg.profile.as_deref()) {
             let secrets = secrets_of(&creds);
             if let Ok(b) = make_bucket(&self.cfg, creds) {
@@ -250,8 +254,7 @@ impl Client {
                 Ok(r) => {
                     if matches!(r.status, 401 | 403) {
                         // Perhaps the credentials were rotated: read them again next time.
-                        let mut c = self.creds.lock().unwrap_or_else(|e| e.into_inner());
-                        c.loaded = Instant::now() - CREDENTIALS_TTL - Duration::from_secs(1);
+                        self.creds.lock().unwrap_or_else(|e| e.into_inner()).stale = true;
                     }
                     return Ok(r);
                 }
@@ -314,4 +317,59 @@ pub fn read_body(body: Body, limit: u64) -> io::Result<Vec<u8>> {
         .reader()
         .read_to_end(&mut out)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ReplicaUrl, S3Url};
+
+    fn url_of(replica: &str, key: &str) -> String {
+        let ReplicaUrl::S3(u): ReplicaUrl = ReplicaUrl::parse(replica).unwrap() else {
+            unreachable!()
+        };
+        let u: S3Url = u;
+        let mut cfg = super::super::config::resolve(&u).unwrap();
+        if u.endpoint.is_none() {
+            // What resolve() gives without AWS_ENDPOINT_URL*, whatever this environment has.
+            let region = u.region.clone().unwrap();
+            cfg.endpoint = format!("https://s3.{region}.amazonaws.com");
+            cfg.path_style = u.force_path_style || u.bucket.contains('.');
+        }
+        let creds =
+            s3::creds::Credentials::new(Some("AKIDEXAMPLE"), Some("x"), None, None, None).unwrap();
+        let bucket = make_bucket(&cfg, creds).unwrap();
+        let req = AttoRequest::new(&bucket, key, Command::GetObject).unwrap();
+        req.url().unwrap().to_string()
+    }
+
+    #[test]
+    fn aws_is_virtual_hosted_and_endpoints_are_path_style() {
+        assert_eq!(
+            url_of("s3://bkt/app?region=eu-west-1", "app/manifest.json"),
+            "https://bkt.s3.eu-west-1.amazonaws.com/app/manifest.json"
+        );
+        assert_eq!(
+            url_of("s3://my.bkt/app?region=eu-west-1", "app/manifest.json"),
+            "https://s3.eu-west-1.amazonaws.com/my.bkt/app/manifest.json"
+        );
+        assert_eq!(
+            url_of(
+                "s3://bkt/app?region=us-east-1&endpoint=http://127.0.0.1:9000",
+                "app/0009/0000000000000001-0000000000000002.ltx"
+            ),
+            "http://127.0.0.1:9000/bkt/app/0009/0000000000000001-0000000000000002.ltx"
+        );
+    }
+
+    #[test]
+    fn unreadable_or_empty_ca_bundles_are_refused() {
+        let e = root_certs(Some(std::path::Path::new("/nonexistent/ca.pem"))).unwrap_err();
+        assert!(
+            e.contains("AWS_CA_BUNDLE=/nonexistent/ca.pem cannot be read"),
+            "{e}"
+        );
+        let e = root_certs(Some(std::path::Path::new("/proc/self/stat"))).unwrap_err();
+        assert!(e.contains("no PEM certificate"), "{e}");
+    }
 }

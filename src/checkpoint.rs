@@ -2,7 +2,8 @@
 //! database): the application's commits no longer pay for checkpoints; one thread per process
 //! runs them on its own connections.
 //!
-//! Policy, as Litestream's: PASSIVE once the WAL holds 1000 frames, TRUNCATE once it passes
+//! Policy, as Litestream's: PASSIVE once the WAL holds 1000 frames, RESTART past 4000 (a PASSIVE
+//! checkpoint cannot catch up with a writer that never pauses), TRUNCATE once it passes
 //! 121359 frames, and when a database has been idle for a moment a PASSIVE checkpoint, then a
 //! TRUNCATE (without waiting for readers) if the WAL file has grown large. The commit path only
 //! stores the WAL size in atomics and wakes this thread when a threshold is crossed. What must
@@ -23,12 +24,16 @@ use std::time::Duration;
 
 pub const PASSIVE_FRAMES: u32 = 1000;
 pub const TRUNCATE_FRAMES: u32 = 121_359;
+/// Under sustained writes a PASSIVE checkpoint never catches up with the writer and the WAL
+/// never restarts; past this many frames a RESTART makes writers wait for the last frames.
+pub const RESTART_FRAMES: u32 = 4 * PASSIVE_FRAMES;
 /// A database with no commit for this long is idle.
 const IDLE_MS: i64 = 1000;
 /// How often idle databases are looked at.
 const POLL: Duration = Duration::from_millis(250);
-/// When idle, a WAL file larger than this is truncated (if no reader needs it).
-const TRUNCATE_IDLE_BYTES: u64 = 64 << 20;
+/// When idle, a WAL file larger than this is truncated (if no reader needs it), so that a
+/// burst or a long reader does not leave a large file behind.
+const TRUNCATE_IDLE_BYTES: u64 = 4 << 20;
 
 enum Msg {
     Register(Weak<Database>),
@@ -84,26 +89,39 @@ fn run(rx: flume::Receiver<Msg>) {
             Err(flume::RecvTimeoutError::Disconnected) => return,
         }
         for e in dbs.iter_mut() {
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(e)));
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(e))).is_err() {
+                crate::log::error(
+                    "walrust: internal error in the checkpoint thread (panic); will retry",
+                );
+                e.conn = None;
+            }
         }
-        dbs.retain(|e| e.db.strong_count() > 0);
+        // An entry whose application connections are gone has closed its own (in `step`).
+        dbs.retain(|e| e.db.strong_count() > 0 || e.conn.is_some());
     }
 }
 
 fn step(e: &mut Entry) {
-    let Some(db) = e.db.upgrade() else {
+    let Some(db) = e.db.upgrade().filter(|d| d.in_use()) else {
         e.conn = None;
         return;
     };
     let Some(repl) = db.replication() else { return };
+    crate::log::trace(|| {
+        format!(
+            "checkpoint poll {}: {} frames",
+            db.path.display(),
+            repl.wal.frames.load(Ordering::Relaxed)
+        )
+    });
     let w = &repl.wal;
     let frames = w.frames.load(Ordering::Relaxed);
     let idle = now_ms() - w.last_commit_ms.load(Ordering::Relaxed) >= IDLE_MS;
     let mode = if frames >= TRUNCATE_FRAMES {
         "TRUNCATE"
-    } else if frames >= PASSIVE_FRAMES
-        || (idle && frames > 0 && !w.idle_done.load(Ordering::Relaxed))
-    {
+    } else if frames >= RESTART_FRAMES {
+        "RESTART"
+    } else if frames >= PASSIVE_FRAMES || (idle && !w.idle_done.load(Ordering::Relaxed)) {
         "PASSIVE"
     } else {
         return;
@@ -126,18 +144,34 @@ fn step(e: &mut Entry) {
     } else {
         0
     }));
-    w.frames.store(0, Ordering::Relaxed);
-    w.signaled.store(false, Ordering::Release);
-    let done = checkpoint(conn, mode);
+    let mut done = checkpoint(conn, mode);
+    crate::log::trace(|| {
+        format!(
+            "checkpoint {mode} of {} at {frames} frames: done {done}",
+            db.path.display()
+        )
+    });
     if idle {
-        w.idle_done.store(true, Ordering::Relaxed);
         let wal_bytes = std::fs::metadata(db.wal_path())
             .map(|m| m.len())
             .unwrap_or(0);
         if done && wal_bytes > TRUNCATE_IDLE_BYTES {
             let _ = conn.busy_timeout(Duration::ZERO);
-            checkpoint(conn, "TRUNCATE");
+            done = checkpoint(conn, "TRUNCATE");
         }
+        // A reader kept it from finishing: try again at the next poll.
+        w.idle_done.store(done, Ordering::Relaxed);
+    }
+    if done || mode != "PASSIVE" {
+        // Wake again on the next threshold; a checkpoint a reader blocks is retried at the
+        // next poll rather than at every commit.
+        w.signaled.store(false, Ordering::Release);
+    }
+    if done {
+        // Everything is in the database file; until the next commit there is nothing to do.
+        let _ = w
+            .frames
+            .compare_exchange(frames, 0, Ordering::Relaxed, Ordering::Relaxed);
     }
 }
 

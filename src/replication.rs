@@ -40,6 +40,8 @@ pub struct Replication {
     /// commits wake it once per batch, not once per commit.
     notified: AtomicBool,
     pub wal: WalActivity,
+    /// A snapshot waiting for the application's next commit (see `upload::snapshot::take`).
+    pub handoff: Mutex<Option<crate::upload::snapshot::Handoff>>,
 }
 
 /// What the checkpoint thread needs to know about the WAL, updated by every commit with
@@ -83,6 +85,7 @@ impl Replication {
             status: Mutex::new(status),
             notified: AtomicBool::new(false),
             wal: WalActivity::default(),
+            handoff: Mutex::new(None),
         }
     }
 

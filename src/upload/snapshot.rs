@@ -67,40 +67,134 @@ pub fn with_write_lock<T>(
     out
 }
 
-/// Takes a snapshot. With `fresh_txid_above = Some(n)` the snapshot gets a new TXID greater
-/// than `n` and the log's last one (after a divergence, or onto an empty replica); otherwise it
-/// carries the log's last TXID. Returns the snapshot's TXID.
+/// Where a snapshot's read view was fixed: its TXID, the WAL position of that TXID, and the
+/// database's page size and page count in that view.
+pub struct Point {
+    pub txid: u64,
+    pub pos: WalPos,
+    pub page_size: u32,
+    pub pages: u32,
+}
+
+/// With the WAL write lock held (by an internal connection, or by the application's committing
+/// thread): opens `reader`'s read transaction, brings the shadow log up to date and fixes the
+/// snapshot's TXID. Nothing can commit in between, so the read view is exactly that TXID.
+pub fn fix_point(db: &Database, reader: &Connection, min_txid: u64) -> Result<Point, String> {
+    reader
+        .execute_batch("BEGIN; SELECT count(*) FROM sqlite_schema;")
+        .map_err(|e| format!("cannot start the snapshot's read transaction: {e}"))?;
+    let page_size: u32 = reader
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    let pages: u32 = reader
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    let marker = Some((Kind::Snapshot, min_txid, page_size, pages));
+    let (txid, pos) = db
+        .catch_up_locked(marker)
+        .map_err(|e| format!("cannot update the shadow log: {e}"))?;
+    Ok(Point {
+        txid,
+        pos,
+        page_size,
+        pages,
+    })
+}
+
+/// Takes a snapshot. With `fresh_txid_above = Some(n)` the snapshot gets a TXID greater than
+/// `n` (after a divergence, or onto an empty replica); otherwise it carries the log's last
+/// TXID. Returns the snapshot's TXID.
+///
+/// The write lock is needed only for an instant. Under a steady stream of commits an internal
+/// connection may never win it (SQLite's locks are not fair), so after a short try the request
+/// is handed to the application's next commit, which fixes the point while it still holds the
+/// lock (`Database::write_lock_releasing`).
 pub fn take(
     db: &Database,
     repl: &Replication,
     fresh_txid_above: Option<u64>,
 ) -> Result<Txid, String> {
+    let min_txid = fresh_txid_above.map_or(1, |n| n + 1);
     let reader = open_internal(db)?;
-    let (txid, pos, page_size, pages) = with_write_lock(db, Duration::from_secs(5), |conn| {
-        let page_size: u32 = conn
-            .query_row("PRAGMA page_size", [], |r| r.get(0))
-            .map_err(|e| e.to_string())?;
-        let pages: u32 = conn
-            .query_row("PRAGMA page_count", [], |r| r.get(0))
-            .map_err(|e| e.to_string())?;
-        let marker = fresh_txid_above.map(|n| (Kind::Snapshot, n + 1, page_size, pages));
-        let (mut txid, pos) = db
-            .catch_up_locked(marker)
-            .map_err(|e| format!("cannot update the shadow log: {e}"))?;
-        if txid == 0 {
-            let (t, _) = db
-                .catch_up_locked(Some((Kind::Snapshot, 1, page_size, pages)))
-                .map_err(|e| e.to_string())?;
-            txid = t;
+    let point = match with_write_lock(db, Duration::from_millis(100), |_| {
+        fix_point(db, &reader, min_txid)
+    }) {
+        Ok(p) => p,
+        Err(_) => {
+            let _ = reader.execute_batch("ROLLBACK");
+            return take_at_next_commit(db, repl, reader, min_txid);
         }
-        reader
-            .execute_batch("BEGIN; SELECT count(*) FROM sqlite_schema;")
-            .map_err(|e| format!("cannot start the snapshot's read transaction: {e}"))?;
-        Ok((txid, pos, page_size, pages))
-    })?;
-    let result = stream(db, repl, Txid::new(txid).unwrap(), pos, page_size, pages);
+    };
+    let result = stream(
+        db,
+        repl,
+        Txid::new(point.txid).unwrap(),
+        point.pos,
+        point.page_size,
+        point.pages,
+    );
     let _ = reader.execute_batch("ROLLBACK");
     result
+}
+
+fn take_at_next_commit(
+    db: &Database,
+    repl: &Replication,
+    reader: Connection,
+    min_txid: u64,
+) -> Result<Txid, String> {
+    let (tx, rx) = flume::bounded(1);
+    *repl.handoff.lock().unwrap() = Some(Handoff {
+        reader,
+        min_txid,
+        reply: tx,
+    });
+    let answer = match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(a) => a,
+        Err(_) => match repl.handoff.lock().unwrap().take() {
+            // Nobody committed: the lock is likely free now.
+            Some(h) => {
+                let point = with_write_lock(db, Duration::from_secs(5), |_| {
+                    fix_point(db, &h.reader, h.min_txid)
+                });
+                point.map(|p| (h.reader, p))
+            }
+            None => rx
+                .recv_timeout(Duration::from_secs(60))
+                .map_err(|_| "the snapshot hand-off was lost".to_string())?,
+        },
+    };
+    let (reader, point) = answer?;
+    let result = stream(
+        db,
+        repl,
+        Txid::new(point.txid).unwrap(),
+        point.pos,
+        point.page_size,
+        point.pages,
+    );
+    let _ = reader.execute_batch("ROLLBACK");
+    result
+}
+
+/// A snapshot waiting for the application's next commit to fix its point.
+pub struct Handoff {
+    pub reader: Connection,
+    pub min_txid: u64,
+    pub reply: flume::Sender<Result<(Connection, Point), String>>,
+}
+
+/// Called by the committing thread with the write lock still held.
+pub fn serve_handoff(db: &Database, h: Handoff) {
+    let result = fix_point(db, &h.reader, h.min_txid);
+    let reply = match result {
+        Ok(p) => Ok((h.reader, p)),
+        Err(e) => {
+            let _ = h.reader.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    };
+    let _ = h.reply.send(reply);
 }
 
 fn stream(

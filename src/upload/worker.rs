@@ -74,7 +74,7 @@ impl Entry {
     /// pending or a snapshot needed (which only a process with the database open can take: let
     /// one of those have the uploader lock).
     fn idle(&self) -> bool {
-        self.db.strong_count() == 0
+        !self.db.upgrade().is_some_and(|d| d.in_use())
             && (self.pending.is_empty() || self.fresh_snapshot_above.is_some())
             && self.waiters.is_empty()
             && self.snapshot_waiters.is_empty()
@@ -258,7 +258,7 @@ fn follow_other_uploader(e: &mut Entry) {
         });
         answer_waiters(e);
     }
-    if e.db.strong_count() == 0 {
+    if !e.db.upgrade().is_some_and(|d| d.in_use()) {
         e.pending.clear();
         for (_, w) in e.waiters.drain(..) {
             let _ = w.send(Err(
@@ -281,7 +281,7 @@ fn answer_waiters(e: &mut Entry) {
 }
 
 fn step(e: &mut Entry, now: i64) -> Result<(), String> {
-    let db = e.db.upgrade();
+    let db = e.db.upgrade().filter(|d| d.in_use());
     if !e.replica_checked {
         check_replica(e)?;
     }

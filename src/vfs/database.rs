@@ -22,9 +22,22 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 /// What an open file is to walrust.
 pub enum Role {
-    Main(Arc<Database>),
+    /// A main database file; `AppFile` is set for the application's connections (not
+    /// walrust's own).
+    Main(Arc<Database>, Option<AppFile>),
     Wal(Arc<Database>),
     Other,
+}
+
+/// Counts an application connection's main file for as long as it is open.
+pub struct AppFile(Arc<Database>);
+
+impl Drop for AppFile {
+    fn drop(&mut self) {
+        self.0
+            .app_files
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 pub enum PragmaOutcome {
@@ -40,6 +53,9 @@ static DATABASES: Lazy<Mutex<HashMap<PathBuf, Weak<Database>>>> =
 pub struct Database {
     pub path: PathBuf,
     state: Mutex<DbState>,
+    /// Main files of the application's connections open now. walrust's own connections do not
+    /// count: when this drops to zero they close, and the database is forgotten.
+    app_files: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Default)]
@@ -88,6 +104,7 @@ fn get_or_create(path: &Path) -> Arc<Database> {
     let db = Arc::new(Database {
         path: path.to_path_buf(),
         state: Mutex::new(DbState::default()),
+        app_files: std::sync::atomic::AtomicUsize::new(0),
     });
     map.insert(path.to_path_buf(), Arc::downgrade(&db));
     db
@@ -102,13 +119,17 @@ pub fn open_main(
     read: &mut dyn FnMut(&mut [u8], u64) -> io::Result<usize>,
 ) -> Role {
     let db = get_or_create(Path::new(path));
-    if uri("walrust_internal").is_none() {
-        db.configure_from_open(uri);
-        if is_wal_mode(read) {
-            db.start_wanted();
-        }
+    if uri("walrust_internal").is_some() {
+        return Role::Main(db, None);
     }
-    Role::Main(db)
+    db.app_files
+        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    let app = AppFile(db.clone());
+    db.configure_from_open(uri);
+    if is_wal_mode(read) {
+        db.start_wanted();
+    }
+    Role::Main(db, Some(app))
 }
 
 /// The database header says WAL mode (read and write versions 2).
@@ -151,6 +172,11 @@ fn read_wal_header(read: &mut dyn FnMut(&mut [u8], u64) -> io::Result<usize>) ->
 }
 
 impl Database {
+    /// The application has this database open in this process.
+    pub fn in_use(&self) -> bool {
+        self.app_files.load(std::sync::atomic::Ordering::Acquire) > 0
+    }
+
     fn lock(&self) -> MutexGuard<'_, DbState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -278,7 +304,7 @@ impl Database {
         let mut st = self.lock();
         if let Some(r) = &st.replication {
             return if same_replica(&r.url, url) {
-                PragmaOutcome::Value(None)
+                PragmaOutcome::Value(Some(r.url.clone()))
             } else {
                 PragmaOutcome::Error(conflict_message(&self.path, &r.url, url))
             };
@@ -290,7 +316,8 @@ impl Database {
             ));
         }
         match self.start_locked(&mut st, url) {
-            Ok(_) => PragmaOutcome::Value(None),
+            // A value, not nothing: some drivers (Python's) fail on a result without a name.
+            Ok(r) => PragmaOutcome::Value(Some(r.url.clone())),
             Err(e) => PragmaOutcome::Error(e),
         }
     }
@@ -347,9 +374,17 @@ impl Database {
     /// A connection of this process is about to release the WAL write lock: its commit, now
     /// published in the WAL index, goes into the log before anyone else can write.
     pub fn write_lock_releasing(&self) {
-        let mut st = self.lock();
-        st.in_write_txn = false;
-        self.flush_pending(&mut st);
+        let repl = {
+            let mut st = self.lock();
+            st.in_write_txn = false;
+            self.flush_pending(&mut st);
+            st.replication.clone()
+        };
+        // A snapshot that could not get the write lock fixes its point here, while this
+        // thread still holds it.
+        if let Some(h) = repl.and_then(|r| r.handoff.lock().unwrap().take()) {
+            crate::upload::snapshot::serve_handoff(self, h);
+        }
     }
 
     /// Appends the commit waiting for the write lock's release, if any.

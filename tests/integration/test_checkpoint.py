@@ -23,8 +23,9 @@ def test_sustained_writes_keep_the_wal_bounded(tmp_path, walrust, connect, repli
         walrust.sync(conn)
         restore_and_compare(replica, conn)
     # 12,000 commits of ~1 page each: without checkpoints the WAL would pass 48 MB. The
-    # background checkpointer works at 1000 frames; allow it to lag well behind that.
-    assert biggest < 24 << 20, f"WAL grew to {biggest} bytes"
+    # background checkpointer starts at 1000 frames and restarts the WAL past 4000 (16 MB);
+    # allow it to lag behind that on a busy machine.
+    assert biggest < 32 << 20, f"WAL grew to {biggest} bytes"
 
 
 def test_the_wal_shrinks_back_after_a_long_reader(tmp_path, walrust, connect, replica):

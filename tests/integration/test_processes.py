@@ -48,6 +48,7 @@ def test_three_processes_with_the_uploader_killed(tmp_path, walrust, connect, re
     db = tmp_path / "app.db"
     conn = setup_db(connect, db, replica, walrust)
     conn.close()  # the writers decide among themselves who uploads
+    time.sleep(2.5)  # this process's upload thread lets the lock go once it has nothing left
     procs = [spawn(walrust, db, replica, f"p{k}", 2000) for k in range(3)]
     killed = None
     deadline = time.time() + 120

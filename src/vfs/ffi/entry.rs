@@ -44,10 +44,14 @@ fn init(conn: Connection) -> rusqlite::Result<bool> {
 /// does (a PASSIVE checkpoint once the WAL holds 1000 frames). `PRAGMA wal_autocheckpoint`
 /// replaces this hook with SQLite's own, as it always does.
 fn install_wal_hook(conn: &Connection) {
-    unsafe {
-        // SAFETY: the hook and its (null) argument live for the life of the process.
-        ffi::sqlite3_wal_hook(conn.handle(), Some(wal_hook), std::ptr::null_mut());
-    }
+    unsafe { install_wal_hook_raw(conn.handle()) }
+}
+
+/// # Safety
+/// `db` is a live connection handle; called on its thread (or with its mutex held).
+pub(super) unsafe fn install_wal_hook_raw(db: *mut ffi::sqlite3) {
+    // SAFETY: the hook and its (null) argument live for the life of the process.
+    unsafe { ffi::sqlite3_wal_hook(db, Some(wal_hook), std::ptr::null_mut()) };
 }
 
 /// SQLite's default for `wal_autocheckpoint`.

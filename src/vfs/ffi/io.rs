@@ -13,6 +13,10 @@ pub(super) struct WFile {
     pub base: ffi::sqlite3_file,
     pub role: *mut Role,
     pub inner: *mut ffi::sqlite3_file,
+    /// The connection that owns this main database file (from `SQLITE_FCNTL_PDB`).
+    pub conn: *mut ffi::sqlite3,
+    /// walrust's WAL hook is installed on `conn`.
+    pub hooked: bool,
 }
 
 pub(super) const INNER_OFFSET: usize = std::mem::size_of::<WFile>().next_multiple_of(16);
@@ -179,7 +183,10 @@ unsafe extern "C" fn x_file_control(
 ) -> c_int {
     guard(PANIC_RC, || unsafe {
         let (role, inner, m) = parts(f);
-        if let (Role::Main(db), ffi::SQLITE_FCNTL_PRAGMA) = (role, op) {
+        if let (Role::Main(..), ffi::SQLITE_FCNTL_PDB) = (role, op) {
+            (*(f as *mut WFile)).conn = *(arg as *mut *mut ffi::sqlite3);
+        }
+        if let (Role::Main(db, _), ffi::SQLITE_FCNTL_PRAGMA) = (role, op) {
             let args = arg as *mut *mut c_char;
             let name = cstr(*args.add(1)).unwrap_or("");
             let value = cstr(*args.add(2));
@@ -243,14 +250,21 @@ unsafe extern "C" fn x_shm_lock(
         };
         // Slot 0 is SQLite's WAL write lock.
         let write_lock = offset == 0 && flags & ffi::SQLITE_SHM_EXCLUSIVE != 0;
-        if let (Role::Main(db), true) = (role, write_lock && flags & ffi::SQLITE_SHM_UNLOCK != 0) {
+        if let (Role::Main(db, _), true) = (role, write_lock && flags & ffi::SQLITE_SHM_UNLOCK != 0)
+        {
             db.write_lock_releasing();
         }
         let rc = x(inner, offset, n, flags);
-        if let (Role::Main(db), true, ffi::SQLITE_OK) =
-            (role, write_lock && flags & ffi::SQLITE_SHM_LOCK != 0, rc)
-        {
+        let taken = write_lock && flags & ffi::SQLITE_SHM_LOCK != 0 && rc == ffi::SQLITE_OK;
+        if let (Role::Main(db, _), true) = (role, taken) {
             db.write_lock_taken();
+            let w = &mut *(f as *mut WFile);
+            if !w.hooked && !w.conn.is_null() && db.replication().is_some() {
+                // SQLite installs its own automatic-checkpoint hook after extensions run at
+                // open, so ours goes in at the connection's first write.
+                super::entry::install_wal_hook_raw(w.conn);
+                w.hooked = true;
+            }
         }
         rc
     })

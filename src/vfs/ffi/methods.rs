@@ -113,6 +113,8 @@ unsafe extern "C" fn x_open(
             Role::Other
         };
         (*w).inner = inner_file;
+        (*w).conn = std::ptr::null_mut();
+        (*w).hooked = false;
         (*w).role = Box::into_raw(Box::new(role));
         (*w).base.pMethods = &IO_METHODS;
         if let Role::Wal(db) = &*(*w).role {

@@ -6,6 +6,8 @@
 mod compact_support;
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use compact_support::*;
 use walrust::clock::{format_rfc3339_ms, parse_rfc3339, TestClock};
@@ -101,6 +103,23 @@ fn expected(snapshots: &[FileInfo], level0: &[FileInfo], now: i64) -> BTreeSet<u
     keep
 }
 
+fn litestream() -> Option<PathBuf> {
+    let path = std::env::var_os("WALRUST_LITESTREAM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/litestream"));
+    let main = Path::new("/work/main/.venv/bin/litestream");
+    match () {
+        _ if path.is_file() => Some(path),
+        _ if main.is_file() => Some(main.to_path_buf()),
+        _ => {
+            eprintln!(
+                "\n!!!!!!!! SKIPPED: no litestream binary (set WALRUST_LITESTREAM) !!!!!!!!\n"
+            );
+            None
+        }
+    }
+}
+
 #[test]
 fn months_of_hourly_snapshots_keep_exactly_the_gfs_tiers() {
     let mut r = Rep::new("gfs", 512);
@@ -176,6 +195,36 @@ fn months_of_hourly_snapshots_keep_exactly_the_gfs_tiers() {
         );
     }
     check_restore(&r.store, &r.model, &scratch, Target::Latest, r.model.last());
+
+    // `litestream restore` agrees, on the newest state, an old snapshot and a window point.
+    if let Some(bin) = litestream() {
+        for (args, t) in [
+            (vec![], r.model.last()),
+            (vec!["-txid".to_string(), txid(1560).to_string()], 1560),
+            (vec!["-txid".to_string(), txid(1797).to_string()], 1797),
+        ] {
+            let out = scratch.join(format!("litestream-{t}.db"));
+            let res = Command::new(&bin)
+                .arg("restore")
+                .args(&args)
+                .arg("-o")
+                .arg(&out)
+                .arg(format!("file://{}", r.root().display()))
+                .env_remove("AWS_CA_BUNDLE")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            assert!(
+                res.status.success(),
+                "litestream restore {args:?}: {}",
+                String::from_utf8_lossy(&res.stderr)
+            );
+            assert!(
+                std::fs::read(&out).unwrap() == r.model.db_bytes(t),
+                "{args:?}"
+            );
+        }
+    }
 
     // Storage is bounded: the snapshots, and lower-level files since the base only.
     let all = r.store.list(None, Times::Listed).unwrap();

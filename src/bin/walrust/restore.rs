@@ -110,7 +110,10 @@ fn progress(temp: &Path, done: &AtomicBool) {
         if elapsed < PROGRESS_AFTER {
             continue;
         }
-        let bytes = std::fs::metadata(temp).map(|m| m.len()).unwrap_or(0);
+        // Gone once the restore renames it into place: nothing more to show.
+        let Ok(bytes) = std::fs::metadata(temp).map(|m| m.len()) else {
+            continue;
+        };
         let mib = bytes as f64 / (1024.0 * 1024.0);
         let rate = mib / elapsed.as_secs_f64();
         let mut err = std::io::stderr().lock();

@@ -9,6 +9,7 @@
 
 pub mod checkpoint;
 pub mod clock;
+pub mod compact;
 pub mod config;
 pub mod log;
 pub mod ltx;

@@ -7,17 +7,22 @@
 //! cannot call them. Every error is an SQL error whose message starts with `walrust: `.
 
 mod functions;
+mod replica_fns;
 mod status;
+
+pub use replica_fns::MODULES;
 
 use rusqlite::functions::FunctionFlags;
 use rusqlite::Connection;
 
 /// The functions walrust registers, as `pragma_function_list` shows them.
-pub const FUNCTIONS: [&str; 5] = [
+pub const FUNCTIONS: [&str; 7] = [
+    "walrust_compact",
     "walrust_restore",
     "walrust_snapshot",
     "walrust_status",
     "walrust_sync",
+    "walrust_verify",
     "walrust_version",
 ];
 
@@ -45,6 +50,14 @@ pub fn register_all(conn: &Connection) -> rusqlite::Result<()> {
         functions::walrust_snapshot,
     )?;
     conn.create_scalar_function("walrust_restore", -1, direct(), functions::walrust_restore)?;
+    conn.create_scalar_function("walrust_verify", 1, direct(), replica_fns::walrust_verify)?;
+    conn.create_scalar_function(
+        "walrust_compact",
+        -1,
+        direct(),
+        replica_fns::walrust_compact,
+    )?;
+    replica_fns::register_files(conn)?;
     Ok(())
 }
 

@@ -1,0 +1,131 @@
+//! `walrust restore URL -o OUT [--txid N | --timestamp T]`.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use walrust::clock::{format_rfc3339_ms, parse_rfc3339};
+use walrust::restore::{self, Target};
+use walrust::Txid;
+
+use crate::{Args, Failure};
+
+pub const HELP: &str = "\
+Usage: walrust restore URL -o OUT [--txid N | --timestamp T]
+
+Rebuilds the database from the replica at URL into OUT, which must not exist. Without a
+target, restores the newest restore point. A restore point is the end of an uploaded batch or
+a snapshot; a target stops at the newest restore point at or before it.
+
+Options:
+  -o, --output OUT    where to write the database (its folder must exist)
+  --txid N            the newest restore point at or before TXID N: decimal, 0x-prefixed hex,
+                      or 16 hex digits as in LTX file names
+  --timestamp T       the newest restore point committed at or before T (RFC 3339, e.g.
+                      2026-11-28T10:49:56.123Z)
+  -h, --help          this help
+
+The database is written to OUT.tmp-walrust and renamed to OUT only after every file's LTX
+checksum, size and manifest SHA-256 have passed. Unlike walrust_restore() in SQL, this command
+has no SQLite and cannot run PRAGMA integrity_check on the result: it relies on the LTX
+checksums. Run `sqlite3 OUT 'PRAGMA integrity_check'` for that check.
+
+Exit codes: 0 restored, 2 usage (or OUT exists), 3 nothing to restore, 4 storage error,
+5 integrity error (nothing is left at OUT).
+";
+
+/// Progress appears on stderr (a terminal only) once a restore has run this long.
+const PROGRESS_AFTER: Duration = Duration::from_millis(700);
+
+pub fn run(args: &[String]) -> Result<(), Failure> {
+    let a = Args::parse(args, &["-o", "--output", "--txid", "--timestamp"], &[])?;
+    a.expect_positional(&["URL"])?;
+    let out = a
+        .value(&["-o", "--output"])
+        .ok_or_else(|| Failure::usage("restore needs -o OUT"))?;
+    let target = match (a.value(&["--txid"]), a.value(&["--timestamp"])) {
+        (Some(_), Some(_)) => {
+            return Err(Failure::usage("give --txid or --timestamp, not both"));
+        }
+        (Some(t), None) => Target::Txid(parse_txid(t)?),
+        (None, Some(t)) => Target::Time(parse_rfc3339(t).ok_or_else(|| {
+            Failure::usage(format!(
+                "--timestamp {t} is not an RFC 3339 time like 2026-11-28T10:49:56.123Z"
+            ))
+        })?),
+        (None, None) => Target::Latest,
+    };
+    let store = walrust::store::open(&a.positional[0]).map_err(Failure::store)?;
+    let out = PathBuf::from(out);
+
+    let done = AtomicBool::new(false);
+    let result = std::thread::scope(|s| {
+        if std::io::stderr().is_terminal() {
+            s.spawn(|| progress(&restore::temp_path(&out), &done));
+        }
+        let r = restore::restore(store.as_ref(), &out, target).and_then(|t| {
+            let (ts, pages, ps) = (t.timestamp_ms(), t.pages(), t.page_size());
+            t.commit().map(|txid| (txid, ts, pages, ps))
+        });
+        done.store(true, Ordering::SeqCst);
+        r
+    });
+    match result {
+        Ok((txid, ts, pages, page_size)) => {
+            println!(
+                "restored {} to TXID {txid} ({}, committed {}): {pages} pages of {page_size} bytes",
+                out.display(),
+                txid.get(),
+                format_rfc3339_ms(ts)
+            );
+            Ok(())
+        }
+        Err(e) => Err(Failure::new(e.kind().exit_code(), e.to_string())),
+    }
+}
+
+fn parse_txid(s: &str) -> Result<Txid, Failure> {
+    let v = if let Some(hex) = s.strip_prefix("0x") {
+        u64::from_str_radix(hex, 16).ok()
+    } else if s.len() == 16 {
+        Txid::parse_hex(s).map(Txid::get)
+    } else {
+        s.parse::<u64>().ok()
+    };
+    v.and_then(Txid::new).ok_or_else(|| {
+        Failure::usage(format!(
+            "--txid {s} is not a TXID (1 or more: decimal, 0x-hex, or 16 hex digits)"
+        ))
+    })
+}
+
+/// Shows how much of the database has been written, on one redrawn stderr line, until `done`.
+fn progress(temp: &Path, done: &AtomicBool) {
+    let start = Instant::now();
+    let mut shown = false;
+    while !done.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+        let elapsed = start.elapsed();
+        if elapsed < PROGRESS_AFTER {
+            continue;
+        }
+        // Gone once the restore renames it into place: nothing more to show.
+        let Ok(bytes) = std::fs::metadata(temp).map(|m| m.len()) else {
+            continue;
+        };
+        let mib = bytes as f64 / (1024.0 * 1024.0);
+        let rate = mib / elapsed.as_secs_f64();
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\rrestoring: {mib:.1} MiB written in {:.0} s ({rate:.1} MiB/s)   ",
+            elapsed.as_secs_f64()
+        );
+        let _ = err.flush();
+        shown = true;
+    }
+    if shown {
+        let _ = write!(std::io::stderr(), "\r{:60}\r", "");
+    }
+}

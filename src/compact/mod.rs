@@ -1,0 +1,373 @@
+//! Keeping a replica bounded and operable: compaction levels, GFS retention of snapshots, and
+//! verification.
+//!
+//! Owns: the LTX merge (`merge`), which lower-level files are merged into which level
+//! (`policy`), which files retention keeps (`retention`), `verify`, and `compact`, the one entry
+//! point that runs them in a safe order against a live replica.
+//!
+//! `compact` works from one listing of the replica and only ever *adds* files (merges, written
+//! and then indexed in `manifest.json`) before it *removes* any (unindexed first, then deleted).
+//! An uploader running at the same time only adds files past the newest TXID; they are not in
+//! the listing, so compaction never removes them, and the restore points they add chain onto
+//! files retention always keeps (the latest restore point's chain). What it must never do:
+//! remove a file the newest restore point's chain needs, a level-0 file no kept compaction or
+//! snapshot covers, a snapshot a retention tier keeps, or a file of the exact-restore window;
+//! merge a damaged file (every input's checksum is verified, and a failure stops the run before
+//! anything is removed); or call SQLite (the `walrust` binary runs it with no SQLite at all).
+//! Two compactions of one replica must not run at once (the uploader runs it in the process
+//! holding the uploader lock; the CLI says so in its help).
+
+mod chain;
+pub mod merge;
+pub mod policy;
+pub mod retention;
+pub mod verify;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+pub use crate::restore::ErrorKind;
+pub(crate) use chain::{lower_levels, reach};
+pub use retention::Decision;
+pub use verify::{verify, VerifyReport};
+
+use crate::clock::{format_rfc3339_ms, Clock};
+use crate::config::Retention;
+use crate::manifest::{self, Entry, Manifest};
+use crate::store::{FileInfo, FileKey, Store, StoreError, Times, WriteMeta, SNAPSHOT_LEVEL};
+
+/// How to compact and what to keep.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompactOptions {
+    /// GFS tiers of snapshots; the hourly tier's span is also the exact-restore window.
+    pub retention: Retention,
+    /// The interval of each compaction level from 1 up, in ms: level `n` merges the files of
+    /// level `n - 1` whose times fall in one closed interval. At most 8 levels.
+    pub level_intervals_ms: Vec<i64>,
+    /// Where merges spool pages and encode their output; the system temp dir when `None`.
+    pub tmp_dir: Option<PathBuf>,
+}
+
+impl Default for CompactOptions {
+    fn default() -> Self {
+        CompactOptions::new(Retention::default())
+    }
+}
+
+impl CompactOptions {
+    /// Litestream 0.5's default levels (30 s, 5 min, 1 h) with `retention`.
+    pub fn new(retention: Retention) -> CompactOptions {
+        CompactOptions {
+            retention,
+            level_intervals_ms: policy::DEFAULT_LEVEL_INTERVALS_MS.to_vec(),
+            tmp_dir: None,
+        }
+    }
+
+    pub fn with_tmp_dir(mut self, dir: PathBuf) -> CompactOptions {
+        self.tmp_dir = Some(dir);
+        self
+    }
+}
+
+/// Why compaction or verification failed. `Display` is the whole user-facing message.
+#[derive(Debug)]
+pub struct CompactError {
+    kind: ErrorKind,
+    message: String,
+}
+
+impl CompactError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> CompactError {
+        CompactError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn integrity(message: impl Into<String>) -> CompactError {
+        CompactError::new(ErrorKind::Integrity, message)
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The `walrust` binary's exit code for it (SPEC section 7).
+    pub fn exit_code(&self) -> i32 {
+        match self.kind {
+            // A replica URL that does not open is a storage problem for the CLI.
+            ErrorKind::Invalid => 4,
+            k => k.exit_code(),
+        }
+    }
+}
+
+impl fmt::Display for CompactError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            ErrorKind::Integrity => write!(f, "walrust: integrity error: {}", self.message),
+            _ => write!(f, "walrust: {}", self.message),
+        }
+    }
+}
+
+impl std::error::Error for CompactError {}
+
+impl From<StoreError> for CompactError {
+    fn from(e: StoreError) -> CompactError {
+        let kind = match e {
+            StoreError::Invalid { .. } => ErrorKind::Invalid,
+            _ => ErrorKind::Storage,
+        };
+        CompactError::new(kind, e.to_string())
+    }
+}
+
+/// A file in a report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FileReport {
+    /// The key relative to the replica root, in the store's layout.
+    pub key: String,
+    pub level: u32,
+    pub min_txid: String,
+    pub max_txid: String,
+    /// `None` for a merge a dry run only plans.
+    pub size: Option<u64>,
+    pub created_at: String,
+    /// Why it is kept (or removed), when there is more to say than its level.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl FileReport {
+    pub fn new(store: &dyn Store, f: &FileInfo, reason: Option<String>) -> FileReport {
+        FileReport {
+            key: store.layout().file_key(&f.key),
+            level: f.key.level,
+            min_txid: f.key.min_txid.to_string(),
+            max_txid: f.key.max_txid.to_string(),
+            size: Some(f.size),
+            created_at: format_rfc3339_ms(f.created_at_ms),
+            reason,
+        }
+    }
+}
+
+/// What `compact` did, or with `dry_run` would do. Serializes to the JSON that
+/// `walrust_compact()` and `walrust compact` print.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub replica: String,
+    pub dry_run: bool,
+    pub now: String,
+    pub retention: String,
+    /// The newest restore point, as 16 hex digits.
+    pub latest_txid: Option<String>,
+    /// Every restore point from this TXID on is kept (level-0 files newer than
+    /// `now - hourly` hours and the files that chain them to a snapshot).
+    pub exact_from_txid: Option<String>,
+    pub created: Vec<FileReport>,
+    pub removed: Vec<FileReport>,
+    pub kept: Vec<FileReport>,
+    pub bytes_written: u64,
+    pub bytes_freed: u64,
+}
+
+/// Compacts levels 0–8 and applies retention (see the module doc and `policy`/`retention`).
+/// With `dry_run`, reads the listing and reports what would be created and removed, changing
+/// nothing.
+pub fn compact(
+    store: &dyn Store,
+    opts: &CompactOptions,
+    clock: &dyn Clock,
+    dry_run: bool,
+) -> Result<Report, CompactError> {
+    if opts.level_intervals_ms.len() >= SNAPSHOT_LEVEL as usize
+        || opts.level_intervals_ms.iter().any(|&ms| ms <= 0)
+    {
+        return Err(CompactError::new(
+            ErrorKind::Invalid,
+            "compaction needs 1 to 8 levels, each with a positive interval",
+        ));
+    }
+    let now = clock.now_ms();
+    let url = store.describe();
+    let work_dir = opts.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let manifest = load_manifest(store)?;
+    let mut files = listing(store, manifest.as_ref())?;
+
+    // Files retention is about to remove are not worth merging.
+    let before = retention::decide(&files, &opts.retention, now, &url)?;
+    let skip_through = before.base.map(|b| b.key.max_txid);
+
+    let mut created = Vec::new();
+    let mut indexed = manifest.is_some();
+    for (i, &interval) in opts.level_intervals_ms.iter().enumerate() {
+        let level = i as u32 + 1;
+        let src: Vec<FileInfo> = files
+            .iter()
+            .filter(|f| f.key.level == level - 1)
+            .copied()
+            .collect();
+        let dst_max = files
+            .iter()
+            .filter(|f| f.key.level == level)
+            .map(|f| f.key.max_txid)
+            .max();
+        let mut entries = Vec::new();
+        for inputs in policy::plan_level(&src, dst_max, skip_through, interval, now) {
+            let key = merge::output_key(level, &inputs);
+            let info = if dry_run {
+                FileInfo {
+                    key,
+                    size: 0,
+                    created_at_ms: inputs[inputs.len() - 1].created_at_ms,
+                }
+            } else {
+                let m = merge::merge(store, &inputs, manifest.as_ref(), &work_dir)?;
+                let meta = WriteMeta {
+                    timestamp_ms: m.header.timestamp_ms,
+                    sha256: m.sha256.clone(),
+                };
+                let info = store.write(&key, m.file.path(), &meta)?;
+                entries.push(Entry::new(store.layout(), &info, m.sha256));
+                info
+            };
+            created.push(info);
+            files.push(info);
+        }
+        // Files are durable before the manifest names them.
+        if !entries.is_empty() {
+            manifest::update(store, &entries, &[])?;
+            indexed = true;
+        }
+        files.sort_by_key(|f| f.key);
+    }
+
+    let decision = retention::decide(&files, &opts.retention, now, &url)?;
+    if !dry_run && !decision.remove.is_empty() {
+        let keys: Vec<FileKey> = decision.remove.iter().map(|f| f.key).collect();
+        // Unindexed first, then deleted: a restore never sees an entry without its file for
+        // longer than the two steps take. (A manifest created since the listing names only
+        // files newer than it, none of which is removed.)
+        if indexed {
+            manifest::update(store, &[], &keys)?;
+        }
+        store.delete(&keys)?;
+    }
+    Ok(report(store, opts, now, dry_run, &created, &decision))
+}
+
+fn report(
+    store: &dyn Store,
+    opts: &CompactOptions,
+    now: i64,
+    dry_run: bool,
+    created: &[FileInfo],
+    d: &Decision,
+) -> Report {
+    let created_reports = created
+        .iter()
+        .map(|f| {
+            let mut r = FileReport::new(store, f, None);
+            if dry_run {
+                r.size = None;
+            }
+            r
+        })
+        .collect();
+    Report {
+        replica: store.describe(),
+        dry_run,
+        now: format_rfc3339_ms(now),
+        retention: opts.retention.to_string(),
+        latest_txid: d.latest.map(|t| t.to_string()),
+        exact_from_txid: d.exact_from.map(|t| t.to_string()),
+        created: created_reports,
+        removed: d
+            .remove
+            .iter()
+            .map(|f| FileReport::new(store, f, None))
+            .collect(),
+        kept: d
+            .keep
+            .iter()
+            .map(|(f, why)| FileReport::new(store, f, Some(why.to_string())))
+            .collect(),
+        bytes_written: if dry_run {
+            0
+        } else {
+            created.iter().map(|f| f.size).sum()
+        },
+        bytes_freed: d.remove.iter().map(|f| f.size).sum(),
+    }
+}
+
+/// Reads `manifest.json`; a damaged one is an integrity problem (restore treats it so).
+pub fn load_manifest(store: &dyn Store) -> Result<Option<Manifest>, CompactError> {
+    match manifest::load(store) {
+        Ok(m) => Ok(m.map(|(m, _)| m)),
+        Err(e @ StoreError::Invalid { .. }) => Err(CompactError::integrity(e.to_string())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Every LTX file in the replica, sorted by key, with the best time known cheaply: the manifest's
+/// (the LTX header's) when it indexes the file, the exact store time for snapshots (retention
+/// goes by them), and the listing's otherwise.
+pub fn listing(
+    store: &dyn Store,
+    manifest: Option<&Manifest>,
+) -> Result<Vec<FileInfo>, CompactError> {
+    let mut files = store.list(None, Times::Listed)?;
+    files.retain(|f| f.key.level != SNAPSHOT_LEVEL);
+    files.extend(store.list(Some(SNAPSHOT_LEVEL), Times::Exact)?);
+    if let Some(m) = manifest {
+        for f in &mut files {
+            if let Some(e) = m.get(&f.key).filter(|e| e.size == f.size) {
+                f.created_at_ms = e.created_at_ms;
+            }
+        }
+    }
+    files.sort_by_key(|f| f.key);
+    Ok(files)
+}
+
+/// A local temporary file, removed when dropped.
+#[derive(Debug)]
+pub struct TempPath(PathBuf);
+
+impl TempPath {
+    /// A new unique path in `dir` (the file is not created).
+    pub fn new(dir: &Path, what: &str) -> Result<TempPath, CompactError> {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        if !dir.is_dir() {
+            return Err(CompactError::new(
+                ErrorKind::Io,
+                format!(
+                    "the temporary directory {} does not exist; create it or set TMPDIR",
+                    dir.display()
+                ),
+            ));
+        }
+        Ok(TempPath(dir.join(format!(
+            "walrust-compact-{}-{}.{what}.tmp",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ))))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

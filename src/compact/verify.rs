@@ -1,0 +1,272 @@
+//! `walrust verify` / `walrust_verify()`: reads every file of a replica and checks it, and checks
+//! that the files chain together.
+//!
+//! Per file: the LTX file checksum (which needs every page decompressed), the page rules and the
+//! page index (all checked by `ltx::verify`, streaming, in constant memory), that the header's
+//! TXIDs match the name, that the bytes read match the listed size, and the SHA-256 in
+//! `manifest.json` when it indexes the file. Per replica: every manifest entry has its file with
+//! its size; the chain from each snapshot towards the newest restore point (a hole is reported:
+//! retention removes what older snapshots would need to reach it, by design); the newest restore
+//! point's chain, which must have no hole.
+//!
+//! `VerifyReport::ok` is false on any damaged file, manifest mismatch or hole in the newest
+//! chain; callers turn that into an error starting `walrust: integrity error`. A file that a
+//! concurrent compaction deleted while verify ran is skipped, not reported.
+
+use serde::Serialize;
+
+use super::{listing, load_manifest, lower_levels, reach, CompactError};
+use crate::ltx;
+use crate::manifest::HashingReader;
+use crate::store::{FileInfo, Layout, Store, StoreError, SNAPSHOT_LEVEL};
+use crate::Txid;
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct VerifyReport {
+    pub replica: String,
+    pub ok: bool,
+    pub files_checked: usize,
+    pub bytes: u64,
+    /// The newest TXID any file reaches.
+    pub latest_txid: Option<String>,
+    /// From each snapshot, newest first: how far its chain of files reaches.
+    pub chains: Vec<Chain>,
+    pub manifest: ManifestCheck,
+    /// Files whose bytes fail a check.
+    pub damaged: Vec<Damaged>,
+    /// Every reason `ok` is false, one line each.
+    pub problems: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Chain {
+    pub snapshot: String,
+    pub from_txid: String,
+    pub reaches_txid: String,
+    /// Files of levels 0–8 the chain applies.
+    pub files: usize,
+    pub reaches_latest: bool,
+    /// Where the chain stops short, if files exist beyond it.
+    pub gap: Option<Gap>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Gap {
+    pub after_txid: String,
+    pub next_file: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ManifestCheck {
+    pub present: bool,
+    pub entries: usize,
+    /// Entries whose file is not in the listing.
+    pub missing: Vec<String>,
+    pub size_mismatch: Vec<String>,
+    pub sha_mismatch: Vec<String>,
+    /// Files the manifest does not name (written by Litestream, or by an upload that stopped
+    /// before indexing them): not a problem.
+    pub unindexed: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Damaged {
+    pub key: String,
+    pub error: String,
+}
+
+impl VerifyReport {
+    /// `Ok(self)` if nothing is wrong, else the integrity error that sums it up.
+    pub fn into_result(self) -> Result<VerifyReport, CompactError> {
+        if self.ok {
+            return Ok(self);
+        }
+        let n = self.problems.len();
+        let mut msg = self.problems[..n.min(3)].join("; ");
+        if n > 3 {
+            msg.push_str(&format!("; and {} more", n - 3));
+        }
+        Err(CompactError::integrity(format!(
+            "{msg} (in {}); restore to a TXID before the damage, or take a new snapshot",
+            self.replica
+        )))
+    }
+}
+
+/// Checks every file and the chains (see the module doc). Errors only when the store fails.
+pub fn verify(store: &dyn Store) -> Result<VerifyReport, CompactError> {
+    let url = store.describe();
+    let layout = store.layout();
+    let manifest = load_manifest(store)?;
+    let mut files = listing(store, manifest.as_ref())?;
+    let mut r = VerifyReport {
+        replica: url.clone(),
+        ..VerifyReport::default()
+    };
+
+    let mut vanished = Vec::new();
+    for f in &files {
+        let name = layout.file_key(&f.key);
+        let expected_sha = manifest
+            .as_ref()
+            .and_then(|m| m.get(&f.key))
+            .map(|e| &e.sha256);
+        match check_file(store, f, expected_sha.map(|s| s.as_str()))? {
+            Check::Ok(bytes) => r.bytes += bytes,
+            Check::Vanished => {
+                vanished.push(f.key);
+                continue;
+            }
+            Check::ShaMismatch(why) => {
+                r.problems.push(format!("{name}: {why}"));
+                r.manifest.sha_mismatch.push(name.clone());
+            }
+            Check::Damaged(why) => {
+                r.problems.push(format!("{name}: {why}"));
+                r.damaged.push(Damaged {
+                    key: name.clone(),
+                    error: why,
+                });
+            }
+        }
+        r.files_checked += 1;
+    }
+    files.retain(|f| !vanished.contains(&f.key));
+
+    if let Some(m) = &manifest {
+        r.manifest.present = true;
+        r.manifest.entries = m.files.len();
+        for e in &m.files {
+            let key = e.file_key().expect("checked at parse");
+            match files.binary_search_by_key(&key, |f| f.key) {
+                Err(_) if !vanished.contains(&key) => {
+                    r.problems
+                        .push(format!("manifest.json names {} but it is missing", e.key));
+                    r.manifest.missing.push(e.key.clone());
+                }
+                Ok(i) if files[i].size != e.size => {
+                    r.problems.push(format!(
+                        "{} is {} bytes but manifest.json says {}",
+                        e.key, files[i].size, e.size
+                    ));
+                    r.manifest.size_mismatch.push(e.key.clone());
+                }
+                _ => {}
+            }
+        }
+        r.manifest.unindexed = files
+            .iter()
+            .filter(|f| m.get(&f.key).is_none())
+            .map(|f| layout.file_key(&f.key))
+            .collect();
+    }
+
+    let latest = files.iter().map(|f| f.key.max_txid).max();
+    r.latest_txid = latest.map(|t| t.to_string());
+    r.chains = chains(&files, latest, layout);
+    let newest = files
+        .iter()
+        .filter(|f| f.key.level == SNAPSHOT_LEVEL)
+        .max_by_key(|s| (s.key.max_txid, s.created_at_ms));
+    match newest {
+        None if !files.is_empty() => r
+            .problems
+            .push("no snapshot (level 9): nothing can be restored".into()),
+        None => {}
+        Some(s) => {
+            let lower = lower_levels(&files);
+            if let Some(next) = reach(&lower, s.key.max_txid, |_| true).beyond {
+                let end = reach(&lower, s.key.max_txid, |_| true).end;
+                r.problems.push(format!(
+                    "the newest restore point's chain has a gap: its files reach TXID {end}, \
+                     but the next one ({}) starts at TXID {}; a file is missing",
+                    layout.file_key(&next.key),
+                    next.key.min_txid
+                ));
+            }
+        }
+    }
+    r.ok = r.problems.is_empty();
+    Ok(r)
+}
+
+enum Check {
+    Ok(u64),
+    Vanished,
+    ShaMismatch(String),
+    Damaged(String),
+}
+
+fn check_file(
+    store: &dyn Store,
+    f: &FileInfo,
+    expected_sha: Option<&str>,
+) -> Result<Check, CompactError> {
+    let reader = match store.read(&f.key, None) {
+        Ok(r) => r,
+        Err(StoreError::NotFound { .. }) if !still_listed(store, f)? => return Ok(Check::Vanished),
+        Err(e) => return Err(e.into()),
+    };
+    let mut hashed = HashingReader::new(reader);
+    let header = match ltx::verify(&mut hashed) {
+        Ok((h, _)) => h,
+        Err(ltx::Error::Io(e)) => {
+            return Err(CompactError::new(
+                crate::restore::ErrorKind::Storage,
+                format!("reading {}: {e}; check the store, then retry", f.key),
+            ))
+        }
+        Err(e) => return Ok(Check::Damaged(e.to_string())),
+    };
+    let (sha, size) = hashed.finish().map_err(|e| {
+        CompactError::new(
+            crate::restore::ErrorKind::Storage,
+            format!("reading {}: {e}", f.key),
+        )
+    })?;
+    if (header.min_txid, header.max_txid) != (f.key.min_txid, f.key.max_txid) {
+        return Ok(Check::Damaged(format!(
+            "its header covers TXIDs {}-{}, not what its name says",
+            header.min_txid, header.max_txid
+        )));
+    }
+    if size != f.size {
+        return Ok(Check::Damaged(format!(
+            "read {size} bytes but the store lists {}",
+            f.size
+        )));
+    }
+    match expected_sha {
+        Some(want) if want != sha => Ok(Check::ShaMismatch(format!(
+            "its SHA-256 is {sha} but manifest.json says {want}"
+        ))),
+        _ => Ok(Check::Ok(size)),
+    }
+}
+
+fn still_listed(store: &dyn Store, f: &FileInfo) -> Result<bool, CompactError> {
+    let level = store.list(Some(f.key.level), crate::store::Times::Listed)?;
+    Ok(level.iter().any(|g| g.key == f.key))
+}
+
+/// The chain from each snapshot, newest first (`reach`: greedy like `restore::choose`).
+fn chains(files: &[FileInfo], latest: Option<Txid>, layout: Layout) -> Vec<Chain> {
+    let lower = lower_levels(files);
+    let snapshots = files.iter().rev().filter(|f| f.key.level == SNAPSHOT_LEVEL);
+    snapshots
+        .map(|s| {
+            let r = reach(&lower, s.key.max_txid, |_| true);
+            Chain {
+                snapshot: layout.file_key(&s.key),
+                from_txid: s.key.max_txid.to_string(),
+                reaches_txid: r.end.to_string(),
+                files: r.files,
+                reaches_latest: Some(r.end) == latest,
+                gap: r.beyond.map(|next| Gap {
+                    after_txid: r.end.to_string(),
+                    next_file: layout.file_key(&next.key),
+                }),
+            }
+        })
+        .collect()
+}

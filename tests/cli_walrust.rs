@@ -1,0 +1,273 @@
+//! The `walrust` binary: every subcommand's help, and the exit codes of SPEC section 7: 0
+//! success, 2 usage, 3 nothing to restore, 4 storage error, 5 integrity error. Also that it
+//! links no SQLite.
+
+mod compact_support;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use compact_support::*;
+use walrust::clock::format_rfc3339_ms;
+
+fn walrust(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_walrust"))
+        .args(args)
+        .env_remove("WALRUST_RETENTION")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn replica() -> Rep {
+    let mut r = Rep::new("cli", 512);
+    r.model.commit(&[1, 2, 3, 4], 4, T0);
+    r.snapshot(T0);
+    for i in 1..=12 {
+        r.txn(&[(i % 4) as u32 + 1], 4 + (i / 4) as u32, T0 + i * 60 * SEC);
+    }
+    r.flush();
+    r
+}
+
+fn url(r: &Rep) -> String {
+    format!("file://{}", r.root().display())
+}
+
+fn out_path(r: &Rep, name: &str) -> String {
+    r.dir.path().join(name).display().to_string()
+}
+
+#[test]
+fn help_and_usage_errors() {
+    for args in [
+        &["--help"][..],
+        &["help"],
+        &["help", "compact"],
+        &["--version"],
+    ] {
+        let o = walrust(args);
+        assert_eq!(code(&o), 0, "{args:?}: {}", text(&o.stderr));
+    }
+    for cmd in ["restore", "list", "verify", "compact"] {
+        let o = walrust(&[cmd, "--help"]);
+        assert_eq!(code(&o), 0);
+        assert!(text(&o.stdout).starts_with(&format!("Usage: walrust {cmd}")));
+    }
+    let help = text(&walrust(&["restore", "-h"]).stdout);
+    assert!(
+        help.contains("PRAGMA integrity_check") && help.contains("LTX"),
+        "{help}"
+    );
+
+    for args in [
+        &[][..],
+        &["frobnicate"],
+        &["restore", "file:///x"],
+        &["restore", "file:///x", "-o"],
+        &["restore", "file:///x", "-o", "/tmp/o.db", "--txid", "soon"],
+        &["restore", "file:///x", "-o", "/tmp/o.db", "--txid", "0"],
+        &[
+            "restore",
+            "file:///x",
+            "-o",
+            "/tmp/o.db",
+            "--timestamp",
+            "yesterday",
+        ],
+        &[
+            "restore",
+            "file:///x",
+            "-o",
+            "/o.db",
+            "--txid",
+            "3",
+            "--timestamp",
+            "2026-01-01T00:00:00Z",
+        ],
+        &["list"],
+        &["list", "file:///x", "file:///y"],
+        &["verify", "file:///x", "--fast"],
+        &["compact", "file:///x", "--dry-run=yes"],
+        &["compact", "file:///x", "--retention", "hourly=many"],
+    ] {
+        let o = walrust(args);
+        assert_eq!(code(&o), 2, "{args:?}: {}", text(&o.stderr));
+        assert!(text(&o.stderr).contains("Usage:"), "{args:?}");
+    }
+}
+
+#[test]
+fn restores_by_latest_txid_and_time() {
+    let r = replica();
+    let last = r.model.last();
+    let out = out_path(&r, "latest.db");
+    let o = walrust(&["restore", &url(&r), "-o", &out]);
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains(&format!("TXID {} ({last}", txid(last))));
+    assert!(std::fs::read(&out).unwrap() == r.model.db_bytes(last));
+
+    for (arg, want) in [("7", 7), ("0x8", 8), ("0000000000000009", 9)] {
+        let out = out_path(&r, &format!("txid-{arg}.db"));
+        let o = walrust(&[
+            "restore",
+            r.root().to_str().unwrap(),
+            "-o",
+            &out,
+            "--txid",
+            arg,
+        ]);
+        assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+        assert!(std::fs::read(&out).unwrap() == r.model.db_bytes(want));
+    }
+    let out = out_path(&r, "time.db");
+    let at = format_rfc3339_ms(r.model.times[5] + 30 * SEC);
+    let o = walrust(&["restore", &url(&r), "--output", &out, "--timestamp", &at]);
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    assert!(std::fs::read(&out).unwrap() == r.model.db_bytes(5));
+
+    // Never over an existing file: a usage error.
+    let o = walrust(&["restore", &url(&r), "-o", &out]);
+    assert_eq!(code(&o), 2, "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("already exists"));
+
+    let o = walrust(&["list", &url(&r)]);
+    assert_eq!(code(&o), 0);
+    let listing = text(&o.stdout);
+    assert_eq!(listing.lines().count(), 1 + 13 + 1, "{listing}");
+    assert!(listing.contains(&format!("newest restore point TXID {}", txid(last))));
+
+    let o = walrust(&["verify", &url(&r)]);
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["files_checked"], 13);
+
+    let o = walrust(&["compact", &url(&r), "--dry-run"]);
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    let dry: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(dry["dry_run"], true);
+    let o = walrust(&["compact", &url(&r), "--retention", "hourly=24,daily=2"]);
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    let done: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(done["retention"], "hourly=24,daily=2,weekly=0,monthly=0");
+    let out = out_path(&r, "after-compact.db");
+    assert_eq!(code(&walrust(&["restore", &url(&r), "-o", &out])), 0);
+    assert!(std::fs::read(&out).unwrap() == r.model.db_bytes(last));
+}
+
+#[test]
+fn nothing_to_restore_is_3() {
+    let empty = TempDir::new("cli-empty");
+    let missing = empty.path().join("never-written");
+    for u in [empty.path(), missing.as_path()] {
+        let out = empty.path().join("out.db");
+        let o = walrust(&["restore", u.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+        assert_eq!(code(&o), 3, "{}", text(&o.stderr));
+        assert!(text(&o.stderr).starts_with("walrust: nothing to restore"));
+        assert_eq!(code(&walrust(&["verify", u.to_str().unwrap()])), 3);
+        assert_eq!(code(&walrust(&["compact", u.to_str().unwrap()])), 3);
+        assert_eq!(code(&walrust(&["list", u.to_str().unwrap()])), 0);
+    }
+    // A target before the first snapshot.
+    let r = replica();
+    let mut late = Rep::new("cli-late", 512);
+    late.model.commit(&[1], 1, T0);
+    late.model.commit(&[1], 1, T0 + SEC);
+    late.snapshot(T0 + SEC);
+    late.flush();
+    let out = out_path(&r, "early.db");
+    let o = walrust(&["restore", &url(&late), "-o", &out, "--txid", "1"]);
+    assert_eq!(code(&o), 3, "{}", text(&o.stderr));
+    assert!(!Path::new(&out).exists());
+}
+
+#[test]
+fn storage_errors_are_4() {
+    let r = replica();
+    let out = out_path(&r, "out.db");
+    // A replica whose level-0 folder is not a folder cannot be listed.
+    let broken = TempDir::new("cli-broken");
+    std::fs::create_dir_all(broken.path().join("ltx")).unwrap();
+    std::fs::write(broken.path().join("ltx/0"), b"not a directory").unwrap();
+    let b = broken.path().to_str().unwrap();
+    for args in [
+        &["restore", b, "-o", &out][..],
+        &["list", b],
+        &["verify", b],
+        &["compact", b],
+    ] {
+        let o = walrust(args);
+        assert_eq!(code(&o), 4, "{args:?}: {}", text(&o.stderr));
+    }
+    // URLs that do not open: a file as the replica, S3 (not built yet), a malformed S3 URL.
+    let file = r.dir.path().join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    for u in [
+        file.to_str().unwrap(),
+        "s3://bucket/app",
+        "s3://AKIA:hunter2@bucket/app",
+        "relative/dir",
+    ] {
+        let o = walrust(&["restore", u, "-o", &out]);
+        assert_eq!(code(&o), 4, "{u}: {}", text(&o.stderr));
+        assert!(!text(&o.stderr).contains("hunter2"));
+        assert_eq!(code(&walrust(&["list", u])), 4, "{u}");
+    }
+    assert!(!Path::new(&out).exists());
+}
+
+#[test]
+fn a_flipped_byte_is_5() {
+    let r = replica();
+    let files = level_files(&r.store, 0);
+    let path = r
+        .root()
+        .join(walrust::store::Layout::Fs.file_key(&files[3].key));
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[110] ^= 0x10;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let out = out_path(&r, "damaged.db");
+    let o = walrust(&["restore", &url(&r), "-o", &out]);
+    assert_eq!(code(&o), 5, "{}", text(&o.stderr));
+    assert!(text(&o.stderr).starts_with("walrust: integrity error"));
+    assert!(!Path::new(&out).exists());
+    assert!(!Path::new(&format!("{out}.tmp-walrust")).exists());
+
+    let o = walrust(&["verify", &url(&r)]);
+    assert_eq!(code(&o), 5);
+    assert!(text(&o.stderr).starts_with("walrust: integrity error"));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["damaged"].as_array().unwrap().len(), 1);
+
+    let o = walrust(&["compact", &url(&r)]);
+    assert_eq!(code(&o), 5, "{}", text(&o.stderr));
+    // Restores before the damage still work.
+    let out = out_path(&r, "before.db");
+    assert_eq!(
+        code(&walrust(&["restore", &url(&r), "-o", &out, "--txid", "4"])),
+        0
+    );
+}
+
+#[test]
+fn the_binary_links_no_sqlite() {
+    let Ok(o) = Command::new("ldd")
+        .arg(env!("CARGO_BIN_EXE_walrust"))
+        .output()
+    else {
+        eprintln!("!!!!!!!! SKIPPED: no ldd !!!!!!!!");
+        return;
+    };
+    let libs = text(&o.stdout);
+    assert!(!libs.contains("sqlite"), "{libs}");
+}

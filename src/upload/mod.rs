@@ -75,6 +75,28 @@ pub fn wake(repl: &Replication) {
     notify(repl)
 }
 
+static COMPACTOR: Lazy<Sender<Arc<Replication>>> = Lazy::new(|| {
+    let (tx, rx) = flume::bounded::<Arc<Replication>>(64);
+    std::thread::Builder::new()
+        .name("walrust-compact".into())
+        .spawn(move || {
+            for repl in rx.iter() {
+                let opts = crate::compact::CompactOptions::new(repl.settings().retention).with_tmp_dir(repl.shadow.tmp_dir());
+                if let Err(e) = crate::compact::compact(repl.store.as_ref(), &opts, &crate::clock::SystemClock, false) {
+                    crate::log::warn(&format!("walrust: compaction of {} after a snapshot failed: {e}", repl.url));
+                }
+            }
+        })
+        .expect("spawn the walrust compaction thread");
+    tx
+});
+
+/// Runs compaction and retention on the replica soon, on the compaction thread (one per
+/// process), so uploads of every database go on meanwhile.
+pub fn compact_later(repl: Arc<Replication>) {
+    let _ = COMPACTOR.try_send(repl);
+}
+
 /// Blocks until every transaction up to `txid` is in the replica, or `timeout` passes.
 pub fn sync(repl: &Replication, txid: u64, timeout: Duration) -> Result<u64, String> {
     let (tx, rx) = flume::bounded(1);

@@ -331,6 +331,9 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
             e.uploaded = e.uploaded.max(txid);
             e.repl
                 .update_status(|s| s.last_upload_at_ms = Some(now_ms()));
+            if e.repl.settings().compact_after_snapshot {
+                super::compact_later(e.repl.clone());
+            }
             for w in e.snapshot_waiters.drain(..) {
                 let _ = w.send(Ok(txid));
             }

@@ -415,7 +415,7 @@ mod tests {
             .any(|k| format_rfc3339_ms(time_of(k)) == "2025-12-31T23:30:00.000Z"));
         assert!(!keep
             .keys()
-            .any(|k| format_rfc3339_ms(time_of(k)) < "2025-12-01".into()));
+            .any(|k| format_rfc3339_ms(time_of(k)).as_str() < "2025-12-01"));
         // 24 hourly + 5 more daily (today's is the newest, yesterday's 23:30 an hourly one) + 10
         // more weekly (this week's is the newest, last Sunday a daily one) + 11 more monthly.
         assert_eq!(keep.len(), 24 + 5 + 10 + 11, "{:?}", labels);

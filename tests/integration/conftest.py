@@ -5,7 +5,7 @@ that the extension under test sees no stray settings such as WALRUST_REPLICA_ROO
 - WALRUST_EXT: the built extension (suffix optional). Unset: `cargo build --release` once per
   session and use target/release/libwalrust.so.
 - WALRUST_TEST_STORES: comma-separated stores the `replica` fixture runs each test against,
-  `file` (default) and/or `s3` (starts s3s-fs through scripts/s3-server.sh).
+  `file` and `s3` (default: both; `s3` starts s3s-fs through scripts/s3-server.sh).
 """
 
 import json
@@ -21,7 +21,7 @@ from external import Litestream, S3Server
 from harness import ROOT, Replica, Walrust
 
 EXT_ENV = os.environ.get("WALRUST_EXT")
-STORES = [s.strip() for s in os.environ.get("WALRUST_TEST_STORES", "file").split(",") if s.strip()]
+STORES = [s.strip() for s in os.environ.get("WALRUST_TEST_STORES", "file,s3").split(",") if s.strip()]
 for _name in [k for k in os.environ if k.startswith("WALRUST_")]:
     del os.environ[_name]
 

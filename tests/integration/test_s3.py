@@ -110,7 +110,10 @@ def test_the_server_restarted_during_a_multipart_snapshot(tmp_path, server, walr
     replica = s3_replica(server)
     conn = connect(tmp_path / "app.db", replica)
     conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
-    conn.execute("INSERT INTO t(v) SELECT randomblob(4000) FROM generate_series(1, 12000)")  # ~50 MB
+    conn.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12000) "
+        "INSERT INTO t(v) SELECT randomblob(4000) FROM n"
+    )  # ~50 MB
     walrust.sync(conn)
     done = {}
 

@@ -27,7 +27,7 @@ pub unsafe extern "C" fn sqlite3_walrust_init(
 }
 
 fn init(conn: Connection) -> rusqlite::Result<bool> {
-    super::methods::register().map_err(|msg| rusqlite::Error::ModuleError(msg))?;
+    super::methods::register().map_err(rusqlite::Error::ModuleError)?;
     AUTO_EXTENSION.call_once(|| unsafe {
         // SAFETY: the signature matches what sqlite3_auto_extension calls.
         let entry: unsafe extern "C" fn() = std::mem::transmute(auto_entry as *const ());

@@ -4,8 +4,8 @@
 //!
 //! Policy, as Litestream's: PASSIVE once the WAL holds 1000 frames, RESTART past 4000 (a PASSIVE
 //! checkpoint cannot catch up with a writer that never pauses), TRUNCATE once it passes
-//! 121359 frames, and when a database has been idle for a moment a PASSIVE checkpoint, then a
-//! TRUNCATE (without waiting for readers) if the WAL file has grown large. The commit path only
+//! 121359 frames, and a PASSIVE checkpoint when a database has been idle for a moment, so the
+//! next write starts the WAL over from its beginning. The commit path only
 //! stores the WAL size in atomics and wakes this thread when a threshold is crossed. What must
 //! hold: a checkpoint never runs ahead of capture (every committed frame is in the shadow log
 //! before SQLite reports the commit, and the WAL is read once more before any restart or
@@ -31,9 +31,6 @@ pub const RESTART_FRAMES: u32 = 4 * PASSIVE_FRAMES;
 const IDLE_MS: i64 = 1000;
 /// How often idle databases are looked at.
 const POLL: Duration = Duration::from_millis(250);
-/// When idle, a WAL file larger than this is truncated (if no reader needs it), so that a
-/// burst or a long reader does not leave a large file behind.
-const TRUNCATE_IDLE_BYTES: u64 = 4 << 20;
 
 enum Msg {
     Register(Weak<Database>),
@@ -139,12 +136,16 @@ fn step(e: &mut Entry) {
         }
     }
     let conn = e.conn.as_ref().unwrap();
-    let _ = conn.busy_timeout(Duration::from_millis(if mode == "TRUNCATE" {
-        5000
-    } else {
-        0
-    }));
-    let mut done = checkpoint(conn, mode);
+    // PASSIVE never waits. RESTART and TRUNCATE hold the write lock while they wait for
+    // readers, so they wait only a moment: a long reader must never stall the application's
+    // writers (the next poll tries again).
+    let wait_ms = match mode {
+        "PASSIVE" => 0,
+        "RESTART" => 50,
+        _ => 1000,
+    };
+    let _ = conn.busy_timeout(Duration::from_millis(wait_ms));
+    let done = checkpoint(conn, mode);
     crate::log::trace(|| {
         format!(
             "checkpoint {mode} of {} at {frames} frames: done {done}",
@@ -152,14 +153,9 @@ fn step(e: &mut Entry) {
         )
     });
     if idle {
-        let wal_bytes = std::fs::metadata(db.wal_path())
-            .map(|m| m.len())
-            .unwrap_or(0);
-        if done && wal_bytes > TRUNCATE_IDLE_BYTES {
-            let _ = conn.busy_timeout(Duration::ZERO);
-            done = checkpoint(conn, "TRUNCATE");
-        }
-        // A reader kept it from finishing: try again at the next poll.
+        // A reader kept it from finishing: try again at the next poll. (Never TRUNCATE here:
+        // it rewrites the WAL header, which fails with SQLITE_BUSY_SNAPSHOT any application
+        // transaction that read before and writes after; RESTART and PASSIVE do not.)
         w.idle_done.store(done, Ordering::Relaxed);
     }
     if done || mode != "PASSIVE" {

@@ -81,9 +81,18 @@ static COMPACTOR: Lazy<Sender<Arc<Replication>>> = Lazy::new(|| {
         .name("walrust-compact".into())
         .spawn(move || {
             for repl in rx.iter() {
-                let opts = crate::compact::CompactOptions::new(repl.settings().retention).with_tmp_dir(repl.shadow.tmp_dir());
-                if let Err(e) = crate::compact::compact(repl.store.as_ref(), &opts, &crate::clock::SystemClock, false) {
-                    crate::log::warn(&format!("walrust: compaction of {} after a snapshot failed: {e}", repl.url));
+                let opts = crate::compact::CompactOptions::new(repl.settings().retention)
+                    .with_tmp_dir(repl.shadow.tmp_dir());
+                if let Err(e) = crate::compact::compact(
+                    repl.store.as_ref(),
+                    &opts,
+                    &crate::clock::SystemClock,
+                    false,
+                ) {
+                    crate::log::warn(&format!(
+                        "walrust: compaction of {} after a snapshot failed: {e}",
+                        repl.url
+                    ));
                 }
             }
         })

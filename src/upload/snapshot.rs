@@ -80,6 +80,8 @@ pub struct Point {
 /// thread): opens `reader`'s read transaction, brings the shadow log up to date and fixes the
 /// snapshot's TXID. Nothing can commit in between, so the read view is exactly that TXID.
 pub fn fix_point(db: &Database, reader: &Connection, min_txid: u64) -> Result<Point, String> {
+    // Never wait here: the write lock is held (perhaps by the application's own commit).
+    let _ = reader.busy_timeout(Duration::ZERO);
     reader
         .execute_batch("BEGIN; SELECT count(*) FROM sqlite_schema;")
         .map_err(|e| format!("cannot start the snapshot's read transaction: {e}"))?;
@@ -105,10 +107,10 @@ pub fn fix_point(db: &Database, reader: &Connection, min_txid: u64) -> Result<Po
 /// `n` (after a divergence, or onto an empty replica); otherwise it carries the log's last
 /// TXID. Returns the snapshot's TXID.
 ///
-/// The write lock is needed only for an instant. Under a steady stream of commits an internal
-/// connection may never win it (SQLite's locks are not fair), so after a short try the request
-/// is handed to the application's next commit, which fixes the point while it still holds the
-/// lock (`Database::write_lock_releasing`).
+/// Fixing the point needs the write lock for an instant. If the application is writing, its
+/// next commit does it while it holds the lock anyway (`Database::write_lock_releasing`), so no
+/// writer ever waits on walrust and no busy-timeout-less connection sees SQLITE_BUSY; an
+/// internal connection takes the lock only when no commit came for a second.
 pub fn take(
     db: &Database,
     repl: &Replication,
@@ -116,53 +118,33 @@ pub fn take(
 ) -> Result<Txid, String> {
     let min_txid = fresh_txid_above.map_or(1, |n| n + 1);
     let reader = open_internal(db)?;
-    let point = match with_write_lock(db, Duration::from_millis(100), |_| {
-        fix_point(db, &reader, min_txid)
-    }) {
-        Ok(p) => p,
-        Err(_) => {
-            let _ = reader.execute_batch("ROLLBACK");
-            return take_at_next_commit(db, repl, reader, min_txid);
-        }
-    };
-    let result = stream(
-        db,
-        repl,
-        Txid::new(point.txid).unwrap(),
-        point.pos,
-        point.page_size,
-        point.pages,
-    );
-    let _ = reader.execute_batch("ROLLBACK");
-    result
-}
-
-fn take_at_next_commit(
-    db: &Database,
-    repl: &Replication,
-    reader: Connection,
-    min_txid: u64,
-) -> Result<Txid, String> {
     let (tx, rx) = flume::bounded(1);
     *repl.handoff.lock().unwrap() = Some(Handoff {
         reader,
         min_txid,
         reply: tx,
     });
-    let answer = match rx.recv_timeout(Duration::from_secs(10)) {
-        Ok(a) => a,
-        Err(_) => match repl.handoff.lock().unwrap().take() {
-            // Nobody committed: the lock is likely free now.
-            Some(h) => {
-                let point = with_write_lock(db, Duration::from_secs(5), |_| {
-                    fix_point(db, &h.reader, h.min_txid)
-                });
-                point.map(|p| (h.reader, p))
-            }
-            None => rx
-                .recv_timeout(Duration::from_secs(60))
-                .map_err(|_| "the snapshot hand-off was lost".to_string())?,
-        },
+    crate::log::trace(|| format!("snapshot of {} waits for a commit", db.path.display()));
+    // Wait for a commit to fix the point; without one for a second, take the write lock. A
+    // commit that could not fix it puts the request back, so look again each second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let answer = loop {
+        if let Ok(a) = rx.recv_timeout(Duration::from_secs(1)) {
+            break a;
+        }
+        let taken = repl.handoff.lock().unwrap().take();
+        if let Some(h) = taken {
+            crate::log::trace(|| "snapshot takes the write lock itself".to_string());
+            let point = with_write_lock(db, Duration::from_secs(5), |_| {
+                fix_point(db, &h.reader, h.min_txid)
+            });
+            break point.map(|p| (h.reader, p));
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(
+                "the snapshot's read point could not be fixed within a minute; will retry".into(),
+            );
+        }
     };
     let (reader, point) = answer?;
     let result = stream(
@@ -184,19 +166,24 @@ pub struct Handoff {
     pub reply: flume::Sender<Result<(Connection, Point), String>>,
 }
 
-/// Called by the committing thread with the write lock still held.
-pub fn serve_handoff(db: &Database, h: Handoff) {
-    let result = fix_point(db, &h.reader, h.min_txid);
-    let reply = match result {
-        Ok(p) => Ok((h.reader, p)),
-        Err(e) => {
-            let _ = h.reader.execute_batch("ROLLBACK");
-            Err(e)
+/// Called by the committing thread with the write lock still held. If the point cannot be
+/// fixed at once (the WAL index is being rebuilt, say), the request goes back for a later
+/// commit or for the uploader's own attempt; the commit never waits.
+pub fn serve_handoff(db: &Database, repl: &Replication, h: Handoff) {
+    match fix_point(db, &h.reader, h.min_txid) {
+        Ok(p) => {
+            let _ = h.reply.send(Ok((h.reader, p)));
         }
-    };
-    let _ = h.reply.send(reply);
+        Err(e) => {
+            crate::log::trace(|| format!("snapshot point not fixed at a commit: {e}"));
+            let _ = h.reader.execute_batch("ROLLBACK");
+            let mut slot = repl.handoff.lock().unwrap();
+            if slot.is_none() {
+                *slot = Some(h);
+            }
+        }
+    }
 }
-
 fn stream(
     db: &Database,
     repl: &Replication,

@@ -382,8 +382,11 @@ impl Database {
         };
         // A snapshot that could not get the write lock fixes its point here, while this
         // thread still holds it.
-        if let Some(h) = repl.and_then(|r| r.handoff.lock().unwrap().take()) {
-            crate::upload::snapshot::serve_handoff(self, h);
+        if let Some(repl) = repl {
+            let handoff = repl.handoff.lock().unwrap().take();
+            if let Some(h) = handoff {
+                crate::upload::snapshot::serve_handoff(self, &repl, h);
+            }
         }
     }
 

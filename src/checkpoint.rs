@@ -2,10 +2,11 @@
 //! database): the application's commits no longer pay for checkpoints; one thread per process
 //! runs them on its own connections.
 //!
-//! Policy, as Litestream's: PASSIVE once the WAL holds 1000 frames, RESTART past 4000 (a PASSIVE
-//! checkpoint cannot catch up with a writer that never pauses), TRUNCATE once it passes
-//! 121359 frames, and a PASSIVE checkpoint when a database has been idle for a moment, so the
-//! next write starts the WAL over from its beginning. The commit path only
+//! Policy, as Litestream's: PASSIVE once the WAL holds 1000 frames; past 4000 frames (a PASSIVE
+//! checkpoint cannot catch up with a writer that never pauses) the committing connection runs
+//! SQLite's own checkpoint, which finds most frames already copied (so Litestream's TRUNCATE at
+//! 121359 frames is never needed); and a PASSIVE checkpoint when a database has been idle for a
+//! moment, so the next write starts the WAL over from its beginning. The commit path only
 //! stores the WAL size in atomics and wakes this thread when a threshold is crossed. What must
 //! hold: a checkpoint never runs ahead of capture (every committed frame is in the shadow log
 //! before SQLite reports the commit, and the WAL is read once more before any restart or
@@ -23,10 +24,10 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 pub const PASSIVE_FRAMES: u32 = 1000;
-pub const TRUNCATE_FRAMES: u32 = 121_359;
-/// Under sustained writes a PASSIVE checkpoint never catches up with the writer and the WAL
-/// never restarts; past this many frames a RESTART makes writers wait for the last frames.
-pub const RESTART_FRAMES: u32 = 4 * PASSIVE_FRAMES;
+/// Under sustained writes a PASSIVE checkpoint from another connection never catches up with
+/// the writer and the WAL never restarts; past this many frames the committing connection runs
+/// SQLite's own checkpoint, which then has little left to copy.
+pub const INLINE_FRAMES: u32 = 4 * PASSIVE_FRAMES;
 /// A database with no commit for this long is idle.
 const IDLE_MS: i64 = 1000;
 /// How often idle databases are looked at.
@@ -60,6 +61,12 @@ pub fn on_commit(path: &Path, frames: u32) -> bool {
         return false;
     };
     if !repl.background_checkpoints() {
+        return false;
+    }
+    if frames >= INLINE_FRAMES {
+        // The checkpoint thread has not caught up with this writer (it never pauses for the
+        // thread to win the locks): let this commit run SQLite's own PASSIVE checkpoint, which
+        // finds most frames already copied, so the WAL restarts and stays bounded.
         return false;
     }
     repl.wal.frames.store(frames, Ordering::Relaxed);
@@ -114,15 +121,12 @@ fn step(e: &mut Entry) {
     let w = &repl.wal;
     let frames = w.frames.load(Ordering::Relaxed);
     let idle = now_ms() - w.last_commit_ms.load(Ordering::Relaxed) >= IDLE_MS;
-    let mode = if frames >= TRUNCATE_FRAMES {
-        "TRUNCATE"
-    } else if frames >= RESTART_FRAMES {
-        "RESTART"
-    } else if frames >= PASSIVE_FRAMES || (idle && !w.idle_done.load(Ordering::Relaxed)) {
-        "PASSIVE"
-    } else {
+    // Only PASSIVE here: it never blocks the application. (A WAL past INLINE_FRAMES is
+    // checkpointed by the committing connection itself, see `on_commit`.)
+    let mode = "PASSIVE";
+    if frames < PASSIVE_FRAMES && !(idle && !w.idle_done.load(Ordering::Relaxed)) {
         return;
-    };
+    }
     if e.conn.is_none() {
         match crate::upload::snapshot::open_internal(&db) {
             Ok(c) => e.conn = Some(c),
@@ -136,15 +140,8 @@ fn step(e: &mut Entry) {
         }
     }
     let conn = e.conn.as_ref().unwrap();
-    // PASSIVE never waits. RESTART and TRUNCATE hold the write lock while they wait for
-    // readers, so they wait only a moment: a long reader must never stall the application's
-    // writers (the next poll tries again).
-    let wait_ms = match mode {
-        "PASSIVE" => 0,
-        "RESTART" => 50,
-        _ => 1000,
-    };
-    let _ = conn.busy_timeout(Duration::from_millis(wait_ms));
+    // PASSIVE never waits for anyone; a checkpoint a reader blocks is retried at the next poll.
+    let _ = conn.busy_timeout(Duration::ZERO);
     let done = checkpoint(conn, mode);
     crate::log::trace(|| {
         format!(
@@ -158,7 +155,7 @@ fn step(e: &mut Entry) {
         // transaction that read before and writes after; RESTART and PASSIVE do not.)
         w.idle_done.store(done, Ordering::Relaxed);
     }
-    if done || mode != "PASSIVE" {
+    if done {
         // Wake again on the next threshold; a checkpoint a reader blocks is retried at the
         // next poll rather than at every commit.
         w.signaled.store(false, Ordering::Release);

@@ -82,10 +82,31 @@ pub fn read_record(file: &File, seq: u64, offset: u64, len: u64) -> io::Result<O
     if offset + header.total_len() > len {
         return Ok(None);
     }
-    let mut digest = record::Digest::new();
-    digest.update(&hb);
     let slot = 4 + header.page_size as usize;
     let mut pgnos = Vec::with_capacity(header.n_pages as usize);
+    let mut digest = record::Digest::new();
+    digest.update(&hb);
+    let total = header.total_len() as usize;
+    if total <= WRITE_CHUNK {
+        // The common case, a small transaction: one read for body and trailer.
+        let mut rest = vec![0u8; total - HEADER_LEN];
+        file.read_exact_at(&mut rest, offset + HEADER_LEN as u64)?;
+        let (body, tb) = rest.split_at(total - HEADER_LEN - TRAILER_LEN);
+        digest.update(body);
+        pgnos.extend(
+            body.chunks_exact(slot)
+                .map(|s| u32::from_be_bytes(s[..4].try_into().unwrap())),
+        );
+        if !record::trailer_matches(tb, digest.finalize(), header.total_len()) {
+            return Ok(None);
+        }
+        return Ok(Some(RecordRef {
+            header,
+            seq,
+            offset,
+            pgnos,
+        }));
+    }
     let per_chunk = (WRITE_CHUNK / slot.max(1)).max(1);
     let mut buf = vec![0u8; per_chunk.min(header.n_pages as usize).max(1) * slot];
     let mut at = offset + HEADER_LEN as u64;

@@ -23,7 +23,38 @@ pub struct Committed {
     pub commit: u32,
     /// (page number, frame holding its final image), ascending page numbers, none past `commit`.
     pub pages: Vec<(u32, u32)>,
+    /// The page images as SQLite wrote them (frame → offset), when the transaction was small
+    /// enough to keep them: then nothing is read back from the WAL.
+    pub images: Option<Images>,
 }
+
+/// Page images of one transaction, by frame.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Images {
+    pub bytes: Vec<u8>,
+    pub at: std::collections::HashMap<u32, usize>,
+}
+
+impl Images {
+    pub fn get(&self, frame: u32, page_size: u32) -> Option<&[u8]> {
+        self.at
+            .get(&frame)
+            .map(|&o| &self.bytes[o..o + page_size as usize])
+    }
+
+    fn put(&mut self, frame: u32, data: &[u8]) {
+        match self.at.get(&frame) {
+            Some(&o) => self.bytes[o..o + data.len()].copy_from_slice(data),
+            None => {
+                self.at.insert(frame, self.bytes.len());
+                self.bytes.extend_from_slice(data);
+            }
+        }
+    }
+}
+
+/// Transactions whose page images exceed this are read back from the WAL at commit instead.
+const IMAGE_LIMIT: usize = 1 << 20;
 
 impl Committed {
     /// Builds the page list from (frame, pgno) pairs in frame order: the last frame of a page wins.
@@ -47,6 +78,7 @@ impl Committed {
             last,
             commit,
             pages: by_page.into_iter().collect(),
+            images: None,
         }
     }
 }
@@ -60,6 +92,8 @@ pub struct Capture {
     pending_commit: Option<(u32, u32)>,
     /// The newest commit frame this process captured in the current WAL generation.
     last_commit: u32,
+    /// Page images of the open transaction; `None` once it outgrew `IMAGE_LIMIT`.
+    images: Option<Images>,
 }
 
 impl Capture {
@@ -80,6 +114,20 @@ impl Capture {
     pub fn on_write_lock(&mut self) {
         self.frames.clear();
         self.pending_commit = None;
+        self.images = Some(Images::default());
+    }
+
+    fn keep_image(&mut self, frame: u32, data: &[u8]) {
+        let full = match &mut self.images {
+            Some(img) => {
+                img.put(frame, data);
+                img.bytes.len() > IMAGE_LIMIT
+            }
+            None => false,
+        };
+        if full {
+            self.images = None;
+        }
     }
 
     /// Called before a write to the WAL reaches the disk. Returns the new header when this write
@@ -97,6 +145,7 @@ impl Capture {
         self.frames.clear();
         self.pending_commit = None;
         self.last_commit = 0;
+        self.images = Some(Images::default());
     }
 
     /// Called after a write to the WAL succeeded. `reread_header` reads the WAL header from the
@@ -130,13 +179,19 @@ impl Capture {
                     return None; // checksums rewritten after our own commit
                 }
                 self.frames.insert(frame, fh.pgno);
+                if matches!(part, FramePart::Whole(_)) {
+                    self.keep_image(frame, &data[wal::FRAME_HEADER_SIZE as usize..]);
+                }
                 if fh.commit == 0 {
                     return None;
                 }
                 self.pending_commit = Some((frame, fh.commit));
                 (frame, matches!(part, FramePart::Whole(_)))
             }
-            FramePart::Data(frame) => (frame, true),
+            FramePart::Data(frame) => {
+                self.keep_image(frame, data);
+                (frame, true)
+            }
         };
         let (commit_frame, commit) = self
             .pending_commit

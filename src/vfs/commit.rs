@@ -92,6 +92,14 @@ fn append_txn(app: &mut Appender, c: &Committed, wal: &mut WalRead) -> io::Resul
     };
     let bytes = app.append(header, &mut |i, page| {
         let (pgno, frame) = c.pages[i];
+        if let Some(image) = c
+            .images
+            .as_ref()
+            .and_then(|img| img.get(frame, c.page_size))
+        {
+            page.copy_from_slice(image);
+            return Ok(pgno);
+        }
         let off = wal::frame_offset(frame, c.page_size) + wal::FRAME_HEADER_SIZE;
         if wal(page, off)? < page.len() {
             return Err(io::Error::new(

@@ -124,7 +124,8 @@ fn step(e: &mut Entry) {
     // Only PASSIVE here: it never blocks the application. (A WAL past INLINE_FRAMES is
     // checkpointed by the committing connection itself, see `on_commit`.)
     let mode = "PASSIVE";
-    if frames < PASSIVE_FRAMES && !(idle && !w.idle_done.load(Ordering::Relaxed)) {
+    let idle_pass_due = idle && !w.idle_done.load(Ordering::Relaxed);
+    if frames < PASSIVE_FRAMES && !idle_pass_due {
         return;
     }
     if e.conn.is_none() {

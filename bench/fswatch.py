@@ -89,7 +89,13 @@ class Watcher:
         except FileNotFoundError:
             size = None
         rel = os.path.relpath(path, self.root)
-        self.events.append((time.monotonic(), rel, size))
+        now = time.monotonic()
+        # s3s-fs signals each PUT twice (a write and a rename of the same name, well under a
+        # millisecond apart): one object
+        for t, r, _ in self.events[-4:]:
+            if r == rel and now - t < 0.005:
+                return
+        self.events.append((now, rel, size))
         if self.on_event is not None:
             self.on_event(path, rel)
 

@@ -177,6 +177,35 @@ if W:
         p(f"### {wl.replace('/', ', synchronous=')}", "")
         table(["variant", "tx/s (median)", "range", "× SQLite", "× ceiling", "× Litestream",
                "WAL frames at end", "slowest commit ms", "commits > 100 ms", "others (cores)"], rows)
+    p("### CPU per transaction", "")
+    p("CPU time (user + system) per committed transaction, from /proc: the application's main "
+      "thread during the timed loop; walrust's own threads (uploader, checkpointer) until "
+      "`walrust_sync()` returned after it; the `litestream replicate` process until it had "
+      "shipped everything. *On CPU* is the main thread's CPU time over wall time: the rest is "
+      "time the commit waited (I/O, locks, or a CPU taken by another process).", "")
+    rows = []
+    for wl in ("small/NORMAL", "small/FULL", "bulk/NORMAL"):
+        vs = cells.get(wl, {})
+        for v in variants:
+            rs = vs.get(v)
+            if not rs or "cpu_s" not in rs[0]:
+                continue
+            app = med([r["cpu_s"].get("python3", 0) / r["txns"] * 1e6 for r in rs])
+            oncpu = med([r["cpu_s"].get("python3", 0) / r["seconds"] for r in rs])
+            bg = {}
+            for r in rs:
+                for k, x in (r.get("cpu_s_drained") or {}).items():
+                    if k != "python3":
+                        bg.setdefault(k, []).append(x / r["txns"] * 1e6)
+            repl = None
+            if v == "litestream":
+                repl = med([r.get("litestream_cpu_s", 0) / r["txns"] * 1e6 for r in rs])
+            rows.append([wl, LABEL[v], fmt(app, 1), fmt(oncpu * 100, 0, "%"),
+                         ", ".join(f"{k} {med(x):.1f}" for k, x in sorted(bg.items())) or "",
+                         fmt(repl, 1) if repl is not None else "",
+                         fmt(app + sum(med(x) for x in bg.values()) + (repl or 0), 1)])
+    table(["workload", "variant", "app thread µs/tx", "app on CPU", "walrust threads µs/tx",
+           "litestream µs/tx", "total µs/tx"], rows)
     # plot
     wls = list(cells)
     fig, ax = plt.subplots(figsize=(9, 4))

@@ -46,16 +46,18 @@ def env_num(name, default, cast=float):
 CFG = {
     "quick": QUICK,
     "rounds": env_num("BENCH_ROUNDS", 1 if QUICK else 3, int),
-    "write_seconds": env_num("BENCH_WRITE_SECONDS", 2.0 if QUICK else 5.0),
-    "lag_seconds": env_num("BENCH_LAG_SECONDS", 4.0 if QUICK else 12.0),
+    "write_seconds": env_num("BENCH_WRITE_SECONDS", 2.0 if QUICK else 4.0),
+    "lag_seconds": env_num("BENCH_LAG_SECONDS", 4.0 if QUICK else 8.0),
     "lag_rounds": env_num("BENCH_LAG_ROUNDS", 1 if QUICK else 2, int),
     "lag_every_ms": 10.0,
     "restore_mb": [float(x) for x in os.environ.get(
         "BENCH_RESTORE_MB", "10,40" if QUICK else "10,100,1100").split(",")],
     "restore_rounds": env_num("BENCH_RESTORE_ROUNDS", 1 if QUICK else 3, int),
     "restore_rounds_big": env_num("BENCH_RESTORE_ROUNDS_BIG", 1 if QUICK else 2, int),
+    # restores from S3 only up to this size: s3s-fs is slow, and the run must stay < 15 min
+    "s3_restore_max_mb": env_num("BENCH_S3_RESTORE_MAX_MB", 200.0),
     "max_load": env_num("BENCH_MAX_LOAD", 1.2),
-    "load_wait": env_num("BENCH_LOAD_WAIT", 900.0),
+    "load_wait": env_num("BENCH_LOAD_WAIT", 60.0),
     "profile_seconds": env_num("BENCH_PROFILE_SECONDS", 2.0 if QUICK else 5.0),
 }
 WORK = Path(os.environ.get("BENCH_WORK", str(BENCH / "out" / "work")))
@@ -91,6 +93,17 @@ def own_cpu_ticks(extra_pids=()):
         except (FileNotFoundError, IndexError):
             pass
     return ticks
+
+
+def proc_cpu_s(pid):
+    """CPU seconds (user+system) of one process so far."""
+    try:
+        st = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(st[11]) + int(st[12])) / os.sysconf("SC_CLK_TCK")
+    except (FileNotFoundError, IndexError):
+        return 0.0
+
+
 
 
 class Meter:
@@ -338,6 +351,7 @@ def write_cell(ext, variant, kind, sync, seconds, cell_dir):
         if not wait_for(lambda: any(e[1].startswith("ltx/0/") for e in watcher.events), 30):
             raise RuntimeError("litestream wrote no first file in 30 s")
         time.sleep(0.2)
+    ls_cpu0 = proc_cpu_s(ls.proc.pid) if ls else None
     with Meter() as m:
         res = workload("write", *args, env=app_env())
     res["other_cores"] = round(m.other_cores, 2)
@@ -347,6 +361,7 @@ def write_cell(ext, variant, kind, sync, seconds, cell_dir):
             # for the cost count: until Litestream has shipped what was committed (walrust's
             # workload ends with walrust_sync(), so its count includes its last batch too)
             wait_settled(watcher, quiet=1.5, timeout=60)
+        res["litestream_cpu_s"] = proc_cpu_s(ls.proc.pid) - ls_cpu0
         res["litestream_rss_kb"] = ls.rss_kb()
         ls.stop()
     if watcher:
@@ -370,6 +385,8 @@ def section_write(ext, results):
         order = variants if r % 2 == 0 else variants[::-1]
         for kind, sync in WORKLOADS:
             for v in order:
+                if v == "walrust_s3" and sync == "FULL":
+                    continue  # same commit path as the file replica; saves a minute
                 res = write_cell(ext, v, kind, sync, secs, WORK / f"w-{v}")
                 cells.setdefault(f"{kind}/{sync}", {}).setdefault(v, []).append(res)
                 log(f"write r{r + 1} {kind:5} {sync:6} {v:14} {res['tps']:9.1f} tx/s"
@@ -587,7 +604,8 @@ def section_restore(ext, cli, results):
         sources = {}
         # walrust: a full snapshot on first replication, then 20 transactions
         targets = [("file", "file://" + str(d / "w-rep"), d / "w-rep")]
-        if S3.get("available"):
+        s3_here = S3.get("available") and mb <= CFG["s3_restore_max_mb"]
+        if s3_here:
             targets.append(("s3", s3_url(f"restore-{mb:g}"), S3["data"] / f"restore-{mb:g}"))
         for kind, url, objdir in targets:
             wdir = fresh(d / f"w-{kind}")
@@ -603,7 +621,7 @@ def section_restore(ext, cli, results):
             shutil.rmtree(wdir)
         # litestream: the same, beside it
         lt = [("file", None, d / "l-rep")]
-        if S3.get("available"):
+        if s3_here:
             lt.append(("s3", f"ls-restore-{mb:g}", S3["data"] / f"ls-restore-{mb:g}"))
         for kind, prefix, objdir in lt:
             ldir = fresh(d / f"l-{kind}")
@@ -629,7 +647,11 @@ def section_restore(ext, cli, results):
                 "objects": n, "bytes": b}
             url = "file://" + str(objdir) if kind == "file" else (ls.config, ldir / "app.db")
             sources[f"litestream_{kind}"] = (url, r["checksum"])
-            shutil.rmtree(ldir)
+            for f in ldir.glob("app.db*"):  # keep litestream.yml: an S3 restore reads it
+                if f.is_dir():
+                    shutil.rmtree(f)
+                else:
+                    f.unlink()
         # restores, interleaved
         tools = []
         for kind in ("file", "s3"):
@@ -661,8 +683,9 @@ def section_restore(ext, cli, results):
                     wall, rss, rc, so, se = time_v(args, env=env)
                 run = {"seconds": wall, "rss_kb": rss, "rc": rc, "other_cores": round(m.other_cores, 2)}
                 if rc != 0:
-                    run["error"] = se[-1000:]
-                    log(f"restore {mb:g} MB {tool}: FAILED rc={rc}: {se[-300:]}")
+                    err = se.split("\tCommand being timed")[0]
+                    run["error"] = err[-1000:]
+                    log(f"restore {mb:g} MB {tool}: FAILED rc={rc}: {err[-500:]}")
                 else:
                     if tool.startswith("walrust_fn"):
                         run["inner_seconds"] = json.loads(so.strip().splitlines()[-1])["seconds"]

@@ -98,6 +98,22 @@ def wal_frames(db, page_size=4096):
     return max(0, (size - 32) // (page_size + 24))
 
 
+def thread_cpu():
+    """CPU seconds (user+system) per thread name of this process, from /proc/self/task."""
+    tck = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                s = f.read()
+        except FileNotFoundError:
+            continue
+        name = s[s.index("(") + 1 : s.rindex(")")]
+        fields = s[s.rindex(")") + 2 :].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tck
+    return out
+
+
 def emit(obj):
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
@@ -120,6 +136,7 @@ def cmd_write(a):
     pl = payloads()
     npl = len(pl)
     rss0 = proc_status()
+    cpu0 = thread_cpu()
     n = rows = 0
     t_start = time.monotonic()
     deadline = time.perf_counter() + a.seconds
@@ -161,8 +178,11 @@ def cmd_write(a):
             t = t1
         rows = n * ROWS_PER_BULK_TXN
     t_end = time.monotonic()
+    cpu1 = thread_cpu()
     elapsed = t_end - t_start
-    res = {"txns": n, "rows": rows, "seconds": elapsed, "tps": n / elapsed,
+    cpu = {k: v - cpu0.get(k, 0.0) for k, v in cpu1.items()}
+    res = {"cpu_s": cpu, "cpu_us_per_txn": sum(cpu.values()) / max(n, 1) * 1e6,
+           "txns": n, "rows": rows, "seconds": elapsed, "tps": n / elapsed,
            "t_start": t_start, "t_end": t_end, "wal_frames": wal_frames(a.db),
            "rss_before_kb": rss0.get("VmRSS"), "slow_10ms": slow10, "slow_100ms": slow100,
            "worst_commit_s": worst}
@@ -170,6 +190,8 @@ def cmd_write(a):
         t0 = time.monotonic()
         conn.execute("SELECT walrust_sync(NULL, 600000)")
         res["drain_seconds"] = time.monotonic() - t0
+        cpu2 = thread_cpu()
+        res["cpu_s_drained"] = {k: v - cpu0.get(k, 0.0) for k, v in cpu2.items()}
         res["status"] = status(conn)
     res.update(proc_status())
     conn.close()

@@ -46,12 +46,12 @@ def env_num(name, default, cast=float):
 CFG = {
     "quick": QUICK,
     "rounds": env_num("BENCH_ROUNDS", 1 if QUICK else 3, int),
-    "write_seconds": env_num("BENCH_WRITE_SECONDS", 2.0 if QUICK else 4.0),
-    "lag_seconds": env_num("BENCH_LAG_SECONDS", 4.0 if QUICK else 8.0),
+    "write_seconds": env_num("BENCH_WRITE_SECONDS", 1.0 if QUICK else 4.0),
+    "lag_seconds": env_num("BENCH_LAG_SECONDS", 3.0 if QUICK else 8.0),
     "lag_rounds": env_num("BENCH_LAG_ROUNDS", 1 if QUICK else 2, int),
     "lag_every_ms": 10.0,
     "restore_mb": [float(x) for x in os.environ.get(
-        "BENCH_RESTORE_MB", "10,40" if QUICK else "10,100,1100").split(",")],
+        "BENCH_RESTORE_MB", "5,20" if QUICK else "10,100,1100").split(",")],
     "restore_rounds": env_num("BENCH_RESTORE_ROUNDS", 1 if QUICK else 3, int),
     "restore_rounds_big": env_num("BENCH_RESTORE_ROUNDS_BIG", 1 if QUICK else 2, int),
     # restores from S3 only up to this size: s3s-fs is slow, and the run must stay < 15 min
@@ -732,7 +732,7 @@ def syscall_callsites(args):
         if line.startswith("# Samples") or line.startswith("# Event count"):
             keep.append(line)
         elif re.search(r"\d%\s+\S+\s+\[\.\]", line) or "walrust::" in line or re.search(
-                r"sqlite3(Wal|Pager|Btree)\w*(Commit|Frames|EndWrite|Checkpoint)", line):
+                r"sqlite3\w*(Commit|Frames|EndWrite|Checkpoint|Hook)", line):
             keep.append(line.rstrip())
     shutil.rmtree(d, ignore_errors=True)
     return "\n".join(keep[:120])

@@ -51,6 +51,16 @@ def p(*lines):
     md.extend(lines)
 
 
+NOISY = 0.5  # as in run.py
+
+
+def quiet_runs(rs):
+    """The measurements taken while other processes used at most NOISY cores; all of them
+    when none was."""
+    q = [r for r in rs if r.get("other_cores", 0) <= NOISY]
+    return q or rs
+
+
 def med(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
@@ -158,16 +168,18 @@ if W:
     medians = {}
     for wl, vs in cells.items():
         rows = []
-        base = med([r["tps"] for r in vs.get("sqlite", [])])
-        ceil = med([r["tps"] for r in vs.get("sqlite_nockpt", [])])
-        ls = med([r["tps"] for r in vs.get("litestream", [])])
+        base = med([r["tps"] for r in quiet_runs(vs.get("sqlite", []))])
+        ceil = med([r["tps"] for r in quiet_runs(vs.get("sqlite_nockpt", []))])
+        ls = med([r["tps"] for r in quiet_runs(vs.get("litestream", []))])
         for v in variants:
-            rs = vs.get(v)
-            if not rs:
+            rs_all = vs.get(v)
+            if not rs_all:
                 continue
+            rs = quiet_runs(rs_all)
             t = med([r["tps"] for r in rs])
             medians[(wl, v)] = t
-            rows.append([LABEL[v], fmt(t, 0), f"{min(r['tps'] for r in rs):,.0f}–{max(r['tps'] for r in rs):,.0f}",
+            rows.append([LABEL[v], fmt(t, 0), f"{len(rs)}/{len(rs_all)}",
+                         f"{min(r['tps'] for r in rs):,.0f}–{max(r['tps'] for r in rs):,.0f}",
                          fmt(ratio(t, base), 2), fmt(ratio(t, ceil), 2),
                          fmt(ratio(t, ls), 2) if v.startswith("walrust") else "",
                          fmt(med([r.get("wal_frames") for r in rs]), 0),
@@ -175,7 +187,7 @@ if W:
                          sum(r.get("slow_100ms", 0) for r in rs),
                          fmt(med([r.get("other_cores") for r in rs]), 2)])
         p(f"### {wl.replace('/', ', synchronous=')}", "")
-        table(["variant", "tx/s (median)", "range", "× SQLite", "× ceiling", "× Litestream",
+        table(["variant", "tx/s (median)", "quiet runs", "range", "× SQLite", "× ceiling", "× Litestream",
                "WAL frames at end", "slowest commit ms", "commits > 100 ms", "others (cores)"], rows)
     p("### CPU per transaction", "")
     p("CPU time (user + system) per committed transaction, from /proc: the application's main "

@@ -61,7 +61,7 @@ CFG = {
     "load_wait": env_num("BENCH_LOAD_WAIT", 60.0),
     "profile_seconds": env_num("BENCH_PROFILE_SECONDS", 2.0 if QUICK else 5.0),
     # write cells re-measured because other processes used CPU meanwhile (bounds the time)
-    "write_retries": env_num("BENCH_WRITE_RETRIES", 0 if QUICK else 16, int),
+    "write_retries": env_num("BENCH_WRITE_RETRIES", 0 if QUICK else 8, int),
 }
 WORK = Path(os.environ.get("BENCH_WORK", str(BENCH / "out" / "work")))
 RESULTS = BENCH / "out" / "results.json"
@@ -113,18 +113,21 @@ class Meter:
     """CPU the rest of the machine used while a measurement ran, in cores: all busy time
     (/proc/stat) minus this process tree's (and the S3 server's)."""
 
-    extra_pids = []
+    extra_pids = []  # the S3 server
+
+    def __init__(self, pids=()):
+        self.pids = list(self.extra_pids) + list(pids)  # ours but not our children yet
 
     def __enter__(self):
         self.b0, self.t0 = cpu_busy_total()
-        self.o0 = own_cpu_ticks(self.extra_pids)
+        self.o0 = own_cpu_ticks(self.pids)
         self.w0 = time.monotonic()
         self.load0 = loadavg()
         return self
 
     def __exit__(self, *exc):
         b1, t1 = cpu_busy_total()
-        o1 = own_cpu_ticks(self.extra_pids)
+        o1 = own_cpu_ticks(self.pids)
         wall = time.monotonic() - self.w0
         ncpu = os.cpu_count()
         total = (t1 - self.t0) or 1
@@ -359,9 +362,10 @@ def write_cell(ext, variant, kind, sync, seconds, cell_dir):
             raise RuntimeError("litestream wrote no first file in 30 s")
         time.sleep(0.2)
     ls_cpu0 = proc_cpu_s(ls.proc.pid) if ls else None
-    with Meter() as m:
+    with Meter([ls.proc.pid] if ls else []) as m:
         res = workload("write", *args, env=app_env())
     res["other_cores"] = round(m.other_cores, 2)
+    res["others_exclude_litestream"] = True
     res["load1"] = m.load1
     if ls:
         if sync == "NORMAL":
@@ -406,7 +410,7 @@ def section_write(ext, results):
                     if res["other_cores"] <= NOISY or retries >= CFG["write_retries"]:
                         break
                     retries += 1
-                    wait_quiet("retry", max_wait=30, sample=1.0)
+                    wait_quiet("retry", max_wait=10, sample=1.0)
     results["write"] = {"cells": cells, "variants": variants, "rounds": rounds,
                         "seconds": secs, "quiet": quiet,
                         "s3": {k: S3.get(k) for k in ("available", "why")}}
@@ -492,7 +496,7 @@ def lag_cell(ext, name, opts, seconds, cell_dir):
         if not wait_for(lambda: any(e[1].startswith("ltx/0/") for e in watcher.events), 30):
             raise RuntimeError("litestream wrote no first file in 30 s")
         time.sleep(0.3)
-    with Meter() as m:
+    with Meter([ls.proc.pid] if ls else []) as m:
         res = workload("lag", *args, env=app_env())
     if ls:
         # every commit must reach the replica: wait until Litestream has nothing more to send

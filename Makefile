@@ -46,9 +46,12 @@ lint:
 	$(CARGO) fmt --check --manifest-path tests/rusqlite-client/Cargo.toml
 	$(CARGO) clippy --all-targets -- -D warnings
 
-bench:
-	@echo "make bench: not yet. It comes later: SQLite's speedtest1 (--journal wal) through"
-	@echo "the extension, against the same run without it."
+# The benchmark (BENCHMARKS.md, bench/plots/): about 15 minutes; BENCH_QUICK=1 for a 2-minute
+# smoke run. Needs the test environment (scripts/setup-test-env.sh); bench/setup.sh adds
+# matplotlib to .venv. See bench/run.py for the BENCH_* sizes.
+bench: build
+	bench/setup.sh
+	.venv/bin/python bench/run.py --ext $(EXT) --cli $(TARGET_DIR)/release/walrust $(ARGS)
 
 clean:
 	$(CARGO) clean

@@ -285,6 +285,11 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
     if !e.replica_checked {
         check_replica(e)?;
     }
+    // A snapshot with a fresh TXID is coming anyway (its point catches the log up, at a
+    // commit of the application's if there is one): no need to take the write lock here.
+    if e.catch_up && e.fresh_snapshot_above.is_some() {
+        e.catch_up = false;
+    }
     if e.catch_up {
         e.catch_up = false;
         // Take the write lock only when a commit is really missing from the log (a process

@@ -144,6 +144,7 @@ def other_cpu(seconds=2.0):
     return m.other_cores
 
 
+WAITED = [0.0]  # seconds spent waiting for other processes to finish, this run
 NOISY = 0.5  # cores used by others during a measurement above which it is retried
 
 
@@ -157,6 +158,7 @@ def wait_quiet(what, startup=False, max_wait=None, sample=2.0):
         oc = other_cpu(sample)
         ok = (la < CFG["max_load"]) if startup else (oc < 0.4)
         if ok or time.monotonic() > deadline:
+            WAITED[0] += waited + 2.0 * (waited > 0)
             if not ok:
                 log(f"{what}: machine still busy (load {la:.2f}, others {oc:.2f} cores); going on")
             return {"load1": la, "other_cores": round(oc, 2), "waited_s": round(waited, 1),
@@ -841,6 +843,7 @@ def machine():
         "python": sh(f"{PY} -c 'import sys; print(sys.version.split()[0])'"),
         "litestream": sh(f"{litestream_bin()} version"),
         "walrust_commit": sh(f"git -C {ROOT} rev-parse --short HEAD"),
+        "walrust_src_commit": sh(f"git -C {ROOT} log -1 --format=%h -- src Cargo.toml Cargo.lock"),
         "walrust_version": sh(f"git -C {ROOT} log -1 --format=%s"),
     }
 
@@ -882,6 +885,7 @@ def main():
     finally:
         s3_stop()
     results["runs"][-1]["seconds"] = round(time.monotonic() - t0, 1)
+    results["runs"][-1]["waited_s"] = round(WAITED[0], 1)
     results["runs"][-1]["end_load1"] = loadavg()
     RESULTS.write_text(json.dumps(results))
     log(f"bench: done in {time.monotonic() - t0:.0f} s; results in {RESULTS}")

@@ -202,6 +202,27 @@ fn backoff(attempt: u32) {
     std::thread::sleep(Duration::from_millis(ms));
 }
 
+/// Checks a file read back from the store: all the bytes the listing promised, and the hash
+/// `manifest.json` recorded for it (if it names the file). The message says what differs.
+pub fn check_read(
+    listed_size: u64,
+    expected_sha: Option<&str>,
+    sha: &str,
+    size: u64,
+) -> Result<(), String> {
+    if size != listed_size {
+        return Err(format!(
+            "read {size} bytes but the store lists {listed_size}"
+        ));
+    }
+    match expected_sha {
+        Some(want) if sha != want => Err(format!(
+            "its SHA-256 is {sha} but manifest.json says {want}; the file was changed after walrust wrote it"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// SHA-256 of `bytes`, truncated to its first 64 bits, as 16 lower-case hex digits.
 pub fn sha256_64(bytes: &[u8]) -> String {
     let mut h = Hasher64::new();

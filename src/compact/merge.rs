@@ -192,20 +192,7 @@ impl Spooled<'_> {
         let (sha, size) = hashed
             .finish()
             .map_err(|e| ltx_error(&name, ltx::Error::Io(e)))?;
-        if size != info.size {
-            return Err(bad(format!(
-                "read {size} bytes but the store lists {}",
-                info.size
-            )));
-        }
-        if let Some(want) = expected_sha {
-            if sha != want {
-                return Err(bad(format!(
-                    "its SHA-256 is {sha} but manifest.json says {want}; the file was changed \
-                     after walrust wrote it"
-                )));
-            }
-        }
+        crate::manifest::check_read(info.size, expected_sha, &sha, size).map_err(bad)?;
         Ok(h)
     }
 

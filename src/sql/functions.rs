@@ -100,7 +100,10 @@ pub(super) fn walrust_restore(ctx: &Context<'_>) -> rusqlite::Result<i64> {
 /// `PRAGMA integrity_check`.
 fn integrity_check(path: &Path) -> rusqlite::Result<()> {
     use rusqlite::{Connection, OpenFlags};
-    let uri = format!("file:{}?immutable=1", path.display());
+    let uri = format!(
+        "file:{}?immutable=1",
+        crate::upload::snapshot::uri_escape(&path.to_string_lossy())
+    );
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
         | OpenFlags::SQLITE_OPEN_URI
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;

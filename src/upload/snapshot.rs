@@ -41,7 +41,9 @@ pub fn open_internal(db: &Database) -> Result<Connection, String> {
     Ok(conn)
 }
 
-fn uri_escape(p: &str) -> String {
+/// Escapes a path for a `file:` URI, so that `?`, `#`, `%`, `&` and `=` in it stay part of
+/// the path.
+pub(crate) fn uri_escape(p: &str) -> String {
     let mut out = String::with_capacity(p.len());
     for b in p.bytes() {
         match b {

@@ -403,7 +403,13 @@ impl Database {
             Some(h) if h.salts == c.salts => *h,
             _ => match read_wal_header(&mut read) {
                 Some(h) => h,
-                None => return,
+                None => {
+                    // The commit stays in the WAL; the next append's catch-up recovers it.
+                    let err = io::Error::other("the WAL header could not be read");
+                    st.wal_file = file;
+                    self.account(st, Err(err));
+                    return;
+                }
             },
         };
         let fp = || fingerprint(&self.path);

@@ -2,7 +2,8 @@
 //! database): the application's commits no longer pay for checkpoints; one thread per process
 //! runs them on its own connections.
 //!
-//! Policy, as Litestream's: PASSIVE once the WAL holds 1000 frames; past 4000 frames (a PASSIVE
+//! Policy, as Litestream's: PASSIVE once the WAL holds 1000 frames, and again each time it has
+//! grown another 1000 (so each pass syncs a bounded amount of WAL); past 4000 frames (a PASSIVE
 //! checkpoint cannot catch up with a writer that never pauses) the committing connection runs
 //! SQLite's own checkpoint, which finds most frames already copied (so Litestream's TRUNCATE at
 //! 121359 frames is never needed); and a PASSIVE checkpoint when a database has been idle for a
@@ -72,7 +73,9 @@ pub fn on_commit(path: &Path, frames: u32) -> bool {
     repl.wal.frames.store(frames, Ordering::Relaxed);
     repl.wal.last_commit_ms.store(now_ms(), Ordering::Relaxed);
     repl.wal.idle_done.store(false, Ordering::Relaxed);
-    if frames >= PASSIVE_FRAMES && !repl.wal.signaled.swap(true, Ordering::AcqRel) {
+    let since = repl.wal.checkpointed_at.load(Ordering::Relaxed);
+    let grown = frames < since || frames - since >= PASSIVE_FRAMES;
+    if frames >= PASSIVE_FRAMES && grown && !repl.wal.signaled.swap(true, Ordering::AcqRel) {
         // A full queue only delays a checkpoint; the next poll catches up.
         let _ = CHANNEL.try_send(Msg::Wake);
     }
@@ -156,11 +159,10 @@ fn step(e: &mut Entry) {
         // transaction that read before and writes after; RESTART and PASSIVE do not.)
         w.idle_done.store(done, Ordering::Relaxed);
     }
-    if done {
-        // Wake again on the next threshold; a checkpoint a reader blocks is retried at the
-        // next poll rather than at every commit.
-        w.signaled.store(false, Ordering::Release);
-    }
+    // Wake again once the WAL has grown another PASSIVE_FRAMES past this checkpoint; one a
+    // reader blocks is retried then, or at the next poll.
+    w.checkpointed_at.store(frames, Ordering::Relaxed);
+    w.signaled.store(false, Ordering::Release);
     if done {
         // Everything is in the database file; until the next commit there is nothing to do.
         let _ = w

@@ -51,8 +51,13 @@ pub struct WalActivity {
     /// Frames in the WAL after the last commit.
     pub frames: AtomicU32,
     pub last_commit_ms: AtomicI64,
-    /// The checkpoint thread was woken for the current WAL size.
+    /// The checkpoint thread was woken and has not run since.
     pub signaled: AtomicBool,
+    /// The WAL size the checkpoint thread's last checkpoint started from: under sustained
+    /// writes it runs again once the WAL has grown `PASSIVE_FRAMES` past it, so each pass
+    /// copies and syncs a bounded amount and the committing connection's own checkpoint (see
+    /// `checkpoint::on_commit`) finds almost nothing left to do.
+    pub checkpointed_at: AtomicU32,
     /// An idle checkpoint ran since the last commit.
     pub idle_done: AtomicBool,
 }

@@ -14,6 +14,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A segment is sealed once it grows past this size.
 pub const ROLL_BYTES: u64 = 8 << 20;
@@ -137,7 +138,8 @@ pub fn read_record(file: &File, seq: u64, offset: u64, len: u64) -> io::Result<O
 
 struct OpenSegment {
     seq: u64,
-    file: File,
+    /// Shared with `sync`, which runs without the database's lock.
+    file: Arc<File>,
     /// End of the last valid record we know of.
     end: u64,
 }
@@ -150,6 +152,9 @@ pub struct Appender {
     /// Reused between appends: the commit path allocates nothing in the common case.
     buf: Vec<u8>,
     page: Vec<u8>,
+    /// Files this appender wrote since the last `files_to_sync`: the open segment, and any it
+    /// sealed or left since.
+    unsynced: Vec<Arc<File>>,
 }
 
 impl Appender {
@@ -160,6 +165,7 @@ impl Appender {
             last: None,
             buf: Vec::new(),
             page: Vec::new(),
+            unsynced: Vec::new(),
         }
     }
 
@@ -209,14 +215,14 @@ impl Appender {
     fn open_newest(&mut self) -> io::Result<()> {
         let seqs = list_segments(&self.dir)?;
         let seq = seqs.last().copied().unwrap_or(1);
-        let file = open_segment(&self.dir, seq, true)?;
+        let file = Arc::new(open_segment(&self.dir, seq, true)?);
         self.seg = Some(OpenSegment { seq, file, end: 0 });
         Ok(())
     }
 
     /// A sealed segment's successor is the next number; create it if its creator died first.
     fn follow_roll(&mut self, sealed: u64) -> io::Result<()> {
-        let file = open_segment(&self.dir, sealed + 1, true)?;
+        let file = Arc::new(open_segment(&self.dir, sealed + 1, true)?);
         self.seg = Some(OpenSegment {
             seq: sealed + 1,
             file,
@@ -227,12 +233,16 @@ impl Appender {
 
     /// Appends one record. `fill(i, page)` must write the i-th page image (ascending page numbers)
     /// into `page` and return its page number. Returns the record's length in bytes.
+    /// Call `refresh` first, under the same hold of the WAL write lock: appends of other
+    /// processes are looked for there, once per commit, not once per record.
     pub fn append(
         &mut self,
         header: Header,
         fill: &mut dyn FnMut(usize, &mut [u8]) -> io::Result<u32>,
     ) -> io::Result<u64> {
-        self.refresh()?;
+        if self.seg.is_none() {
+            self.refresh()?;
+        }
         if self.seg.as_ref().is_some_and(|s| s.end >= ROLL_BYTES) {
             self.roll()?;
         }
@@ -267,6 +277,7 @@ impl Appender {
         }
         result?;
         seg.end += total;
+        note_unsynced(&mut self.unsynced, &seg.file);
         self.last = Some(header);
         Ok(total)
     }
@@ -289,7 +300,8 @@ impl Appender {
         let mut buf = hb.to_vec();
         buf.extend_from_slice(&record::encode_trailer(digest.finalize(), roll.total_len()));
         seg.file.write_all_at(&buf, seg.end)?;
-        let file = open_segment(&self.dir, seg.seq + 1, true)?;
+        note_unsynced(&mut self.unsynced, &seg.file);
+        let file = Arc::new(open_segment(&self.dir, seg.seq + 1, true)?);
         self.seg = Some(OpenSegment {
             seq: seg.seq + 1,
             file,
@@ -298,12 +310,11 @@ impl Appender {
         Ok(())
     }
 
-    /// Makes every appended record durable (for `synchronous=FULL`).
-    pub fn sync(&self) -> io::Result<()> {
-        match &self.seg {
-            Some(seg) => seg.file.sync_data(),
-            None => Ok(()),
-        }
+    /// The segment files holding records appended since the last call: syncing them
+    /// (`sync_files`) makes every record appended so far durable. Taken under the database's
+    /// lock, synced after it is released, so no other thread waits for the disk.
+    pub fn files_to_sync(&mut self) -> Vec<Arc<File>> {
+        std::mem::take(&mut self.unsynced)
     }
 }
 
@@ -407,6 +418,25 @@ impl Reader {
     }
 }
 
+/// Remembers a segment file written since the last `files_to_sync`. A process that appends
+/// without ever syncing (`synchronous=NORMAL`, or only catching up other processes' commits)
+/// keeps a few handles, not one per segment ever written.
+fn note_unsynced(unsynced: &mut Vec<Arc<File>>, file: &Arc<File>) {
+    const MAX_UNSYNCED: usize = 4;
+    if unsynced.iter().any(|f| Arc::ptr_eq(f, file)) {
+        return;
+    }
+    if unsynced.len() >= MAX_UNSYNCED {
+        unsynced.remove(0);
+    }
+    unsynced.push(file.clone());
+}
+
+/// Syncs the files `Appender::files_to_sync` returned.
+pub fn sync_files(files: &[Arc<File>]) -> io::Result<()> {
+    files.iter().try_for_each(|f| f.sync_data())
+}
+
 /// Deletes sealed segments older than `cursor.seq` (everything in them has been read and
 /// uploaded). The newest segment is never deleted.
 pub fn trim_before(dir: &Path, cursor: Cursor) -> io::Result<usize> {
@@ -448,6 +478,7 @@ mod tests {
     }
 
     fn append(a: &mut Appender, txid: u64, n: u32) {
+        a.refresh().unwrap();
         a.append(txn(txid, n), &mut |i, p| {
             p.fill(txid as u8);
             Ok(i as u32 + 1)

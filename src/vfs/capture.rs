@@ -1,15 +1,14 @@
 //! Turns the stream of writes SQLite makes to a `-wal` file into committed transactions.
 //!
 //! One `Capture` per database per process, shared by its connections (only one of them holds
-//! the WAL write lock at a time). It keeps only frame numbers and page numbers, never page data:
-//! at commit the pages are read back from the WAL, so a transaction larger than memory costs a
-//! few bytes per frame. What must hold: a transaction is reported exactly once, when the page
+//! the WAL write lock at a time). It keeps frame and page numbers, and the page images SQLite
+//! writes while the transaction stays under `IMAGE_LIMIT`; a larger transaction's pages are read
+//! back from the WAL at commit, so it costs a few bytes per frame. What must hold: a transaction is reported exactly once, when the page
 //! image of its commit frame has been written; frames of rolled-back transactions (never
 //! followed by a commit), and frames beyond the commit frame, are never reported; and pages
 //! rewritten in place within a transaction are reported with their final contents.
 
 use super::wal::{self, FramePart, Salts, WalHeader};
-use std::collections::BTreeMap;
 
 /// A committed transaction found in the WAL: the frames that hold its pages.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,28 +27,38 @@ pub struct Committed {
     pub images: Option<Images>,
 }
 
-/// Page images of one transaction, by frame.
+/// Page images of one transaction, by frame: one buffer, and (frame, offset) sorted by frame.
+/// A transaction of a few pages looks its images up in a few comparisons; the buffers go back
+/// to the `Capture` after the append (`recycle`), so the commit path does not allocate.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Images {
-    pub bytes: Vec<u8>,
-    pub at: std::collections::HashMap<u32, usize>,
+    bytes: Vec<u8>,
+    at: Vec<(u32, usize)>,
 }
 
 impl Images {
     pub fn get(&self, frame: u32, page_size: u32) -> Option<&[u8]> {
-        self.at
-            .get(&frame)
-            .map(|&o| &self.bytes[o..o + page_size as usize])
+        let i = self.at.binary_search_by_key(&frame, |&(f, _)| f).ok()?;
+        let o = self.at[i].1;
+        self.bytes.get(o..o + page_size as usize)
     }
 
     fn put(&mut self, frame: u32, data: &[u8]) {
-        match self.at.get(&frame) {
-            Some(&o) => self.bytes[o..o + data.len()].copy_from_slice(data),
-            None => {
-                self.at.insert(frame, self.bytes.len());
+        match self.at.binary_search_by_key(&frame, |&(f, _)| f) {
+            Ok(i) => {
+                let o = self.at[i].1;
+                self.bytes[o..o + data.len()].copy_from_slice(data);
+            }
+            Err(i) => {
+                self.at.insert(i, (frame, self.bytes.len()));
                 self.bytes.extend_from_slice(data);
             }
         }
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.at.clear();
     }
 }
 
@@ -65,19 +74,23 @@ impl Committed {
         commit: u32,
         frames: impl IntoIterator<Item = (u32, u32)>,
     ) -> Committed {
-        let mut by_page = BTreeMap::new();
-        for (frame, pgno) in frames {
-            if (first..=last).contains(&frame) && pgno <= commit {
-                by_page.insert(pgno, frame);
-            }
-        }
+        let mut pages: Vec<(u32, u32)> = frames
+            .into_iter()
+            .filter(|&(frame, pgno)| (first..=last).contains(&frame) && pgno <= commit)
+            .map(|(frame, pgno)| (pgno, frame))
+            .collect();
+        // Stable: for each page, its frames stay in frame order; keep the last.
+        pages.sort_by_key(|&(pgno, _)| pgno);
+        pages.reverse();
+        pages.dedup_by_key(|&mut (pgno, _)| pgno);
+        pages.reverse();
         Committed {
             salts: hdr.salts,
             page_size: hdr.page_size,
             first,
             last,
             commit,
-            pages: by_page.into_iter().collect(),
+            pages,
             images: None,
         }
     }
@@ -86,8 +99,9 @@ impl Committed {
 #[derive(Default)]
 pub struct Capture {
     header: Option<WalHeader>,
-    /// frame → page number, for frames written since the write lock was taken.
-    frames: BTreeMap<u32, u32>,
+    /// (frame, page number) of the frames written since the write lock was taken, by frame; a
+    /// frame written again (in place, or after a savepoint rollback) keeps its newest page.
+    frames: Vec<(u32, u32)>,
     /// The commit frame whose header is written and whose page image is not yet.
     pending_commit: Option<(u32, u32)>,
     /// The newest commit frame this process captured in the current WAL generation.
@@ -114,7 +128,38 @@ impl Capture {
     pub fn on_write_lock(&mut self) {
         self.frames.clear();
         self.pending_commit = None;
-        self.images = Some(Images::default());
+        self.reset_images();
+    }
+
+    /// Starts keeping images again, reusing the buffers of the last transaction.
+    fn reset_images(&mut self) {
+        match &mut self.images {
+            Some(img) => img.clear(),
+            None => self.images = Some(Images::default()),
+        }
+    }
+
+    /// Takes back the image buffers of a commit that has been appended, for the next one.
+    pub fn recycle(&mut self, images: Option<Images>) {
+        let unused = self
+            .images
+            .as_ref()
+            .is_some_and(|i| i.at.is_empty() && i.bytes.capacity() == 0);
+        if let (true, Some(mut img)) = (unused, images) {
+            img.clear();
+            self.images = Some(img);
+        }
+    }
+
+    fn record_frame(&mut self, frame: u32, pgno: u32) {
+        match self.frames.last() {
+            Some(&(f, _)) if f < frame => self.frames.push((frame, pgno)),
+            None => self.frames.push((frame, pgno)),
+            _ => match self.frames.binary_search_by_key(&frame, |&(f, _)| f) {
+                Ok(i) => self.frames[i].1 = pgno,
+                Err(i) => self.frames.insert(i, (frame, pgno)),
+            },
+        }
     }
 
     fn keep_image(&mut self, frame: u32, data: &[u8]) {
@@ -145,7 +190,7 @@ impl Capture {
         self.frames.clear();
         self.pending_commit = None;
         self.last_commit = 0;
-        self.images = Some(Images::default());
+        self.reset_images();
     }
 
     /// Called after a write to the WAL succeeded. `reread_header` reads the WAL header from the
@@ -178,7 +223,7 @@ impl Capture {
                 if frame <= self.last_commit {
                     return None; // checksums rewritten after our own commit
                 }
-                self.frames.insert(frame, fh.pgno);
+                self.record_frame(frame, fh.pgno);
                 if matches!(part, FramePart::Whole(_)) {
                     self.keep_image(frame, &data[wal::FRAME_HEADER_SIZE as usize..]);
                 }
@@ -197,16 +242,14 @@ impl Capture {
             .pending_commit
             .filter(|&(f, _)| f == frame && commit_done)?;
         self.pending_commit = None;
-        let first = self.frames.keys().next().copied().unwrap_or(commit_frame);
-        let frames = std::mem::take(&mut self.frames);
+        let first = self.frames.first().map_or(commit_frame, |&(f, _)| f);
         self.last_commit = commit_frame;
-        Some(Committed::from_frames(
-            &hdr,
-            first,
-            commit_frame,
-            commit,
-            frames,
-        ))
+        let mut c =
+            Committed::from_frames(&hdr, first, commit_frame, commit, self.frames.drain(..));
+        // The images go with the commit; the next transaction starts a fresh set.
+        c.images = self.images.take();
+        self.images = Some(Images::default());
+        Some(c)
     }
 }
 

@@ -20,6 +20,10 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
+/// Which connection's `-wal` file handle a call came through (each connection opens its own).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalHandle(pub usize);
+
 /// What an open file is to walrust.
 pub enum Role {
     /// A main database file; `AppFile` is set for the application's connections (not
@@ -76,7 +80,9 @@ struct DbState {
     /// published it in the WAL index, so a process that dies before that leaves no phantom
     /// transaction in the log.
     pending: Option<super::capture::Committed>,
-    /// SQLite synced the WAL for the pending commit (`synchronous=FULL`): sync the log too.
+    /// The WAL handle (one per connection) that wrote the pending commit.
+    pending_writer: WalHandle,
+    /// That handle synced the WAL for the pending commit (`synchronous=FULL`): sync the log too.
     pending_sync: bool,
     /// The `-wal` file, for reading pending commits' pages (no locks live on it).
     wal_file: Option<std::fs::File>,
@@ -374,12 +380,14 @@ impl Database {
     /// A connection of this process is about to release the WAL write lock: its commit, now
     /// published in the WAL index, goes into the log before anyone else can write.
     pub fn write_lock_releasing(&self) {
-        let repl = {
+        let (repl, due) = {
             let mut st = self.lock();
             st.in_write_txn = false;
-            self.flush_pending(&mut st);
-            st.replication.clone()
+            let due = self.flush_pending(&mut st);
+            (st.replication.clone(), due)
         };
+        // Synced after the database's lock is released, before SQLite's write lock is.
+        due.run(repl.as_deref());
         // A snapshot that could not get the write lock fixes its point here, while this
         // thread still holds it.
         if let Some(repl) = repl {
@@ -390,9 +398,13 @@ impl Database {
         }
     }
 
-    /// Appends the commit waiting for the write lock's release, if any.
-    fn flush_pending(&self, st: &mut DbState) {
-        let Some(c) = st.pending.take() else { return };
+    /// Appends the commit waiting for the write lock's release, if any. What it returns must be
+    /// synced before the write lock is released (`synchronous=FULL`).
+    #[must_use]
+    fn flush_pending(&self, st: &mut DbState) -> SyncDue {
+        let Some(c) = st.pending.take() else {
+            return SyncDue(Vec::new());
+        };
         let sync = std::mem::take(&mut st.pending_sync);
         if st.wal_file.is_none() {
             st.wal_file = std::fs::File::open(self.wal_path()).ok();
@@ -408,20 +420,18 @@ impl Database {
                     let err = io::Error::other("the WAL header could not be read");
                     st.wal_file = file;
                     self.account(st, Err(err));
-                    return;
+                    return SyncDue(Vec::new());
                 }
             },
         };
         let fp = || fingerprint(&self.path);
-        let mut result =
-            commit::append_commit(st.appender.as_mut().unwrap(), &hdr, &c, &mut read, &fp);
-        if sync {
-            if let Err(e) = st.appender.as_ref().unwrap().sync() {
-                result = Err(e);
-            }
-        }
+        let result = commit::append_commit(st.appender.as_mut().unwrap(), &hdr, &c, &mut read, &fp);
         st.wal_file = file;
+        st.capture.recycle(c.images);
         self.account(st, result);
+        // Taken either way: at synchronous=NORMAL the handles are simply let go.
+        let files = st.appender.as_mut().unwrap().files_to_sync();
+        SyncDue(if sync { files } else { Vec::new() })
     }
 
     /// Before a WAL write: a new header means a new generation; settle the old one first.
@@ -438,7 +448,7 @@ impl Database {
         let Some(new) = st.capture.header_write(off, data) else {
             return;
         };
-        self.flush_pending(&mut st);
+        self.flush_pending(&mut st).run(st.replication.as_deref());
         let old = read_wal_header(read);
         if old.map(|h| h.salts) != Some(new.salts) {
             let fp = || fingerprint(&self.path);
@@ -457,6 +467,7 @@ impl Database {
     /// After a WAL write: a completed commit is appended to the shadow log.
     pub fn after_wal_write(
         &self,
+        writer: WalHandle,
         off: u64,
         data: &[u8],
         read: &mut dyn FnMut(&mut [u8], u64) -> io::Result<usize>,
@@ -470,14 +481,17 @@ impl Database {
             return;
         };
         if st.in_write_txn {
-            self.flush_pending(&mut st); // a second commit under one lock: keep order
+            // A second commit under one lock: the first goes in first.
+            self.flush_pending(&mut st).run(st.replication.as_deref());
             st.pending = Some(c);
+            st.pending_writer = writer;
             return;
         }
         // No shared-memory locks (locking_mode=EXCLUSIVE): nobody else can write, append now.
         let hdr = *st.capture.header().expect("a commit implies a header");
         let fp = || fingerprint(&self.path);
         let result = commit::append_commit(st.appender.as_mut().unwrap(), &hdr, &c, read, &fp);
+        st.capture.recycle(c.images);
         self.account(&mut st, result);
     }
 
@@ -503,16 +517,16 @@ impl Database {
         }
     }
 
-    pub fn wal_synced(&self) {
+    /// SQLite synced the WAL. With a commit pending, that is `synchronous=FULL` (or EXTRA)
+    /// making the commit durable: its record is synced too, before the write lock is released.
+    /// Otherwise it is a checkpoint's sync (`synchronous=NORMAL` syncs nothing else), and the
+    /// log is left to the page cache: see "Durability at synchronous=NORMAL" in README.md.
+    /// `handle` tells the committing connection's sync from another connection's (the
+    /// checkpoint thread's, say) that happens to come while a commit is pending.
+    pub fn wal_synced(&self, handle: WalHandle) {
         let mut st = self.lock();
-        if st.pending.is_some() {
+        if st.pending.is_some() && st.pending_writer == handle {
             st.pending_sync = true;
-            return;
-        }
-        if let Some(app) = &st.appender {
-            if let Err(e) = app.sync() {
-                crate::log::error(&format!("walrust: cannot sync the shadow log: {e}"));
-            }
         }
     }
 
@@ -528,7 +542,7 @@ impl Database {
         if st.replication.is_none() {
             return;
         }
-        self.flush_pending(&mut st);
+        self.flush_pending(&mut st).run(st.replication.as_deref());
         let hdr = read_wal_header(read);
         let fp = || fingerprint(&self.path);
         let result =
@@ -542,7 +556,7 @@ impl Database {
         if st.replication.is_none() {
             return;
         }
-        self.flush_pending(&mut st);
+        self.flush_pending(&mut st).run(st.replication.as_deref());
         st.wal_file = None;
         let Ok(file) = std::fs::File::open(wal_path) else {
             return;
@@ -627,6 +641,24 @@ impl Database {
             last.map_or(0, |h| h.txid),
             last.map_or(crate::shadow::WalPos::Unknown, |h| h.pos),
         ))
+    }
+}
+
+/// Shadow-log files that must be synced before SQLite's write lock is released.
+struct SyncDue(Vec<Arc<std::fs::File>>);
+
+impl SyncDue {
+    fn run(self, repl: Option<&Replication>) {
+        if self.0.is_empty() {
+            return;
+        }
+        if let Err(e) = crate::shadow::log::sync_files(&self.0) {
+            let msg = format!("walrust: cannot sync the shadow log: {e}; committed transactions may not survive a power failure until it can");
+            crate::log::error(&msg);
+            if let Some(r) = repl {
+                r.set_error(Some(msg));
+            }
+        }
     }
 }
 

@@ -160,8 +160,10 @@ class WriterProcess:
     """tests/integration/writer.py in a subprocess: one numbered row per transaction, each id
     printed (and flushed) after its COMMIT returned. A reader thread collects the ids."""
 
-    def __init__(self, db, seed, stderr_path, ext=None, replica=None, settings=None):
-        args = [SYSTEM_PYTHON, str(HERE / "writer.py"), "--db", str(db), "--seed", str(seed)]
+    def __init__(self, db, seed, stderr_path, ext=None, replica=None, settings=None,
+                 synchronous="NORMAL"):
+        args = [SYSTEM_PYTHON, str(HERE / "writer.py"), "--db", str(db), "--seed", str(seed),
+                "--synchronous", synchronous]
         if ext is not None:
             args += ["--ext", str(ext)]
         if replica is not None:

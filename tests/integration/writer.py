@@ -1,6 +1,6 @@
 """A writer for the kill -9 tests: one numbered row per transaction, forever.
 
-    python3 writer.py --db DB --seed N [--ext EXT --replica URL [--setting k=v ...]]
+    python3 writer.py --db DB --seed N [--synchronous FULL] [--ext EXT --replica URL [--setting k=v ...]]
 
 Prints `start <first id>` once the database is open, then each id after its COMMIT has
 returned, flushing every line: an id on stdout is a transaction SQLite reported committed.
@@ -22,6 +22,7 @@ def main():
     parser.add_argument("--ext")
     parser.add_argument("--replica")
     parser.add_argument("--setting", action="append", default=[])
+    parser.add_argument("--synchronous", default="NORMAL")
     args = parser.parse_args()
     rng = random.Random(args.seed)
 
@@ -42,6 +43,7 @@ def main():
         )
     conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=60)
     conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={args.synchronous}")
     conn.execute(
         "CREATE TABLE IF NOT EXISTS log(id INTEGER PRIMARY KEY, writer INTEGER, payload BLOB)"
     )

@@ -3,7 +3,7 @@
 //! `-wal` file also call the safe hooks of their `Database`.
 
 use super::{cstr, guard, sqlite_string, PANIC_RC};
-use crate::vfs::database::{PragmaOutcome, Role};
+use crate::vfs::database::{PragmaOutcome, Role, WalHandle};
 use rusqlite::ffi;
 use std::ffi::{c_char, c_int, c_void};
 
@@ -121,7 +121,7 @@ unsafe extern "C" fn x_write(
         db.before_wal_write(off as u64, data, &mut reader(inner));
         let rc = (m.xWrite.unwrap())(inner, buf, n, off);
         if rc == ffi::SQLITE_OK {
-            db.after_wal_write(off as u64, data, &mut reader(inner));
+            db.after_wal_write(WalHandle(f as usize), off as u64, data, &mut reader(inner));
         }
         rc
     })
@@ -142,7 +142,7 @@ unsafe extern "C" fn x_sync(f: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
         let (role, inner, m) = parts(f);
         let rc = (m.xSync.unwrap())(inner, flags);
         if let (Role::Wal(db), ffi::SQLITE_OK) = (role, rc) {
-            db.wal_synced();
+            db.wal_synced(WalHandle(f as usize));
         }
         rc
     })

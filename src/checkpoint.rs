@@ -133,6 +133,7 @@ fn step(e: &mut Entry) {
     if frames < PASSIVE_FRAMES && !idle_pass_due {
         return;
     }
+    keep_spare(&db, &repl.shadow.log_dir(), idle_pass_due);
     if e.conn.is_none() {
         match crate::upload::snapshot::open_internal(&db) {
             Ok(c) => e.conn = Some(c),
@@ -170,6 +171,26 @@ fn step(e: &mut Entry) {
         let _ = w
             .frames
             .compare_exchange(frames, 0, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
+/// A busy database gets a spare shadow-log segment written ahead (see `shadow::log`): the commit
+/// that rolls the log then overwrites cached pages instead of extending a new file. It is
+/// written here, off the commit path, once the current segment is half full; an idle database
+/// gives its spare back.
+fn keep_spare(db: &Database, log_dir: &Path, idle: bool) {
+    use crate::shadow::log;
+    if idle {
+        log::drop_spare(log_dir);
+        return;
+    }
+    if db
+        .log_position()
+        .is_some_and(|(_, end)| end >= log::ROLL_BYTES / 2)
+    {
+        if let Err(e) = log::prepare_spare(log_dir) {
+            crate::log::trace(|| format!("spare segment not written: {e}"));
+        }
     }
 }
 

@@ -8,6 +8,13 @@
 //!   stale file handle sees the seal and moves on.
 //! - Readers never modify anything and stop at the first incomplete or invalid record.
 //! - The uploader deletes only sealed segments whose every record is uploaded.
+//! - A file's length says nothing: a segment may start as a `spare` (zeros written ahead of time
+//!   by the upload thread, so that appends overwrite allocated, cached pages instead of extending
+//!   a file, which costs the commit about twice as much). The log ends at the first record that
+//!   is not complete, checksummed and tagged with its segment's number. An appender looking at a
+//!   segment for the first time cuts everything after that point (a torn tail, or pages a power
+//!   failure left out of order); after that it only probes past its own end for records of other
+//!   processes, without a `stat`.
 
 use super::record::{self, Header, Kind, HEADER_LEN, TRAILER_LEN};
 use std::fs::{self, File, OpenOptions};
@@ -70,23 +77,58 @@ impl RecordRef {
     }
 }
 
-/// Reads and validates the record at `offset`, or `None` if it is incomplete or invalid.
+/// What is at an offset of a segment.
+enum Found {
+    Record(RecordRef),
+    /// A header of this segment whose record is incomplete or fails its checksum: a torn tail.
+    Torn,
+    /// No header of this segment: the end of the log (zeros, or the end of the file).
+    Nothing,
+}
+
+/// Reads and validates the record at `offset` of segment `seq`, or `None` if there is no
+/// complete, valid record there. `len` bounds the read (`u64::MAX`: up to the end of the file).
 pub fn read_record(file: &File, seq: u64, offset: u64, len: u64) -> io::Result<Option<RecordRef>> {
-    if offset + (HEADER_LEN + TRAILER_LEN) as u64 > len {
-        return Ok(None);
+    Ok(match probe(file, seq, offset, len)? {
+        Found::Record(r) => Some(r),
+        Found::Torn | Found::Nothing => None,
+    })
+}
+
+fn probe(file: &File, seq: u64, offset: u64, len: u64) -> io::Result<Found> {
+    if offset.saturating_add((HEADER_LEN + TRAILER_LEN) as u64) > len {
+        return Ok(Found::Nothing);
     }
     let mut hb = [0u8; HEADER_LEN];
-    file.read_exact_at(&mut hb, offset)?;
-    let Some(header) = Header::decode(&hb) else {
-        return Ok(None);
-    };
-    if offset + header.total_len() > len {
-        return Ok(None);
+    match file.read_exact_at(&mut hb, offset) {
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Found::Nothing),
+        r => r?,
     }
+    let Some(header) = Header::decode(&hb, seq) else {
+        return Ok(Found::Nothing);
+    };
+    if offset.saturating_add(header.total_len()) > len {
+        return Ok(Found::Torn);
+    }
+    match read_body(file, seq, offset, header, &hb) {
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(Found::Torn),
+        Ok(Some(r)) => Ok(Found::Record(r)),
+        Ok(None) => Ok(Found::Torn),
+        Err(e) => Err(e),
+    }
+}
+
+fn read_body(
+    file: &File,
+    seq: u64,
+    offset: u64,
+    header: Header,
+    hb: &[u8; HEADER_LEN],
+) -> io::Result<Option<RecordRef>> {
     let slot = 4 + header.page_size as usize;
     let mut pgnos = Vec::with_capacity(header.n_pages as usize);
     let mut digest = record::Digest::new();
-    digest.update(&hb);
+    digest.update(hb);
     let total = header.total_len() as usize;
     if total <= WRITE_CHUNK {
         // The common case, a small transaction: one read for body and trailer.
@@ -142,6 +184,9 @@ struct OpenSegment {
     file: Arc<File>,
     /// End of the last valid record we know of.
     end: u64,
+    /// Everything after `end` has been cut or is known not to be a record: later refreshes
+    /// only probe for other processes' appends.
+    checked: bool,
 }
 
 /// Appends records. One per database per process; callers hold SQLite's WAL write lock.
@@ -169,6 +214,11 @@ impl Appender {
         }
     }
 
+    /// The segment being appended to and where its records end, as of the last append.
+    pub fn position(&self) -> Option<(u64, u64)> {
+        self.seg.as_ref().map(|s| (s.seq, s.end))
+    }
+
     /// The newest record (never a `Roll`), as of the last `refresh`.
     pub fn last(&self) -> Option<&Header> {
         self.last.as_ref()
@@ -182,32 +232,37 @@ impl Appender {
                 self.open_newest()?;
             }
             let seg = self.seg.as_mut().unwrap();
-            let len = seg.file.metadata()?.len();
-            if len == seg.end {
-                return Ok(());
-            }
-            if len < seg.end {
-                seg.end = 0; // someone cut a tail we had counted: rescan the segment
-                self.last = None;
-            }
-            let seg = self.seg.as_mut().unwrap();
+            let len = match seg.checked {
+                false => seg.file.metadata()?.len(),
+                true => u64::MAX,
+            };
             let mut rolled = false;
-            while let Some(rec) = read_record(&seg.file, seg.seq, seg.end, len)? {
-                seg.end += rec.header.total_len();
-                if rec.header.kind == Kind::Roll {
-                    rolled = true;
-                    break;
+            let end = loop {
+                match probe(&seg.file, seg.seq, seg.end, len)? {
+                    Found::Record(rec) => {
+                        seg.end += rec.header.total_len();
+                        if rec.header.kind == Kind::Roll {
+                            rolled = true;
+                            break Found::Nothing;
+                        }
+                        self.last = Some(rec.header);
+                    }
+                    other => break other,
                 }
-                self.last = Some(rec.header);
-            }
+            };
             if rolled {
                 let sealed = seg.seq;
                 self.follow_roll(sealed)?;
                 continue;
             }
-            if seg.end < len {
+            let cut = match seg.checked {
+                false => seg.end < len,
+                true => matches!(end, Found::Torn),
+            };
+            if cut {
                 seg.file.set_len(seg.end)?;
             }
+            seg.checked = true;
             return Ok(());
         }
     }
@@ -216,7 +271,12 @@ impl Appender {
         let seqs = list_segments(&self.dir)?;
         let seq = seqs.last().copied().unwrap_or(1);
         let file = Arc::new(open_segment(&self.dir, seq, true)?);
-        self.seg = Some(OpenSegment { seq, file, end: 0 });
+        self.seg = Some(OpenSegment {
+            seq,
+            file,
+            end: 0,
+            checked: false,
+        });
         Ok(())
     }
 
@@ -227,6 +287,7 @@ impl Appender {
             seq: sealed + 1,
             file,
             end: 0,
+            checked: false,
         });
         Ok(())
     }
@@ -252,7 +313,7 @@ impl Appender {
         let mut buf = std::mem::take(&mut self.buf);
         let mut page = std::mem::take(&mut self.page);
         buf.clear();
-        buf.extend_from_slice(&header.encode());
+        buf.extend_from_slice(&header.encode(seg.seq));
         page.resize(header.page_size as usize * (header.n_pages > 0) as usize, 0);
         let mut at = seg.end;
         let result = (|| {
@@ -295,17 +356,27 @@ impl Appender {
             fingerprint: (0, 0),
         };
         let mut digest = record::Digest::new();
-        let hb = roll.encode();
+        let hb = roll.encode(seg.seq);
         digest.update(&hb);
         let mut buf = hb.to_vec();
         buf.extend_from_slice(&record::encode_trailer(digest.finalize(), roll.total_len()));
         seg.file.write_all_at(&buf, seg.end)?;
         note_unsynced(&mut self.unsynced, &seg.file);
-        let file = Arc::new(open_segment(&self.dir, seg.seq + 1, true)?);
+        let next = seg.seq + 1;
+        let path = segment_path(&self.dir, next);
+        // Only a holder of the write lock creates segments, and the next one cannot exist yet
+        // unless a process died right after creating it (then it is looked at first).
+        let existed = path.exists();
+        if !existed {
+            // The spare's zeros are never a record: nothing needs cutting.
+            let _ = fs::rename(self.dir.join(SPARE), &path);
+        }
+        let file = Arc::new(open_segment(&self.dir, next, true)?);
         self.seg = Some(OpenSegment {
-            seq: seg.seq + 1,
+            seq: next,
             file,
             end: 0,
+            checked: !existed,
         });
         Ok(())
     }
@@ -437,6 +508,40 @@ pub fn sync_files(files: &[Arc<File>]) -> io::Result<()> {
     files.iter().try_for_each(|f| f.sync_data())
 }
 
+/// A segment's worth of zeros written ahead of time, renamed into place at the next roll.
+const SPARE: &str = "spare";
+const SPARE_BYTES: u64 = ROLL_BYTES + WRITE_CHUNK as u64;
+
+/// Writes the spare segment if there is none: called by the upload thread once the newest
+/// segment is half full, so that the commit that rolls finds allocated, cached pages.
+/// Returns whether it wrote one.
+pub fn prepare_spare(dir: &Path) -> io::Result<bool> {
+    let path = dir.join(SPARE);
+    if path.exists() {
+        return Ok(false);
+    }
+    let tmp = dir.join("spare.tmp");
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    let zeros = vec![0u8; 64 << 10];
+    let mut at = 0;
+    while at < SPARE_BYTES {
+        file.write_all_at(&zeros, at)?;
+        at += zeros.len() as u64;
+    }
+    fs::rename(&tmp, &path)?;
+    Ok(true)
+}
+
+/// Removes the spare (a database that stopped writing should not keep one).
+pub fn drop_spare(dir: &Path) {
+    let _ = fs::remove_file(dir.join(SPARE));
+}
+
 /// Deletes sealed segments older than `cursor.seq` (everything in them has been read and
 /// uploaded). The newest segment is never deleted.
 pub fn trim_before(dir: &Path, cursor: Cursor) -> io::Result<usize> {
@@ -496,7 +601,7 @@ mod tests {
         let path = segment_path(&d, 1);
         let len = fs::metadata(&path).unwrap().len();
         let f = OpenOptions::new().write(true).open(&path).unwrap();
-        f.write_all_at(&txn(3, 4).encode(), len).unwrap();
+        f.write_all_at(&txn(3, 4).encode(1), len).unwrap();
         let mut r = Reader::new(d.clone());
         let (recs, cur) = r.read_from(Cursor::default()).unwrap();
         assert_eq!(
@@ -542,5 +647,72 @@ mod tests {
         assert_eq!(cur.seq, 2);
         assert_eq!(trim_before(&d, cur).unwrap(), 1);
         assert_eq!(list_segments(&d).unwrap(), vec![2]);
+    }
+
+    #[test]
+    fn a_roll_takes_the_spare_and_its_zeros_never_pass_for_records() {
+        let d = tmpdir("spare");
+        let mut a = Appender::new(d.clone());
+        // Records of 400 pages: the segment passes ROLL_BYTES with the last of these, and the
+        // next append rolls.
+        let per = ROLL_BYTES / (516 * 400) + 1;
+        for t in 1..=per {
+            append(&mut a, t, 400);
+        }
+        assert_eq!(list_segments(&d).unwrap(), vec![1]);
+        assert!(prepare_spare(&d).unwrap());
+        assert!(!prepare_spare(&d).unwrap(), "one spare at a time");
+        append(&mut a, per + 1, 1); // rolls into the spare
+        assert!(!d.join(SPARE).exists());
+        assert_eq!(
+            fs::metadata(segment_path(&d, 2)).unwrap().len(),
+            SPARE_BYTES
+        );
+        append(&mut a, per + 2, 2);
+        let mut r = Reader::new(d.clone());
+        let (recs, cur) = r.read_from(Cursor::default()).unwrap();
+        let txids: Vec<u64> = recs.iter().map(|r| r.header.txid).collect();
+        assert_eq!(txids, (1..=per + 2).collect::<Vec<_>>());
+        assert_eq!(last_record(&d).unwrap().unwrap().txid, per + 2);
+        // Another process follows the roll: its first look cuts the zeros after the records,
+        // and appends after ours.
+        let mut b = Appender::new(d.clone());
+        append(&mut b, per + 3, 1);
+        assert!(fs::metadata(segment_path(&d, 2)).unwrap().len() < SPARE_BYTES);
+        let (recs, _) = r.read_from(cur).unwrap();
+        assert_eq!(
+            recs.iter().map(|r| r.header.txid).collect::<Vec<_>>(),
+            vec![per + 3]
+        );
+        // The first appender probes past its end (no stat) and sees that append.
+        a.refresh().unwrap();
+        assert_eq!(a.last().unwrap().txid, per + 3);
+        drop_spare(&d);
+    }
+
+    #[test]
+    fn a_torn_record_past_a_known_end_is_cut() {
+        let d = tmpdir("torn-probe");
+        let mut a = Appender::new(d.clone());
+        append(&mut a, 1, 1);
+        // A process that died mid-append left a header of this segment and half a body.
+        let path = segment_path(&d, 1);
+        let end = fs::metadata(&path).unwrap().len();
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&txn(2, 3).encode(1), end).unwrap();
+        f.write_all_at(&[7u8; 1000], end + HEADER_LEN as u64)
+            .unwrap();
+        a.refresh().unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), end);
+        // A header of another segment (a recycled file's old content) is not a record.
+        f.write_all_at(&txn(2, 3).encode(5), end).unwrap();
+        a.refresh().unwrap();
+        assert_eq!(a.last().unwrap().txid, 1);
+        append(&mut a, 2, 1);
+        let (recs, _) = Reader::new(d.clone()).read_from(Cursor::default()).unwrap();
+        assert_eq!(
+            recs.iter().map(|r| r.header.txid).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
     }
 }

@@ -3,13 +3,16 @@
 //! Layout (all integers big-endian):
 //! ```text
 //! header  (80 bytes) magic "WRS1", kind, txid, page size, commit, page count, WAL position,
-//!                    commit time, database fingerprint, body length
+//!                    segment tag, commit time, database fingerprint, body length
 //! body    (n × (4 + page size)) page number, page image; ascending page numbers
 //! trailer (16 bytes) checksum of header+body, total record length, magic "WRSE"
 //! ```
-//! A record counts only when all its bytes are present and the checksum matches; anything else at the
-//! end of a segment is a torn tail that the next appender cuts off. The trailer is written last,
-//! so a reader never mistakes a record still being written for a complete one.
+//! A record counts only when all its bytes are present, the checksum matches, and its segment tag
+//! (the low 32 bits of the segment's number) is that of the file it is read from: segment files
+//! are recycled, and what a file held in its earlier life never passes for a record of its new
+//! one. Anything else at the end of a segment is a torn tail or old content, which the next
+//! appender overwrites or cuts off. The trailer is written last, so a reader never mistakes a
+//! record still being written for a complete one.
 
 use crate::vfs::wal::Salts;
 
@@ -133,8 +136,10 @@ impl Header {
         (HEADER_LEN + TRAILER_LEN) as u64 + self.body_len()
     }
 
-    pub fn encode(&self) -> [u8; HEADER_LEN] {
+    /// The header as written into segment `seq`.
+    pub fn encode(&self, seq: u64) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
+        b[44..48].copy_from_slice(&segment_tag(seq).to_be_bytes());
         b[0..4].copy_from_slice(MAGIC);
         b[4] = self.kind as u8;
         b[8..16].copy_from_slice(&self.txid.to_be_bytes());
@@ -157,11 +162,15 @@ impl Header {
         b
     }
 
-    pub fn decode(b: &[u8]) -> Option<Header> {
+    /// Decodes a header read from segment `seq`; `None` if it is not one written there.
+    pub fn decode(b: &[u8], seq: u64) -> Option<Header> {
         if b.len() < HEADER_LEN || &b[0..4] != MAGIC {
             return None;
         }
         let u32_at = |i: usize| u32::from_be_bytes(b[i..i + 4].try_into().unwrap());
+        if u32_at(44) != segment_tag(seq) {
+            return None;
+        }
         let u64_at = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().unwrap());
         let pos = match u32_at(28) {
             0 => WalPos::Unknown,
@@ -187,6 +196,11 @@ impl Header {
         }
         (u64_at(72) == h.body_len()).then_some(h)
     }
+}
+
+/// What ties a record to the segment it was written into.
+fn segment_tag(seq: u64) -> u32 {
+    seq as u32
 }
 
 pub fn encode_trailer(crc: u64, total_len: u64) -> [u8; TRAILER_LEN] {
@@ -245,10 +259,12 @@ mod tests {
             timestamp_ms: 1_700_000_000_123,
             fingerprint: (0, 0),
         };
-        assert_eq!(Header::decode(&h.encode()), Some(h));
+        assert_eq!(Header::decode(&h.encode(7), 7), Some(h));
         assert_eq!(h.total_len(), 80 + 16 + 3 * 4100);
-        let mut bad = h.encode();
+        let mut bad = h.encode(7);
         bad[0] = b'X';
-        assert_eq!(Header::decode(&bad), None);
+        assert_eq!(Header::decode(&bad, 7), None);
+        // The same bytes in a recycled file are not a record of its new segment.
+        assert_eq!(Header::decode(&h.encode(7), 9), None);
     }
 }

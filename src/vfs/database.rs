@@ -198,6 +198,11 @@ impl Database {
         self.lock().replication.clone()
     }
 
+    /// Where this process's appends to the shadow log have reached: (segment, offset).
+    pub fn log_position(&self) -> Option<(u64, u64)> {
+        self.lock().appender.as_ref()?.position()
+    }
+
     /// Settings: the database's own (URI, PRAGMA) over the environment's.
     pub fn settings(&self) -> Settings {
         self.lock()

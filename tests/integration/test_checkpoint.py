@@ -83,3 +83,24 @@ def test_app_mode_checkpoints_exactly_as_sqlite_does(tmp_path, walrust, connect,
     # the WAL files evolve identically.
     assert [a for a, _ in sizes] == [b for _, b in sizes], sizes
     walrust.sync(conn)
+
+
+def test_a_busy_database_gets_a_spare_log_segment_and_gives_it_back_when_idle(
+    tmp_path, walrust, connect, replica
+):
+    # The checkpoint thread writes the next shadow-log segment ahead (zeros) while the log fills
+    # fast, so the commit that rolls overwrites cached pages; an idle database keeps no spare.
+    db = tmp_path / "app.db"
+    conn = connect(db, replica)
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+    spare = tmp_path / "app.db-walrust" / "log" / "spare"
+    seen = False
+    for _ in range(8000):
+        conn.execute("INSERT INTO t(v) VALUES (randomblob(2000))")
+        seen = seen or spare.exists()
+    assert seen, "no spare segment was written while the log filled"
+    deadline = time.time() + 30
+    while spare.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert not spare.exists(), "an idle database kept its spare segment"
+    walrust.sync(conn)

@@ -17,11 +17,14 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// What one level-0 upload covered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Uploaded {
     pub min: Txid,
     pub max: Txid,
     pub bytes: u64,
+    /// The file's manifest entry, for the caller to record (level-0 files are recorded in
+    /// batches, see `upload::worker`).
+    pub entry: Entry,
 }
 
 /// A writer that hashes what passes through (for the manifest's sha256).
@@ -69,7 +72,8 @@ impl Drop for TempFile {
 }
 
 /// Encodes `records` (already filtered to those not yet uploaded) as one level-0 file and
-/// uploads it with its manifest entry. Returns `None` when the records carry no transaction.
+/// uploads it; its manifest entry is returned, not written. Returns `None` when the records
+/// carry no transaction.
 pub fn upload_level0(
     records: &[RecordRef],
     reader: &mut Reader,
@@ -129,8 +133,13 @@ pub fn upload_level0(
     } = writer;
     let sha = hasher.finish();
     let key = FileKey::new(0, min, max).unwrap();
-    put_with_manifest(store, &key, &tmp.path, last.header.timestamp_ms, sha)?;
-    Ok(Some(Uploaded { min, max, bytes }))
+    let entry = put(store, &key, &tmp.path, last.header.timestamp_ms, sha)?;
+    Ok(Some(Uploaded {
+        min,
+        max,
+        bytes,
+        entry,
+    }))
 }
 
 /// Writes a finished LTX file to the store, then records it in the manifest.
@@ -141,12 +150,23 @@ pub fn put_with_manifest(
     timestamp_ms: i64,
     sha256: String,
 ) -> Result<(), String> {
+    let entry = put(store, key, path, timestamp_ms, sha256)?;
+    manifest::update(store, &[entry], &[]).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Writes a finished LTX file to the store; returns its manifest entry.
+fn put(
+    store: &dyn Store,
+    key: &FileKey,
+    path: &Path,
+    timestamp_ms: i64,
+    sha256: String,
+) -> Result<Entry, String> {
     let meta = WriteMeta {
         timestamp_ms,
         sha256: sha256.clone(),
     };
     let info = store.write(key, path, &meta).map_err(|e| e.to_string())?;
-    manifest::update(store, &[Entry::new(store.layout(), &info, sha256)], &[])
-        .map_err(|e| e.to_string())?;
-    Ok(())
+    Ok(Entry::new(store.layout(), &info, sha256))
 }

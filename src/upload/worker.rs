@@ -39,6 +39,10 @@ struct Entry {
     /// When the entry next needs a look: the oldest unsent commit plus the sync interval, or
     /// the housekeeping poll.
     next_tick_ms: i64,
+    /// Manifest entries of uploaded level-0 files not yet written to `manifest.json`, and when
+    /// it was last written.
+    manifest_backlog: Vec<crate::manifest::Entry>,
+    manifest_written_ms: i64,
 }
 
 impl Entry {
@@ -67,6 +71,8 @@ impl Entry {
             waiters: Vec::new(),
             snapshot_waiters: Vec::new(),
             next_tick_ms: 0,
+            manifest_backlog: Vec::new(),
+            manifest_written_ms: now_ms(),
         }
     }
 
@@ -75,6 +81,7 @@ impl Entry {
     /// one of those have the uploader lock).
     fn idle(&self) -> bool {
         !self.db.upgrade().is_some_and(|d| d.in_use())
+            && self.manifest_backlog.is_empty()
             && (self.pending.is_empty() || self.fresh_snapshot_above.is_some())
             && self.waiters.is_empty()
             && self.snapshot_waiters.is_empty()
@@ -311,6 +318,7 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
         )
     })?;
     e.read_cursor = cursor;
+    let got_records = !recs.is_empty();
     for r in recs {
         if r.header.kind == Kind::Resync && r.header.txid > e.uploaded {
             e.fresh_snapshot_above = Some(e.fresh_snapshot_above.unwrap_or(0).max(e.uploaded));
@@ -365,6 +373,9 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
             e.force = false;
         }
     }
+    // At once when the log went quiet or someone waits in walrust_sync(); else now and then.
+    let quiet = !got_records && e.pending.iter().all(|r| r.header.txid <= e.uploaded);
+    write_manifest(e, quiet || !e.waiters.is_empty())?;
     Ok(())
 }
 
@@ -401,12 +412,39 @@ fn upload_pending(e: &mut Entry, before_snapshot: bool) -> Result<(), String> {
         .map_err(|err| format!("walrust: upload to {} failed: {err}", e.repl.url))?
     {
         e.uploaded = up.max.get();
+        e.manifest_backlog.push(up.entry);
         e.repl
             .update_status(|s| s.last_upload_at_ms = Some(now_ms()));
     }
     if !before_snapshot || fresh.is_empty() {
         persist(e)?;
     }
+    Ok(())
+}
+
+/// Level-0 entries go into `manifest.json` at most this often while uploads keep coming (and
+/// at once when the log goes quiet, or for `walrust_sync()`). The manifest lists every file of the replica, so
+/// rewriting it at each upload batch made its bytes grow with the square of the file count.
+/// An entry not written yet (the process died first) only means that file's SHA-256 is not
+/// checked at restore; its LTX checksum still is. Compaction removes level-0 files only
+/// after they are hours old (the exact-restore window), long after their entries are written.
+const MANIFEST_EVERY_MS: i64 = 10_000;
+
+/// Writes the manifest backlog if it is due (`force`: now).
+fn write_manifest(e: &mut Entry, force: bool) -> Result<(), String> {
+    if e.manifest_backlog.is_empty()
+        || (!force && now_ms() - e.manifest_written_ms < MANIFEST_EVERY_MS)
+    {
+        return Ok(());
+    }
+    crate::manifest::update(e.repl.store.as_ref(), &e.manifest_backlog, &[]).map_err(|err| {
+        format!(
+            "walrust: cannot update manifest.json in {}: {err}",
+            e.repl.url
+        )
+    })?;
+    e.manifest_backlog.clear();
+    e.manifest_written_ms = now_ms();
     Ok(())
 }
 

@@ -1,7 +1,8 @@
 //! A 40 MB file through the S3 store: uploaded in parts, read back streaming and by range,
-//! byte for byte, with the metadata set on the multipart object, and with memory bounded by a
-//! part, not the file. One test in its own binary, so that the process's peak memory is this
-//! test's.
+//! byte for byte, with the metadata set on the multipart object; and a file just under the part
+//! size in one PUT. Neither upload holds its file or a part in memory: the body is streamed from
+//! the file, so the process's peak memory grows by far less than a part. One test in its own
+//! binary, so that the process's peak memory is this test's.
 
 mod common;
 mod store_suite;
@@ -17,14 +18,68 @@ use walrust::store::{ReplicaUrl, Store, Times, WriteMeta};
 
 const LEN: usize = 40 << 20;
 const PART: usize = 8 << 20;
+/// A single PUT: just under the part size.
+const SMALL: usize = PART - (1 << 20);
+/// The most an upload may add to the peak memory: half a part, far more than the streaming
+/// buffers (ureq's 128 KiB, a 64 KiB hashing buffer), far less than a part held whole.
+const UPLOAD_MEMORY_MAX: u64 = PART as u64 / 2;
 
-fn pattern_file(path: &std::path::Path) -> String {
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+/// Runs `f` and returns how much it raised the peak RSS, if the peak can be reset here.
+fn peak_growth(f: impl FnOnce()) -> Option<u64> {
+    let reset = reset_peak_rss();
+    let before = peak_rss();
+    f();
+    match (reset, before, peak_rss()) {
+        (true, Some(before), Some(after)) => Some(after.saturating_sub(before)),
+        _ => None,
+    }
+}
+
+fn check_upload_memory(what: &str, grew: Option<u64>) {
+    match grew {
+        Some(grew) => {
+            eprintln!(
+                "{what}: peak RSS grew by {:.2} MiB (part size {} MiB)",
+                mib(grew),
+                PART >> 20
+            );
+            assert!(
+                grew < UPLOAD_MEMORY_MAX,
+                "{what}: memory grew by {grew} bytes: is the body buffered whole?"
+            );
+        }
+        None => eprintln!("peak RSS could not be reset here; memory bound not checked"),
+    }
+}
+
+/// Reads an object back through a hasher: its length and `sha256_64`.
+fn read_hashed(store: &S3Store, k: &walrust::store::FileKey) -> (usize, String) {
+    let mut r = store.read(k, None).unwrap();
+    let mut h = Hasher64::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut got = 0usize;
+    loop {
+        let n = r.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        got += n;
+    }
+    (got, h.finish())
+}
+
+fn pattern_file(path: &std::path::Path, len: usize) -> String {
     use std::io::Write;
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     let mut h = Hasher64::new();
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut chunk = vec![0u8; 1 << 16];
-    for _ in 0..LEN / chunk.len() {
+    for _ in 0..len / chunk.len() {
         for b in chunk.iter_mut() {
             x ^= x << 13;
             x ^= x >> 7;
@@ -56,44 +111,57 @@ fn a_40_mb_file_round_trips_in_parts_with_bounded_memory() {
     )
     .unwrap();
     let dir = TempDir::new("s3-multipart");
-    let src = dir.path().join("snapshot.ltx");
-    let sha = pattern_file(&src);
     let ts = 1_795_862_996_123;
+
+    // One PUT, streamed from the file.
+    let small = dir.path().join("small.ltx");
+    let small_sha = pattern_file(&small, SMALL);
+    let ks = key(0, 1, 1);
+    let meta = WriteMeta {
+        timestamp_ms: ts,
+        sha256: small_sha.clone(),
+    };
+    let grew = peak_growth(|| {
+        let info = store.write(&ks, &small, &meta).unwrap();
+        assert_eq!(info.size, SMALL as u64);
+    });
+    check_upload_memory(&format!("{} MiB single PUT", SMALL >> 20), grew);
+    assert_eq!(
+        read_hashed(&store, &ks),
+        (SMALL, small_sha),
+        "the object differs from the file"
+    );
+
+    let src = dir.path().join("snapshot.ltx");
+    let sha = pattern_file(&src, LEN);
     let k = key(9, 1, 0x40);
 
+    let mut up = std::time::Duration::ZERO;
+    let grew = peak_growth(|| {
+        let start = Instant::now();
+        let info = store
+            .write(
+                &k,
+                &src,
+                &WriteMeta {
+                    timestamp_ms: ts,
+                    sha256: sha.clone(),
+                },
+            )
+            .unwrap();
+        up = start.elapsed();
+        assert_eq!(info.size, LEN as u64);
+    });
+    check_upload_memory(&format!("{} MB multipart upload", LEN >> 20), grew);
+
+    // Streamed back through a hasher: nothing holds the whole object.
     let reset = reset_peak_rss();
     let before = peak_rss();
     let start = Instant::now();
-    let info = store
-        .write(
-            &k,
-            &src,
-            &WriteMeta {
-                timestamp_ms: ts,
-                sha256: sha.clone(),
-            },
-        )
-        .unwrap();
-    let up = start.elapsed();
-    assert_eq!(info.size, LEN as u64);
-
-    // Streamed back through a hasher: nothing holds the whole object.
-    let start = Instant::now();
-    let mut r = store.read(&k, None).unwrap();
-    let mut h = Hasher64::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut got = 0usize;
-    loop {
-        let n = r.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        got += n;
-    }
+    let (got, got_sha) = read_hashed(&store, &k);
     let down = start.elapsed();
     assert_eq!(got, LEN);
-    assert_eq!(h.finish(), sha, "the object differs from the file");
+    assert_eq!(got_sha, sha, "the object differs from the file");
     let after = peak_rss();
 
     // A range across a part boundary.
@@ -128,9 +196,8 @@ fn a_40_mb_file_round_trips_in_parts_with_bounded_memory() {
     if let (true, Some(before), Some(after)) = (reset, before, after) {
         let grew = after.saturating_sub(before);
         eprintln!(
-            "peak RSS grew by {:.1} MiB during upload + download (part size {} MiB)",
-            grew as f64 / (1 << 20) as f64,
-            PART >> 20
+            "peak RSS grew by {:.2} MiB during the streamed download",
+            mib(grew)
         );
         assert!(
             grew < (LEN as u64) * 3 / 4,

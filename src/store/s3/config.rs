@@ -35,7 +35,7 @@ pub struct S3Options {
     pub response_timeout: Duration,
     /// Files larger than this are uploaded in parts of this size (or larger, so that no file
     /// needs more than 10,000 parts). At least 5 MiB, as S3 requires of every part but the
-    /// last. One part is in memory at a time.
+    /// last. It does not set how much memory an upload takes: bodies stream from the file.
     pub part_size: usize,
     /// `max-keys` of each listing request; `None` lets the server choose (1000 on AWS).
     pub list_page_size: Option<u32>,

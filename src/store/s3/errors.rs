@@ -21,6 +21,10 @@ impl Client {
                 what: what(),
                 why: format!("{}: {}", self.endpoint(), self.scrub(&why)),
             },
+            Failure::Local(source) => StoreError::Io {
+                what: what(),
+                source,
+            },
         }
     }
 
@@ -151,6 +155,9 @@ pub(super) enum Failure {
     Cut(String),
     /// Refused, unresolvable, timed out, TLS: not retried here.
     Down(String),
+    /// The local file that the body streams from could not be read: not the server's fault,
+    /// and not retried.
+    Local(io::Error),
 }
 
 pub(super) fn classify(e: ureq::Error, opts: &S3Options) -> Failure {

@@ -5,8 +5,10 @@
 //!   metadata `litestream-timestamp` (the LTX header time, RFC 3339 as Go's `RFC3339Nano`
 //!   writes it) and `walrust-sha256`. A PUT (or the completion of a multipart upload) makes a
 //!   whole object visible at once, so readers never see part of a file.
-//! - Files up to `S3Options::part_size` go up in one PUT; larger ones (snapshots) in parts read
-//!   one at a time from the local file, so memory holds one part, never the file. A failed
+//! - Files up to `S3Options::part_size` go up in one PUT; larger ones in parts of that size.
+//!   Every request body streams from the local file through ureq's send buffer (its SHA-256
+//!   and MD5, which sign it, are computed by reading it once beforehand), so memory holds
+//!   neither the file nor a part, whatever their size (`http::FileBody`). A failed
 //!   multipart upload is aborted (best effort; a bucket lifecycle rule that aborts incomplete
 //!   uploads catches what a crash leaves).
 //! - Listing pages through `ListObjectsV2` with continuation tokens. `Times::Listed` uses

@@ -1,17 +1,17 @@
-//! Writing files: one PUT up to the part size, else a multipart upload that reads the local
-//! file one part at a time into one reused buffer (memory holds a part, never the file). A
-//! part is sent again after a transient failure; a failed upload is aborted, best effort.
-//! The metadata (`litestream-timestamp`, `walrust-sha256`) rides on the PUT or on the request
-//! that starts the multipart upload.
+//! Writing files: one PUT up to the part size, else a multipart upload of parts of the part
+//! size. Either way each request's body streams from the local file (`FileBody`): memory
+//! holds one small buffer, never the file or a part. A part is sent again after a transient
+//! failure; a failed upload is aborted, best effort. The metadata (`litestream-timestamp`,
+//! `walrust-sha256`) rides on the PUT or on the request that starts the multipart upload.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 
 use s3::command::{Command, Multipart};
 use s3::serde_types::{CompleteMultipartUploadData, InitiateMultipartUploadResponse, Part};
 use ureq::http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::http::{read_body, xml_field};
+use super::http::{read_body, xml_field, FileBody};
 use super::{
     format_go_rfc3339_nano, S3Store, MAX_PARTS, META_SHA256, META_TIMESTAMP, OCTET_STREAM,
     PART_ATTEMPTS, XML_MAX,
@@ -41,23 +41,22 @@ impl S3Store {
         &self,
         what: &dyn Fn() -> String,
         object: &str,
-        mut input: File,
+        input: File,
         size: u64,
         meta: &WriteMeta,
     ) -> Result<(), StoreError> {
-        let mut buf = Vec::with_capacity(size as usize);
-        input.read_to_end(&mut buf).map_err(|e| StoreError::Io {
+        let body = FileBody::new(&input, 0, size).map_err(|e| StoreError::Io {
             what: what(),
             source: e,
         })?;
         let bucket = self.client.bucket();
         let cmd = Command::PutObject {
-            content: &buf,
+            content: &[],
             content_type: OCTET_STREAM,
             custom_headers: Some(Self::meta_headers(meta)),
             multipart: None,
         };
-        let resp = self.client.send(what, &bucket, object, cmd)?;
+        let resp = self.client.send_file(what, &bucket, object, cmd, &body)?;
         self.expect_ok(what, resp).map(drop)
     }
 
@@ -65,7 +64,7 @@ impl S3Store {
         &self,
         what: &dyn Fn() -> String,
         object: &str,
-        mut input: File,
+        input: File,
         size: u64,
         meta: &WriteMeta,
     ) -> Result<(), StoreError> {
@@ -92,33 +91,29 @@ impl S3Store {
         let upload_id = init.upload_id;
 
         let result = (|| {
-            let mut buf = vec![0u8; part_size as usize];
+            let local = |e: io::Error| StoreError::Io {
+                what: what(),
+                source: e,
+            };
             let mut parts = Vec::new();
             let mut sent = 0u64;
             while sent < size {
-                let n = read_full(&mut input, &mut buf).map_err(|e| StoreError::Io {
-                    what: what(),
-                    source: e,
-                })?;
-                if n == 0 {
-                    break; // the file shrank: the completion's size check below says so
-                }
+                // A file that shrank fails here ("ends at byte ..., before byte ...").
+                let body =
+                    FileBody::new(&input, sent, part_size.min(size - sent)).map_err(local)?;
                 let number = parts.len() as u32 + 1;
-                let etag = self.put_part(what, &base, object, &upload_id, number, &buf[..n])?;
+                let etag = self.put_part(what, &base, object, &upload_id, number, &body)?;
                 parts.push(Part {
                     part_number: number,
                     etag,
                 });
-                sent += n as u64;
+                sent += body.size();
             }
-            if sent != size {
-                return Err(StoreError::Io {
-                    what: what(),
-                    source: io::Error::other(format!(
-                        "the local file changed size during the upload ({size} then {sent} \
-                         bytes)"
-                    )),
-                });
+            let now = input.metadata().map_err(local)?.len();
+            if now != size {
+                return Err(local(io::Error::other(format!(
+                    "the local file changed size during the upload ({size} then {now} bytes)"
+                ))));
             }
             let cmd = Command::CompleteMultipartUpload {
                 upload_id: &upload_id,
@@ -165,20 +160,20 @@ impl S3Store {
         object: &str,
         upload_id: &str,
         number: u32,
-        bytes: &[u8],
+        body: &FileBody<'_>,
     ) -> Result<String, StoreError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let cmd = Command::PutObject {
-                content: bytes,
+                content: &[],
                 content_type: OCTET_STREAM,
                 custom_headers: None,
                 multipart: Some(Multipart::new(number, upload_id)),
             };
             let r = self
                 .client
-                .send(what, bucket, object, cmd)
+                .send_file(what, bucket, object, cmd, body)
                 .and_then(|resp| self.expect_ok(what, resp));
             match r {
                 Ok(resp) => {
@@ -196,18 +191,4 @@ impl S3Store {
             }
         }
     }
-}
-
-/// Reads until `buf` is full or the input ends; returns how much was read.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }

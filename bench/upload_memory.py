@@ -28,6 +28,8 @@ import tempfile
 import urllib.parse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from workload import payloads  # noqa: E402  (the benchmark's rows)
 
 
 def status_kib(field):
@@ -36,19 +38,6 @@ def status_kib(field):
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     raise SystemExit(f"no {field} in /proc/self/status")
-
-
-def payloads(n=4096, seed=1):
-    rnd = random.Random(seed)
-    words = ["".join(rnd.choices("abcdefghijklmnopqrstuvwxyz", k=rnd.randint(2, 9)))
-             for _ in range(500)]
-    out = []
-    for _ in range(n):
-        s = ""
-        while len(s) < 100:
-            s += rnd.choice(words) + " "
-        out.append(s[:100])
-    return out
 
 
 def main():

@@ -480,9 +480,10 @@ if W or L:
             rows.append([LABEL.get(name, name), man[0], fmt(man[1] / max(man[0], 1) / 1024, 1),
                          fmt(man[1] / 1e6, 2), fmt(ltx[1] / 1e6, 2),
                          fmt(man[1] / max(man[1] + ltx[1], 1) * 100, 0, "%")])
-        p("walrust rewrites `manifest.json` after every upload batch and the manifest names every "
-          "file of the replica, so each rewrite is larger than the last until something "
-          "compacts (in the lag runs, all rounds):", "")
+        p("The manifest names every file of the replica, so each rewrite is larger than the "
+          "last until something compacts; walrust writes new level-0 entries every 10 s under "
+          "steady uploads, and at once when the log goes quiet or `walrust_sync()` waits "
+          "(in the lag runs, all rounds):", "")
         table(["walrust", "manifest writes", "average manifest KiB", "manifest MB",
                "LTX MB", "manifest share of bytes"], rows)
     if L:

@@ -521,19 +521,27 @@ pub fn prepare_spare(dir: &Path) -> io::Result<bool> {
         return Ok(false);
     }
     let tmp = dir.join("spare.tmp");
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    let zeros = vec![0u8; 64 << 10];
-    let mut at = 0;
-    while at < SPARE_BYTES {
-        file.write_all_at(&zeros, at)?;
-        at += zeros.len() as u64;
+    let written = (|| {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        let zeros = vec![0u8; 64 << 10];
+        let mut at = 0;
+        while at < SPARE_BYTES {
+            file.write_all_at(&zeros, at)?;
+            at += zeros.len() as u64;
+        }
+        fs::rename(&tmp, &path)
+    })();
+    if let Err(e) = written {
+        // A full disk, say: the spare is only an optimisation, and must not hold space that
+        // the database and the log itself need.
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
-    fs::rename(&tmp, &path)?;
     Ok(true)
 }
 

@@ -442,7 +442,16 @@ impl Reader {
 
     /// Every complete record from `cursor` on (Roll records are followed, not returned), and the
     /// cursor after the last one. A cursor at seq 0 starts at the oldest segment.
-    pub fn read_from(&mut self, mut cursor: Cursor) -> io::Result<(Vec<RecordRef>, Cursor)> {
+    pub fn read_from(&mut self, cursor: Cursor) -> io::Result<(Vec<RecordRef>, Cursor)> {
+        self.read_at_most(cursor, usize::MAX)
+    }
+
+    /// As `read_from`, but stops after `limit` records (the cursor then names the next one).
+    pub fn read_at_most(
+        &mut self,
+        mut cursor: Cursor,
+        limit: usize,
+    ) -> io::Result<(Vec<RecordRef>, Cursor)> {
         let seqs = list_segments(&self.dir)?;
         // A segment that was trimmed (or a successor not created yet): start at the next one.
         if cursor.seq == 0 || !seqs.contains(&cursor.seq) {
@@ -461,7 +470,10 @@ impl Reader {
             };
             let len = file.metadata()?.len();
             let mut sealed = false;
-            while let Some(rec) = read_record(file, cursor.seq, cursor.offset, len)? {
+            while out.len() < limit {
+                let Some(rec) = read_record(file, cursor.seq, cursor.offset, len)? else {
+                    break;
+                };
                 cursor.offset += rec.header.total_len();
                 if rec.header.kind == Kind::Roll {
                     sealed = true;
@@ -696,6 +708,30 @@ mod tests {
         a.refresh().unwrap();
         assert_eq!(a.last().unwrap().txid, per + 3);
         drop_spare(&d);
+    }
+
+    #[test]
+    fn reads_stop_at_a_limit_and_resume_across_a_roll() {
+        let d = tmpdir("limit");
+        let mut a = Appender::new(d.clone());
+        let per = ROLL_BYTES / (516 * 400) + 1;
+        for t in 1..=per + 3 {
+            append(&mut a, t, 400);
+        }
+        let mut r = Reader::new(d.clone());
+        let mut cursor = Cursor::default();
+        let mut txids = Vec::new();
+        loop {
+            let (recs, next) = r.read_at_most(cursor, 7).unwrap();
+            assert!(recs.len() <= 7);
+            if recs.is_empty() {
+                break;
+            }
+            txids.extend(recs.iter().map(|r| r.header.txid));
+            cursor = next;
+        }
+        assert_eq!(txids, (1..=per + 3).collect::<Vec<_>>());
+        assert_eq!(cursor.seq, 2);
     }
 
     #[test]

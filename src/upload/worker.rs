@@ -43,6 +43,8 @@ struct Entry {
     /// it was last written.
     manifest_backlog: Vec<crate::manifest::Entry>,
     manifest_written_ms: i64,
+    /// The last read stopped at `BATCH_RECORDS`: the log holds more, upload and read again.
+    batch_full: bool,
 }
 
 impl Entry {
@@ -73,6 +75,7 @@ impl Entry {
             next_tick_ms: 0,
             manifest_backlog: Vec::new(),
             manifest_written_ms: now_ms(),
+            batch_full: false,
         }
     }
 
@@ -114,6 +117,11 @@ pub(super) fn run(rx: Receiver<Msg>) {
         entries.retain(|_, e| !e.idle());
     }
 }
+
+/// The most shadow-log records a batch holds in memory (~150 bytes each). A one-second batch of
+/// a writer committing 35k small transactions a second held them all; past this many, the
+/// batch is uploaded as it is and the rest of the log read at once after.
+const BATCH_RECORDS: usize = 16_384;
 
 /// Without news, each database is looked at this often (uploader takeover, other processes'
 /// commits, scheduled snapshots).
@@ -205,6 +213,9 @@ fn tick(e: &mut Entry) {
     }
     e.failures = 0;
     answer_waiters(e);
+    if e.batch_full {
+        e.next_tick_ms = now;
+    }
     if let Some(oldest) = e.pending.iter().find(|r| r.header.txid > e.uploaded) {
         let due = oldest.header.timestamp_ms + e.repl.settings().sync_interval_ms as i64;
         e.next_tick_ms = e.next_tick_ms.min(due);
@@ -311,7 +322,8 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
         }
     }
     e.repl.reading();
-    let (recs, cursor) = e.reader.read_from(e.read_cursor).map_err(|err| {
+    let room = BATCH_RECORDS.saturating_sub(e.pending.len());
+    let (recs, cursor) = e.reader.read_at_most(e.read_cursor, room).map_err(|err| {
         format!(
             "walrust: cannot read the shadow log in {}: {err}",
             e.repl.shadow.root.display()
@@ -319,6 +331,8 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
     })?;
     e.read_cursor = cursor;
     let got_records = !recs.is_empty();
+    // The log may hold more: upload this batch now and come back at once for the rest.
+    e.batch_full = recs.len() >= room;
     for r in recs {
         if r.header.kind == Kind::Resync && r.header.txid > e.uploaded {
             e.fresh_snapshot_above = Some(e.fresh_snapshot_above.unwrap_or(0).max(e.uploaded));
@@ -351,10 +365,12 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
                 let _ = w.send(Ok(txid));
             }
             // Records up to the snapshot are in it; read the marker the snapshot appended.
+            let room = BATCH_RECORDS.saturating_sub(e.pending.len());
             let (recs, cursor) = e
                 .reader
-                .read_from(e.read_cursor)
+                .read_at_most(e.read_cursor, room)
                 .map_err(|err| err.to_string())?;
+            e.batch_full |= recs.len() >= room;
             e.read_cursor = cursor;
             e.pending.extend(recs);
             persist(e)?;
@@ -362,6 +378,7 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
     }
     if e.fresh_snapshot_above.is_none() {
         let due = e.force
+            || e.batch_full
             || e.pending
                 .iter()
                 .find(|r| r.header.txid > e.uploaded)

@@ -440,8 +440,9 @@ fn upload_pending(e: &mut Entry, before_snapshot: bool) -> Result<(), String> {
 }
 
 /// Level-0 entries go into `manifest.json` at most this often while uploads keep coming (and
-/// at once when the log goes quiet, or for `walrust_sync()`). The manifest lists every file of the replica, so
-/// rewriting it at each upload batch made its bytes grow with the square of the file count.
+/// at once when the log goes quiet, or for `walrust_sync()`). The manifest lists every file of
+/// the replica, so rewriting it at each upload batch made its bytes grow with the square of the
+/// file count.
 /// An entry not written yet (the process died first) only means that file's SHA-256 is not
 /// checked at restore; its LTX checksum still is. Compaction removes level-0 files only
 /// after they are hours old (the exact-restore window), long after their entries are written.

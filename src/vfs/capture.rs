@@ -3,10 +3,11 @@
 //! One `Capture` per database per process, shared by its connections (only one of them holds
 //! the WAL write lock at a time). It keeps frame and page numbers, and the page images SQLite
 //! writes while the transaction stays under `IMAGE_LIMIT`; a larger transaction's pages are read
-//! back from the WAL at commit, so it costs a few bytes per frame. What must hold: a transaction is reported exactly once, when the page
-//! image of its commit frame has been written; frames of rolled-back transactions (never
-//! followed by a commit), and frames beyond the commit frame, are never reported; and pages
-//! rewritten in place within a transaction are reported with their final contents.
+//! back from the WAL at commit, so it costs a few bytes per frame. What must hold: a
+//! transaction is reported exactly once, when the page image of its commit frame has been
+//! written; frames of rolled-back transactions (never followed by a commit), and frames beyond
+//! the commit frame, are never reported; and pages rewritten in place within a transaction are
+//! reported with their final contents.
 
 use super::wal::{self, FramePart, Salts, WalHeader};
 

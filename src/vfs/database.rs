@@ -84,6 +84,9 @@ struct DbState {
     pending_writer: WalHandle,
     /// That handle synced the WAL for the pending commit (`synchronous=FULL`): sync the log too.
     pending_sync: bool,
+    /// Without shared-memory locks (`locking_mode=EXCLUSIVE`) a commit is appended as soon as
+    /// its frame is written: the handle that wrote it, until its WAL sync (if any) came.
+    appended_unsynced: Option<WalHandle>,
     /// The `-wal` file, for reading pending commits' pages (no locks live on it).
     wal_file: Option<std::fs::File>,
 }
@@ -497,6 +500,7 @@ impl Database {
         let fp = || fingerprint(&self.path);
         let result = commit::append_commit(st.appender.as_mut().unwrap(), &hdr, &c, read, &fp);
         st.capture.recycle(c.images);
+        st.appended_unsynced = Some(writer);
         self.account(&mut st, result);
     }
 
@@ -529,10 +533,22 @@ impl Database {
     /// `handle` tells the committing connection's sync from another connection's (the
     /// checkpoint thread's, say) that happens to come while a commit is pending.
     pub fn wal_synced(&self, handle: WalHandle) {
-        let mut st = self.lock();
-        if st.pending.is_some() && st.pending_writer == handle {
-            st.pending_sync = true;
-        }
+        let (repl, due) = {
+            let mut st = self.lock();
+            if st.pending.is_some() && st.pending_writer == handle {
+                st.pending_sync = true;
+                return;
+            }
+            // locking_mode=EXCLUSIVE appends at the commit frame, before SQLite syncs the WAL
+            // for it: this sync, from the same connection, is the commit's.
+            if st.appended_unsynced != Some(handle) {
+                return;
+            }
+            st.appended_unsynced = None;
+            let files = st.appender.as_mut().map(|a| a.files_to_sync());
+            (st.replication.clone(), SyncDue(files.unwrap_or_default()))
+        };
+        due.run(repl.as_deref());
     }
 
     pub fn before_wal_truncate(
@@ -658,7 +674,10 @@ impl SyncDue {
             return;
         }
         if let Err(e) = crate::shadow::log::sync_files(&self.0) {
-            let msg = format!("walrust: cannot sync the shadow log: {e}; committed transactions may not survive a power failure until it can");
+            let msg = format!(
+                "walrust: cannot sync the shadow log: {e}; committed transactions may not \
+                 survive a power failure until it can"
+            );
             crate::log::error(&msg);
             if let Some(r) = repl {
                 r.set_error(Some(msg));

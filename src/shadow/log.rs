@@ -532,12 +532,15 @@ pub fn prepare_spare(dir: &Path) -> io::Result<bool> {
     if path.exists() {
         return Ok(false);
     }
-    let tmp = dir.join("spare.tmp");
+    // Each process writes its own file: a name shared by two processes' checkpoint threads
+    // would let one of them go on writing zeros into a file the other already renamed into
+    // place, over records an appender had written there. `create_new`: never an old inode.
+    let tmp = dir.join(format!("spare.tmp.{}", std::process::id()));
+    let _ = fs::remove_file(&tmp); // left by an earlier process with this pid that died
     let written = (|| {
         let file = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
         let zeros = vec![0u8; 64 << 10];

@@ -9,9 +9,9 @@
 //! every downloaded file against its entry's hash. So the writer's order is: make a file
 //! durable, then add its entry; remove an entry, then delete its file.
 //!
-//! Format (version 1):
+//! Format (version 2; version 1 had no `history`/`generation`):
 //! ```json
-//! {"version":1,"files":[{"key":"ltx/9/0000000000000001-0000000000000020.ltx","level":9,
+//! {"version":2,"history":"5f0c3a9e1b2d4c6f","generation":1,"files":[{"key":"ltx/9/0000000000000001-0000000000000020.ltx","level":9,
 //!   "min_txid":"0000000000000001","max_txid":"0000000000000020",
 //!   "created_at":"2026-11-28T10:49:56.123Z","size":4242,"sha256":"9f86d081884c7d65"}]}
 //! ```
@@ -25,11 +25,14 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::history::{HistoryId, Owner};
 use crate::store::{ETag, FileInfo, FileKey, Layout, Store, StoreError, MANIFEST_KEY};
 use crate::Txid;
 
 /// The format version this walrust writes. A manifest with a higher version is not rewritten.
-pub const VERSION: u32 = 1;
+/// Version 2 added the owner (`history`, `generation`): a walrust that knows only version 1
+/// refuses to rewrite it, so it cannot drop the owner.
+pub const VERSION: u32 = 2;
 
 /// How many times `update` re-reads and retries after losing a conditional write.
 const UPDATE_ATTEMPTS: u32 = 50;
@@ -37,6 +40,11 @@ const UPDATE_ATTEMPTS: u32 = 50;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub version: u32,
+    /// Whose history the replica holds (see `history`); absent in version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<HistoryId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
     #[serde(default)]
     pub files: Vec<Entry>,
 }
@@ -82,8 +90,32 @@ impl Manifest {
     pub fn new() -> Manifest {
         Manifest {
             version: VERSION,
+            history: None,
+            generation: None,
             files: Vec::new(),
         }
+    }
+
+    /// The replica's owner, if the manifest names one.
+    pub fn owner(&self) -> Option<Owner> {
+        Some(Owner {
+            history: self.history?,
+            generation: self.generation?,
+        })
+    }
+
+    pub fn set_owner(&mut self, o: Owner) {
+        self.history = Some(o.history);
+        self.generation = Some(o.generation);
+    }
+
+    /// The newest TXID any entry names (0 for none).
+    pub fn max_txid(&self) -> u64 {
+        self.files
+            .iter()
+            .map(|e| e.max_txid.get())
+            .max()
+            .unwrap_or(0)
     }
 
     /// Parses and checks a manifest body.
@@ -155,12 +187,35 @@ pub fn load(store: &dyn Store) -> Result<Option<(Manifest, ETag)>, StoreError> {
 
 /// Adds `add` and removes `remove` with a conditional write, re-reading and retrying when
 /// another writer got there first, so neither loses the other's entries. Returns the manifest
-/// as written.
+/// as written. Whoever owns the replica stays its owner (compaction, tests).
 pub fn update(
     store: &dyn Store,
     add: &[Entry],
     remove: &[FileKey],
 ) -> Result<Manifest, StoreError> {
+    update_as(store, Expect::Any, add, remove).map(|(m, _)| m)
+}
+
+/// Whose manifest an update may change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// Anyone's (compaction, which adds and removes files without writing history).
+    Any,
+    /// Only this owner's: anything else is `StoreError::NotOwner`, and nothing is written.
+    Owner(Owner),
+    /// Claim the replica for this owner: it must have no owner yet, or be this history's
+    /// previous generation (a takeover).
+    Claim(Owner),
+}
+
+/// `update` with an ownership check (see `Expect`); returns the manifest as written and its
+/// version.
+pub fn update_as(
+    store: &dyn Store,
+    expect: Expect,
+    add: &[Entry],
+    remove: &[FileKey],
+) -> Result<(Manifest, ETag), StoreError> {
     for attempt in 0..UPDATE_ATTEMPTS {
         let (mut m, etag) = match load(store)? {
             Some((m, etag)) => (m, Some(etag)),
@@ -176,10 +231,14 @@ pub fn update(
                 ),
             });
         }
+        check_owner(store, &m, expect)?;
+        if let Expect::Claim(o) = expect {
+            m.set_owner(o);
+        }
         m.version = VERSION;
         m.apply(add, remove);
         match store.put_manifest(&m.to_json(), etag.as_ref()) {
-            Ok(_) => return Ok(m),
+            Ok(new) => return Ok((m, new)),
             Err(StoreError::Conflict { .. }) => backoff(attempt),
             Err(e) => return Err(e),
         }
@@ -189,6 +248,25 @@ pub fn update(
             "updating {MANIFEST_KEY} in {} ({UPDATE_ATTEMPTS} attempts)",
             store.describe()
         ),
+    })
+}
+
+fn check_owner(store: &dyn Store, m: &Manifest, expect: Expect) -> Result<(), StoreError> {
+    let found = m.owner();
+    let ok = match expect {
+        Expect::Any => true,
+        Expect::Owner(o) => found == Some(o),
+        Expect::Claim(o) => match found {
+            None => true,
+            Some(f) => f.history == o.history && f.generation + 1 == o.generation,
+        },
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(StoreError::NotOwner {
+        what: format!("updating {MANIFEST_KEY} in {}", store.describe()),
+        found,
     })
 }
 
@@ -357,7 +435,7 @@ mod tests {
         assert_eq!(
             json,
             format!(
-                "{{\"version\":1,\"files\":[{{\"key\":\"ltx/9/0000000000000001-0000000000000020.ltx\",\
+                "{{\"version\":2,\"files\":[{{\"key\":\"ltx/9/0000000000000001-0000000000000020.ltx\",\
                  \"level\":9,\"min_txid\":\"0000000000000001\",\"max_txid\":\"0000000000000020\",\
                  \"created_at\":\"2026-11-28T10:49:56.123Z\",\"size\":132,\"sha256\":\"{}\"}}]}}\n",
                 sha256_64(&0x20u64.to_be_bytes())

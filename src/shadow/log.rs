@@ -200,6 +200,11 @@ pub struct Appender {
     /// Files this appender wrote since the last `files_to_sync`: the open segment, and any it
     /// sealed or left since.
     unsynced: Vec<Arc<File>>,
+    /// The newest TXID known to be in the replica when this appender started (`state.json`).
+    /// A log whose newest record is older lost its tail (a power failure at
+    /// `synchronous=NORMAL`, segments deleted by hand): its history is unknown, and TXIDs go on
+    /// past this one, never reusing a TXID the replica has.
+    floor: u64,
 }
 
 impl Appender {
@@ -211,7 +216,19 @@ impl Appender {
             buf: Vec::new(),
             page: Vec::new(),
             unsynced: Vec::new(),
+            floor: 0,
         }
+    }
+
+    /// See `floor`.
+    pub fn with_floor(mut self, floor: u64) -> Appender {
+        self.floor = floor;
+        self
+    }
+
+    /// The TXID the next transaction gets.
+    pub fn next_txid(&self) -> u64 {
+        self.last.map_or(0, |h| h.txid).max(self.floor) + 1
     }
 
     /// The segment being appended to and where its records end, as of the last append.
@@ -219,9 +236,11 @@ impl Appender {
         self.seg.as_ref().map(|s| (s.seq, s.end))
     }
 
-    /// The newest record (never a `Roll`), as of the last `refresh`.
+    /// The newest record (never a `Roll`), as of the last `refresh`; `None` when the log is
+    /// empty or lost its tail (behind `floor`): then nothing in it can prove where the database's
+    /// history stands, and the next append is a `Resync`.
     pub fn last(&self) -> Option<&Header> {
-        self.last.as_ref()
+        self.last.as_ref().filter(|h| h.txid >= self.floor)
     }
 
     /// Brings our view of the log up to date with what other processes appended, and cuts off a

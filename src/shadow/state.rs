@@ -21,6 +21,29 @@ pub struct State {
     pub cursor_offset: u64,
     /// The last upload error, cleared by the next successful upload.
     pub last_error: Option<String>,
+    /// The replica history this database continues (SPEC 6), once it has claimed or adopted
+    /// it; `None` before its first upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<crate::history::Owner>,
+    /// Written by restore beside its output: the database is the replica's newest state at
+    /// this TXID, and may continue its history from there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_txid: Option<u64>,
+    /// A takeover claimed the replica for `owner`; its snapshot is still to be taken.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub takeover: bool,
+}
+
+impl State {
+    /// What the ownership rule needs to know (`history::decide`).
+    pub fn local_view(&self) -> crate::history::LocalView {
+        crate::history::LocalView {
+            owner: self.owner,
+            uploaded_txid: self.uploaded_txid,
+            restored_txid: self.restored_txid,
+            takeover: self.takeover,
+        }
+    }
 }
 
 pub fn read(path: &Path) -> io::Result<Option<State>> {

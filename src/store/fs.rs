@@ -2,13 +2,14 @@
 //! `litestream restore` reads what walrust writes and the other way round.
 //!
 //! - Files: `<dir>/ltx/<level>/<min>-<max>.ltx`. A write goes to a uniquely named `*.tmp` in the
-//!   same folder, is fsynced, renamed over the final name, and the folder is fsynced: a reader
-//!   sees the old state or the whole file. Temp names end in `.tmp`, which the listing skips,
-//!   as Litestream's does.
+//!   same folder, is fsynced, renamed over the final name (or, for `create`, hard-linked to it,
+//!   which fails if the name exists), and the folder is fsynced: a reader sees the old state or
+//!   the whole file. Temp names end in `.tmp`, which the listing skips, as Litestream's does.
 //! - Created time: the file's mtime is set to the LTX header timestamp, as Litestream's file
 //!   backend does (it reads `ModTime` back as `CreatedAt`), so `litestream restore -timestamp`
 //!   and walrust's restore by time agree on this replica.
-//! - `manifest.json` at the root; its version (`ETag`) is a hash of its bytes, and a conditional
+//! - `manifest.json` at the root; its version (`ETag`) is its inode, size and mtime (every write
+//!   renames a new file into place, so one `stat` tells a change), and a conditional
 //!   write holds an exclusive lock on `manifest.json.lock` around read, compare, write.
 //! - Folders are created 0700 and files 0600.
 //!
@@ -27,7 +28,6 @@ use super::{
     StoreError, Times, WriteMeta, MANIFEST_KEY, MAX_LEVEL,
 };
 use crate::clock::{ms_to_system_time, system_time_to_ms};
-use crate::manifest::sha256_64;
 
 const LOCK_NAME: &str = "manifest.json.lock";
 
@@ -168,9 +168,14 @@ fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Writes `fill`'s output to a temp file beside `dest`, fsyncs, renames into place and fsyncs
-/// the folder. The temp file is removed on any failure.
-fn write_atomic(dest: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<u64> {
+/// Writes `fill`'s output to a temp file beside `dest`, fsyncs, puts it into place and fsyncs
+/// the folder. In place means renamed over `dest`, or with `exclusive` hard-linked to it, which
+/// fails with `AlreadyExists` if `dest` exists. The temp file is removed on every path.
+fn write_atomic(
+    dest: &Path,
+    exclusive: bool,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<u64> {
     let tmp = temp_path(dest);
     let result = (|| {
         let mut f = OpenOptions::new()
@@ -182,7 +187,12 @@ fn write_atomic(dest: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) -> 
         f.sync_all()?;
         let size = f.metadata()?.len();
         drop(f);
-        fs::rename(&tmp, dest)?;
+        if exclusive {
+            fs::hard_link(&tmp, dest)?;
+            fs::remove_file(&tmp)?;
+        } else {
+            fs::rename(&tmp, dest)?;
+        }
         Ok(size)
     })();
     if result.is_err() {
@@ -191,6 +201,62 @@ fn write_atomic(dest: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) -> 
     }
     fsync_dir(dest.parent().unwrap_or(Path::new("/")))?;
     result
+}
+
+/// A version of `manifest.json` that changes with every write: each write renames a new file
+/// (a new inode) into place. Cheap: one `stat`, whatever the manifest's size.
+fn version_of(m: &fs::Metadata) -> ETag {
+    use std::os::unix::fs::MetadataExt;
+    ETag(format!(
+        "{:x}-{:x}-{:x}.{:x}",
+        m.ino(),
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec()
+    ))
+}
+
+impl FsStore {
+    fn put_file(
+        &self,
+        key: &FileKey,
+        src: &Path,
+        meta: &WriteMeta,
+        exclusive: bool,
+    ) -> Result<FileInfo, StoreError> {
+        let dest = self.path_of(key);
+        let what = || self.what("writing", key);
+        let mut input = File::open(src).map_err(|e| StoreError::Io {
+            what: format!("{} from {}", what(), src.display()),
+            source: e,
+        })?;
+        self.ensure_dir(dest.parent().expect("file keys have a folder"))
+            .map_err(|e| StoreError::Io {
+                what: what(),
+                source: e,
+            })?;
+        let mtime = ms_to_system_time(meta.timestamp_ms);
+        let size = write_atomic(&dest, exclusive, |f| {
+            io::copy(&mut input, f)?;
+            // After the copy, which would otherwise bump it. Litestream reads this back as the
+            // file's creation time.
+            f.set_modified(mtime)
+        })
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => StoreError::Conflict {
+                what: format!("{}: a file of that name exists", what()),
+            },
+            _ => StoreError::Io {
+                what: what(),
+                source: e,
+            },
+        })?;
+        Ok(FileInfo {
+            key: *key,
+            size,
+            created_at_ms: meta.timestamp_ms,
+        })
+    }
 }
 
 impl Store for FsStore {
@@ -238,33 +304,11 @@ impl Store for FsStore {
     }
 
     fn write(&self, key: &FileKey, src: &Path, meta: &WriteMeta) -> Result<FileInfo, StoreError> {
-        let dest = self.path_of(key);
-        let what = || self.what("writing", key);
-        let mut input = File::open(src).map_err(|e| StoreError::Io {
-            what: format!("{} from {}", what(), src.display()),
-            source: e,
-        })?;
-        self.ensure_dir(dest.parent().expect("file keys have a folder"))
-            .map_err(|e| StoreError::Io {
-                what: what(),
-                source: e,
-            })?;
-        let mtime = ms_to_system_time(meta.timestamp_ms);
-        let size = write_atomic(&dest, |f| {
-            io::copy(&mut input, f)?;
-            // After the copy, which would otherwise bump it. Litestream reads this back as the
-            // file's creation time.
-            f.set_modified(mtime)
-        })
-        .map_err(|e| StoreError::Io {
-            what: what(),
-            source: e,
-        })?;
-        Ok(FileInfo {
-            key: *key,
-            size,
-            created_at_ms: meta.timestamp_ms,
-        })
+        self.put_file(key, src, meta, false)
+    }
+
+    fn create(&self, key: &FileKey, src: &Path, meta: &WriteMeta) -> Result<FileInfo, StoreError> {
+        self.put_file(key, src, meta, true)
     }
 
     fn delete(&self, keys: &[FileKey]) -> Result<(), StoreError> {
@@ -299,12 +343,27 @@ impl Store for FsStore {
         Ok(())
     }
 
+    fn manifest_version(&self) -> Result<Option<ETag>, StoreError> {
+        match fs::metadata(self.root.join(MANIFEST_KEY)) {
+            Ok(m) => Ok(Some(version_of(&m))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Io {
+                what: format!("reading {MANIFEST_KEY} in {}", self.url),
+                source: e,
+            }),
+        }
+    }
+
     fn get_manifest(&self) -> Result<Option<ManifestObject>, StoreError> {
-        match fs::read(self.root.join(MANIFEST_KEY)) {
-            Ok(body) => {
-                let etag = ETag(sha256_64(&body));
-                Ok(Some(ManifestObject { body, etag }))
-            }
+        let read = || -> io::Result<(Vec<u8>, ETag)> {
+            let mut f = File::open(self.root.join(MANIFEST_KEY))?;
+            let etag = version_of(&f.metadata()?);
+            let mut body = Vec::new();
+            f.read_to_end(&mut body)?;
+            Ok((body, etag))
+        };
+        match read() {
+            Ok((body, etag)) => Ok(Some(ManifestObject { body, etag })),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StoreError::Io {
                 what: format!("reading {MANIFEST_KEY} in {}", self.url),
@@ -334,8 +393,10 @@ impl Store for FsStore {
         if current.as_ref() != expected {
             return Err(StoreError::Conflict { what: what() });
         }
-        write_atomic(&self.root.join(MANIFEST_KEY), |f| f.write_all(body)).map_err(io_err)?;
-        Ok(ETag(sha256_64(body)))
+        let path = self.root.join(MANIFEST_KEY);
+        write_atomic(&path, false, |f| f.write_all(body)).map_err(io_err)?;
+        let meta = fs::metadata(&path).map_err(io_err)?;
+        Ok(version_of(&meta))
     }
 }
 

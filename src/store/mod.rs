@@ -124,10 +124,19 @@ pub trait Store: Send + Sync {
     /// whole new file, never part of it. Overwrites an existing file of the same key.
     fn write(&self, key: &FileKey, src: &Path, meta: &WriteMeta) -> Result<FileInfo, StoreError>;
 
+    /// Like `write`, but only if no file of that key exists: `Conflict` otherwise. So that one
+    /// writer never replaces another's file (SPEC 6, one history per replica). Where the store
+    /// cannot make this atomic (S3 multipart uploads), it checks first.
+    fn create(&self, key: &FileKey, src: &Path, meta: &WriteMeta) -> Result<FileInfo, StoreError>;
+
     /// Deletes files; ones already gone are not an error. Callers remove files from
     /// `manifest.json` before deleting them, so that restore never sees an entry without a file
     /// for longer than the two steps take.
     fn delete(&self, keys: &[FileKey]) -> Result<(), StoreError>;
+
+    /// The current version of `manifest.json` without its body (`None`: there is none): cheap
+    /// enough to ask before every upload batch.
+    fn manifest_version(&self) -> Result<Option<ETag>, StoreError>;
 
     /// Reads `manifest.json`, `None` if there is none.
     fn get_manifest(&self) -> Result<Option<ManifestObject>, StoreError>;
@@ -155,6 +164,12 @@ pub enum StoreError {
     },
     Conflict {
         what: String,
+    },
+    /// `manifest.json` names another owner than the writer expected (SPEC 6: one history per
+    /// replica). `found` is the owner it names, if any.
+    NotOwner {
+        what: String,
+        found: Option<crate::history::Owner>,
     },
     Io {
         what: String,
@@ -200,6 +215,13 @@ impl fmt::Display for StoreError {
                 f,
                 "{what}: another writer changed it at the same moment; read it again and retry"
             ),
+            StoreError::NotOwner { what, found } => match found {
+                Some(o) => write!(
+                    f,
+                    "{what}: the replica now holds {o}, not this database's history"
+                ),
+                None => write!(f, "{what}: the replica has no owner recorded"),
+            },
             StoreError::Io { what, source } => write!(
                 f,
                 "{what}: {source}; check the directory's permissions and free space"

@@ -8,7 +8,7 @@ use crate::ltx::{self, Encoder};
 use crate::manifest::{self, Entry, Hasher64};
 use crate::shadow::log::{Reader, RecordRef};
 use crate::shadow::Kind;
-use crate::store::{FileKey, Store, WriteMeta};
+use crate::store::{FileKey, Store, StoreError, WriteMeta};
 use crate::types::{PageNo, Txid};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -71,6 +71,40 @@ impl Drop for TempFile {
     }
 }
 
+/// Why an upload failed.
+#[derive(Debug)]
+pub enum Error {
+    /// A file of that name is in the replica already, and files are never replaced: another
+    /// writer's, or ours from a run that died before recording it.
+    Exists(FileKey),
+    /// The owner check of a manifest write failed: the replica holds this owner now.
+    NotOwner(Option<crate::history::Owner>),
+    Other(String),
+}
+
+impl From<String> for Error {
+    fn from(e: String) -> Error {
+        Error::Other(e)
+    }
+}
+
+impl From<&str> for Error {
+    fn from(e: &str) -> Error {
+        Error::Other(e.to_string())
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Exists(key) => write!(f, "{key} exists already"),
+            Error::NotOwner(Some(o)) => write!(f, "the replica now holds {o}"),
+            Error::NotOwner(None) => write!(f, "the replica has no owner recorded"),
+            Error::Other(e) => f.write_str(e),
+        }
+    }
+}
+
 /// Encodes `records` (already filtered to those not yet uploaded) as one level-0 file and
 /// uploads it; its manifest entry is returned, not written. Returns `None` when the records
 /// carry no transaction.
@@ -79,7 +113,7 @@ pub fn upload_level0(
     reader: &mut Reader,
     tmp_dir: &Path,
     store: &dyn Store,
-) -> Result<Option<Uploaded>, String> {
+) -> Result<Option<Uploaded>, Error> {
     let txns: Vec<&RecordRef> = records
         .iter()
         .filter(|r| r.header.kind == Kind::Txn)
@@ -142,31 +176,42 @@ pub fn upload_level0(
     }))
 }
 
-/// Writes a finished LTX file to the store, then records it in the manifest.
+/// Writes a finished LTX file to the store, then records it in the manifest as `expect`'s
+/// owner.
 pub fn put_with_manifest(
     store: &dyn Store,
+    expect: manifest::Expect,
     key: &FileKey,
     path: &Path,
     timestamp_ms: i64,
     sha256: String,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let entry = put(store, key, path, timestamp_ms, sha256)?;
-    manifest::update(store, &[entry], &[]).map_err(|e| e.to_string())?;
-    Ok(())
+    match manifest::update_as(store, expect, &[entry], &[]) {
+        Ok(_) => Ok(()),
+        Err(StoreError::NotOwner { found, .. }) => {
+            let _ = store.delete(&[*key]);
+            Err(Error::NotOwner(found))
+        }
+        Err(e) => Err(Error::Other(e.to_string())),
+    }
 }
 
-/// Writes a finished LTX file to the store; returns its manifest entry.
+/// Creates a finished LTX file in the store (never replacing one); returns its manifest entry.
 fn put(
     store: &dyn Store,
     key: &FileKey,
     path: &Path,
     timestamp_ms: i64,
     sha256: String,
-) -> Result<Entry, String> {
+) -> Result<Entry, Error> {
     let meta = WriteMeta {
         timestamp_ms,
         sha256: sha256.clone(),
     };
-    let info = store.write(key, path, &meta).map_err(|e| e.to_string())?;
-    Ok(Entry::new(store.layout(), &info, sha256))
+    match store.create(key, path, &meta) {
+        Ok(info) => Ok(Entry::new(store.layout(), &info, sha256)),
+        Err(StoreError::Conflict { .. }) => Err(Error::Exists(*key)),
+        Err(e) => Err(Error::Other(e.to_string())),
+    }
 }

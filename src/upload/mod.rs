@@ -11,6 +11,7 @@
 //! durable, and `state.json` never claims more than the replica has.
 
 pub mod batch;
+mod owner;
 pub mod snapshot;
 mod worker;
 

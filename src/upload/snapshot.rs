@@ -117,7 +117,8 @@ pub fn take(
     db: &Database,
     repl: &Replication,
     fresh_txid_above: Option<u64>,
-) -> Result<Txid, String> {
+    owner: Option<crate::history::Owner>,
+) -> Result<Txid, Error> {
     let min_txid = fresh_txid_above.map_or(1, |n| n + 1);
     let reader = open_internal(db)?;
     let (tx, rx) = flume::bounded(1);
@@ -143,15 +144,17 @@ pub fn take(
             break point.map(|p| (h.reader, p));
         }
         if std::time::Instant::now() > deadline {
-            return Err(
+            return Err(Error::Other(
                 "the snapshot's read point could not be fixed within a minute; will retry".into(),
-            );
+            ));
         }
     };
     let (reader, point) = answer?;
+    let expect = owner.map_or(crate::manifest::Expect::Any, crate::manifest::Expect::Owner);
     let result = stream(
         db,
         repl,
+        expect,
         Txid::new(point.txid).unwrap(),
         point.pos,
         point.page_size,
@@ -159,6 +162,26 @@ pub fn take(
     );
     let _ = reader.execute_batch("ROLLBACK");
     result
+}
+
+/// Why a snapshot failed.
+#[derive(Debug)]
+pub enum Error {
+    /// The manifest write found another owner (`history`): the snapshot was removed again.
+    NotOwner(Option<crate::history::Owner>),
+    Other(String),
+}
+
+impl From<String> for Error {
+    fn from(e: String) -> Error {
+        Error::Other(e)
+    }
+}
+
+impl From<&str> for Error {
+    fn from(e: &str) -> Error {
+        Error::Other(e.to_string())
+    }
 }
 
 /// A snapshot waiting for the application's next commit to fix its point.
@@ -189,11 +212,12 @@ pub fn serve_handoff(db: &Database, repl: &Replication, h: Handoff) {
 fn stream(
     db: &Database,
     repl: &Replication,
+    expect: crate::manifest::Expect,
     txid: Txid,
     pos: WalPos,
     page_size: u32,
     pages: u32,
-) -> Result<Txid, String> {
+) -> Result<Txid, Error> {
     let wal_file = std::fs::File::open(db.wal_path()).ok();
     let mut in_wal: HashMap<u32, u64> = HashMap::new();
     if let (WalPos::At { salts, frame }, Some(f)) = (pos, &wal_file) {
@@ -264,6 +288,10 @@ fn stream(
     let HashingWriter { hasher, .. } = writer;
     let sha = hasher.finish();
     let key = FileKey::new(crate::store::SNAPSHOT_LEVEL, Txid::ONE, max).unwrap();
-    put_with_manifest(repl.store.as_ref(), &key, &tmp.path, ts, sha)?;
+    match put_with_manifest(repl.store.as_ref(), expect, &key, &tmp.path, ts, sha) {
+        Ok(()) => {}
+        Err(super::batch::Error::NotOwner(o)) => return Err(Error::NotOwner(o)),
+        Err(e) => return Err(Error::Other(e.to_string())),
+    }
     Ok(max)
 }

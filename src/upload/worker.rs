@@ -1,11 +1,10 @@
 //! The upload thread's loop and its per-database state machine (see `upload` for the rules).
 
-use super::{batch, snapshot, Msg};
+use super::{batch, owner, snapshot, Msg};
 use crate::clock::now_ms;
 use crate::replication::Replication;
 use crate::shadow::log::{self, Cursor, Reader, RecordRef};
 use crate::shadow::{Kind, State};
-use crate::store::Times;
 use crate::vfs::database::Database;
 use flume::{Receiver, Sender};
 use std::collections::HashMap;
@@ -15,19 +14,30 @@ use std::time::Duration;
 
 type Reply = Sender<Result<u64, String>>;
 
-struct Entry {
-    repl: Arc<Replication>,
+pub(super) struct Entry {
+    pub(super) repl: Arc<Replication>,
     db: Weak<Database>,
     /// The uploader lock, while this process holds it.
     lock: Option<File>,
-    reader: Reader,
-    read_cursor: Cursor,
+    pub(super) reader: Reader,
+    pub(super) read_cursor: Cursor,
     /// Records read from the log and not yet known to be in the replica.
     pending: Vec<RecordRef>,
-    uploaded: u64,
-    replica_checked: bool,
+    /// The newest TXID a restore of the replica's newest state returns.
+    pub(super) uploaded: u64,
+    /// The newest TXID level 0 (with the levels compacted from it) reaches: level-0 uploads go
+    /// on from here, so that they stay contiguous through snapshots.
+    pub(super) level0: u64,
+    pub(super) replica_checked: bool,
+    /// The replica's owner this database continues (`history`), once checked.
+    pub(super) owner: Option<crate::history::Owner>,
+    /// The version of `manifest.json` last seen to name `owner` (see `owner::fence`).
+    pub(super) manifest_version: Option<crate::store::ETag>,
+    /// Why this database may not upload to its replica (`owner::refuse`): nothing is uploaded,
+    /// and every `walrust_sync()` gets this error.
+    pub(super) refused: Option<String>,
     /// A snapshot with a new TXID above this one is needed before any level-0 upload.
-    fresh_snapshot_above: Option<u64>,
+    pub(super) fresh_snapshot_above: Option<u64>,
     next_snapshot_ms: i64,
     snapshot_requested: bool,
     retry_at_ms: i64,
@@ -41,7 +51,7 @@ struct Entry {
     next_tick_ms: i64,
     /// Manifest entries of uploaded level-0 files not yet written to `manifest.json`, and when
     /// it was last written.
-    manifest_backlog: Vec<crate::manifest::Entry>,
+    pub(super) manifest_backlog: Vec<crate::manifest::Entry>,
     manifest_written_ms: i64,
     /// The last read stopped at `BATCH_RECORDS`: the log holds more, upload and read again.
     batch_full: bool,
@@ -58,7 +68,11 @@ impl Entry {
             read_cursor: Cursor::default(),
             pending: Vec::new(),
             uploaded: 0,
+            level0: 0,
             replica_checked: false,
+            owner: None,
+            manifest_version: None,
+            refused: None,
             fresh_snapshot_above: None,
             next_snapshot_ms: if interval > 0 {
                 now_ms() + interval
@@ -198,6 +212,16 @@ fn tick(e: &mut Entry) {
         follow_other_uploader(e);
         return;
     }
+    if let Some(why) = &e.refused {
+        for (_, w) in e.waiters.drain(..) {
+            let _ = w.send(Err(why.clone()));
+        }
+        for w in e.snapshot_waiters.drain(..) {
+            let _ = w.send(Err(why.clone()));
+        }
+        e.pending.clear();
+        return;
+    }
     crate::log::trace(|| {
         format!(
             "tick {} uploaded {} cursor {:?} pending {}",
@@ -216,7 +240,7 @@ fn tick(e: &mut Entry) {
     if e.batch_full {
         e.next_tick_ms = now;
     }
-    if let Some(oldest) = e.pending.iter().find(|r| r.header.txid > e.uploaded) {
+    if let Some(oldest) = e.pending.iter().find(|r| r.header.txid > e.level0) {
         let due = oldest.header.timestamp_ms + e.repl.settings().sync_interval_ms as i64;
         e.next_tick_ms = e.next_tick_ms.min(due);
     }
@@ -241,6 +265,7 @@ fn take_lock(e: &mut Entry) -> bool {
             };
             e.pending.clear();
             e.replica_checked = false;
+            e.refused = None;
             e.catch_up = true;
             e.repl.update_status(|s| {
                 s.uploading = true;
@@ -301,7 +326,11 @@ fn answer_waiters(e: &mut Entry) {
 fn step(e: &mut Entry, now: i64) -> Result<(), String> {
     let db = e.db.upgrade().filter(|d| d.in_use());
     if !e.replica_checked {
-        check_replica(e)?;
+        owner::settle_cursor(e)?;
+        owner::check_replica(e)?;
+        if e.refused.is_some() {
+            return Ok(());
+        }
     }
     // A snapshot with a fresh TXID is coming anyway (its point catches the log up, at a
     // commit of the application's if there is one): no need to take the write lock here.
@@ -334,7 +363,7 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
     // The log may hold more: upload this batch now and come back at once for the rest.
     e.batch_full = recs.len() >= room;
     for r in recs {
-        if r.header.kind == Kind::Resync && r.header.txid > e.uploaded {
+        if r.header.kind == Kind::Resync && r.header.txid > e.level0 {
             e.fresh_snapshot_above = Some(e.fresh_snapshot_above.unwrap_or(0).max(e.uploaded));
         }
         e.pending.push(r);
@@ -346,7 +375,24 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
             if e.fresh_snapshot_above.is_none() {
                 upload_pending(e, true)?;
             }
-            let txid = snapshot::take(db, &e.repl, e.fresh_snapshot_above)?.get();
+            if !owner::fence(e)? {
+                return Ok(());
+            }
+            let txid = match snapshot::take(db, &e.repl, e.fresh_snapshot_above, e.owner) {
+                Ok(t) => t.get(),
+                Err(snapshot::Error::NotOwner(found)) => {
+                    owner::lost(e, found);
+                    return Ok(());
+                }
+                Err(snapshot::Error::Other(err)) => return Err(err),
+            };
+            if e.fresh_snapshot_above.is_some() {
+                // A new TXID: level 0 goes on after it (the only gap it ever has).
+                e.level0 = txid;
+            } else {
+                // The level-0 batch up to the snapshot's TXID follows at once.
+                e.force = true;
+            }
             e.fresh_snapshot_above = None;
             e.snapshot_requested = false;
             let interval = e.repl.settings().snapshot_interval_s as i64 * 1000;
@@ -381,7 +427,7 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
             || e.batch_full
             || e.pending
                 .iter()
-                .find(|r| r.header.txid > e.uploaded)
+                .find(|r| r.header.txid > e.level0)
                 .is_some_and(|r| {
                     r.header.timestamp_ms + e.repl.settings().sync_interval_ms as i64 <= now
                 });
@@ -391,28 +437,8 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
         }
     }
     // At once when the log went quiet or someone waits in walrust_sync(); else now and then.
-    let quiet = !got_records && e.pending.iter().all(|r| r.header.txid <= e.uploaded);
+    let quiet = !got_records && e.pending.iter().all(|r| r.header.txid <= e.level0);
     write_manifest(e, quiet || !e.waiters.is_empty())?;
-    Ok(())
-}
-
-/// Compares the replica with what `state.json` says we uploaded; a mismatch (an empty replica,
-/// or one another writer or a restore changed) needs a snapshot with a new TXID.
-fn check_replica(e: &mut Entry) -> Result<(), String> {
-    let files = e
-        .repl
-        .store
-        .list(None, Times::Listed)
-        .map_err(|err| format!("walrust: cannot list the replica: {err}"))?;
-    let replica_max = files
-        .iter()
-        .map(|f| f.key.max_txid.get())
-        .max()
-        .unwrap_or(0);
-    if replica_max == 0 || replica_max != e.uploaded {
-        e.fresh_snapshot_above = Some(replica_max.max(e.uploaded));
-    }
-    e.replica_checked = true;
     Ok(())
 }
 
@@ -421,17 +447,33 @@ fn upload_pending(e: &mut Entry, before_snapshot: bool) -> Result<(), String> {
     let fresh: Vec<RecordRef> = e
         .pending
         .iter()
-        .filter(|r| r.header.txid > e.uploaded)
+        .filter(|r| r.header.txid > e.level0)
         .cloned()
         .collect();
+    if fresh.iter().any(|r| r.header.kind == Kind::Txn) && !owner::fence(e)? {
+        return Ok(());
+    }
     let tmp = e.repl.shadow.tmp_dir();
-    if let Some(up) = batch::upload_level0(&fresh, &mut e.reader, &tmp, e.repl.store.as_ref())
-        .map_err(|err| format!("walrust: upload to {} failed: {err}", e.repl.url))?
-    {
-        e.uploaded = up.max.get();
-        e.manifest_backlog.push(up.entry);
-        e.repl
-            .update_status(|s| s.last_upload_at_ms = Some(now_ms()));
+    match batch::upload_level0(&fresh, &mut e.reader, &tmp, e.repl.store.as_ref()) {
+        Ok(Some(up)) => {
+            e.level0 = up.max.get();
+            e.uploaded = e.uploaded.max(e.level0);
+            e.manifest_backlog.push(up.entry);
+            e.repl
+                .update_status(|s| s.last_upload_at_ms = Some(now_ms()));
+        }
+        Ok(None) => {}
+        Err(batch::Error::Exists(key)) => {
+            // Another writer has a file of this name: whose, the manifest says.
+            if owner::fence(e)? {
+                return Err(format!(
+                    "walrust: upload to {} failed: {key} exists already and this database did not record writing it; will check again",
+                    e.repl.url
+                ));
+            }
+            return Ok(());
+        }
+        Err(err) => return Err(format!("walrust: upload to {} failed: {err}", e.repl.url)),
     }
     if !before_snapshot || fresh.is_empty() {
         persist(e)?;
@@ -455,12 +497,23 @@ fn write_manifest(e: &mut Entry, force: bool) -> Result<(), String> {
     {
         return Ok(());
     }
-    crate::manifest::update(e.repl.store.as_ref(), &e.manifest_backlog, &[]).map_err(|err| {
-        format!(
-            "walrust: cannot update manifest.json in {}: {err}",
-            e.repl.url
-        )
-    })?;
+    let Some(me) = e.owner else {
+        return Ok(());
+    };
+    let expect = crate::manifest::Expect::Owner(me);
+    match crate::manifest::update_as(e.repl.store.as_ref(), expect, &e.manifest_backlog, &[]) {
+        Ok((_, version)) => e.manifest_version = Some(version),
+        Err(crate::store::StoreError::NotOwner { found, .. }) => {
+            owner::lost(e, found);
+            return Ok(());
+        }
+        Err(err) => {
+            return Err(format!(
+                "walrust: cannot update manifest.json in {}: {err}",
+                e.repl.url
+            ))
+        }
+    }
     e.manifest_backlog.clear();
     e.manifest_written_ms = now_ms();
     Ok(())
@@ -468,7 +521,7 @@ fn write_manifest(e: &mut Entry, force: bool) -> Result<(), String> {
 
 /// Writes progress to `state.json` and trims what is uploaded from the shadow log.
 fn persist(e: &mut Entry) -> Result<(), String> {
-    let all_done = e.pending.iter().all(|r| r.header.txid <= e.uploaded);
+    let all_done = e.pending.iter().all(|r| r.header.txid <= e.level0);
     let mut st: State = e
         .repl
         .shadow

@@ -39,7 +39,7 @@ impl Appended {
 }
 
 fn next_txid(app: &Appender) -> u64 {
-    app.last().map_or(1, |h| h.txid + 1)
+    app.next_txid()
 }
 
 fn marker(kind: Kind, txid: u64, pos: WalPos, fingerprint: (u64, i64)) -> Header {

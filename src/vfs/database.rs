@@ -301,7 +301,7 @@ impl Database {
             store,
             settings,
         ));
-        st.appender = Some(Appender::new(shadow.log_dir()));
+        st.appender = Some(Appender::new(shadow.log_dir()).with_floor(state.uploaded_txid));
         st.replication = Some(repl.clone());
         st.problem = None;
         crate::upload::register(repl.clone(), self);
@@ -635,7 +635,7 @@ impl Database {
             // The log's last TXID labels the database as it is now; a marker with a new TXID is
             // needed only when the replica already has TXIDs at or past it.
             if last.is_none_or(|h| h.txid < min_txid) {
-                let txid = last.map_or(1, |h| h.txid + 1).max(min_txid);
+                let txid = app.next_txid().max(min_txid);
                 let pos = last.map_or(crate::shadow::WalPos::Empty, |h| h.pos);
                 let h = crate::shadow::Header {
                     kind,

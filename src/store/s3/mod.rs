@@ -191,6 +191,53 @@ impl S3Store {
     }
 }
 
+impl S3Store {
+    fn put_file(
+        &self,
+        key: &FileKey,
+        src: &Path,
+        meta: &WriteMeta,
+        create_only: bool,
+    ) -> Result<FileInfo, StoreError> {
+        let rel = Layout::S3.file_key(key);
+        let what = || self.what("writing", &rel);
+        let local = |e: io::Error| StoreError::Io {
+            what: format!("{} from {}", what(), src.display()),
+            source: e,
+        };
+        let input = File::open(src).map_err(local)?;
+        let size = input.metadata().map_err(local)?.len();
+        let object = self.object_key(&rel);
+        if size <= self.client.options().part_size as u64 {
+            self.put_small(&what, &object, input, size, meta, create_only)?;
+        } else {
+            // Conditional completion is not universal among S3 servers: check first.
+            if create_only && self.exists(&object, &what)? {
+                return Err(StoreError::Conflict {
+                    what: format!("{}: a file of that name exists", what()),
+                });
+            }
+            self.put_multipart(&what, &object, input, size, meta)?;
+        }
+        Ok(FileInfo {
+            key: *key,
+            size,
+            created_at_ms: meta.timestamp_ms,
+        })
+    }
+
+    fn exists(&self, object: &str, what: &dyn Fn() -> String) -> Result<bool, StoreError> {
+        let bucket = self.client.bucket();
+        let resp = self
+            .client
+            .send(what, &bucket, object, Command::HeadObject)?;
+        if resp.status == 404 {
+            return Ok(false);
+        }
+        self.expect_ok(what, resp).map(|_| true)
+    }
+}
+
 impl Store for S3Store {
     fn describe(&self) -> String {
         self.url.clone()
@@ -262,25 +309,11 @@ impl Store for S3Store {
     }
 
     fn write(&self, key: &FileKey, src: &Path, meta: &WriteMeta) -> Result<FileInfo, StoreError> {
-        let rel = Layout::S3.file_key(key);
-        let what = || self.what("writing", &rel);
-        let local = |e: io::Error| StoreError::Io {
-            what: format!("{} from {}", what(), src.display()),
-            source: e,
-        };
-        let input = File::open(src).map_err(local)?;
-        let size = input.metadata().map_err(local)?.len();
-        let object = self.object_key(&rel);
-        if size <= self.client.options().part_size as u64 {
-            self.put_small(&what, &object, input, size, meta)?;
-        } else {
-            self.put_multipart(&what, &object, input, size, meta)?;
-        }
-        Ok(FileInfo {
-            key: *key,
-            size,
-            created_at_ms: meta.timestamp_ms,
-        })
+        self.put_file(key, src, meta, false)
+    }
+
+    fn create(&self, key: &FileKey, src: &Path, meta: &WriteMeta) -> Result<FileInfo, StoreError> {
+        self.put_file(key, src, meta, true)
     }
 
     fn delete(&self, keys: &[FileKey]) -> Result<(), StoreError> {
@@ -317,6 +350,22 @@ impl Store for S3Store {
             }
         }
         Ok(())
+    }
+
+    fn manifest_version(&self) -> Result<Option<ETag>, StoreError> {
+        let what = || self.what("reading the version of", MANIFEST_KEY);
+        let bucket = self.client.bucket();
+        let resp = self.client.send(
+            &what,
+            &bucket,
+            &self.object_key(MANIFEST_KEY),
+            Command::HeadObject,
+        )?;
+        if resp.status == 404 {
+            return Ok(None);
+        }
+        let resp = self.expect_ok(&what, resp)?;
+        Ok(resp.header("etag").map(|e| ETag(e.to_string())))
     }
 
     fn get_manifest(&self) -> Result<Option<ManifestObject>, StoreError> {

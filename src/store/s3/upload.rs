@@ -44,7 +44,15 @@ impl S3Store {
         input: File,
         size: u64,
         meta: &WriteMeta,
+        create_only: bool,
     ) -> Result<(), StoreError> {
+        let mut headers = Self::meta_headers(meta);
+        if create_only {
+            headers.insert(
+                HeaderName::from_static("if-none-match"),
+                HeaderValue::from_static("*"),
+            );
+        }
         let body = FileBody::new(&input, 0, size).map_err(|e| StoreError::Io {
             what: what(),
             source: e,
@@ -53,7 +61,7 @@ impl S3Store {
         let cmd = Command::PutObject {
             content: &[],
             content_type: OCTET_STREAM,
-            custom_headers: Some(Self::meta_headers(meta)),
+            custom_headers: Some(headers),
             multipart: None,
         };
         let resp = self.client.send_file(what, &bucket, object, cmd, &body)?;

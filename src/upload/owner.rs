@@ -1,0 +1,308 @@
+//! The uploader's side of "one history per replica" and "no silent stop" (SPEC 6): before a
+//! process's first upload it decides, from the replica and `state.json`, whether this database
+//! owns the replica and where uploading resumes; before each batch it checks, with one cheap
+//! request, that nobody took the replica over meanwhile.
+//!
+//! What must hold: nothing of a database that does not continue the replica's history reaches
+//! it; an uploader killed at any step is followed by one that resumes from the replica's own
+//! state (no duplicate snapshot, no TXID gap); a shadow log that lost its tail is noticed, and
+//! a fresh snapshot past everything the replica has follows.
+
+use super::worker::Entry;
+use crate::history::{self, Owner, Refusal, ReplicaView, Verdict};
+use crate::manifest::{self, Expect, Manifest};
+use crate::shadow::log::{self, Cursor};
+use crate::shadow::Kind;
+use crate::store::{FileInfo, StoreError, Times, SNAPSHOT_LEVEL};
+
+/// Decides whether and from where this database uploads (`history::decide`).
+pub(super) fn check_replica(e: &mut Entry) -> Result<(), String> {
+    let repl = e.repl.clone();
+    let store = repl.store.as_ref();
+    let failed = |what: &str, err: StoreError| format!("walrust: cannot {what}: {err}");
+    let files = store
+        .list(None, Times::Listed)
+        .map_err(|err| failed("list the replica", err))?;
+    let manifest = manifest::load(store).map_err(|err| failed("read manifest.json", err))?;
+    let view = ReplicaView {
+        owner: manifest.as_ref().and_then(|(m, _)| m.owner()),
+        max_txid: files
+            .iter()
+            .map(|f| f.key.max_txid.get())
+            .max()
+            .unwrap_or(0),
+        has_files: !files.is_empty(),
+    };
+    let mut st = e
+        .repl
+        .shadow
+        .read_state()
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let verdict = history::decide(&view, &st.local_view());
+    crate::log::trace(|| format!("{}: {verdict:?} ({view:?})", e.repl.db_path.display()));
+    let owner = match verdict {
+        Verdict::Refuse(r) => {
+            refuse(e, &r);
+            return Ok(());
+        }
+        Verdict::Claim | Verdict::Adopt => {
+            let o = Owner::new_history();
+            if !claim(e, o)? {
+                return Ok(());
+            }
+            if verdict == Verdict::Claim {
+                e.fresh_snapshot_above = Some(view.max_txid.max(e.uploaded));
+            }
+            o
+        }
+        Verdict::Continue if st.owner.is_none() => {
+            // A restored copy continuing the history: a new generation fences off the
+            // database it was restored from, should that one still be writing.
+            let o = view
+                .owner
+                .expect("decide continues a restore only with an owner");
+            let o = o.next_generation();
+            if !claim(e, o)? {
+                return Ok(());
+            }
+            e.uploaded = view.max_txid;
+            e.level0 = e.uploaded;
+            o
+        }
+        Verdict::Continue => st.owner.expect("decide continues only its own history"),
+        Verdict::Resume { replica_max } => {
+            resume(e, replica_max, manifest.as_ref().map(|(m, _)| m), &files)?;
+            st.owner.expect("decide resumes only its own history")
+        }
+        Verdict::Snapshot { above } => {
+            e.fresh_snapshot_above = Some(above);
+            st.owner.expect("decide snapshots only its own history")
+        }
+    };
+    e.owner = Some(owner);
+    // Level 0 goes on from where the incremental levels reach, so that it stays contiguous
+    // through snapshots (a snapshot's TXID may be past the last level-0 file).
+    let reach = incremental_reach(&files);
+    e.level0 = if reach > 0 {
+        reach.min(e.uploaded)
+    } else {
+        e.uploaded
+    };
+    if !e.manifest_backlog.is_empty() {
+        manifest::update_as(store, Expect::Owner(owner), &e.manifest_backlog, &[])
+            .map_err(|err| failed("update manifest.json", err))?;
+        e.manifest_backlog.clear();
+    }
+    e.manifest_version = store.manifest_version().ok().flatten();
+    st.owner = Some(owner);
+    st.restored_txid = None;
+    st.takeover = false;
+    st.uploaded_txid = e.uploaded;
+    st.replica = e.repl.url.clone();
+    e.repl.shadow.write_state(&st).map_err(|err| {
+        format!(
+            "walrust: cannot write {}: {err}",
+            e.repl.shadow.state_path().display()
+        )
+    })?;
+    e.replica_checked = true;
+    Ok(())
+}
+
+/// The newest TXID the incremental levels (0–8) reach: where level 0 goes on from.
+fn incremental_reach(files: &[FileInfo]) -> u64 {
+    files
+        .iter()
+        .filter(|f| f.key.level < SNAPSHOT_LEVEL)
+        .map(|f| f.key.max_txid.get())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Records `o` as the replica's owner; `false` (and the database refused) if another writer
+/// got there first.
+fn claim(e: &mut Entry, o: Owner) -> Result<bool, String> {
+    match manifest::update_as(e.repl.store.as_ref(), Expect::Claim(o), &[], &[]) {
+        Ok(_) => Ok(true),
+        Err(StoreError::NotOwner { found, .. }) => {
+            refuse(e, &Refusal::Foreign { theirs: found });
+            Ok(false)
+        }
+        Err(err) => Err(format!(
+            "walrust: cannot record this database as the owner of {}: {err}",
+            e.repl.url
+        )),
+    }
+}
+
+/// The replica has files past what `state.json` recorded: an uploader wrote them and died
+/// before it could say so. They came from this shadow log, so uploading goes on after them if
+/// the log still holds their last transaction; if not, the log lost its tail, and a snapshot
+/// past them follows.
+fn resume(
+    e: &mut Entry,
+    replica_max: u64,
+    manifest: Option<&Manifest>,
+    files: &[FileInfo],
+) -> Result<(), String> {
+    if !log_reaches(e, replica_max)? {
+        crate::log::warn(&format!(
+            "walrust: the shadow log of {} does not reach TXID {replica_max}, which the replica has: a snapshot follows",
+            e.repl.db_path.display()
+        ));
+        e.fresh_snapshot_above = Some(replica_max);
+        return Ok(());
+    }
+    e.uploaded = replica_max;
+    let named = manifest.map_or(0, Manifest::max_txid);
+    let unnamed: Vec<&FileInfo> = files
+        .iter()
+        .filter(|f| f.key.max_txid.get() > named)
+        .collect();
+    for f in unnamed {
+        e.manifest_backlog.push(entry_for(e, f)?);
+    }
+    Ok(())
+}
+
+/// A manifest entry for a file already in the replica, hashed by reading it back.
+fn entry_for(e: &Entry, f: &FileInfo) -> Result<manifest::Entry, String> {
+    let store = e.repl.store.as_ref();
+    let reader = store
+        .read(&f.key, None)
+        .map_err(|err| format!("walrust: cannot read {} back: {err}", f.key))?;
+    let (sha, _) = manifest::HashingReader::new(reader)
+        .finish()
+        .map_err(|err| format!("walrust: cannot read {} back: {err}", f.key))?;
+    Ok(manifest::Entry::new(store.layout(), f, sha))
+}
+
+/// Whether the shadow log, from the uploader's cursor on, holds the transaction `txid`.
+fn log_reaches(e: &mut Entry, txid: u64) -> Result<bool, String> {
+    let mut cursor = e.read_cursor;
+    loop {
+        let (recs, next) = e
+            .reader
+            .read_at_most(cursor, 4096)
+            .map_err(|err| format!("walrust: cannot read the shadow log: {err}"))?;
+        if recs
+            .iter()
+            .any(|r| r.header.txid == txid && r.header.kind != Kind::Position)
+        {
+            return Ok(true);
+        }
+        if recs.is_empty() || recs.iter().any(|r| r.header.txid > txid) {
+            return Ok(false);
+        }
+        cursor = next;
+    }
+}
+
+/// Makes the uploader's cursor (from `state.json`) point where the log goes on after the
+/// uploaded TXID. If the log no longer has the records the cursor assumes (a power failure cut
+/// its unsynced tail while `state.json` survived, or segments were removed), the cursor moves
+/// to the first record past the uploaded TXID, or to the log's end: the appender's next record
+/// there is a `Resync`, and a snapshot follows. Returns whether the cursor had to move.
+pub(super) fn settle_cursor(e: &mut Entry) -> Result<bool, String> {
+    let io = |err: std::io::Error| format!("walrust: cannot read the shadow log: {err}");
+    let (first, _) = e.reader.read_at_most(e.read_cursor, 1).map_err(io)?;
+    let ok = match first.first() {
+        Some(r) if r.header.kind == Kind::Txn => r.header.txid == e.uploaded + 1,
+        Some(r) => r.header.txid >= e.uploaded,
+        None => log::last_record(&e.repl.shadow.log_dir())
+            .map_err(io)?
+            .is_none_or(|h| h.txid <= e.uploaded && !behind_cursor(e)),
+    };
+    if ok {
+        return Ok(false);
+    }
+    let (all, end) = e.reader.read_from(Cursor::default()).map_err(io)?;
+    e.read_cursor = all
+        .iter()
+        .find(|r| r.header.txid > e.uploaded)
+        .map_or(end, |r| Cursor {
+            seq: r.seq,
+            offset: r.offset,
+        });
+    crate::log::warn(&format!(
+        "walrust: the shadow log of {} does not go on where the last upload stopped (TXID {}); it lost records after a crash, and a snapshot will follow",
+        e.repl.db_path.display(),
+        e.uploaded
+    ));
+    Ok(true)
+}
+
+/// The log's newest segment is older than the cursor's: everything at and after the cursor
+/// is gone.
+fn behind_cursor(e: &Entry) -> bool {
+    log::list_segments(&e.repl.shadow.log_dir())
+        .map(|s| s.last().is_some_and(|&last| last < e.read_cursor.seq))
+        .unwrap_or(false)
+}
+
+/// Before a batch: has anyone changed the manifest since we last looked, and if so, is the
+/// replica still ours? One `HEAD` (a `stat` on a directory) when nothing changed.
+pub(super) fn fence(e: &mut Entry) -> Result<bool, String> {
+    let Some(owner) = e.owner else {
+        return Ok(true);
+    };
+    let store = e.repl.store.as_ref();
+    let version = store
+        .manifest_version()
+        .map_err(|err| format!("walrust: cannot read manifest.json: {err}"))?;
+    if version.is_some() && version == e.manifest_version {
+        return Ok(true);
+    }
+    let found = manifest::load(store)
+        .map_err(|err| format!("walrust: cannot read manifest.json: {err}"))?
+        .and_then(|(m, _)| m.owner());
+    if found == Some(owner) {
+        e.manifest_version = version;
+        return Ok(true);
+    }
+    lost(e, found);
+    Ok(false)
+}
+
+/// A write found the replica owned by someone else: stop, and say who.
+pub(super) fn lost(e: &mut Entry, found: Option<Owner>) {
+    let ours = e.owner.expect("only an owner can lose the replica");
+    let r = match found {
+        Some(theirs) if theirs.history == ours.history && theirs.generation > ours.generation => {
+            Refusal::Superseded { ours, theirs }
+        }
+        theirs => Refusal::Foreign { theirs },
+    };
+    refuse(e, &r);
+}
+
+/// Stops uploading this database for good (in this process), says why everywhere a user
+/// looks, and removes the files it uploaded that no manifest entry names.
+pub(super) fn refuse(e: &mut Entry, why: &Refusal) {
+    let db = e.repl.db_path.display();
+    let msg = format!(
+        "walrust: {db} is not replicating to {}: {why}; its commits stay in the shadow log. \
+         To make this database the replica's history run SELECT walrust_takeover() (or \
+         walrust takeover {db}); to replicate it elsewhere remove {} and open it with another replica",
+        e.repl.url,
+        e.repl.shadow.root.display()
+    );
+    let orphans: Vec<_> = e
+        .manifest_backlog
+        .drain(..)
+        .filter_map(|m| m.file_key())
+        .collect();
+    if !orphans.is_empty() {
+        let _ = e.repl.store.delete(&orphans);
+    }
+    crate::log::error(&msg);
+    e.repl.set_error(Some(msg.clone()));
+    if let Ok(Some(mut st)) = e.repl.shadow.read_state() {
+        st.last_error = Some(msg.clone());
+        let _ = e.repl.shadow.write_state(&st);
+    }
+    e.refused = Some(msg);
+    e.replica_checked = true;
+}

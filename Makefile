@@ -7,18 +7,23 @@ SQLITE3 ?= /usr/bin/sqlite3
 TARGET_DIR := $(abspath $(or $(CARGO_TARGET_DIR),target))
 SUFFIX := $(if $(filter Darwin,$(shell uname -s)),dylib,so)
 EXT := $(TARGET_DIR)/release/libwalrust.$(SUFFIX)
+# The same extension with the failpoints feature (src/failpoint.rs), for the crash tests.
+FAILPOINT_EXT := $(TARGET_DIR)/failpoints/release/libwalrust.$(SUFFIX)
 
-.PHONY: all build test test-env test-unit test-sql test-py test-rusqlite demo fmt lint bench clean
+.PHONY: all build build-failpoints test test-env test-unit test-sql test-py test-rusqlite demo fmt lint bench clean
 
 all: build
 
 build:
 	$(CARGO) build --release
 
+build-failpoints:
+	$(CARGO) build --release --features failpoints --target-dir $(TARGET_DIR)/failpoints
+
 # Everything: build, install what is missing (idempotent, quick when all is there), then
 # cargo test, the SQL golden tests, pytest and the rusqlite client, with a summary.
-test: build test-env
-	WALRUST_EXT=$(EXT) scripts/test.sh
+test: build build-failpoints test-env
+	WALRUST_EXT=$(EXT) WALRUST_FAILPOINT_EXT=$(FAILPOINT_EXT) scripts/test.sh
 
 test-env:
 	scripts/setup-test-env.sh
@@ -29,8 +34,8 @@ test-unit:
 	scripts/test.sh unit $(ARGS)
 test-sql: build
 	WALRUST_EXT=$(EXT) scripts/test.sh sql $(ARGS)
-test-py: build
-	WALRUST_EXT=$(EXT) scripts/test.sh py $(ARGS)
+test-py: build build-failpoints
+	WALRUST_EXT=$(EXT) WALRUST_FAILPOINT_EXT=$(FAILPOINT_EXT) scripts/test.sh py $(ARGS)
 test-rusqlite: build
 	WALRUST_EXT=$(EXT) scripts/test.sh rusqlite $(ARGS)
 

@@ -5,13 +5,14 @@
 use std::path::PathBuf;
 
 /// The settings' names, as PRAGMAs and URI parameters.
-pub const NAMES: [&str; 6] = [
+pub const NAMES: [&str; 7] = [
     "walrust_sync_interval",
     "walrust_snapshot_interval",
     "walrust_retention",
     "walrust_compact_after_snapshot",
     "walrust_shadow_dir",
     "walrust_checkpoint",
+    "walrust_close_timeout",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +91,9 @@ pub struct Settings {
     pub compact_after_snapshot: bool,
     pub shadow_dir: Option<PathBuf>,
     pub checkpoint: CheckpointMode,
+    /// How long the last close of a replicating database in a process may wait to upload
+    /// what is pending (SPEC 6, nothing stranded); 0 does not wait.
+    pub close_timeout_ms: u64,
 }
 
 impl Default for Settings {
@@ -101,6 +105,7 @@ impl Default for Settings {
             compact_after_snapshot: false,
             shadow_dir: None,
             checkpoint: CheckpointMode::Background,
+            close_timeout_ms: 10_000,
         }
     }
 }
@@ -163,6 +168,11 @@ impl Settings {
                     _ => return Err(bad("background or app")),
                 }
             }
+            "walrust_close_timeout" => {
+                self.close_timeout_ms = v
+                    .parse()
+                    .map_err(|_| bad("milliseconds (0 does not wait)"))?
+            }
             _ => return Err(format!("walrust: unknown setting {name}")),
         }
         Ok(())
@@ -189,6 +199,7 @@ impl Settings {
                 CheckpointMode::App => "app",
             })
             .to_string(),
+            "walrust_close_timeout" => self.close_timeout_ms.to_string(),
             _ => return None,
         })
     }

@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod clock;
 pub mod compact;
 pub mod config;
+pub mod failpoint;
 pub mod history;
 pub mod log;
 pub mod ltx;

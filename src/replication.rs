@@ -22,6 +22,9 @@ pub struct Status {
     /// Commit time of the oldest transaction not yet uploaded.
     pub oldest_pending_ms: Option<i64>,
     pub last_error: Option<String>,
+    /// The last thing walrust recovered from on its own that a user may want to know (a shadow
+    /// log that lost its tail, say), with what it did about it.
+    pub notice: Option<String>,
     pub last_upload_at_ms: Option<i64>,
     /// This process holds the uploader lock.
     pub uploading: bool,

@@ -147,6 +147,8 @@ pub fn temp_path(output: &Path) -> PathBuf {
 pub struct RestoredTemp {
     path: PathBuf,
     output: PathBuf,
+    /// The replica restored from (`Store::describe`), recorded beside the output.
+    replica: String,
     txid: Txid,
     page_size: u32,
     pages: u32,
@@ -222,6 +224,16 @@ impl RestoredTemp {
         self.committed = true;
         let dir = parent_dir(&self.output);
         File::open(dir).and_then(|d| d.sync_all()).map_err(io_err)?;
+        // So that the copy can continue the replica's history (SPEC 6). Not fatal: without it
+        // the copy replicates like any other database (it would be refused by this replica).
+        if let Err(e) =
+            crate::shadow::restored::record(&self.output, &self.replica, self.txid.get())
+        {
+            crate::log::warn(&format!(
+                "walrust: restored {}, but could not record the restore beside it ({e}); opened with the same replica it will be refused until walrust_takeover()",
+                self.output.display()
+            ));
+        }
         Ok(self.txid)
     }
 }
@@ -289,6 +301,7 @@ pub fn restore(
     let mut guard = RestoredTemp {
         path: temp,
         output: output.to_path_buf(),
+        replica: store.describe(),
         txid: plan.txid,
         page_size: 0,
         pages: 0,

@@ -10,6 +10,7 @@
 
 pub mod log;
 pub mod record;
+pub mod restored;
 pub mod state;
 
 use std::fs::{self, File, OpenOptions};
@@ -19,6 +20,16 @@ use std::path::{Path, PathBuf};
 
 pub use record::{Header, Kind, WalPos};
 pub use state::State;
+
+/// Size and modification time (ns) of a file: changes when anyone writes it. `(0, 0)` if it
+/// cannot be read.
+pub fn fingerprint(path: &Path) -> (u64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    match fs::metadata(path) {
+        Ok(m) => (m.len(), m.mtime() * 1_000_000_000 + m.mtime_nsec()),
+        Err(_) => (0, 0),
+    }
+}
 
 /// Paths of one database's shadow directory.
 #[derive(Clone, Debug)]

@@ -57,6 +57,15 @@ pub(super) fn walrust_snapshot(ctx: &Context<'_>) -> rusqlite::Result<i64> {
         .map_err(err)
 }
 
+/// `walrust_takeover([schema])`: this database becomes the replica's history (SPEC 6).
+pub(super) fn walrust_takeover(ctx: &Context<'_>) -> rusqlite::Result<i64> {
+    let schema = schema_arg(ctx, 0)?;
+    let repl = replication(ctx, &schema)?;
+    crate::upload::takeover(&repl, Duration::from_secs(600))
+        .map(|t| t as i64)
+        .map_err(err)
+}
+
 fn parse_target(ctx: &Context<'_>) -> rusqlite::Result<Target> {
     if ctx.len() < 3 {
         return Ok(Target::Latest);

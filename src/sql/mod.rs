@@ -16,12 +16,13 @@ use rusqlite::functions::FunctionFlags;
 use rusqlite::Connection;
 
 /// The functions walrust registers, as `pragma_function_list` shows them.
-pub const FUNCTIONS: [&str; 7] = [
+pub const FUNCTIONS: [&str; 8] = [
     "walrust_compact",
     "walrust_restore",
     "walrust_snapshot",
     "walrust_status",
     "walrust_sync",
+    "walrust_takeover",
     "walrust_verify",
     "walrust_version",
 ];
@@ -50,6 +51,12 @@ pub fn register_all(conn: &Connection) -> rusqlite::Result<()> {
         functions::walrust_snapshot,
     )?;
     conn.create_scalar_function("walrust_restore", -1, direct(), functions::walrust_restore)?;
+    conn.create_scalar_function(
+        "walrust_takeover",
+        -1,
+        direct(),
+        functions::walrust_takeover,
+    )?;
     conn.create_scalar_function("walrust_verify", 1, direct(), replica_fns::walrust_verify)?;
     conn.create_scalar_function(
         "walrust_compact",

@@ -280,6 +280,15 @@ impl fmt::Display for S3Url {
     }
 }
 
+/// Two replica URLs name the same replica (`/dir` and `file:///dir` do).
+pub fn same_replica(a: &str, b: &str) -> bool {
+    let norm = |s: &str| {
+        let s = s.trim().trim_end_matches('/');
+        s.strip_prefix("file://").unwrap_or(s).to_string()
+    };
+    norm(a) == norm(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -168,6 +168,7 @@ pub fn upload_level0(
     let sha = hasher.finish();
     let key = FileKey::new(0, min, max).unwrap();
     let entry = put(store, &key, &tmp.path, last.header.timestamp_ms, sha)?;
+    crate::failpoint::hit("upload.level0_written");
     Ok(Some(Uploaded {
         min,
         max,
@@ -187,12 +188,13 @@ pub fn put_with_manifest(
     sha256: String,
 ) -> Result<(), Error> {
     let entry = put(store, key, path, timestamp_ms, sha256)?;
+    crate::failpoint::hit("snapshot.file_written");
     match manifest::update_as(store, expect, &[entry], &[]) {
-        Ok(_) => Ok(()),
-        Err(StoreError::NotOwner { found, .. }) => {
-            let _ = store.delete(&[*key]);
-            Err(Error::NotOwner(found))
+        Ok(_) => {
+            crate::failpoint::hit("snapshot.manifest_written");
+            Ok(())
         }
+        Err(StoreError::NotOwner { found, .. }) => Err(Error::NotOwner(found)),
         Err(e) => Err(Error::Other(e.to_string())),
     }
 }
@@ -211,7 +213,26 @@ fn put(
     };
     match store.create(key, path, &meta) {
         Ok(info) => Ok(Entry::new(store.layout(), &info, sha256)),
-        Err(StoreError::Conflict { .. }) => Err(Error::Exists(*key)),
+        Err(StoreError::Conflict { .. }) => match already_there(store, key, &sha256) {
+            // An earlier attempt of ours got through before its answer was lost.
+            Some(size) => Ok(Entry::new(
+                store.layout(),
+                &crate::store::FileInfo {
+                    key: *key,
+                    size,
+                    created_at_ms: timestamp_ms,
+                },
+                sha256,
+            )),
+            None => Err(Error::Exists(*key)),
+        },
         Err(e) => Err(Error::Other(e.to_string())),
     }
+}
+
+/// The size of the file at `key` if it holds exactly the bytes whose hash is `sha256`.
+fn already_there(store: &dyn Store, key: &FileKey, sha256: &str) -> Option<u64> {
+    let reader = store.read(key, None).ok()?;
+    let (sha, size) = manifest::HashingReader::new(reader).finish().ok()?;
+    (sha == sha256).then_some(size)
 }

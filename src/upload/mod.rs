@@ -12,6 +12,7 @@
 
 pub mod batch;
 mod owner;
+pub use owner::claim_next_generation;
 pub mod snapshot;
 mod worker;
 
@@ -33,6 +34,11 @@ pub(crate) enum Msg {
         reply: Sender<Result<u64, String>>,
     },
     Snapshot {
+        id: u64,
+        reply: Sender<Result<u64, String>>,
+    },
+    /// Make this database the replica's history (a new generation), then snapshot.
+    Takeover {
         id: u64,
         reply: Sender<Result<u64, String>>,
     },
@@ -130,6 +136,19 @@ pub fn snapshot(repl: &Replication, timeout: Duration) -> Result<u64, String> {
         return Err("walrust: the upload thread is not responding".into());
     }
     wait(rx, timeout, repl, "snapshot")
+}
+
+/// `walrust_takeover()`: claims the replica's next generation and takes its snapshot; returns
+/// the snapshot's TXID.
+pub fn takeover(repl: &Replication, timeout: Duration) -> Result<u64, String> {
+    let (tx, rx) = flume::bounded(1);
+    if !send(Msg::Takeover {
+        id: repl.id,
+        reply: tx,
+    }) {
+        return Err("walrust: the upload thread is not responding".into());
+    }
+    wait(rx, timeout, repl, "takeover")
 }
 
 fn wait(

@@ -148,10 +148,13 @@ fn resume(
     files: &[FileInfo],
 ) -> Result<(), String> {
     if !log_reaches(e, replica_max)? {
-        crate::log::warn(&format!(
-            "walrust: the shadow log of {} does not reach TXID {replica_max}, which the replica has: a snapshot follows",
-            e.repl.db_path.display()
-        ));
+        notice(
+            e,
+            format!(
+                "walrust: the shadow log of {} does not reach TXID {replica_max}, which the replica has: it lost records in a crash; a snapshot with new TXIDs follows",
+                e.repl.db_path.display()
+            ),
+        );
         e.fresh_snapshot_above = Some(replica_max);
         return Ok(());
     }
@@ -203,17 +206,18 @@ fn log_reaches(e: &mut Entry, txid: u64) -> Result<bool, String> {
 /// Makes the uploader's cursor (from `state.json`) point where the log goes on after the
 /// uploaded TXID. If the log no longer has the records the cursor assumes (a power failure cut
 /// its unsynced tail while `state.json` survived, or segments were removed), the cursor moves
-/// to the first record past the uploaded TXID, or to the log's end: the appender's next record
-/// there is a `Resync`, and a snapshot follows. Returns whether the cursor had to move.
-pub(super) fn settle_cursor(e: &mut Entry) -> Result<bool, String> {
+/// to the first record past `done` (the TXID read and uploaded up to the cursor), or to the
+/// log's end: the appender's next record there is a `Resync`, and a snapshot follows. Returns
+/// whether the cursor had to move.
+pub(super) fn settle_cursor(e: &mut Entry, done: u64) -> Result<bool, String> {
     let io = |err: std::io::Error| format!("walrust: cannot read the shadow log: {err}");
     let (first, _) = e.reader.read_at_most(e.read_cursor, 1).map_err(io)?;
     let ok = match first.first() {
-        Some(r) if r.header.kind == Kind::Txn => r.header.txid == e.uploaded + 1,
-        Some(r) => r.header.txid >= e.uploaded,
+        Some(r) if r.header.kind == Kind::Txn => r.header.txid == done + 1,
+        Some(r) => r.header.txid >= done,
         None => log::last_record(&e.repl.shadow.log_dir())
             .map_err(io)?
-            .is_none_or(|h| h.txid <= e.uploaded && !behind_cursor(e)),
+            .is_none_or(|h| h.txid <= done && !behind_cursor(e)),
     };
     if ok {
         return Ok(false);
@@ -221,16 +225,18 @@ pub(super) fn settle_cursor(e: &mut Entry) -> Result<bool, String> {
     let (all, end) = e.reader.read_from(Cursor::default()).map_err(io)?;
     e.read_cursor = all
         .iter()
-        .find(|r| r.header.txid > e.uploaded)
+        .find(|r| r.header.txid > done)
         .map_or(end, |r| Cursor {
             seq: r.seq,
             offset: r.offset,
         });
-    crate::log::warn(&format!(
-        "walrust: the shadow log of {} does not go on where the last upload stopped (TXID {}); it lost records after a crash, and a snapshot will follow",
-        e.repl.db_path.display(),
-        e.uploaded
-    ));
+    notice(
+        e,
+        format!(
+            "walrust: the shadow log of {} does not go on where the last upload stopped (TXID {done}): it lost records in a crash; a snapshot with new TXIDs follows",
+            e.repl.db_path.display()
+        ),
+    );
     Ok(true)
 }
 
@@ -266,6 +272,13 @@ pub(super) fn fence(e: &mut Entry) -> Result<bool, String> {
     Ok(false)
 }
 
+/// Something walrust recovered from on its own: one line on stderr and `notice` in
+/// `walrust_status()`.
+fn notice(e: &Entry, msg: String) {
+    crate::log::warn(&msg);
+    e.repl.update_status(|s| s.notice = Some(msg));
+}
+
 /// A write found the replica owned by someone else: stop, and say who.
 pub(super) fn lost(e: &mut Entry, found: Option<Owner>) {
     let ours = e.owner.expect("only an owner can lose the replica");
@@ -278,8 +291,8 @@ pub(super) fn lost(e: &mut Entry, found: Option<Owner>) {
     refuse(e, &r);
 }
 
-/// Stops uploading this database for good (in this process), says why everywhere a user
-/// looks, and removes the files it uploaded that no manifest entry names.
+/// Stops uploading this database for good (in this process) and says why everywhere a user
+/// looks.
 pub(super) fn refuse(e: &mut Entry, why: &Refusal) {
     let db = e.repl.db_path.display();
     let msg = format!(
@@ -289,14 +302,11 @@ pub(super) fn refuse(e: &mut Entry, why: &Refusal) {
         e.repl.url,
         e.repl.shadow.root.display()
     );
-    let orphans: Vec<_> = e
-        .manifest_backlog
-        .drain(..)
-        .filter_map(|m| m.file_key())
-        .collect();
-    if !orphans.is_empty() {
-        let _ = e.repl.store.delete(&orphans);
-    }
+    // Files uploaded since the last manifest write stay: with a store whose conditional
+    // writes are not atomic, a name of ours may be the other writer's file. No restore of the
+    // newest point chains through them (the owner's TXIDs are past them), and compaction
+    // leaves files the manifest does not name alone.
+    e.manifest_backlog.clear();
     crate::log::error(&msg);
     e.repl.set_error(Some(msg.clone()));
     if let Ok(Some(mut st)) = e.repl.shadow.read_state() {
@@ -305,4 +315,73 @@ pub(super) fn refuse(e: &mut Entry, why: &Refusal) {
     }
     e.refused = Some(msg);
     e.replica_checked = true;
+}
+
+/// Claims the replica for the next generation of its history (a new history if it has none):
+/// the first step of a takeover (SPEC 6). Returns the new owner and the newest TXID the replica
+/// holds; the takeover's snapshot must have a TXID past it.
+pub fn claim_next_generation(store: &dyn crate::store::Store) -> Result<(Owner, u64), String> {
+    let failed = |what: &str, err: StoreError| format!("walrust: cannot {what}: {err}");
+    for _ in 0..5 {
+        let current = manifest::load(store)
+            .map_err(|err| failed("read manifest.json", err))?
+            .and_then(|(m, _)| m.owner());
+        let next = current.map_or_else(Owner::new_history, Owner::next_generation);
+        let files = store
+            .list(None, Times::Listed)
+            .map_err(|err| failed("list the replica", err))?;
+        let max = files
+            .iter()
+            .map(|f| f.key.max_txid.get())
+            .max()
+            .unwrap_or(0);
+        match manifest::update_as(store, Expect::Claim(next), &[], &[]) {
+            Ok(_) => return Ok((next, max)),
+            // Another takeover won the race: look again.
+            Err(StoreError::NotOwner { .. }) => continue,
+            Err(err) => return Err(failed("record the takeover in manifest.json", err)),
+        }
+    }
+    Err(format!(
+        "walrust: cannot take {} over: other takeovers keep changing its owner; retry",
+        store.describe()
+    ))
+}
+
+/// `walrust_takeover()` in this process: this database becomes the replica's history. The
+/// snapshot that starts the new generation is requested; the caller waits for it.
+pub(super) fn take_over(e: &mut Entry) -> Result<(), String> {
+    let (owner, max) = claim_next_generation(e.repl.store.as_ref())?;
+    let mut st = e
+        .repl
+        .shadow
+        .read_state()
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    st.owner = Some(owner);
+    st.takeover = true;
+    st.restored_txid = None;
+    st.last_error = None;
+    st.replica = e.repl.url.clone();
+    e.repl.shadow.write_state(&st).map_err(|err| {
+        format!(
+            "walrust: cannot write {}: {err}",
+            e.repl.shadow.state_path().display()
+        )
+    })?;
+    e.owner = Some(owner);
+    e.refused = None;
+    e.replica_checked = true;
+    e.manifest_backlog.clear();
+    e.manifest_version = e.repl.store.manifest_version().ok().flatten();
+    e.fresh_snapshot_above = Some(max.max(e.uploaded));
+    e.snapshot_requested = true;
+    e.repl.set_error(None);
+    crate::log::warn(&format!(
+        "walrust: {} took {} over as {owner}; its snapshot starts past TXID {max}",
+        e.repl.db_path.display(),
+        e.repl.url
+    ));
+    Ok(())
 }

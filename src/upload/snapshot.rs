@@ -167,7 +167,7 @@ pub fn take(
 /// Why a snapshot failed.
 #[derive(Debug)]
 pub enum Error {
-    /// The manifest write found another owner (`history`): the snapshot was removed again.
+    /// The manifest write found another owner (`history`).
     NotOwner(Option<crate::history::Owner>),
     Other(String),
 }

@@ -39,7 +39,7 @@ pub(super) struct Entry {
     /// A snapshot with a new TXID above this one is needed before any level-0 upload.
     pub(super) fresh_snapshot_above: Option<u64>,
     next_snapshot_ms: i64,
-    snapshot_requested: bool,
+    pub(super) snapshot_requested: bool,
     retry_at_ms: i64,
     failures: u32,
     force: bool,
@@ -174,6 +174,36 @@ fn handle(entries: &mut HashMap<u64, Entry>, msg: Msg) {
                 e.force = true;
                 e.catch_up = true;
                 e.retry_at_ms = 0;
+            }
+            None => {
+                let _ = reply.send(Err("walrust: this database is not replicating".into()));
+            }
+        },
+        Msg::Takeover { id, reply } => match entries.get_mut(&id) {
+            Some(e) => {
+                if e.lock.is_none() && !take_lock(e) {
+                    let _ = reply.send(Err(format!(
+                        "walrust: another process uploads {}; run walrust_takeover() there, or close it first",
+                        e.repl.db_path.display()
+                    )));
+                    return;
+                }
+                if !e.replica_checked {
+                    // Where the log stands, before the snapshot decides its TXID.
+                    if let Err(err) = owner::settle_cursor(e, e.uploaded) {
+                        let _ = reply.send(Err(err));
+                        return;
+                    }
+                }
+                match owner::take_over(e) {
+                    Ok(()) => {
+                        e.snapshot_waiters.push(reply);
+                        e.retry_at_ms = 0;
+                    }
+                    Err(err) => {
+                        let _ = reply.send(Err(err));
+                    }
+                }
             }
             None => {
                 let _ = reply.send(Err("walrust: this database is not replicating".into()));
@@ -326,7 +356,7 @@ fn answer_waiters(e: &mut Entry) {
 fn step(e: &mut Entry, now: i64) -> Result<(), String> {
     let db = e.db.upgrade().filter(|d| d.in_use());
     if !e.replica_checked {
-        owner::settle_cursor(e)?;
+        owner::settle_cursor(e, e.uploaded)?;
         owner::check_replica(e)?;
         if e.refused.is_some() {
             return Ok(());
@@ -360,6 +390,15 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
     })?;
     e.read_cursor = cursor;
     let got_records = !recs.is_empty();
+    // This process appended records the cursor does not reach: the log was cut below it (a
+    // crash lost its unsynced tail after the cursor was recorded). Find where it goes on.
+    if !got_records
+        && e.pending.is_empty()
+        && e.repl.status().local_txid > e.level0
+        && owner::settle_cursor(e, e.level0)?
+    {
+        e.next_tick_ms = now;
+    }
     // The log may hold more: upload this batch now and come back at once for the rest.
     e.batch_full = recs.len() >= room;
     for r in recs {
@@ -502,7 +541,10 @@ fn write_manifest(e: &mut Entry, force: bool) -> Result<(), String> {
     };
     let expect = crate::manifest::Expect::Owner(me);
     match crate::manifest::update_as(e.repl.store.as_ref(), expect, &e.manifest_backlog, &[]) {
-        Ok((_, version)) => e.manifest_version = Some(version),
+        Ok((_, version)) => {
+            crate::failpoint::hit("upload.manifest_written");
+            e.manifest_version = Some(version)
+        }
         Err(crate::store::StoreError::NotOwner { found, .. }) => {
             owner::lost(e, found);
             return Ok(());
@@ -544,9 +586,11 @@ fn persist(e: &mut Entry) -> Result<(), String> {
             e.repl.shadow.state_path().display()
         )
     })?;
+    crate::failpoint::hit("upload.state_written");
     if all_done {
         e.pending.clear();
         let _ = log::trim_before(&e.repl.shadow.log_dir(), e.read_cursor);
+        crate::failpoint::hit("upload.trimmed");
     }
     let uploaded = e.uploaded;
     e.repl.update_status(|s| {

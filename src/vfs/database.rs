@@ -16,7 +16,7 @@ use crate::shadow::{ShadowDir, State};
 use once_cell::sync::Lazy;
 use std::collections::HashMap;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
@@ -38,6 +38,10 @@ pub struct AppFile(Arc<Database>);
 
 impl Drop for AppFile {
     fn drop(&mut self) {
+        // While the count still says open, so the uploader may take a snapshot if one is due.
+        if self.0.app_files.load(std::sync::atomic::Ordering::Acquire) == 1 {
+            self.0.before_last_close();
+        }
         self.0
             .app_files
             .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
@@ -91,13 +95,7 @@ struct DbState {
     wal_file: Option<std::fs::File>,
 }
 
-/// Size and modification time of a file: changes when anyone writes it.
-pub fn fingerprint(path: &Path) -> (u64, i64) {
-    match std::fs::metadata(path) {
-        Ok(m) => (m.len(), m.mtime() * 1_000_000_000 + m.mtime_nsec()),
-        Err(_) => (0, 0),
-    }
-}
+pub use crate::shadow::fingerprint;
 
 /// The database a path names, if this process has it open.
 pub fn lookup(path: &Path) -> Option<Arc<Database>> {
@@ -186,6 +184,31 @@ impl Database {
         self.app_files.load(std::sync::atomic::Ordering::Acquire) > 0
     }
 
+    /// The application's last connection in this process is closing: upload what this process
+    /// committed, waiting at most `walrust_close_timeout` (SPEC 6, nothing stranded). What is
+    /// left is in the shadow log for the next process that opens the database.
+    fn before_last_close(&self) {
+        let Some(repl) = self.replication() else {
+            return;
+        };
+        let timeout = repl.settings().close_timeout_ms;
+        let status = repl.status();
+        if timeout == 0 || status.local_txid <= status.uploaded_txid {
+            return;
+        }
+        let wait = std::time::Duration::from_millis(timeout);
+        let Err(e) = crate::upload::sync(&repl, status.local_txid, wait) else {
+            return;
+        };
+        // A refusal was said already, in those words.
+        if repl.status().last_error.as_deref() != Some(e.as_str()) {
+            crate::log::warn(&format!(
+                "{e} (at the last close of {}; walrust_close_timeout is {timeout} ms)",
+                self.path.display()
+            ));
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, DbState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -237,9 +260,11 @@ impl Database {
         st.settings = Some(settings.clone());
         let asked = uri("walrust_replica").or_else(|| env_replica(&self.path));
         let shadow = ShadowDir::path_for(&self.path, settings.shadow_dir.as_deref());
+        // A restore's record (SPEC 6) is used only when the same replica is asked for again.
         let recorded = crate::shadow::state::read(&shadow.join("state.json"))
             .ok()
             .flatten()
+            .filter(|s| s.owner.is_some() || s.restored_txid.is_none())
             .map(|s| s.replica);
         let in_use = st
             .replication
@@ -276,9 +301,20 @@ impl Database {
             .map_err(|e| format!("walrust: cannot replicate {}: {e}", self.path.display()))?;
         let described = store.describe();
         let root = ShadowDir::path_for(&self.path, settings.shadow_dir.as_deref());
+        let mut state = crate::shadow::state::read(&root.join("state.json"))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        if state.owner.is_none()
+            && state.restored_txid.is_some()
+            && !same_replica(&state.replica, &described)
+        {
+            // Restored from another replica: this copy starts a history of its own.
+            let _ = std::fs::remove_dir_all(&root);
+            state = State::default();
+        }
         let shadow = ShadowDir::create(root.clone())
             .map_err(|e| format!("walrust: cannot create the shadow directory {}: {e}; check permissions and free space", root.display()))?;
-        let mut state = shadow.read_state().ok().flatten().unwrap_or_default();
         if !state.replica.is_empty() && !same_replica(&state.replica, &described) {
             return Err(conflict_message(&self.path, &state.replica, &described));
         }
@@ -707,14 +743,7 @@ fn env_replica(db: &Path) -> Option<String> {
     Some(format!("{}/{}", root.trim_end_matches('/'), name))
 }
 
-/// Two replica URLs name the same replica (`/dir` and `file:///dir` do).
-pub fn same_replica(a: &str, b: &str) -> bool {
-    let norm = |s: &str| {
-        let s = s.trim().trim_end_matches('/');
-        s.strip_prefix("file://").unwrap_or(s).to_string()
-    };
-    norm(a) == norm(b)
-}
+pub use crate::store::url::same_replica;
 
 fn conflict_message(db: &Path, in_use: &str, asked: &str) -> String {
     format!(

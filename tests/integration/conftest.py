@@ -4,6 +4,8 @@ Knobs (read here, then removed from the environment with every other WALRUST_* v
 that the extension under test sees no stray settings such as WALRUST_REPLICA_ROOT):
 - WALRUST_EXT: the built extension (suffix optional). Unset: `cargo build --release` once per
   session and use target/release/libwalrust.so.
+- WALRUST_FAILPOINT_EXT: the extension built with the `failpoints` feature (`make
+  build-failpoints`). Unset: built into target/failpoints once per session.
 - WALRUST_TEST_STORES: comma-separated stores the `replica` fixture runs each test against,
   `file` and `s3` (default: both; `s3` starts s3s-fs through scripts/s3-server.sh).
 """
@@ -21,6 +23,7 @@ from external import Litestream, S3Server
 from harness import ROOT, Replica, Walrust
 
 EXT_ENV = os.environ.get("WALRUST_EXT")
+FAILPOINT_EXT_ENV = os.environ.get("WALRUST_FAILPOINT_EXT")
 STORES = [s.strip() for s in os.environ.get("WALRUST_TEST_STORES", "file,s3").split(",") if s.strip()]
 for _name in [k for k in os.environ if k.startswith("WALRUST_")]:
     del os.environ[_name]
@@ -53,6 +56,22 @@ def walrust_ext():
         cwd=ROOT, capture_output=True, text=True, check=True,
     )
     target = Path(json.loads(meta.stdout)["target_directory"])
+    return _find_ext(target / "release" / "libwalrust")
+
+
+@pytest.fixture(scope="session")
+def failpoint_ext():
+    """The extension with failpoints compiled in (src/failpoint.rs)."""
+    if FAILPOINT_EXT_ENV:
+        return _find_ext(FAILPOINT_EXT_ENV)
+    target = ROOT / "target" / "failpoints"
+    build = subprocess.run(
+        ["cargo", "build", "--release", "--features", "failpoints", "--target-dir", str(target)],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    if build.returncode != 0:
+        pytest.fail("cargo build --features failpoints failed:\n" + build.stderr[-4000:],
+                    pytrace=False)
     return _find_ext(target / "release" / "libwalrust")
 
 

@@ -12,6 +12,7 @@
 mod compact;
 mod list;
 mod restore;
+mod takeover;
 mod verify;
 
 use std::process::ExitCode;
@@ -24,6 +25,7 @@ Usage:
   walrust list URL
   walrust verify URL
   walrust compact URL [--dry-run]
+  walrust takeover DB [--replica URL]
   walrust help [COMMAND]    (or COMMAND --help)
   walrust --version
 
@@ -143,6 +145,7 @@ fn help_for(cmd: &str) -> Option<&'static str> {
         "list" => list::HELP,
         "verify" => verify::HELP,
         "compact" => compact::HELP,
+        "takeover" => takeover::HELP,
         _ => return None,
     })
 }
@@ -163,6 +166,7 @@ fn run(argv: &[String]) -> Result<(), Failure> {
         "list" => list::run(rest),
         "verify" => verify::run(rest),
         "compact" => compact::run(rest),
+        "takeover" => takeover::run(rest),
         "help" | "--help" | "-h" => match rest.first().map(|c| (c, help_for(c))) {
             None => {
                 print!("{USAGE}");

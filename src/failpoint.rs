@@ -1,0 +1,37 @@
+//! Failpoints: named places in the upload and commit protocols where a test can make the
+//! process die at once, as `kill -9` would (SPEC 6: a kill at any step of an upload).
+//!
+//! Compiled in only with the `failpoints` feature (`make test` builds a second extension with
+//! it); without it `hit` is an empty inline function. With it, `WALRUST_FAILPOINTS=a,b` names
+//! the points that abort the process (`std::process::abort`: no destructor, no buffered write,
+//! no exit handler runs), and `WALRUST_FAILPOINTS=name@N` aborts at the N-th hit.
+
+/// Dies here if the test asked for it (see the module doc).
+#[cfg(feature = "failpoints")]
+pub fn hit(name: &str) {
+    static HITS: once_cell::sync::Lazy<std::sync::Mutex<std::collections::HashMap<String, u64>>> =
+        once_cell::sync::Lazy::new(Default::default);
+    let Ok(spec) = std::env::var("WALRUST_FAILPOINTS") else {
+        return;
+    };
+    for item in spec.split(',').map(str::trim) {
+        let (point, nth) = match item.split_once('@') {
+            Some((p, n)) => (p, n.parse().unwrap_or(1)),
+            None => (item, 1),
+        };
+        if point != name {
+            continue;
+        }
+        let mut hits = HITS.lock().unwrap_or_else(|e| e.into_inner());
+        let n = hits.entry(name.to_string()).or_insert(0);
+        *n += 1;
+        if *n == nth {
+            eprintln!("walrust: failpoint {name} hit: aborting");
+            std::process::abort();
+        }
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn hit(_name: &str) {}

@@ -1,0 +1,43 @@
+//! What a restore leaves beside its output so that the restored database can continue the
+//! replica's history (SPEC 6): a shadow directory whose `state.json` names the replica and the
+//! TXID restored to, and whose log starts with a `Position` record at that TXID carrying the
+//! restored file's fingerprint. Opened through walrust with the same replica, the database's
+//! first commit is that TXID plus one, with no snapshot, as long as nobody wrote the file in
+//! between (the fingerprint proves it) and the replica has not moved on (the uploader checks,
+//! `history::decide`).
+
+use super::log::Appender;
+use super::{Header, Kind, ShadowDir, State, WalPos};
+use std::io;
+use std::path::Path;
+
+/// Records the restore of `db` from `replica` at `txid`. Any earlier shadow directory of that
+/// path is replaced (restore only writes to a path that did not exist).
+pub fn record(db: &Path, replica: &str, txid: u64) -> io::Result<()> {
+    let root = ShadowDir::path_for(db, None);
+    if root.exists() {
+        std::fs::remove_dir_all(&root)?;
+    }
+    let shadow = ShadowDir::create(root)?;
+    let mut log = Appender::new(shadow.log_dir());
+    log.refresh()?;
+    let marker = Header {
+        kind: Kind::Position,
+        txid,
+        page_size: 0,
+        commit: 0,
+        n_pages: 0,
+        pos: WalPos::Empty,
+        timestamp_ms: crate::clock::now_ms(),
+        fingerprint: super::fingerprint(db),
+    };
+    log.append(marker, &mut |_, _| unreachable!("a marker has no pages"))?;
+    super::log::sync_files(&log.files_to_sync())?;
+    shadow.write_state(&State {
+        version: 1,
+        replica: replica.to_string(),
+        uploaded_txid: txid,
+        restored_txid: Some(txid),
+        ..State::default()
+    })
+}

@@ -1,0 +1,386 @@
+"""What walrust_sync() acknowledges, a restore returns (SPEC 6, issue 12): one history per
+replica, continuing after a restore, takeovers, a shadow log that lost its tail, an uploader
+killed at each step of the upload protocol, and nothing stranded at exit."""
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness import Replica, assert_same_contents, db_contents
+
+HERE = Path(__file__).parent
+PYTHON = "/usr/bin/python3"
+
+
+class ChildDied(Exception):
+    pass
+
+
+class Child:
+    """A process with walrust loaded running the SQL it is sent (sqlchild.py)."""
+
+    def __init__(self, ext, db, replica=None, env_extra=None, **settings):
+        cmd = [PYTHON, str(HERE / "sqlchild.py"), "--ext", str(ext), "--db", str(db)]
+        if replica is not None:
+            cmd += ["--replica", getattr(replica, "url", replica)]
+        for k, v in settings.items():
+            cmd += ["--setting", f"{k}={v}"]
+        env = dict(os.environ, **(env_extra or {}))
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=env,
+        )
+        self._answer()
+
+    def _answer(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait(timeout=60)
+            raise ChildDied(f"exit {self.proc.returncode}: {self.proc.stderr.read()[-2000:]}")
+        return json.loads(line)
+
+    def sql(self, sql, *params):
+        self.proc.stdin.write(json.dumps([sql, list(params)]) + "\n")
+        self.proc.stdin.flush()
+        out = self._answer()
+        if "error" in out:
+            raise sqlite3.Error(out["error"])
+        return out["rows"]
+
+    def one(self, sql, *params):
+        return self.sql(sql, *params)[0][0]
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=60)
+
+    def exit(self, close=True):
+        """Closes the connection and exits (close=False: ends the script without closing)."""
+        if close:
+            self.proc.stdin.write(json.dumps(["exit"]) + "\n")
+        self.proc.stdin.close()
+        self.proc.wait(timeout=120)
+        assert self.proc.returncode == 0, self.proc.stderr.read()[-2000:]
+
+    def wait_died(self):
+        self.proc.wait(timeout=120)
+        return self.proc.returncode
+
+
+def snapshots(replica):
+    return [f for f in replica.ltx_files() if f.level == 9]
+
+
+def level0_ranges(replica):
+    return sorted((f.min_txid, f.max_txid) for f in replica.ltx_files() if f.level == 0)
+
+
+def assert_level0_contiguous(replica, since=1):
+    """Level-0 files from `since` on follow each other without a gap (SPEC 5)."""
+    ranges = [r for r in level0_ranges(replica) if r[1] >= since]
+    for (_, hi), (lo, _) in zip(ranges, ranges[1:]):
+        assert lo == hi + 1, f"level 0 jumps from {hi} to {lo}: {ranges}"
+    return ranges
+
+
+def restored(walrust, replica, tmp_path, name, target=None):
+    out = tmp_path / name
+    txid = walrust.restore(replica, out, target)
+    return txid, db_contents(out)
+
+
+# --- one history per replica ------------------------------------------------------------------
+
+
+def test_a_second_database_on_the_same_url_is_refused(tmp_path, walrust, connect, replica,
+                                                      restore_and_compare):
+    a = connect(tmp_path / "a.db", replica, sync_interval=0)
+    a.execute("CREATE TABLE t(x)")
+    a.execute("INSERT INTO t VALUES ('a1')")
+    walrust.sync(a)
+    b = connect(tmp_path / "b.db", replica, sync_interval=0)
+    b.execute("CREATE TABLE t(x)")
+    b.execute("INSERT INTO t VALUES ('b1')")
+    with pytest.raises(sqlite3.Error, match="another database's history") as e:
+        walrust.sync(b)
+    assert "b.db" in str(e.value) and "walrust_takeover" in str(e.value)
+    assert "another database's history" in walrust.status(b)["last_error"]
+    b.execute("INSERT INTO t VALUES ('b2')")  # still writable
+    assert b.execute("SELECT count(*) FROM t").fetchone()[0] == 2
+    a.execute("INSERT INTO t VALUES ('a2')")
+    txid = walrust.sync(a)
+    got, _ = restore_and_compare(replica, a)
+    assert got == txid
+    assert walrust.status(a)["last_error"] is None
+
+
+def test_two_databases_claiming_an_empty_url_at_once(tmp_path, walrust):
+    # On a local directory only: s3s-fs's conditional writes are not atomic (TESTING.md),
+    # real S3's are; the claim relies on them.
+    replica = Replica.file(tmp_path / "replica")
+    children = [Child(walrust.ext, tmp_path / f"{n}.db", replica, sync_interval=0) for n in "ab"]
+    for n, c in zip("ab", children):
+        c.sql("PRAGMA journal_mode=WAL")
+        c.sql("CREATE TABLE t(x)")
+        c.sql("INSERT INTO t VALUES (?)", n)
+    outcomes = []
+    for c in children:  # both upload threads race for the empty replica meanwhile
+        try:
+            outcomes.append(("ok", c.one("SELECT walrust_sync()")))
+        except sqlite3.Error as e:
+            outcomes.append(("refused", str(e)))
+    kinds = sorted(k for k, _ in outcomes)
+    assert kinds == ["ok", "refused"], outcomes
+    winner = children[[k for k, _ in outcomes].index("ok")]
+    winner_db = tmp_path / ("a.db" if winner is children[0] else "b.db")
+    for c in children:
+        c.exit()
+    _, got = restored(walrust, replica, tmp_path, "r.db")
+    assert_same_contents(db_contents(winner_db), got)
+
+
+def test_a_restored_copy_continues_the_history(tmp_path, walrust, connect, replica):
+    primary = tmp_path / "primary.db"
+    a = connect(primary, replica, sync_interval=0)
+    a.execute("CREATE TABLE t(x)")
+    for i in range(5):
+        a.execute("INSERT INTO t VALUES (?)", (i,))
+    head = walrust.sync(a)
+    a.close()
+    copy = tmp_path / "copy.db"
+    assert walrust.restore(replica, copy) == head
+    before = len(snapshots(replica))
+    c = connect(copy, replica, sync_interval=0)
+    c.execute("INSERT INTO t VALUES ('copy')")
+    txid = walrust.sync(c)
+    assert txid == head + 1, "the copy's first commit continues the history's TXIDs"
+    assert len(snapshots(replica)) == before, "continuing a restore takes no snapshot"
+    assert_level0_contiguous(replica)
+    _, got = restored(walrust, replica, tmp_path, "r.db")
+    assert_same_contents(db_contents(c), got)
+    # The database it was restored from is fenced off now.
+    a = connect(primary, replica, sync_interval=0)
+    a.execute("INSERT INTO t VALUES ('old primary')")
+    with pytest.raises(sqlite3.Error, match="took the replica over"):
+        walrust.sync(a)
+    _, got = restored(walrust, replica, tmp_path, "r2.db")
+    assert_same_contents(db_contents(c), got)
+
+
+def test_a_takeover_starts_a_generation_and_refuses_the_old_primary(tmp_path, walrust, connect,
+                                                                      replica):
+    a = connect(tmp_path / "a.db", replica, sync_interval=0)
+    a.execute("CREATE TABLE t(x)")
+    a.execute("INSERT INTO t VALUES (1)")
+    early = walrust.sync(a)
+    early_rows = db_contents(a)
+    a.execute("INSERT INTO t VALUES (2)")
+    a.execute("INSERT INTO t VALUES (3)")
+    head = walrust.sync(a)
+    # A copy restored to an older point diverges from the replica: refused until it takes over.
+    old = tmp_path / "old.db"
+    assert walrust.restore(replica, old, early) == early
+    b = connect(old, replica, sync_interval=0)
+    b.execute("INSERT INTO t VALUES ('b')")
+    with pytest.raises(sqlite3.Error, match="moved on"):
+        walrust.sync(b)
+    start = b.execute("SELECT walrust_takeover()").fetchone()[0]
+    assert start > head, "a takeover's TXIDs go on past everything the replica held"
+    b.execute("INSERT INTO t VALUES ('b2')")
+    assert walrust.sync(b) > start
+    a.execute("INSERT INTO t VALUES (4)")
+    with pytest.raises(sqlite3.Error, match="took the replica over"):
+        walrust.sync(a)
+    assert "generation 2" in walrust.status(a)["last_error"]
+    _, got = restored(walrust, replica, tmp_path, "newest.db")
+    assert_same_contents(db_contents(b), got)
+    # Restore points of the first generation stay reachable.
+    _, got = restored(walrust, replica, tmp_path, "gen1.db", early)
+    assert_same_contents(early_rows, got)
+
+
+def test_cli_takeover_of_a_copy(tmp_path, walrust, connect, replica):
+    a = connect(tmp_path / "a.db", replica, sync_interval=0)
+    a.execute("CREATE TABLE t(x)")
+    a.execute("INSERT INTO t VALUES (1)")
+    head = walrust.sync(a)
+    a.close()
+    copy = tmp_path / "copy.db"
+    shutil.copy(tmp_path / "a.db", copy)  # a copy made by hand: not a restore
+    if (tmp_path / "a.db-wal").exists():
+        shutil.copy(tmp_path / "a.db-wal", tmp_path / "copy.db-wal")
+    cli = Path(walrust.ext).parent / "walrust"
+    out = subprocess.run([str(cli), "takeover", str(copy), "--replica", replica.url],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "generation 2" in out.stdout
+    c = connect(copy, replica, sync_interval=0)
+    c.execute("INSERT INTO t VALUES ('copy')")
+    assert walrust.sync(c) > head + 1
+    _, got = restored(walrust, replica, tmp_path, "r.db")
+    assert_same_contents(db_contents(c), got)
+
+
+# --- no silent stop ---------------------------------------------------------------------------
+
+
+def shadow(db):
+    return Path(str(db) + "-walrust")
+
+
+def test_a_lost_log_tail_after_a_power_failure_is_noticed(tmp_path, walrust, replica):
+    """state.json survives, the log's unsynced tail does not (synchronous=NORMAL)."""
+    db = tmp_path / "app.db"
+    c = Child(walrust.ext, db, replica, sync_interval=0)
+    c.sql("PRAGMA journal_mode=WAL")
+    c.sql("CREATE TABLE t(x)")
+    for i in range(10):
+        c.sql("INSERT INTO t VALUES (?)", i)
+    c.one("SELECT walrust_sync()")
+    saved = tmp_path / "disk"
+    shutil.copytree(shadow(db) / "log", saved / "log")
+    shutil.copy(str(db) + "-wal", saved / "app.db-wal")
+    for i in range(10, 20):
+        c.sql("INSERT INTO t VALUES (?)", i)
+    acknowledged = c.one("SELECT walrust_sync()")
+    c.kill()
+    # What the disk held: the older log and WAL, the newer state.json.
+    shutil.rmtree(shadow(db) / "log")
+    shutil.copytree(saved / "log", shadow(db) / "log")
+    shutil.copy(saved / "app.db-wal", str(db) + "-wal")
+    Path(str(db) + "-shm").unlink(missing_ok=True)
+    snaps = len(snapshots(replica))
+    c = Child(walrust.ext, db, replica, sync_interval=0)
+    c.sql("INSERT INTO t VALUES ('after')")
+    txid = c.one("SELECT walrust_sync()")
+    assert txid > acknowledged, "TXIDs never repeat"
+    status = json.loads(c.one("SELECT walrust_status()"))
+    assert "lost records" in status["notice"], status
+    c.exit()
+    _, got = restored(walrust, replica, tmp_path, "r.db")
+    assert_same_contents(db_contents(db), got)
+    assert len(snapshots(replica)) == snaps + 1, "a lost tail is followed by a snapshot"
+
+
+def test_deleted_log_segments_are_noticed(tmp_path, walrust, replica):
+    """The application closed, someone removed the shadow log, the application came back."""
+    db = tmp_path / "app.db"
+    c = Child(walrust.ext, db, replica, sync_interval=0)
+    c.sql("PRAGMA journal_mode=WAL")
+    c.sql("CREATE TABLE t(x)")
+    c.sql("INSERT INTO t VALUES (1)")
+    acknowledged = c.one("SELECT walrust_sync()")
+    c.exit()
+    segments = list((shadow(db) / "log").glob("*.seg"))
+    assert segments
+    for seg in segments:
+        seg.unlink()
+    c = Child(walrust.ext, db, replica, sync_interval=0)
+    c.sql("INSERT INTO t VALUES (2)")
+    txid = c.one("SELECT walrust_sync()")
+    assert txid > acknowledged
+    c.exit()
+    _, got = restored(walrust, replica, tmp_path, "r.db")
+    assert_same_contents(db_contents(db), got)
+    assert got["tables"]["t"] == [(1,), (2,)]
+
+
+# --- resume, don't re-snapshot ----------------------------------------------------------------
+
+FAILPOINTS = [
+    "upload.level0_written",
+    "upload.manifest_written",
+    "upload.state_written",
+    "upload.trimmed",
+]
+
+
+@pytest.mark.parametrize("point", FAILPOINTS)
+def test_an_uploader_killed_at_each_step_is_resumed(tmp_path, walrust, failpoint_ext, replica,
+                                                    point):
+    db = tmp_path / "app.db"
+    c = Child(walrust.ext, db, replica, sync_interval=0)
+    c.sql("PRAGMA journal_mode=WAL")
+    c.sql("CREATE TABLE t(x)")
+    c.sql("INSERT INTO t VALUES (0)")
+    first = c.one("SELECT walrust_sync()")
+    # Read through the child: a plain connection here could checkpoint and delete the WAL
+    # behind walrust's back, which walrust rightly answers with a snapshot.
+    points = {first: [tuple(r) for r in c.sql("SELECT * FROM t ORDER BY rowid")]}
+    c.exit()
+    c = Child(failpoint_ext, db, replica, sync_interval=0,
+              env_extra={"WALRUST_FAILPOINTS": point})
+    with pytest.raises(ChildDied):  # at the failpoint, on the upload thread
+        for i in range(1, 4):
+            c.sql("INSERT INTO t VALUES (?)", i)
+        c.one("SELECT walrust_sync()")
+    c = Child(walrust.ext, db, replica, sync_interval=0)
+    for i in range(4, 6):
+        c.sql("INSERT INTO t VALUES (?)", i)
+    last = c.one("SELECT walrust_sync()")
+    points[last] = [tuple(r) for r in c.sql("SELECT * FROM t ORDER BY rowid")]
+    c.exit()
+    snaps = snapshots(replica)
+    assert len(snaps) == 1, f"killed at {point}: a second snapshot was taken"
+    ranges = assert_level0_contiguous(replica)
+    assert ranges[0][0] == snaps[0].max_txid + 1 and ranges[-1][1] == last, ranges
+    for txid, rows in points.items():
+        _, got = restored(walrust, replica, tmp_path, f"r{txid}.db", txid)
+        assert got["tables"]["t"] == rows, f"restore at TXID {txid}"
+
+
+@pytest.mark.parametrize("point", ["snapshot.file_written", "snapshot.manifest_written"])
+def test_a_snapshot_killed_at_each_step_is_not_repeated(tmp_path, walrust, failpoint_ext, replica,
+                                                        point):
+    db = tmp_path / "app.db"
+    c = Child(failpoint_ext, db, replica, sync_interval=0,
+              env_extra={"WALRUST_FAILPOINTS": point})
+    c.sql("PRAGMA journal_mode=WAL")
+    c.sql("CREATE TABLE t(x)")
+    with pytest.raises(ChildDied):
+        c.sql("INSERT INTO t VALUES (1)")
+        c.one("SELECT walrust_sync()")
+    c = Child(walrust.ext, db, replica, sync_interval=0)
+    c.sql("INSERT INTO t VALUES (2)")
+    c.one("SELECT walrust_sync()")
+    c.exit()
+    assert len(snapshots(replica)) == 1, f"killed at {point}: the snapshot was taken again"
+    assert_level0_contiguous(replica)
+    _, got = restored(walrust, replica, tmp_path, "r.db")
+    assert_same_contents(db_contents(db), got)
+
+
+# --- nothing stranded -------------------------------------------------------------------------
+
+
+def test_shell_quit_leaves_every_commit_in_the_replica(tmp_path, walrust, replica):
+    db = tmp_path / "app.db"
+    script = (
+        f".load {walrust.ext}\n"
+        f".open 'file:{db}?walrust_replica={replica.url.replace('&', '%26')}'\n"
+        "PRAGMA journal_mode=WAL;\nCREATE TABLE t(x);\n"
+        "INSERT INTO t VALUES (1);\nINSERT INTO t VALUES (2);\n.quit\n"
+    )
+    out = subprocess.run(["sqlite3"], input=script, capture_output=True, text=True, env=os.environ)
+    assert out.returncode == 0, out.stderr
+    _, got = restored(walrust, replica, tmp_path, "r.db")
+    assert_same_contents(db_contents(db), got)
+    assert got["tables"]["t"] == [(1,), (2,)]
+
+
+def test_a_script_that_never_syncs_leaves_every_commit_in_the_replica(tmp_path, walrust, replica):
+    db = tmp_path / "app.db"
+    c = Child(walrust.ext, db, replica)  # the default 1 s sync interval: nothing uploaded yet
+    c.sql("PRAGMA journal_mode=WAL")
+    c.sql("CREATE TABLE t(x)")
+    for i in range(3):
+        c.sql("INSERT INTO t VALUES (?)", i)
+    c.exit(close=False)  # the script ends; Python closes the connection on its way out
+    _, got = restored(walrust, replica, tmp_path, "r.db")
+    assert_same_contents(db_contents(db), got)

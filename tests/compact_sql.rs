@@ -1,26 +1,17 @@
 //! `walrust_files`, `walrust_verify` and `walrust_compact` through the real sqlite3 shell with
 //! the extension loaded (the crate's rusqlite is a loadable extension: no Connection can be
-//! opened from a test process). Skipped, loudly, without `/usr/bin/sqlite3` (or `SQLITE3`).
+//! opened from a test process). Without `/usr/bin/sqlite3` (or `SQLITE3`) they fail
+//! (skip only with `WALRUST_ALLOW_SKIP=1`: common/tools.rs).
 
+mod common;
 mod compact_support;
 
+use common::tools::sqlite3;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use compact_support::*;
 use walrust::store::{Store, Times};
-
-fn sqlite3() -> Option<PathBuf> {
-    let p = PathBuf::from(std::env::var_os("SQLITE3").unwrap_or("/usr/bin/sqlite3".into()));
-    if p.is_file() {
-        return Some(p);
-    }
-    eprintln!(
-        "\n!!!!!!!! SKIPPED: no sqlite3 shell at {} !!!!!!!!\n",
-        p.display()
-    );
-    None
-}
 
 /// The extension cargo built beside this test binary.
 fn extension() -> PathBuf {

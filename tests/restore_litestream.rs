@@ -6,12 +6,14 @@
 //!   the same content as the source.
 //!
 //! The binary comes from `WALRUST_LITESTREAM`, else `<repo>/.venv/bin/litestream`; without it
-//! these tests print a loud message and pass. Databases are made with `/usr/bin/python3`.
+//! these tests fail (skip only with `WALRUST_ALLOW_SKIP=1`). Databases are made with `/usr/bin/python3`.
 
+mod common;
 mod restore_support;
 mod store_suite;
 
-use std::path::{Path, PathBuf};
+use common::tools::litestream;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,20 +24,6 @@ use walrust::restore::{restore, Target};
 use walrust::store;
 
 const PYTHON: &str = "/usr/bin/python3";
-
-fn litestream() -> Option<PathBuf> {
-    let path = std::env::var_os("WALRUST_LITESTREAM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/litestream"));
-    if path.is_file() {
-        return Some(path);
-    }
-    eprintln!(
-        "\n!!!!!!!! SKIPPED: no litestream binary at {} (set WALRUST_LITESTREAM) !!!!!!!!\n",
-        path.display()
-    );
-    None
-}
 
 fn litestream_restore(bin: &Path, replica: &Path, out: &Path, extra: &[&str]) {
     let res = Command::new(bin)

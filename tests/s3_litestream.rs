@@ -7,12 +7,14 @@
 //!   same content as the source.
 //!
 //! The litestream binary comes from `WALRUST_LITESTREAM`, else `<repo>/.venv/bin/litestream`;
-//! s3s-fs as `common::s3` says. Without either, these tests print a loud message and pass.
+//! s3s-fs as `common::s3` says. Without either, these tests fail (skip only with
+//! `WALRUST_ALLOW_SKIP=1`).
 
 mod common;
 mod restore_support;
 mod store_suite;
 
+use common::tools::litestream;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -30,20 +32,6 @@ use walrust::store::{self, ReplicaUrl, Store, Times, WriteMeta};
 use walrust::{Checksum, PageNo};
 
 const PYTHON: &str = "/usr/bin/python3";
-
-fn litestream() -> Option<PathBuf> {
-    let path = std::env::var_os("WALRUST_LITESTREAM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/litestream"));
-    if path.is_file() {
-        return Some(path);
-    }
-    eprintln!(
-        "\n!!!!!!!! SKIPPED: no litestream binary at {} (set WALRUST_LITESTREAM) !!!!!!!!\n",
-        path.display()
-    );
-    None
-}
 
 /// Encodes `level` `min..=max` of the model and writes it, with its manifest entry.
 fn add(store: &dyn Store, m: &Model, scratch: &Path, level: u32, min: u64, max: u64) {

@@ -2,8 +2,8 @@
 //! 127.0.0.1, in a temp directory, killed on drop. A bucket is a subdirectory of its data dir.
 //!
 //! The binary comes from `WALRUST_S3S_FS`, else `s3s-fs` on PATH, else `~/.cargo/bin/s3s-fs`
-//! (`cargo install --locked --features binary s3s-fs@0.14.1`; CI installs it). Without it the
-//! tests print a loud message and pass.
+//! (`cargo install --locked --features binary s3s-fs@0.14.1`; scripts/setup-test-env.sh
+//! installs it). Without it the tests fail, or skip with `WALRUST_ALLOW_SKIP=1` (tools.rs).
 //!
 //! Credentials reach `S3Store` through the environment, which is process-wide, so every
 //! server of a test process shares `ACCESS_KEY`/`SECRET_KEY` and `S3Server::start` sets them
@@ -112,8 +112,8 @@ fn free_port() -> u16 {
 }
 
 impl S3Server {
-    /// A server with the test process's credentials; `None` (after a loud message) if s3s-fs
-    /// is not installed.
+    /// A server with the test process's credentials. Panics if s3s-fs is not installed;
+    /// `None` only if it is not and `WALRUST_ALLOW_SKIP=1` (the caller returns: a skip).
     pub fn start() -> Option<S3Server> {
         S3Server::start_with_keys(ACCESS_KEY, SECRET_KEY)
     }
@@ -121,9 +121,9 @@ impl S3Server {
     pub fn start_with_keys(access_key: &str, secret_key: &str) -> Option<S3Server> {
         set_test_env();
         let Some(bin) = s3s_fs_binary() else {
-            eprintln!(
-                "\n!!!!!!!! SKIPPED: s3s-fs is not installed (cargo install --locked --features \
-                 binary s3s-fs@0.14.1, or set WALRUST_S3S_FS) !!!!!!!!\n"
+            super::tools::cannot_run(
+                "s3s-fs is not installed (scripts/setup-test-env.sh, or cargo install --locked \
+                 --features binary s3s-fs@0.14.1, or set WALRUST_S3S_FS)",
             );
             return None;
         };

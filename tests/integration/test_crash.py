@@ -1,15 +1,54 @@
-"""kill -9 at random moments: nothing SQLite reported committed is lost (SPEC 6)."""
+"""kill -9 at random moments: nothing SQLite reported committed is lost (SPEC 6), and the
+replica shows it was not covered up: one snapshot, then an unbroken chain of level-0 files,
+every restore point on it a state the writer actually committed."""
 
 import random
 
+import pytest
+
 from external import WriterProcess
-from harness import db_contents
+from harness import assert_integrity_ok, db_contents
 
 
+def writer_payloads(seed, first_id, last_id):
+    """The payload writer.py (seeded `seed`, starting at `first_id`) gave each id it
+    inserted, replaying its random choices."""
+    rng = random.Random(seed)
+    payloads = {}
+    for i in range(first_id, last_id + 1):
+        size = rng.choice([0, 10, 100, 1000]) if rng.random() < 0.9 else rng.randint(5000, 70000)
+        payloads[i] = rng.randbytes(size)
+    return payloads
+
+
+def expected_log(payloads, writers, k):
+    """The log table right after the commit of id `k`: ids 1..k, each with its writer's pid
+    and payload, except the rows writer.py shrank to x'00' by then (commit j shrinks j-50
+    when j is a multiple of 97)."""
+    return [
+        (i, writers[i], b"\x00" if (i + 50) % 97 == 0 and i + 50 <= k else payloads[i])
+        for i in range(1, k + 1)
+    ]
+
+
+class KnownBug(AssertionError):
+    """The one assertion of this file that fails today (see the xfail marker)."""
+
+
+# Everything else in the test must pass (any other failure is a real one: raises=KnownBug);
+# only the replica's shape fails today. Not strict: whether a kill lands in the window that
+# shows the bug depends on timing, so some runs pass; once none fails, the marker must go.
+@pytest.mark.xfail(
+    strict=False,
+    raises=KnownBug,
+    reason="issue 12: after kill -9 of a writer, the next process takes a fresh snapshot "
+    "over a TXID gap in level 0 (the restore points in the gap are lost)",
+)
 def test_writer_killed_five_times_loses_nothing(tmp_path, walrust, walrust_ext, connect, replica, restore_and_compare):
     rng = random.Random("kill-9")
     db = tmp_path / "app.db"
     reported = []
+    rounds = []  # (seed, first id)
     for round_ in range(5):
         # Each round reopens the database in a new process: it must pick up what the killed
         # one captured but had not uploaded. Some rounds upload eagerly, some lazily.
@@ -26,13 +65,69 @@ def test_writer_killed_five_times_loses_nothing(tmp_path, walrust, walrust_ext, 
         ids = writer.kill()
         assert writer.first_id > max(reported, default=0), "a reported commit was lost locally"
         reported += ids
+        rounds.append((round_, writer.first_id))
 
     conn = connect(db, replica)
-    walrust.sync(conn)
+    synced = walrust.sync(conn)
     _, restored = restore_and_compare(replica, conn)
     restored_ids = {row[0] for row in db_contents(restored)["tables"]["log"]}
     missing = sorted(set(reported) - restored_ids)
     assert not missing, f"{len(missing)} reported commits missing from the restore: {missing[:20]}"
     # The counter row counts every commit of every writer, reported or not.
     commits = conn.execute("SELECT n FROM counter WHERE k = 'commits'").fetchone()[0]
-    assert commits == conn.execute("SELECT count(*) FROM log").fetchone()[0]
+    last_id = conn.execute("SELECT count(*) FROM log").fetchone()[0]
+    assert commits == last_id
+    final_log = db_contents(conn)["tables"]["log"]
+    assert [r[0] for r in final_log] == list(range(1, last_id + 1))
+
+    files = replica.ltx_files()
+    snapshots = [f for f in files if f.level == 9]
+    level0 = sorted((f.min_txid, f.max_txid) for f in files if f.level == 0)
+    first_snapshot = min(f.max_txid for f in snapshots)
+
+    # Intermediate restore points, by content: each is the state right after one commit of
+    # the writer (every row as written, the counter equal to the rows). TXIDs and row ids
+    # should advance together (one TXID per commit): checked below with the known bug, as a
+    # fresh snapshot takes a TXID of its own.
+    payloads = {}
+    for n, (seed, first) in enumerate(rounds):
+        end = rounds[n + 1][1] - 1 if n + 1 < len(rounds) else last_id
+        payloads.update(writer_payloads(seed, first, end))
+    writers = {r[0]: r[1] for r in final_log}
+    points = [hi for lo, hi in level0 if hi > first_snapshot]
+    sample = sorted(set(points[:: max(1, len(points) // 12)] + [first_snapshot, points[-1]]))
+    offsets = set()
+    for t in sample:
+        out = tmp_path / f"at-{t}.db"
+        assert walrust.restore(replica, out, t) == t
+        assert_integrity_ok(out, f"restore at TXID {t}")
+        contents = db_contents(out)["tables"]
+        k = len(contents["log"])
+        assert contents["log"] == expected_log(payloads, writers, k), (
+            f"restore at TXID {t} is not the state after commit {k}"
+        )
+        counter = contents.get("counter", [])  # created by the writer's first commits
+        assert counter == ([("commits", k)] if k else []), (t, counter)
+        offsets.add(t - k)
+
+    # Last, as it is a known bug: the replica holds the first writer's snapshot and after it
+    # only level-0 files that continue it without a gap up to the synced TXID. A lost
+    # shadow-log record would have needed a fresh snapshot to cover it, or left a gap.
+    problems = []
+    if len(snapshots) != 1:
+        problems.append(f"fresh snapshots after kills: {[(f.min_txid, f.max_txid) for f in snapshots]}")
+    if [f for f in files if 0 < f.level < 9]:
+        problems.append("compacted files, though nothing here compacts")
+    expected = first_snapshot + 1
+    for lo, hi in level0:
+        if hi < expected:
+            continue  # written before the snapshot
+        if lo != expected:
+            problems.append(f"level-0 TXIDs jump from {expected - 1} to {lo}")
+        expected = hi + 1
+    if expected - 1 != synced:
+        problems.append(f"level 0 ends at {expected - 1}, synced {synced}")
+    if len(offsets) != 1:
+        problems.append(f"TXIDs and commits do not advance together: TXID - id {sorted(offsets)}")
+    if problems:
+        raise KnownBug("; ".join(problems))

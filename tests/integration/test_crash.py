@@ -2,12 +2,17 @@
 replica shows it was not covered up: one snapshot, then an unbroken chain of level-0 files,
 every restore point on it a state the writer actually committed."""
 
+import platform
 import random
+import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from external import WriterProcess
-from harness import assert_integrity_ok, db_contents
+from harness import HANG_TIMEOUT, Replica, assert_integrity_ok, cannot_run, db_contents
 
 
 def writer_payloads(seed, first_id, last_id):
@@ -131,3 +136,82 @@ def test_writer_killed_five_times_loses_nothing(tmp_path, walrust, walrust_ext, 
         problems.append(f"TXIDs and commits do not advance together: TXID - id {sorted(offsets)}")
     if problems:
         raise KnownBug("; ".join(problems))
+
+
+@pytest.mark.parametrize("moment", ["before the rename", "after the rename"])
+def test_killed_during_a_segment_roll(tmp_path, walrust, walrust_ext, connect, restore_and_compare, moment):
+    """kill -9 in the middle of a shadow-log segment roll (8 MiB of records: the commit that
+    crosses it seals the segment with a Roll record, renames the spare into place as the next
+    segment, then appends there). Arranged with gdb: a breakpoint on rename(".../log/spare",
+    ".../<n>.seg") in the writer, which is killed there, or once the rename has returned. The
+    next process must carry on: nothing reported committed is lost, the log goes on."""
+    gdb = shutil.which("gdb")
+    if gdb is None:
+        cannot_run("gdb is not installed (apt-get install gdb): it arranges the kill")
+    if platform.machine() != "x86_64":
+        cannot_run("the breakpoint reads rename()'s arguments from x86_64 registers")
+    replica = Replica.file(tmp_path / "replica")
+    db = tmp_path / "app.db"
+    log = tmp_path / "app.db-walrust" / "log"
+    writer = WriterProcess(db, seed=7, stderr_path=tmp_path / "writer-0.err", ext=walrust_ext,
+                           replica=replica, settings={"sync_interval": 50}, hold=True)
+    writer.wait_started()
+    # libc's rename(), at its first instruction: the arguments are in rdi and rsi. ($_regex
+    # matches from the start of the string.)
+    cond = '$_regex((char*)$rdi, ".*/log/spare$") && $_regex((char*)$rsi, ".*[.]seg$")'
+    commands = ["set pagination off", "set confirm off", f"break *rename if {cond}", "continue",
+                'printf "TARGET %s\\n", (char*)$rsi']
+    if moment == "after the rename":
+        commands += ["finish", 'printf "RESULT %d\\n", (int)$rax']
+    commands.append("kill")
+    args = [gdb, "-q", "-nx", "-batch", "-p", str(writer.proc.pid)]
+    for c in commands:
+        args += ["-ex", c]
+    debugger = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    try:
+        seen = []
+        for line in debugger.stdout:  # the breakpoint is in before the writer may go on
+            seen.append(line)
+            if line.startswith("Breakpoint 1 at"):
+                break
+        else:
+            raise AssertionError("gdb set no breakpoint:\n" + "".join(seen))
+        writer.go()
+        rest, _ = debugger.communicate(timeout=HANG_TIMEOUT)
+    finally:
+        if debugger.poll() is None:
+            debugger.kill()
+            debugger.wait()
+    output = "".join(seen) + rest
+    assert "Breakpoint 1, " in output, f"the writer never rolled a segment:\n{output[-3000:]}"
+    reported = writer.kill()  # gdb killed it; this collects what it reported
+    assert len(reported) > 0
+
+    # The kill happened where it was meant to: the new segment is not there yet, or (after a
+    # rename that found a spare) it is the spare's zeros, no record in it. (Whether a spare was
+    # ready by then is up to the writer's pace: without one the rename fails, ENOENT, and the
+    # roll would create the segment next.)
+    target = Path(re.search(r"^TARGET (.*)$", output, re.M).group(1))
+    assert target.parent == log, target
+    renamed = moment == "after the rename" and re.search(r"^RESULT 0$", output, re.M)
+    if renamed:
+        with open(target, "rb") as f:
+            assert f.read(4096) == bytes(4096), f"{target.name} already holds a record"
+    else:
+        assert not target.exists(), f"{target.name} exists: {sorted(log.iterdir())}"
+    segments = sorted(log.glob("*.seg"))
+
+    # The next process carries on past the roll, then this one uploads and restores.
+    after = WriterProcess(db, seed=8, stderr_path=tmp_path / "writer-1.err", ext=walrust_ext,
+                          replica=replica, settings={"sync_interval": 50})
+    after.wait_for(200)
+    assert after.first_id > max(reported), "a reported commit was lost locally"
+    reported += after.kill()
+    assert sorted(log.glob("*.seg"))[-1].name >= segments[-1].name
+    conn = connect(db, replica)
+    walrust.sync(conn)
+    _, restored = restore_and_compare(replica, conn)
+    restored_ids = {row[0] for row in db_contents(restored)["tables"]["log"]}
+    missing = sorted(set(reported) - restored_ids)
+    assert not missing, f"{len(missing)} reported commits missing from the restore: {missing[:20]}"

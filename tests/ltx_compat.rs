@@ -7,9 +7,9 @@
 //!   refuses a gap in level 0 the way `mod.rs` documents.
 //! - the committed fixtures (tests/fixtures/ltx/) decode and apply without the binary.
 //!
-//! The binary comes from `WALRUST_LITESTREAM`, else `<repo>/.venv/bin/litestream`; without it
-//! the binary tests fail (skip only with `WALRUST_ALLOW_SKIP=1`). Databases are made with Debian's
-//! `/usr/bin/python3` (`sqlite3` module) and inspected with `/usr/bin/sqlite3`.
+//! The binary comes from `WALRUST_LITESTREAM`, else `<repo>/.venv/bin/litestream`, else PATH;
+//! without it the binary tests fail (skip only with `WALRUST_ALLOW_SKIP=1`). Databases are made
+//! with Debian's `/usr/bin/python3` (`sqlite3` module) and inspected with `/usr/bin/sqlite3`.
 //! `WALRUST_UPDATE_FIXTURES=1` regenerates the fixtures from a fresh litestream run.
 
 mod common;

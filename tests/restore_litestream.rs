@@ -3,10 +3,12 @@
 //!   restores with `litestream restore`, by default, by `-txid` and by `-timestamp` (which reads
 //!   the mtimes `FsStore` sets), to the same bytes as the model;
 //! - a replica `litestream replicate` wrote restores with walrust's `restore` to a database with
-//!   the same content as the source.
+//!   the same content as the source, and at every restore point to what `litestream restore
+//!   -txid` gives for it.
 //!
-//! The binary comes from `WALRUST_LITESTREAM`, else `<repo>/.venv/bin/litestream`; without it
-//! these tests fail (skip only with `WALRUST_ALLOW_SKIP=1`). Databases are made with `/usr/bin/python3`.
+//! The binary comes from `WALRUST_LITESTREAM`, else `<repo>/.venv/bin/litestream`, else PATH;
+//! without it these tests fail (skip only with `WALRUST_ALLOW_SKIP=1`). Databases are made with
+//! `/usr/bin/python3`.
 
 mod common;
 mod restore_support;

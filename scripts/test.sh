@@ -7,6 +7,11 @@
 #   scripts/test.sh sql py                   some of them
 #   scripts/test.sh py -k pitr               one suite, extra arguments for its runner
 #
+# A test that needs a tool the project installs (litestream, s3s-fs, the sqlite3 shell) fails
+# when it is missing. With WALRUST_ALLOW_SKIP=1 it skips instead, and the summary counts every
+# skip: cargo tests append a `WALRUST-SKIP: <test>: <why>` line to $WALRUST_SKIP_LOG (set here,
+# one file per suite; tests/common/tools.rs), pytest counts its own (`N skipped`).
+#
 # `make test` calls this after building the extension and setting up the environment.
 # The extension is $WALRUST_EXT, default $CARGO_TARGET_DIR (or target)/release/libwalrust.so.
 set -uo pipefail
@@ -35,6 +40,7 @@ fi
 logs=$(mktemp -d "${TMPDIR:-/tmp}/walrust-test-logs.XXXXXX")
 summary=()
 failed=0
+total_skips=0
 
 command_for() {
     case "$1" in
@@ -42,6 +48,17 @@ command_for() {
         sql) echo tests/sql/run.sh ;;
         py) echo .venv/bin/python -m pytest ;;
         rusqlite) echo cargo test --manifest-path tests/rusqlite-client/Cargo.toml ;;
+    esac
+}
+
+# How many tests of a suite skipped: the WALRUST-SKIP lines of the cargo suites, pytest's own
+# count (its closing line says `N skipped`).
+skips_of() {
+    local name=$1 log=$2
+    case "$name" in
+        unit | rusqlite) cat "$logs/$name.skips" 2>/dev/null | grep -c '^WALRUST-SKIP: ' || true ;;
+        py) closing_lines "$name" "$log" | grep -oE '[0-9]+ skipped' | grep -oE '[0-9]+' || echo 0 ;;
+        *) echo 0 ;;
     esac
 }
 
@@ -61,9 +78,10 @@ for name in "${suites[@]}"; do
     echo "=== $name: ${cmd[*]}"
     case "$name" in
         unit)
-            timeout "$suite_timeout" "${cmd[@]}" 2>&1 | tee "$log"
+            WALRUST_SKIP_LOG=$logs/$name.skips timeout "$suite_timeout" "${cmd[@]}" 2>&1 | tee "$log"
             ;;
         rusqlite)
+            WALRUST_SKIP_LOG=$logs/$name.skips \
             WALRUST_EXT=$ext CARGO_TARGET_DIR=$target_dir/rusqlite-client \
                 timeout "$suite_timeout" "${cmd[@]}" 2>&1 | tee "$log"
             ;;
@@ -82,13 +100,21 @@ for name in "${suites[@]}"; do
         verdict="FAILED (no result line)"
         failed=1
     fi
-    summary+=("$(printf '%-9s %s' "$name" "$verdict")")
+    skips=$(skips_of "$name" "$log")
+    total_skips=$((total_skips + skips))
+    summary+=("$(printf '%-9s %s, %s skipped' "$name" "$verdict" "$skips")")
     while IFS= read -r line; do summary+=("          $line"); done < <(closing_lines "$name" "$log")
+    if [ -f "$logs/$name.skips" ]; then
+        while IFS= read -r line; do summary+=("          $line"); done <"$logs/$name.skips"
+    fi
 done
 
 echo
 echo "=== summary (logs in $logs)"
 printf '%s\n' "${summary[@]}"
+if [ "$total_skips" -gt 0 ]; then
+    echo "=== $total_skips test(s) SKIPPED (WALRUST_ALLOW_SKIP=${WALRUST_ALLOW_SKIP:-unset}): a skipped test proved nothing"
+fi
 if [ $failed -ne 0 ]; then
     echo "=== FAILED"
     exit 1

@@ -1,6 +1,6 @@
 //! The `walrust` binary: every subcommand's help, and the exit codes of SPEC section 7: 0
 //! success, 2 usage, 3 nothing to restore, 4 storage error, 5 integrity error. Also that it
-//! links no SQLite.
+//! links no SQLite, and the extension carries none.
 
 mod compact_support;
 
@@ -259,15 +259,89 @@ fn a_flipped_byte_is_5() {
     );
 }
 
-#[test]
-fn the_binary_links_no_sqlite() {
-    let Ok(o) = Command::new("ldd")
-        .arg(env!("CARGO_BIN_EXE_walrust"))
+/// Runs `cmd` (nm, ldd) on `file`; its standard output. Fails the test if it cannot run.
+fn inspect(cmd: &str, args: &[&str], file: &Path) -> String {
+    let o = Command::new(cmd)
+        .args(args)
+        .arg(file)
         .output()
-    else {
-        eprintln!("!!!!!!!! SKIPPED: no ldd !!!!!!!!");
-        return;
+        .unwrap_or_else(|e| {
+            panic!(
+                "{cmd} {}: {e} (binutils and libc-bin are needed)",
+                file.display()
+            )
+        });
+    assert!(
+        o.status.success(),
+        "{cmd} {args:?} {} failed: {}",
+        file.display(),
+        text(&o.stderr)
+    );
+    text(&o.stdout)
+}
+
+/// Names of the symbols `nm` lists as defined in `file` (`-D`: the dynamic table).
+fn defined_symbols(file: &Path, dynamic: bool) -> Vec<String> {
+    let args: &[&str] = if dynamic {
+        &["-D", "--defined-only"]
+    } else {
+        &["--defined-only"]
     };
-    let libs = text(&o.stdout);
+    inspect("nm", args, file)
+        .lines()
+        .filter_map(|l| l.split_whitespace().last().map(str::to_string))
+        .collect()
+}
+
+/// The extension cargo built beside this test binary (the crate is also a cdylib).
+fn extension() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    [deps, deps.parent().unwrap()]
+        .iter()
+        .map(|d| d.join("libwalrust.so"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("libwalrust.so not found near {}", exe.display()))
+}
+
+/// SPEC 1 and 7: the binary needs no SQLite and the extension never carries a second copy of
+/// it. A statically linked SQLite defines `sqlite3_*` functions (`nm --defined-only`); a
+/// dynamically linked one shows in `ldd`. Each listing must be non-empty and name something known to be there, so a
+/// tool that prints nothing cannot pass.
+#[test]
+fn neither_the_binary_nor_the_extension_carries_sqlite() {
+    let bin = Path::new(env!("CARGO_BIN_EXE_walrust"));
+    let symbols = defined_symbols(bin, false);
+    assert!(
+        symbols.iter().any(|s| s == "main"),
+        "nm found no `main` in {}: stripped? ({} symbols)",
+        bin.display(),
+        symbols.len()
+    );
+    let sqlite: Vec<&String> = symbols
+        .iter()
+        .filter(|s| s.starts_with("sqlite3") && *s != "sqlite3_walrust_init")
+        .collect();
+    assert!(sqlite.is_empty(), "the binary defines {sqlite:?}");
+    let libs = inspect("ldd", &[], bin);
+    assert!(libs.contains("libc.so"), "ldd shows no libc: {libs}");
+    assert!(!libs.contains("sqlite"), "{libs}");
+
+    let ext = extension();
+    assert!(
+        defined_symbols(&ext, true).contains(&"sqlite3_walrust_init".to_string()),
+        "nm -D finds no exported entry point in {}",
+        ext.display()
+    );
+    // The whole symbol table, local symbols too: a bundled SQLite's functions are not exported
+    // from a cdylib, but they are defined in it.
+    let symbols = defined_symbols(&ext, false);
+    let sqlite: Vec<&String> = symbols
+        .iter()
+        .filter(|s| s.starts_with("sqlite3") && *s != "sqlite3_walrust_init")
+        .collect();
+    assert!(sqlite.is_empty(), "the extension defines {sqlite:?}");
+    let libs = inspect("ldd", &[], &ext);
+    assert!(libs.contains("libc.so"), "ldd shows no libc: {libs}");
     assert!(!libs.contains("sqlite"), "{libs}");
 }

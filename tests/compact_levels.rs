@@ -2,9 +2,10 @@
 //! state reads a few dozen files, equals the model, and `litestream restore` 0.5.17 agrees; every
 //! restore point of the exact-restore window still restores exactly; a dry run changes nothing.
 
+mod common;
 mod compact_support;
 
-use std::path::{Path, PathBuf};
+use common::tools::litestream;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -33,24 +34,6 @@ fn busy_replica(txns: u64) -> Rep {
     }
     r.flush();
     r
-}
-
-fn litestream() -> Option<PathBuf> {
-    let path = std::env::var_os("WALRUST_LITESTREAM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/litestream"));
-    if path.is_file() {
-        return Some(path);
-    }
-    let main = Path::new("/work/main/.venv/bin/litestream");
-    if main.is_file() {
-        return Some(main.to_path_buf());
-    }
-    eprintln!(
-        "\n!!!!!!!! SKIPPED: no litestream binary at {} (set WALRUST_LITESTREAM) !!!!!!!!\n",
-        path.display()
-    );
-    None
 }
 
 #[test]

@@ -3,10 +3,11 @@
 //! independently, from calendar windows), plus the newest and the exact-restore window's base;
 //! every kept restore point restores exactly.
 
+mod common;
 mod compact_support;
 
+use common::tools::litestream;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use compact_support::*;
@@ -101,23 +102,6 @@ fn expected(snapshots: &[FileInfo], level0: &[FileInfo], now: i64) -> BTreeSet<u
         keep.insert(base);
     }
     keep
-}
-
-fn litestream() -> Option<PathBuf> {
-    let path = std::env::var_os("WALRUST_LITESTREAM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/litestream"));
-    let main = Path::new("/work/main/.venv/bin/litestream");
-    match () {
-        _ if path.is_file() => Some(path),
-        _ if main.is_file() => Some(main.to_path_buf()),
-        _ => {
-            eprintln!(
-                "\n!!!!!!!! SKIPPED: no litestream binary (set WALRUST_LITESTREAM) !!!!!!!!\n"
-            );
-            None
-        }
-    }
 }
 
 #[test]

@@ -1,26 +1,17 @@
 //! `walrust_files`, `walrust_verify` and `walrust_compact` through the real sqlite3 shell with
 //! the extension loaded (the crate's rusqlite is a loadable extension: no Connection can be
-//! opened from a test process). Skipped, loudly, without `/usr/bin/sqlite3` (or `SQLITE3`).
+//! opened from a test process). Without `/usr/bin/sqlite3` (or `SQLITE3`) they fail
+//! (skip only with `WALRUST_ALLOW_SKIP=1`: common/tools.rs).
 
+mod common;
 mod compact_support;
 
+use common::tools::sqlite3;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use compact_support::*;
 use walrust::store::{Store, Times};
-
-fn sqlite3() -> Option<PathBuf> {
-    let p = PathBuf::from(std::env::var_os("SQLITE3").unwrap_or("/usr/bin/sqlite3".into()));
-    if p.is_file() {
-        return Some(p);
-    }
-    eprintln!(
-        "\n!!!!!!!! SKIPPED: no sqlite3 shell at {} !!!!!!!!\n",
-        p.display()
-    );
-    None
-}
 
 /// The extension cargo built beside this test binary.
 fn extension() -> PathBuf {
@@ -37,7 +28,19 @@ fn extension() -> PathBuf {
 
 /// Runs `sql` in the shell with walrust loaded; returns (success, stdout, stderr).
 fn run(shell: &PathBuf, sql: &str) -> (bool, String, String) {
-    let out = Command::new(shell)
+    run_with(shell, sql, None)
+}
+
+/// `run`, with `WALRUST_RETENTION` set to `retention` when given.
+fn run_with(shell: &PathBuf, sql: &str, retention: Option<&str>) -> (bool, String, String) {
+    let mut cmd = Command::new(shell);
+    if let Some(r) = retention {
+        cmd.env("WALRUST_RETENTION", r);
+    }
+    if retention.is_none() {
+        cmd.env_remove("WALRUST_RETENTION");
+    }
+    let out = cmd
         .arg("-batch")
         .arg("-noheader")
         .arg("-cmd")
@@ -45,7 +48,6 @@ fn run(shell: &PathBuf, sql: &str) -> (bool, String, String) {
         .arg(":memory:")
         .arg(sql)
         .env_remove("WALRUST_REPLICA_ROOT")
-        .env_remove("WALRUST_RETENTION")
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -109,23 +111,58 @@ fn files_verify_and_compact_from_sql() {
     assert_eq!(v["ok"], true);
     assert_eq!(v["files_checked"], 21);
 
-    // A dry run, then the real thing. The SQL functions use the system clock, so what they
-    // remove depends on the day the test runs; they agree with each other, and the newest
-    // restore point restores, either way.
-    let (ok, out, err) = run(&shell, &format!("SELECT walrust_compact('{url}', 1);"));
-    assert!(ok, "{err}");
-    let dry: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // A newer snapshot, then a dry run and the real thing with every GFS tier off: only the
+    // newest snapshot is kept, whatever day the test runs (the SQL functions use the system
+    // clock), so the old snapshot must go. The dry run names it and removes nothing; the real
+    // run removes exactly what the dry run named, and the newest restore point restores.
+    let mut r = r;
+    r.snapshot(T0 + 300 * SEC);
+    r.flush();
+    let files = r.store.list(None, Times::Listed).unwrap();
+    let old_snapshot = "ltx/9/0000000000000001-0000000000000001.ltx";
+    let retention = Some("hourly=0,daily=0,weekly=0,monthly=0");
+    let compact = |dry_run: bool| {
+        let sql = format!("SELECT walrust_compact('{url}', {});", dry_run as u8);
+        let (ok, out, err) = run_with(&shell, &sql, retention);
+        assert!(ok, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let keys = |v: &serde_json::Value, what: &str| -> Vec<String> {
+        v[what]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {what} in {v}"))
+            .iter()
+            .map(|f| f["key"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let dry = compact(true);
     assert_eq!(dry["dry_run"], true);
-    assert_eq!(r.store.list(None, Times::Listed).unwrap(), files);
-    let (ok, out, err) = run(&shell, &format!("SELECT walrust_compact('{url}');"));
-    assert!(ok, "{err}");
-    let done: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(done["dry_run"], false);
-    assert_eq!(done["removed"], dry["removed"]);
-    assert_eq!(
-        done["created"].as_array().unwrap().len(),
-        dry["created"].as_array().unwrap().len()
+    let would_remove = keys(&dry, "removed");
+    assert!(
+        would_remove.iter().any(|k| k == old_snapshot),
+        "the dry run would not remove the old snapshot: {would_remove:?}"
     );
+    assert_eq!(
+        r.store.list(None, Times::Listed).unwrap(),
+        files,
+        "the dry run changed the replica"
+    );
+    let done = compact(false);
+    assert_eq!(done["dry_run"], false);
+    assert_eq!(keys(&done, "removed"), would_remove);
+    assert_eq!(keys(&done, "created"), keys(&dry, "created"));
+    for k in &would_remove {
+        assert!(
+            !r.root().join(k).exists(),
+            "{k} was reported removed but is still there"
+        );
+    }
+    for k in keys(&done, "created") {
+        assert!(
+            r.root().join(&k).exists(),
+            "{k} was reported created but is not there"
+        );
+    }
     check_restore(
         &r.store,
         &r.model,

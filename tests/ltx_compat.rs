@@ -7,14 +7,15 @@
 //!   refuses a gap in level 0 the way `mod.rs` documents.
 //! - the committed fixtures (tests/fixtures/ltx/) decode and apply without the binary.
 //!
-//! The binary comes from `WALRUST_LITESTREAM`, else `<repo>/.venv/bin/litestream`; without it
-//! the binary tests print a loud message and pass. Databases are made with Debian's
-//! `/usr/bin/python3` (`sqlite3` module) and inspected with `/usr/bin/sqlite3`.
+//! The binary comes from `WALRUST_LITESTREAM`, else `<repo>/.venv/bin/litestream`, else PATH;
+//! without it the binary tests fail (skip only with `WALRUST_ALLOW_SKIP=1`). Databases are made
+//! with Debian's `/usr/bin/python3` (`sqlite3` module) and inspected with `/usr/bin/sqlite3`.
 //! `WALRUST_UPDATE_FIXTURES=1` regenerates the fixtures from a fresh litestream run.
 
+mod common;
+use common::tools::litestream;
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,22 +27,6 @@ use walrust::{Checksum, PageNo, Txid};
 
 const PYTHON: &str = "/usr/bin/python3";
 const SQLITE3: &str = "/usr/bin/sqlite3";
-
-fn litestream() -> Option<PathBuf> {
-    let path = std::env::var_os("WALRUST_LITESTREAM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/litestream"));
-    if path.is_file() {
-        return Some(path);
-    }
-    // Straight to stderr, past the test harness's capture of `eprintln!`, so it shows.
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n!!!!!!!! SKIPPED: no litestream binary at {} (set WALRUST_LITESTREAM) !!!!!!!!\n",
-        path.display()
-    );
-    None
-}
 
 /// A unique directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);

@@ -224,8 +224,10 @@ fn the_temp_file_is_removed_unless_committed() {
 }
 
 #[test]
-fn streams_large_files_and_prefetches_many_small_ones() {
-    // A 6 MiB snapshot (streamed, not prefetched) and 40 small incrementals (prefetched).
+fn restores_a_6_mib_snapshot_then_40_small_incrementals() {
+    // A 6 MiB snapshot and 40 small incrementals: the restore reaches the newest TXID with the
+    // model's bytes. How the files are fetched (the large one streamed, the small ones
+    // prefetched) cannot be seen from here; this test checks only the result.
     let mut txns: Vec<(Vec<u32>, u32)> = vec![((1..=1536).collect(), 1536)];
     for t in 2..=41u32 {
         txns.push((vec![t, 1536 + t], 1536 + t));

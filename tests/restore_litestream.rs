@@ -3,15 +3,19 @@
 //!   restores with `litestream restore`, by default, by `-txid` and by `-timestamp` (which reads
 //!   the mtimes `FsStore` sets), to the same bytes as the model;
 //! - a replica `litestream replicate` wrote restores with walrust's `restore` to a database with
-//!   the same content as the source.
+//!   the same content as the source, and at every restore point to what `litestream restore
+//!   -txid` gives for it.
 //!
-//! The binary comes from `WALRUST_LITESTREAM`, else `<repo>/.venv/bin/litestream`; without it
-//! these tests print a loud message and pass. Databases are made with `/usr/bin/python3`.
+//! The binary comes from `WALRUST_LITESTREAM`, else `<repo>/.venv/bin/litestream`, else PATH;
+//! without it these tests fail (skip only with `WALRUST_ALLOW_SKIP=1`). Databases are made with
+//! `/usr/bin/python3`.
 
+mod common;
 mod restore_support;
 mod store_suite;
 
-use std::path::{Path, PathBuf};
+use common::tools::litestream;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,20 +26,6 @@ use walrust::restore::{restore, Target};
 use walrust::store;
 
 const PYTHON: &str = "/usr/bin/python3";
-
-fn litestream() -> Option<PathBuf> {
-    let path = std::env::var_os("WALRUST_LITESTREAM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/litestream"));
-    if path.is_file() {
-        return Some(path);
-    }
-    eprintln!(
-        "\n!!!!!!!! SKIPPED: no litestream binary at {} (set WALRUST_LITESTREAM) !!!!!!!!\n",
-        path.display()
-    );
-    None
-}
 
 fn litestream_restore(bin: &Path, replica: &Path, out: &Path, extra: &[&str]) {
     let res = Command::new(bin)
@@ -157,59 +147,84 @@ fn walrust_restores_what_litestream_wrote() {
             .spawn()
             .unwrap(),
     );
-    for n in 1..=3 {
-        std::thread::sleep(Duration::from_millis(400));
-        python(BATCH, &[db.to_str().unwrap(), &n.to_string()]);
-    }
-    let want = python(DUMP, &[db.to_str().unwrap()]);
-    assert!(want.starts_with("ok\n"));
-
-    // Restore until litestream has caught up with the last batch.
     let store = store::open(replica.to_str().unwrap()).unwrap();
-    let start = Instant::now();
+    // Each batch, then wait (for the event, not a time) until walrust's restore of the newest
+    // point shows it: the replica then has a restore point whose content the test knows.
     let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let out = dir.path().join(format!("restored-{attempt}.db"));
-        let got = match restore(store.as_ref(), &out, Target::Latest) {
-            Ok(tmp) => {
-                tmp.commit().unwrap();
-                python(DUMP, &[out.to_str().unwrap()])
+    let mut states = Vec::new();
+    for n in 1..=3 {
+        python(BATCH, &[db.to_str().unwrap(), &n.to_string()]);
+        let start = Instant::now();
+        loop {
+            // Read every time: Litestream writes to the source too (its own tables).
+            let want = python(DUMP, &[db.to_str().unwrap()]);
+            assert!(want.starts_with("ok\n"));
+            attempt += 1;
+            let out = dir.path().join(format!("restored-{attempt}.db"));
+            let got = match restore(store.as_ref(), &out, Target::Latest) {
+                Ok(tmp) => {
+                    tmp.commit().unwrap();
+                    python(DUMP, &[out.to_str().unwrap()])
+                }
+                Err(e) => format!("{e}"),
+            };
+            if got == want {
+                states.push(want);
+                break;
             }
-            Err(e) => format!("{e}"),
-        };
-        if got == want {
-            break;
+            let log =
+                std::fs::read_to_string(dir.path().join("litestream.log")).unwrap_or_default();
+            // Only stops a hung test: nothing here asserts how long Litestream takes.
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "walrust's restore never matched the source after batch {n}; last result:\n{}\n\
+                 litestream log:\n{log}",
+                got.lines().take(3).collect::<Vec<_>>().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
-        let log = std::fs::read_to_string(dir.path().join("litestream.log")).unwrap_or_default();
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "walrust's restore never matched the source; last result:\n{}\nlitestream log:\n{log}",
-            got.lines().take(3).collect::<Vec<_>>().join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(300));
     }
 
-    // Every restore point on the way is a consistent database too.
+    // Every restore point on the way, by content: walrust's restore at the end of each file
+    // from the first snapshot on equals `litestream restore -txid` of the same point
+    // (Litestream reading its own replica is the oracle). Each batch's state is among them.
     let files = store.list(None, store::Times::Listed).unwrap();
-    assert!(
-        files.iter().any(|f| f.key.level == 9),
-        "litestream wrote a snapshot"
-    );
-    for f in files.iter().filter(|f| f.key.level == 0) {
-        let out = dir.path().join(format!("at-{}.db", f.key.max_txid));
-        match restore(store.as_ref(), &out, Target::Txid(f.key.max_txid)) {
-            Ok(tmp) => {
-                assert_eq!(tmp.txid(), f.key.max_txid);
-                tmp.commit().unwrap();
-                assert!(python(DUMP, &[out.to_str().unwrap()]).starts_with("ok\n"));
-            }
-            // Level-0 files from before the snapshot have no snapshot to start from.
-            Err(e) => assert_eq!(
-                e.kind(),
-                walrust::restore::ErrorKind::NothingToRestore,
-                "{e}"
-            ),
-        }
+    let first_snapshot = files
+        .iter()
+        .filter(|f| f.key.level == 9)
+        .map(|f| f.key.max_txid)
+        .min()
+        .expect("litestream wrote a snapshot");
+    let mut seen = Vec::new();
+    for f in files
+        .iter()
+        .filter(|f| (f.key.level == 0 || f.key.level == 9) && f.key.max_txid >= first_snapshot)
+    {
+        let t = f.key.max_txid.get();
+        let oracle = dir
+            .path()
+            .join(format!("litestream-at-{}-{t}.db", f.key.level));
+        litestream_restore(&bin, &replica, &oracle, &["-txid", &format!("{t:016x}")]);
+        let want = python(DUMP, &[oracle.to_str().unwrap()]);
+        assert!(
+            want.starts_with("ok\n"),
+            "litestream's restore at {t}: {want}"
+        );
+        let out = dir.path().join(format!("at-{}-{t}.db", f.key.level));
+        let tmp = restore(store.as_ref(), &out, Target::Txid(f.key.max_txid)).unwrap();
+        assert_eq!(tmp.txid(), f.key.max_txid);
+        tmp.commit().unwrap();
+        assert!(
+            python(DUMP, &[out.to_str().unwrap()]) == want,
+            "walrust's restore at TXID {t} differs from litestream's"
+        );
+        seen.push(want);
+    }
+    for (n, state) in states.iter().enumerate() {
+        assert!(
+            seen.contains(state),
+            "the state after batch {} is no restore point",
+            n + 1
+        );
     }
 }

@@ -7,12 +7,14 @@
 //!   same content as the source.
 //!
 //! The litestream binary comes from `WALRUST_LITESTREAM`, else `<repo>/.venv/bin/litestream`;
-//! s3s-fs as `common::s3` says. Without either, these tests print a loud message and pass.
+//! s3s-fs as `common::s3` says. Without either, these tests fail (skip only with
+//! `WALRUST_ALLOW_SKIP=1`).
 
 mod common;
 mod restore_support;
 mod store_suite;
 
+use common::tools::litestream;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -30,20 +32,6 @@ use walrust::store::{self, ReplicaUrl, Store, Times, WriteMeta};
 use walrust::{Checksum, PageNo};
 
 const PYTHON: &str = "/usr/bin/python3";
-
-fn litestream() -> Option<PathBuf> {
-    let path = std::env::var_os("WALRUST_LITESTREAM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/litestream"));
-    if path.is_file() {
-        return Some(path);
-    }
-    eprintln!(
-        "\n!!!!!!!! SKIPPED: no litestream binary at {} (set WALRUST_LITESTREAM) !!!!!!!!\n",
-        path.display()
-    );
-    None
-}
 
 /// Encodes `level` `min..=max` of the model and writes it, with its manifest entry.
 fn add(store: &dyn Store, m: &Model, scratch: &Path, level: u32, min: u64, max: u64) {
@@ -267,44 +255,51 @@ fn walrust_restores_what_litestream_replicated_to_s3() {
             .spawn()
             .unwrap(),
     );
-    for n in 1..=3 {
-        std::thread::sleep(Duration::from_millis(400));
-        python(BATCH, &[db.to_str().unwrap(), &n.to_string()]);
-    }
-    let want = python(DUMP, &[db.to_str().unwrap()]);
-    assert!(want.starts_with("ok\n"));
-
     let ReplicaUrl::S3(url) = ReplicaUrl::parse(&server.url("ls-writes", "replicas/app")).unwrap()
     else {
         unreachable!()
     };
     let store = S3Store::open(&url).unwrap();
-    let start = Instant::now();
+    // Each batch, then wait (for the event, not a time) until walrust's restore of the newest
+    // point shows it: the replica then has a restore point whose content the test knows.
     let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let out = dir.path().join(format!("restored-{attempt}.db"));
-        let got = match restore(&store, &out, Target::Latest) {
-            Ok(tmp) => {
-                tmp.commit().unwrap();
-                python(DUMP, &[out.to_str().unwrap()])
+    let mut states = Vec::new();
+    for n in 1..=3 {
+        python(BATCH, &[db.to_str().unwrap(), &n.to_string()]);
+        let start = Instant::now();
+        loop {
+            // Read every time: Litestream writes to the source too (its own tables).
+            let want = python(DUMP, &[db.to_str().unwrap()]);
+            assert!(want.starts_with("ok\n"));
+            attempt += 1;
+            let out = dir.path().join(format!("restored-{attempt}.db"));
+            let got = match restore(&store, &out, Target::Latest) {
+                Ok(tmp) => {
+                    tmp.commit().unwrap();
+                    python(DUMP, &[out.to_str().unwrap()])
+                }
+                Err(e) => format!("{e}"),
+            };
+            if got == want {
+                states.push(want);
+                break;
             }
-            Err(e) => format!("{e}"),
-        };
-        if got == want {
-            break;
+            // Only stops a hung test: nothing here asserts how long Litestream takes.
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "walrust's restore never matched the source after batch {n}; last result:\n{}\n\
+                 litestream log:\n{}",
+                got.lines().take(3).collect::<Vec<_>>().join("\n"),
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "walrust's restore never matched the source; last result:\n{}\nlitestream log:\n{}",
-            got.lines().take(3).collect::<Vec<_>>().join("\n"),
-            std::fs::read_to_string(&log_path).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(300));
     }
 
-    // Litestream's objects are where SPEC 5 says, and every level-0 restore point after the
-    // snapshot restores to a consistent database, by TXID and by time.
+    // Litestream's objects are where SPEC 5 says, and every restore point from the first
+    // snapshot on restores, by TXID and by time, to exactly what `litestream restore -txid`
+    // gives for it (Litestream reading its own replica is the oracle). Each batch's state is
+    // among them.
     let files = store.list(None, Times::Exact).unwrap();
     assert!(files.iter().any(|f| f.key.level == 9), "a snapshot");
     assert!(server.data().join("ls-writes/replicas/app/0009").is_dir());
@@ -313,23 +308,59 @@ fn walrust_restores_what_litestream_replicated_to_s3() {
         .filter(|f| f.key.level == 9)
         .min_by_key(|f| f.key.max_txid)
         .unwrap();
-    for f in files
-        .iter()
-        .filter(|f| f.key.level == 0 && f.key.max_txid >= snapshot.key.max_txid)
-    {
+    let oracle = |level: u32, t: u64| {
+        let out = dir.path().join(format!("litestream-at-{level}-{t}.db"));
+        let res = litestream_cmd(&bin)
+            .arg("restore")
+            .arg("-config")
+            .arg(&config)
+            .args(["-txid", &format!("{t:016x}"), "-o"])
+            .arg(&out)
+            .arg(&db)
+            .output()
+            .unwrap();
+        assert!(
+            res.status.success(),
+            "litestream restore -txid {t} failed: {}{}",
+            String::from_utf8_lossy(&res.stdout),
+            String::from_utf8_lossy(&res.stderr)
+        );
+        python(DUMP, &[out.to_str().unwrap()])
+    };
+    let mut seen = Vec::new();
+    for f in files.iter().filter(|f| {
+        (f.key.level == 0 || f.key.level == 9) && f.key.max_txid >= snapshot.key.max_txid
+    }) {
+        let t = f.key.max_txid.get();
+        let want = oracle(f.key.level, t);
+        assert!(
+            want.starts_with("ok\n"),
+            "litestream's restore at {t}: {want}"
+        );
         let mut targets = vec![("txid", Target::Txid(f.key.max_txid))];
         // (A level-0 file written before the snapshot has no snapshot at or before its time.)
-        if f.created_at_ms >= snapshot.created_at_ms {
+        if f.key.level == 0 && f.created_at_ms >= snapshot.created_at_ms {
             targets.push(("time", Target::Time(f.created_at_ms)));
         }
         for (name, target) in targets {
-            let out = dir.path().join(format!("at-{name}-{}.db", f.key.max_txid));
+            let out = dir.path().join(format!("at-{name}-{}-{t}.db", f.key.level));
             let tmp = restore(&store, &out, target).unwrap();
             if name == "txid" {
                 assert_eq!(tmp.txid(), f.key.max_txid);
             }
             tmp.commit().unwrap();
-            assert!(python(DUMP, &[out.to_str().unwrap()]).starts_with("ok\n"));
+            assert!(
+                python(DUMP, &[out.to_str().unwrap()]) == want,
+                "walrust's restore by {name} at TXID {t} differs from litestream's"
+            );
         }
+        seen.push(want);
+    }
+    for (n, state) in states.iter().enumerate() {
+        assert!(
+            seen.contains(state),
+            "the state after batch {} is no restore point",
+            n + 1
+        );
     }
 }

@@ -24,6 +24,19 @@ const SMALL: usize = PART - (1 << 20);
 /// buffers (ureq's 128 KiB, a 64 KiB hashing buffer), far less than a part held whole.
 const UPLOAD_MEMORY_MAX: u64 = PART as u64 / 2;
 
+/// URL-safe base64 without padding, as s3s-fs names its per-object files.
+fn base64url(s: &str) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in s.as_bytes().chunks(3) {
+        let n = chunk.iter().fold(0u32, |n, &b| n << 8 | b as u32) << (8 * (3 - chunk.len()));
+        for i in 0..=chunk.len() {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1 << 20) as f64
 }
@@ -184,6 +197,35 @@ fn a_40_mb_file_round_trips_in_parts_with_bounded_memory() {
         .data()
         .join("big/db/0009/0000000000000001-0000000000000040.ltx");
     assert_eq!(std::fs::metadata(on_disk).unwrap().len(), LEN as u64);
+    // It was a multipart upload of five parts, and the small file one PUT: s3s-fs gives a
+    // completed multipart upload the ETag `<md5 of the parts' md5s>-<number of parts>`, a PUT
+    // the plain MD5 of its body, and keeps each object's ETag in a file of its own.
+    let etag = |key: &str| -> String {
+        let info = server.data().join(format!(
+            ".bucket-{}.object-{}.internal.json",
+            base64url("big"),
+            base64url(key)
+        ));
+        let text = std::fs::read_to_string(&info).unwrap_or_else(|e| {
+            panic!("s3s-fs keeps no ETag for {key} at {}: {e}", info.display())
+        });
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["e_tag"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no e_tag in {text}"))
+            .to_string()
+    };
+    let big_etag = etag("db/0009/0000000000000001-0000000000000040.ltx");
+    assert!(
+        big_etag.ends_with(&format!("-{}", LEN.div_ceil(PART))),
+        "the 40 MB file was not uploaded in {} parts: ETag {big_etag}",
+        LEN.div_ceil(PART)
+    );
+    let small_etag = etag("db/0000/0000000000000001-0000000000000001.ltx");
+    assert!(
+        !small_etag.contains('-'),
+        "the small file went up in parts: ETag {small_etag}"
+    );
 
     let mb = LEN as f64 / 1e6;
     eprintln!(

@@ -119,7 +119,7 @@ fn https_endpoints_verify_certificates_with_aws_ca_bundle() {
     set_test_env();
     let dir = Dir::new("tls");
     if !make_certs(dir.path()) {
-        eprintln!("\n!!!!!!!! SKIPPED: openssl could not make test certificates !!!!!!!!\n");
+        common::tools::cannot_run("openssl could not make the test certificates");
         return;
     }
     let mut child = Command::new("/usr/bin/python3")

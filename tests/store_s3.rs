@@ -7,7 +7,7 @@ mod store_suite;
 
 use std::time::{Duration, Instant};
 
-use common::s3::{S3Server, SECRET_KEY};
+use common::s3::{wait_for, S3Server, SECRET_KEY};
 use store_suite::{key, put, run_all, TempDir};
 use walrust::store::s3::{S3Options, S3Store};
 use walrust::store::{self, FileKey, ReplicaUrl, S3Url, Store, StoreError, Times};
@@ -273,7 +273,7 @@ fn a_missing_bucket_says_to_create_it() {
 }
 
 #[test]
-fn a_closed_port_is_unavailable_quickly() {
+fn a_closed_port_is_unavailable() {
     common::s3::set_test_env();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -282,10 +282,7 @@ fn a_closed_port_is_unavailable_quickly() {
         .port(); // the listener is dropped: nothing listens there now
     let url = format!("s3://bkt/app?endpoint=http://127.0.0.1:{port}&region=us-east-1");
     let store = store::open(&url).unwrap();
-    let start = Instant::now();
     let e = store.list(None, Times::Listed).unwrap_err();
-    eprintln!("closed port: {e}");
-    assert!(start.elapsed() < Duration::from_secs(5));
     assert!(matches!(e, StoreError::Unavailable { .. }), "{e:?}");
     let msg = e.to_string();
     assert!(msg.contains("connection refused"), "{msg}");
@@ -322,15 +319,23 @@ fn malformed_urls_are_refused_with_what_to_write() {
     }
 }
 
-/// A 40 MB file in a thread while the server is killed: the write fails cleanly; after a
-/// restart on the same port and data the same store works again.
+/// The server dies while a 40 MB file streams to it in one PUT: the write fails cleanly (no
+/// success, an `Unavailable` error in one line without secrets); after a restart on the same
+/// port and data the same store works again. Arranged, not timed: the server is frozen
+/// (SIGSTOP) before the upload, killed once it holds 64 KiB of the body unread, so the
+/// upload cannot have finished.
 #[test]
 fn a_server_that_dies_mid_upload_fails_cleanly_then_recovers() {
     let Some(mut server) = S3Server::start() else {
         return;
     };
     server.bucket("outage");
-    let store = open(&server, "outage", "db");
+    // A part size above the file's: one streaming PUT, whose body is what the server holds.
+    let opts = S3Options {
+        part_size: 64 << 20,
+        ..S3Options::default()
+    };
+    let store = open_with(&server, "outage", "db", opts);
     let scratch = TempDir::new("s3-outage");
     let big = scratch.path().join("big.ltx");
     write_pattern(&big, 40 << 20);
@@ -340,33 +345,33 @@ fn a_server_that_dies_mid_upload_fails_cleanly_then_recovers() {
     };
     put(&store, scratch.path(), key(0, 1, 1), b"before", 1);
 
-    let result = std::thread::scope(|s| {
-        let h = s.spawn(|| {
-            let t = Instant::now();
-            (store.write(&key(9, 1, 2), &big, &meta), t.elapsed())
+    server.pause();
+    let outcome = std::thread::scope(|s| {
+        let h = s.spawn(|| store.write(&key(9, 1, 2), &big, &meta));
+        // 64 KiB: far more than the request's headers, less than a socket buffer holds.
+        wait_for("64 KiB of the body sent to the frozen server", || {
+            server.unread_bytes() >= 64 << 10
         });
-        std::thread::sleep(Duration::from_millis(150));
-        server.stop();
+        server.stop(); // SIGKILL, frozen: it never read the rest, never answered
         h.join().unwrap()
     });
-    let (outcome, took) = result;
-    match outcome {
-        // On a fast machine the upload may have finished before the kill.
-        Ok(_) => eprintln!("the upload finished before the server was killed"),
-        Err(e) => {
-            eprintln!("killed mid-upload after {took:?}: {e}");
-            assert!(
-                matches!(e, StoreError::Unavailable { .. }),
-                "expected Unavailable, got {e:?}"
-            );
-            assert_clean(&e.to_string());
-            assert!(took < Duration::from_secs(30), "took {took:?}");
-        }
-    }
+    let e = outcome.expect_err("the upload succeeded, yet the server never read its body");
+    assert!(
+        matches!(e, StoreError::Unavailable { .. }),
+        "expected Unavailable, got {e:?}"
+    );
+    assert_clean(&e.to_string());
     let e = store.list(None, Times::Listed).unwrap_err();
     assert!(matches!(e, StoreError::Unavailable { .. }), "{e:?}");
 
     server.restart();
+    let keys: Vec<FileKey> = store
+        .list(None, Times::Listed)
+        .unwrap()
+        .iter()
+        .map(|f| f.key)
+        .collect();
+    assert_eq!(keys, [key(0, 1, 1)], "the failed upload left an object");
     store.write(&key(9, 1, 2), &big, &meta).unwrap();
     let keys: Vec<FileKey> = store
         .list(None, Times::Listed)
@@ -378,7 +383,8 @@ fn a_server_that_dies_mid_upload_fails_cleanly_then_recovers() {
 }
 
 /// A frozen server (SIGSTOP) accepts connections and never answers: every kind of request
-/// fails within the configured timeouts instead of hanging, then works once it wakes.
+/// fails with the configured timeout's error instead of hanging (the test would hang), then
+/// works once it wakes.
 #[test]
 fn a_hung_server_times_out_then_recovers() {
     let Some(server) = S3Server::start() else {
@@ -396,14 +402,9 @@ fn a_hung_server_times_out_then_recovers() {
     put(&store, scratch.path(), key(0, 1, 1), b"one", 1);
 
     server.pause();
-    let start = Instant::now();
     let e = store.list(None, Times::Listed).unwrap_err();
-    let took = start.elapsed();
     assert!(matches!(e, StoreError::Unavailable { .. }), "{e:?}");
-    eprintln!("hung server: {e}");
     assert!(e.to_string().contains("no progress for 2 s"), "{e}");
-    assert!(took < Duration::from_secs(8), "list took {took:?}");
-    let start = Instant::now();
     let meta = walrust::store::WriteMeta {
         timestamp_ms: 2,
         sha256: "0000000000000000".into(),
@@ -413,7 +414,6 @@ fn a_hung_server_times_out_then_recovers() {
         .write(&key(0, 2, 2), &scratch.path().join("two"), &meta)
         .unwrap_err();
     assert!(matches!(e, StoreError::Unavailable { .. }), "{e:?}");
-    assert!(start.elapsed() < Duration::from_secs(8));
     assert!(store.get_manifest().is_err());
 
     server.resume();

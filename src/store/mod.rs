@@ -263,16 +263,56 @@ mod tests {
     fn open_accepts_directories_and_s3() {
         let s = open("/nonexistent/walrust/replica").unwrap();
         assert_eq!(s.describe(), "file:///nonexistent/walrust/replica");
-        // Opening does not contact the server; without credentials in the environment it
-        // fails with a message that says where they are looked for.
-        match open("s3://bkt/app?region=eu-west-1") {
-            Ok(s) => {
+        assert!(open("relative/dir").is_err());
+        // S3 depends on the credentials in the environment, which every test of this process
+        // shares: each case runs `open_s3_in_a_child` in a child with an environment of its own.
+        for case in ["with credentials", "without credentials"] {
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+            child
+                .args([
+                    "--exact",
+                    "store::tests::open_s3_in_a_child",
+                    "--test-threads=1",
+                ])
+                .env_clear()
+                .env("WALRUST_STORE_TEST_CASE", case)
+                .env("HOME", "/nonexistent/walrust-home"); // no ~/.aws/credentials
+            if case == "with credentials" {
+                child
+                    .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
+                    .env("AWS_SECRET_ACCESS_KEY", "secret-test");
+            }
+            let out = child.output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && text.contains("1 passed"),
+                "{case}: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    /// Opening an S3 store does not contact the server: with credentials it succeeds; without
+    /// them it fails with a message that says where they are looked for. Does nothing unless
+    /// `open_accepts_directories_and_s3` runs it with `WALRUST_STORE_TEST_CASE`.
+    #[test]
+    fn open_s3_in_a_child() {
+        let Ok(case) = std::env::var("WALRUST_STORE_TEST_CASE") else {
+            return;
+        };
+        let opened = open("s3://bkt/app?region=eu-west-1");
+        match case.as_str() {
+            "with credentials" => {
+                let s = opened.unwrap();
                 assert_eq!(s.describe(), "s3://bkt/app?region=eu-west-1");
                 assert_eq!(s.layout(), Layout::S3);
             }
-            Err(e) => assert!(e.to_string().contains("AWS_ACCESS_KEY_ID"), "{e}"),
+            "without credentials" => {
+                let e = opened.err().expect("opened without credentials");
+                assert!(e.to_string().contains("AWS_ACCESS_KEY_ID"), "{e}");
+            }
+            other => panic!("unknown case {other}"),
         }
-        assert!(open("relative/dir").is_err());
     }
 
     #[test]

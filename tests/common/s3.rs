@@ -2,8 +2,8 @@
 //! 127.0.0.1, in a temp directory, killed on drop. A bucket is a subdirectory of its data dir.
 //!
 //! The binary comes from `WALRUST_S3S_FS`, else `s3s-fs` on PATH, else `~/.cargo/bin/s3s-fs`
-//! (`cargo install --locked --features binary s3s-fs@0.14.1`; CI installs it). Without it the
-//! tests print a loud message and pass.
+//! (`cargo install --locked --features binary s3s-fs@0.14.1`; scripts/setup-test-env.sh
+//! installs it). Without it the tests fail, or skip with `WALRUST_ALLOW_SKIP=1` (tools.rs).
 //!
 //! Credentials reach `S3Store` through the environment, which is process-wide, so every
 //! server of a test process shares `ACCESS_KEY`/`SECRET_KEY` and `S3Server::start` sets them
@@ -112,8 +112,8 @@ fn free_port() -> u16 {
 }
 
 impl S3Server {
-    /// A server with the test process's credentials; `None` (after a loud message) if s3s-fs
-    /// is not installed.
+    /// A server with the test process's credentials. Panics if s3s-fs is not installed;
+    /// `None` only if it is not and `WALRUST_ALLOW_SKIP=1` (the caller returns: a skip).
     pub fn start() -> Option<S3Server> {
         S3Server::start_with_keys(ACCESS_KEY, SECRET_KEY)
     }
@@ -121,9 +121,9 @@ impl S3Server {
     pub fn start_with_keys(access_key: &str, secret_key: &str) -> Option<S3Server> {
         set_test_env();
         let Some(bin) = s3s_fs_binary() else {
-            eprintln!(
-                "\n!!!!!!!! SKIPPED: s3s-fs is not installed (cargo install --locked --features \
-                 binary s3s-fs@0.14.1, or set WALRUST_S3S_FS) !!!!!!!!\n"
+            super::tools::cannot_run(
+                "s3s-fs is not installed (scripts/setup-test-env.sh, or cargo install --locked \
+                 --features binary s3s-fs@0.14.1, or set WALRUST_S3S_FS)",
             );
             return None;
         };
@@ -239,6 +239,36 @@ impl S3Server {
 
     pub fn resume(&self) {
         assert!(signal(self.pid(), "CONT"), "kill -CONT {}", self.pid());
+    }
+
+    /// The most bytes any one connection to the server holds that the server has not read
+    /// (`rx_queue` of its side in /proc/net/tcp). With the server frozen (`pause`), this is
+    /// how far a client got into sending a request: an event a test can wait for.
+    pub fn unread_bytes(&self) -> u64 {
+        let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+        let local = format!("0100007F:{:04X}", self.port);
+        table
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                // sl local rem st tx_queue:rx_queue ...; 01 is ESTABLISHED.
+                (f.len() > 4 && f[1] == local && f[3] == "01")
+                    .then(|| u64::from_str_radix(f[4].split(':').nth(1)?, 16).ok())
+                    .flatten()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Waits for `event` to become true, polling; panics (naming `what`) only after two minutes,
+/// a limit that stops a hung test and asserts nothing about how long anything takes.
+pub fn wait_for(what: &str, mut event: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !event() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

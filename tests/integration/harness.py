@@ -11,6 +11,8 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 # Debian's python: its sqlite3 module can load extensions (pyenv's cannot). Subprocesses that
@@ -18,6 +20,17 @@ HERE = Path(__file__).resolve().parent
 SYSTEM_PYTHON = "/usr/bin/python3"
 # Generous limits that only stop a hung test; no test asserts on how long anything takes.
 HANG_TIMEOUT = 120
+# Read before conftest.py removes every WALRUST_* variable from the environment.
+ALLOW_SKIP = os.environ.get("WALRUST_ALLOW_SKIP") == "1"
+
+
+def cannot_run(why):
+    """A test cannot run here because `why` (a tool the project installs is missing, the
+    machine does not allow a mount): it FAILS, unless WALRUST_ALLOW_SKIP=1, when it skips
+    (pytest counts it, and scripts/test.sh prints the count)."""
+    if ALLOW_SKIP:
+        pytest.skip(why)
+    pytest.fail(f"{why} (set WALRUST_ALLOW_SKIP=1 to skip this test instead)", pytrace=False)
 
 
 # --- opening databases ----------------------------------------------------------------------

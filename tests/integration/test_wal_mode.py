@@ -29,8 +29,12 @@ def test_uri_replica_starts_when_the_database_switches_to_wal(tmp_path, walrust,
     conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
     conn.executemany("INSERT INTO t(v) VALUES (?)", [(f"before {i}",) for i in range(10)])
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
-    # Until WAL, walrust_status() says why nothing replicates (the SPEC leaves the how open).
-    assert isinstance(walrust.status(conn), dict)
+    # Until WAL, walrust_status() says why nothing replicates (the SPEC leaves the wording
+    # open, but it must name WAL), and nothing has been uploaded.
+    before = walrust.status(conn)
+    assert re.search(r"\bWAL\b", before["last_error"] or ""), before
+    assert before["uploaded_txid"] == 0 and before["last_upload_at"] is None, before
+    assert not replica.ltx_files(), "something replicated before WAL"
 
     assert conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
     conn.executemany("INSERT INTO t(v) VALUES (?)", [(f"after {i}",) for i in range(10)])

@@ -1,10 +1,13 @@
 """A writer for the kill -9 tests: one numbered row per transaction, forever.
 
-    python3 writer.py --db DB --seed N [--synchronous FULL] [--ext EXT --replica URL [--setting k=v ...]]
+    python3 writer.py --db DB --seed N [--synchronous FULL] [--hold]
+                      [--ext EXT --replica URL [--setting k=v ...]]
 
 Prints `start <first id>` once the database is open, then each id after its COMMIT has
 returned, flushing every line: an id on stdout is a transaction SQLite reported committed.
-Without --ext it is plain SQLite (for checking the harness itself).
+Without --ext it is plain SQLite (for checking the harness itself). With --hold it waits for a
+line on its standard input after `start`, before its first transaction (so that a debugger
+can attach first).
 """
 
 import argparse
@@ -23,6 +26,7 @@ def main():
     parser.add_argument("--replica")
     parser.add_argument("--setting", action="append", default=[])
     parser.add_argument("--synchronous", default="NORMAL")
+    parser.add_argument("--hold", action="store_true")
     args = parser.parse_args()
     rng = random.Random(args.seed)
 
@@ -50,6 +54,8 @@ def main():
     conn.execute("CREATE TABLE IF NOT EXISTS counter(k TEXT PRIMARY KEY, n INTEGER)")
     next_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM log").fetchone()[0]
     print("start", next_id, flush=True)
+    if args.hold:
+        sys.stdin.readline()
     pid = os.getpid()
     while True:
         # Mostly small rows, sometimes one that spills onto overflow pages.

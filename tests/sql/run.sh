@@ -40,6 +40,7 @@ for var in $(compgen -e); do
     case "$var" in WALRUST_*) clean_env+=(-u "$var") ;; esac
 done
 clean_env+=(LC_ALL=C)  # `.system ls` sorts the same everywhere
+clean_env+=(SQLITE3="$sqlite")  # for a script that runs a nested shell with `.system $SQLITE3`
 
 passed=0
 failed=0

@@ -236,6 +236,11 @@ impl Database {
         }
         st.settings = Some(settings.clone());
         let asked = uri("walrust_replica").or_else(|| env_replica(&self.path));
+        if let Some(Err(e)) = asked.as_deref().map(crate::store::open) {
+            // Fails the open as the PRAGMA would fail, instead of running unreplicated.
+            st.conflict = Some(cannot_replicate(&self.path, &e));
+            return;
+        }
         let shadow = ShadowDir::path_for(&self.path, settings.shadow_dir.as_deref());
         let recorded = crate::shadow::state::read(&shadow.join("state.json"))
             .ok()
@@ -272,8 +277,7 @@ impl Database {
 
     fn start_locked(&self, st: &mut DbState, url: &str) -> Result<Arc<Replication>, String> {
         let settings = st.settings.clone().unwrap_or_else(Settings::from_env);
-        let store = crate::store::open(url)
-            .map_err(|e| format!("walrust: cannot replicate {}: {e}", self.path.display()))?;
+        let store = crate::store::open(url).map_err(|e| cannot_replicate(&self.path, &e))?;
         let described = store.describe();
         let root = ShadowDir::path_for(&self.path, settings.shadow_dir.as_deref());
         let shadow = ShadowDir::create(root.clone())
@@ -714,6 +718,11 @@ pub fn same_replica(a: &str, b: &str) -> bool {
         s.strip_prefix("file://").unwrap_or(s).to_string()
     };
     norm(a) == norm(b)
+}
+
+/// Why a replica URL cannot be used, as the PRAGMA and an open with it both say.
+fn cannot_replicate(db: &Path, e: &crate::store::StoreError) -> String {
+    format!("walrust: cannot replicate {}: {e}", db.display())
 }
 
 fn conflict_message(db: &Path, in_use: &str, asked: &str) -> String {

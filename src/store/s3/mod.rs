@@ -35,6 +35,7 @@ mod config;
 mod errors;
 mod http;
 mod list;
+mod retry;
 mod upload;
 
 use std::collections::HashMap;
@@ -174,10 +175,7 @@ impl S3Store {
         what: &dyn Fn() -> String,
         resp: Resp,
     ) -> Result<(T, String), StoreError> {
-        let bytes = read_body(resp.body, XML_MAX).map_err(|e| StoreError::Unavailable {
-            what: what(),
-            why: format!("reading the answer of {}: {e}", self.endpoint()),
-        })?;
+        let bytes = read_body(resp.body, XML_MAX).map_err(|e| self.client.body_error(what, e))?;
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let parsed = quick_xml::de::from_str(&text).map_err(|e| StoreError::Invalid {
             what: what(),
@@ -338,10 +336,7 @@ impl Store for S3Store {
         }
         let resp = self.expect_ok(&what, resp)?;
         let etag = resp.header("etag").map(str::to_string);
-        let body = read_body(resp.body, XML_MAX).map_err(|e| StoreError::Unavailable {
-            what: what(),
-            why: format!("reading the answer of {}: {e}", self.endpoint()),
-        })?;
+        let body = read_body(resp.body, XML_MAX).map_err(|e| self.client.body_error(&what, e))?;
         let etag = etag.ok_or_else(|| StoreError::Invalid {
             what: what(),
             why: format!(

@@ -178,11 +178,12 @@ fn write_atomic(dest: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) -> 
             .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
+        let _ = f.try_lock(); // held until renamed: `cleanup` leaves a locked file alone
         fill(&mut f)?;
         f.sync_all()?;
         let size = f.metadata()?.len();
-        drop(f);
         fs::rename(&tmp, dest)?;
+        drop(f);
         Ok(size)
     })();
     if result.is_err() {

@@ -299,6 +299,7 @@ impl Database {
                 )
             })?;
         }
+        crate::cleanup::at_replication_start(&shadow, &described);
         let repl = Arc::new(Replication::new(
             self.path.clone(),
             shadow.clone(),

@@ -5,13 +5,14 @@
 use std::path::PathBuf;
 
 /// The settings' names, as PRAGMAs and URI parameters.
-pub const NAMES: [&str; 6] = [
+pub const NAMES: [&str; 7] = [
     "walrust_sync_interval",
     "walrust_snapshot_interval",
     "walrust_retention",
     "walrust_compact_after_snapshot",
     "walrust_shadow_dir",
     "walrust_checkpoint",
+    "walrust_shadow_warn_bytes",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +87,11 @@ pub const MAX_SYNC_INTERVAL_MS: u64 = 86_400_000;
 /// The longest `walrust_snapshot_interval`: one year, in s.
 pub const MAX_SNAPSHOT_INTERVAL_S: u64 = 366 * 86_400;
 
+/// `walrust_shadow_warn_bytes` by default: 1 GiB.
+pub const DEFAULT_SHADOW_WARN_BYTES: u64 = 1 << 30;
+/// The largest `walrust_shadow_warn_bytes`: 1 PiB.
+pub const MAX_SHADOW_WARN_BYTES: u64 = 1 << 50;
+
 /// A whole number in `min..=max`; the error is the range, for the caller's message.
 fn parse_in_range(v: &str, min: u64, max: u64) -> Result<u64, String> {
     let range = format!("a whole number from {min} to {max}");
@@ -113,6 +119,9 @@ pub struct Settings {
     pub compact_after_snapshot: bool,
     pub shadow_dir: Option<PathBuf>,
     pub checkpoint: CheckpointMode,
+    /// Past this many bytes of shadow log, `walrust_status()` and standard error say so; `0`
+    /// never warns. Nothing is ever dropped.
+    pub shadow_warn_bytes: u64,
 }
 
 impl Default for Settings {
@@ -124,6 +133,7 @@ impl Default for Settings {
             compact_after_snapshot: false,
             shadow_dir: None,
             checkpoint: CheckpointMode::Background,
+            shadow_warn_bytes: DEFAULT_SHADOW_WARN_BYTES,
         }
     }
 }
@@ -190,6 +200,10 @@ impl Settings {
                     _ => return Err(bad("background or app")),
                 }
             }
+            "walrust_shadow_warn_bytes" => {
+                self.shadow_warn_bytes = parse_in_range(v, 0, MAX_SHADOW_WARN_BYTES)
+                    .map_err(|r| bad(&format!("bytes, {r} (0 never warns)")))?
+            }
             _ => return Err(format!("walrust: unknown setting {name}")),
         }
         Ok(())
@@ -216,6 +230,7 @@ impl Settings {
                 CheckpointMode::App => "app",
             })
             .to_string(),
+            "walrust_shadow_warn_bytes" => self.shadow_warn_bytes.to_string(),
             _ => return None,
         })
     }
@@ -268,6 +283,9 @@ mod tests {
         s.set("walrust_sync_interval", "86400000").unwrap();
         s.set("walrust_snapshot_interval", "31622400").unwrap();
         s.set("walrust_snapshot_interval", "0").unwrap();
+        s.set("walrust_shadow_warn_bytes", "0").unwrap();
+        let e = error_of("walrust_shadow_warn_bytes", "1125899906842625");
+        assert!(e.contains("from 0 to 1125899906842624"), "{e}");
         assert_eq!(
             (s.sync_interval_ms, s.snapshot_interval_s),
             (MAX_SYNC_INTERVAL_MS, 0)

@@ -162,6 +162,18 @@ impl Settings {
         s
     }
 
+    /// The first `WALRUST_<NAME>` variable whose value is not valid, as the error an open
+    /// fails with (the same text a PRAGMA gives, naming the variable).
+    pub fn env_error() -> Option<String> {
+        NAMES.iter().find_map(|name| {
+            let var = name.to_ascii_uppercase();
+            let v = std::env::var(&var).ok()?;
+            let e = Settings::default().set(name, &v).err()?;
+            let rest = e.strip_prefix("walrust: ").unwrap_or(&e);
+            Some(format!("walrust: {var}: {rest}"))
+        })
+    }
+
     /// Sets one setting by name. Returns an error for an unknown name or a bad value.
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), String> {
         let v = value.trim();

@@ -226,6 +226,9 @@ impl Database {
 
     fn configure_from_open(&self, uri: &dyn Fn(&str) -> Option<String>) {
         let mut st = self.lock();
+        if st.settings.is_none() {
+            st.conflict = Settings::env_error(); // a bad WALRUST_<NAME> fails the open
+        }
         let mut settings = st.settings.clone().unwrap_or_else(Settings::from_env);
         for name in config::NAMES {
             if let Some(v) = uri(name) {

@@ -36,3 +36,17 @@ def test_walrust_snapshot_takes_a_timeout(tmp_path, walrust, connect):
     message = str(err.value)
     assert re.match(r"walrust: snapshot of .*app\.db timed out after 300 ms: ", message), message
     assert "safe in the shadow log" in message, message
+
+
+def test_a_bad_setting_in_the_environment_fails_the_open(tmp_path, walrust, connect, monkeypatch):
+    walrust.load()
+    monkeypatch.setenv("WALRUST_SYNC_INTERVAL", "9223372036854775807")
+    with pytest.raises(sqlite3.Error) as err:
+        connect(tmp_path / "app.db")
+    message = str(err.value)
+    assert "walrust: WALRUST_SYNC_INTERVAL: walrust_sync_interval = '9223372036854775807' is not valid" in message, message
+    assert "from 0 to 86400000" in message, message
+    monkeypatch.delenv("WALRUST_SYNC_INTERVAL")
+    monkeypatch.setenv("WALRUST_RETENTION", "daily=7")
+    conn = connect(tmp_path / "other.db")
+    assert conn.execute("PRAGMA walrust_retention").fetchone()[0] == "hourly=24,daily=7,weekly=12,monthly=12"

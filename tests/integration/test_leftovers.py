@@ -6,8 +6,10 @@ replication and by `walrust compact`, so they never pile up across crashes."""
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -118,3 +120,57 @@ def test_walrust_compact_removes_leftovers_of_killed_compactions(tmp_path, walru
     assert [p for p in planted if p.exists()] == []
     assert all(p.exists() for p in others), "files that are not walrust's were touched"
     assert "removed 3 temporary files (3000 bytes)" in run.stderr, run.stderr
+
+
+def kill_when_a_temp_file_shows(proc, dirs, rng):
+    """kill -9 `proc` at a random moment while it has a temporary file in `dirs` (or let it
+    finish if it never has one). Returns whether it was killed with one there."""
+    sightings = rng.randint(1, 20)
+    while proc.poll() is None:
+        if temp_files(*dirs):
+            sightings -= 1
+            if sightings == 0:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                return True
+    return False
+
+
+def test_walrust_compact_killed_at_random_points_leaves_nothing_behind(tmp_path, walrust_ext):
+    cli = Path(walrust_ext).parent / "walrust"
+    assert cli.is_file(), f"the walrust binary is missing at {cli}: run cargo build --release"
+    rng = random.Random("compact-kills")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WALRUST_")}
+    # A replica with many level-0 files of 256 KiB pages to merge.
+    source = Replica.file(tmp_path / "source")
+    writer = subprocess.Popen(
+        [PYTHON, str(HERE / "churn.py"), "--ext", str(walrust_ext), "--db",
+         str(tmp_path / "app.db"), "--replica", source.url],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+    )
+    for _ in range(40):
+        assert writer.stdout.readline().startswith("tick"), "the writer stopped"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    # Level 1 merges the files of 30-second windows that have ended.
+    time.sleep(31)
+    systmp = tmp_path / "systmp"
+    systmp.mkdir()
+    env["TMPDIR"] = str(systmp)
+    killed_with_temp = 0
+    for round_ in range(6):
+        replica = Replica.file(tmp_path / f"replica-{round_}")
+        shutil.copytree(source.objects, replica.objects)
+        for p in temp_files(replica.objects):
+            p.unlink()  # the writer's own leftovers: not this test's subject
+        proc = subprocess.Popen([str(cli), "compact", replica.url], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        killed_with_temp += kill_when_a_temp_file_shows(proc, [systmp, replica.objects], rng)
+        before = temp_files(systmp, replica.objects)
+        run = subprocess.run([str(cli), "compact", replica.url], env=env,
+                             capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr
+        stale = sorted(str(p) for p in before if p.exists())
+        assert not stale, f"round {round_}: leftovers survived walrust compact: {stale}"
+        assert temp_files(systmp, replica.objects) == {}, f"round {round_}"
+    assert killed_with_temp > 0, "no kill hit a compaction with a temporary file"

@@ -151,6 +151,18 @@ fn a_dribbled_answer_fails_at_the_request_timeout() {
 }
 
 #[test]
+fn an_endless_answer_is_cut_at_its_size_limit() {
+    // 64 MiB for a listing page: walrust reads at most 32 MiB of an answer it holds in memory.
+    let server = FakeS3::start(Mode::Huge(64 << 20));
+    let e = list(&server, opts()).unwrap_err();
+    let m = message(&e);
+    assert!(
+        m.contains("the answer is larger than the 33554432 bytes walrust reads"),
+        "{m}"
+    );
+}
+
+#[test]
 fn slow_down_answers_are_retried_and_then_succeed() {
     let server = FakeS3::start(Mode::FailThenOk {
         times: 3,

@@ -24,6 +24,8 @@ pub enum Mode {
     Dribble(Duration),
     /// Reads requests and never answers.
     Never,
+    /// A 200 answer whose body is this many bytes of spaces, sent as fast as it is read.
+    Huge(usize),
     /// Answers `status` with S3 error `code` to the first `times` requests, then as `Ok`.
     FailThenOk {
         times: usize,
@@ -146,6 +148,18 @@ fn answer(out: &mut TcpStream, req: &Request, n: usize, mode: &Mode) -> bool {
     match mode {
         Mode::Never => {
             std::thread::sleep(Duration::from_secs(3600));
+            false
+        }
+        Mode::Huge(len) => {
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
+            let chunk = vec![b' '; 64 << 10];
+            let mut left = *len;
+            let mut ok = out.write_all(head.as_bytes()).is_ok();
+            while ok && left > 0 {
+                let n = left.min(chunk.len());
+                ok = out.write_all(&chunk[..n]).is_ok();
+                left -= n;
+            }
             false
         }
         Mode::Slow(d) => {

@@ -80,8 +80,9 @@ fn a_listing_that_loops_on_its_tokens_stops_with_an_error() {
         keys_per_page: 1,
     });
     let e = list(&server, opts()).unwrap_err();
-    assert!(matches!(e, StoreError::Invalid { .. }), "{e:?}");
+    assert!(matches!(e, StoreError::Unavailable { .. }), "{e:?}");
     let m = message(&e);
+    assert!(m.contains("answered a listing that never ends"), "{m}");
     assert!(
         m.contains("continuation token it had given before (page 4)"),
         "{m}"
@@ -221,4 +222,42 @@ fn the_session_token_is_sent_signed_and_addressing_is_path_style() {
         req.header("host"),
         Some(format!("127.0.0.1:{}", server.port).as_str())
     );
+}
+
+/// `walrust list` and `walrust restore` against a server whose listing never ends: exit 4
+/// (storage error) with the reason, instead of looping and growing.
+#[test]
+fn the_cli_stops_on_a_looping_listing_with_exit_4() {
+    let server = FakeS3::start(Mode::Tokens {
+        cycle: 2,
+        keys_per_page: 1000,
+    });
+    let out_dir = std::env::temp_dir().join(format!("walrust-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let out = out_dir.join("out.db");
+    for args in [
+        vec!["list".to_string(), server.url("app")],
+        vec![
+            "restore".to_string(),
+            server.url("app"),
+            "-o".to_string(),
+            out.display().to_string(),
+        ],
+    ] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_walrust"))
+            .args(&args)
+            .env("AWS_ACCESS_KEY_ID", "walrust-test-ak")
+            .env("AWS_SECRET_ACCESS_KEY", "walrust-test-sk-0123456789")
+            .env_remove("AWS_ENDPOINT_URL")
+            .env_remove("AWS_ENDPOINT_URL_S3")
+            .env_remove("AWS_PROFILE")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(4), "{args:?}: {err}");
+        assert!(err.starts_with("walrust: "), "{err}");
+        assert!(err.contains("the listing loops"), "{err}");
+        assert!(!out.exists());
+    }
+    std::fs::remove_dir_all(&out_dir).unwrap();
 }

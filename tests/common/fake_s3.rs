@@ -14,7 +14,7 @@ use std::time::Duration;
 /// How the server answers.
 #[derive(Clone, Debug)]
 pub enum Mode {
-    /// Every listing page is truncated, holds `keys_per_page` keys, and its continuation
+    /// Every listing page (other requests are answered as `Ok`) is truncated, holds `keys_per_page` keys, and its continuation
     /// tokens cycle through `cycle` values (a loop); `cycle == 0`: a new token every page
     /// (a runaway listing).
     Tokens { cycle: usize, keys_per_page: usize },
@@ -184,7 +184,7 @@ fn answer(out: &mut TcpStream, req: &Request, n: usize, mode: &Mode) -> bool {
         Mode::Tokens {
             cycle,
             keys_per_page,
-        } => {
+        } if req.target.contains("list-type=2") => {
             let token = if *cycle == 0 { n } else { n % cycle };
             let keys: String = (0..*keys_per_page)
                 .map(|k| {

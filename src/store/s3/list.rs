@@ -69,11 +69,12 @@ impl S3Store {
             }
             let next = pages
                 .next(page.next_continuation_token, keys, out.len(), max_keys)
-                .map_err(|why| StoreError::Invalid {
+                // A storage failure (exit 4 in the CLI), not a bad request.
+                .map_err(|why| StoreError::Unavailable {
                     what: what(),
                     why: format!(
-                        "{} {why}; the listing was stopped. Check that the endpoint is a \
-                         working S3 API (a proxy or server bug loops this way)",
+                        "{} answered a listing that never ends: it {why}; the listing was \
+                         stopped, check that the endpoint is a working S3 API",
                         self.endpoint()
                     ),
                 })?;

@@ -12,8 +12,9 @@ use std::sync::Once;
 use std::time::Duration;
 
 use fake_s3::{FakeS3, Mode};
-use walrust::store::s3::{S3Options, S3Store};
-use walrust::store::{ETag, ReplicaUrl, Store, StoreError, Times};
+use walrust::store::s3::{MinRate, S3Options, S3Store};
+use walrust::store::{ETag, FileKey, ReplicaUrl, Store, StoreError, Times};
+use walrust::Txid;
 
 const SESSION_TOKEN: &str = "walrust-test-session-token";
 
@@ -161,6 +162,25 @@ fn an_endless_answer_is_cut_at_its_size_limit() {
         m.contains("the answer is larger than the 33554432 bytes walrust reads"),
         "{m}"
     );
+}
+
+#[test]
+fn a_trickling_download_fails_at_its_minimum_rate() {
+    // 10 bytes/s never trips the per-read timeout; the download's rate floor stops it.
+    let server = FakeS3::start(Mode::Dribble(Duration::from_millis(100)));
+    let slow_floor = S3Options {
+        min_read_rate: MinRate {
+            bytes_per_sec: 1000,
+            grace: Duration::from_secs(1),
+        },
+        ..opts()
+    };
+    let one = Txid::new(1).unwrap();
+    let key = FileKey::new(0, one, one).unwrap();
+    let mut reader = store(&server, slow_floor).read(&key, None).unwrap();
+    let e = std::io::copy(&mut reader, &mut std::io::sink()).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+    assert!(e.to_string().contains("slower than 1000 bytes/s"), "{e}");
 }
 
 #[test]

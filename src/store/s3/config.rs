@@ -51,6 +51,9 @@ pub struct S3Options {
     /// time (with jitter, at most 10 s, or the server's `Retry-After` up to that).
     pub retries: u32,
     pub retry_base: Duration,
+    /// A streamed download (an LTX file) whose average rate falls below this after its grace
+    /// period fails: a server that trickles a byte at a time cannot hold a restore forever.
+    pub min_read_rate: super::minrate::MinRate,
     /// The most keys one listing collects before it stops with an error: a server that keeps
     /// saying "truncated" cannot make memory grow without bound.
     pub max_list_keys: usize,
@@ -72,6 +75,10 @@ impl Default for S3Options {
             retries: 4,
             retry_base: Duration::from_millis(200),
             max_list_keys: 5_000_000,
+            min_read_rate: super::minrate::MinRate {
+                bytes_per_sec: 16 << 10,
+                grace: Duration::from_secs(60),
+            },
         }
     }
 }

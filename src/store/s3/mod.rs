@@ -35,6 +35,7 @@ mod config;
 mod errors;
 mod http;
 mod list;
+mod minrate;
 mod retry;
 mod upload;
 
@@ -51,6 +52,7 @@ use s3::serde_types::{DeleteObjectsRequest, DeleteObjectsResult, ObjectIdentifie
 use ureq::http::{HeaderMap, HeaderName, HeaderValue};
 
 pub use config::{S3Options, MIN_PART_SIZE};
+pub use minrate::MinRate;
 
 use self::http::{read_body, Client, Resp};
 use super::{
@@ -170,6 +172,12 @@ impl S3Store {
         }
     }
 
+    /// A download's body, failing if it trickles (`S3Options::min_read_rate`).
+    fn streamed(&self, resp: Resp) -> impl Read + Send + 'static {
+        let rate = self.client.options().min_read_rate;
+        minrate::MinRateReader::new(resp.body.into_reader(), rate)
+    }
+
     fn read_xml<T: serde::de::DeserializeOwned>(
         &self,
         what: &dyn Fn() -> String,
@@ -245,7 +253,7 @@ impl Store for S3Store {
             (416, Some(_)) => Ok(Box::new(io::empty())), // the range starts past the end
             (200, Some(r)) => {
                 // The server ignored the range: skip to it.
-                let mut reader = resp.body.into_reader();
+                let mut reader = self.streamed(resp);
                 io::copy(&mut (&mut reader).take(r.start), &mut io::sink()).map_err(|e| {
                     StoreError::Unavailable {
                         what: what(),
@@ -254,7 +262,7 @@ impl Store for S3Store {
                 })?;
                 Ok(Box::new(reader.take(r.end - r.start)))
             }
-            (200 | 206, _) => Ok(Box::new(resp.body.into_reader())),
+            (200 | 206, _) => Ok(Box::new(self.streamed(resp))),
             _ => Err(self.client.http_error(&what, resp)),
         }
     }

@@ -116,6 +116,7 @@ fn step(e: &mut Entry) {
         return;
     };
     let Some(repl) = db.replication() else { return };
+    let _ = crate::shadow::growth::check(&repl, now_ms());
     crate::log::trace(|| {
         format!(
             "checkpoint poll {}: {} frames",

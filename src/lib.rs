@@ -8,6 +8,7 @@
 //! ties one database's stages together.
 
 pub mod checkpoint;
+pub mod cleanup;
 pub mod clock;
 pub mod compact;
 pub mod config;

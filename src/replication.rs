@@ -45,6 +45,8 @@ pub struct Replication {
     pub wal: WalActivity,
     /// A snapshot waiting for the application's next commit (see `upload::snapshot::take`).
     pub handoff: Mutex<Option<crate::upload::snapshot::Handoff>>,
+    /// Whether the shadow log's size was reported (`shadow::growth`).
+    pub growth: crate::shadow::growth::Watch,
 }
 
 /// What the checkpoint thread needs to know about the WAL, updated by every commit with
@@ -94,6 +96,7 @@ impl Replication {
             notified: AtomicBool::new(false),
             wal: WalActivity::default(),
             handoff: Mutex::new(None),
+            growth: Default::default(),
         }
     }
 

@@ -157,7 +157,7 @@ fn restores_by_latest_txid_and_time() {
     let o = walrust(&["compact", &url(&r), "--retention", "hourly=24,daily=2"]);
     assert_eq!(code(&o), 0, "{}", text(&o.stderr));
     let done: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(done["retention"], "hourly=24,daily=2,weekly=0,monthly=0");
+    assert_eq!(done["retention"], "hourly=24,daily=2,weekly=12,monthly=12");
     let out = out_path(&r, "after-compact.db");
     assert_eq!(code(&walrust(&["restore", &url(&r), "-o", &out])), 0);
     assert!(std::fs::read(&out).unwrap() == r.model.db_bytes(last));

@@ -562,6 +562,7 @@ pub fn prepare_spare(dir: &Path) -> io::Result<bool> {
             .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
+        let _ = file.try_lock(); // held until renamed: `cleanup` leaves a locked file alone
         let zeros = vec![0u8; 64 << 10];
         let mut at = 0;
         while at < SPARE_BYTES {

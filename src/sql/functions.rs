@@ -11,6 +11,21 @@ use std::time::Duration;
 
 /// How long `walrust_sync()` waits when no timeout is given.
 const DEFAULT_SYNC_TIMEOUT_MS: i64 = 30_000;
+/// How long `walrust_snapshot()` waits when no timeout is given (SPEC 4).
+const DEFAULT_SNAPSHOT_TIMEOUT_MS: i64 = 30_000;
+
+/// The optional `timeout_ms` argument at `i` of function `f`.
+fn timeout_arg(ctx: &Context<'_>, i: usize, default: i64, f: &str) -> rusqlite::Result<Duration> {
+    let ms = if ctx.len() > i {
+        ctx.get::<i64>(i)?
+    } else {
+        default
+    };
+    if ms < 0 {
+        return Err(err(format!("{f}: timeout_ms must be 0 or more")));
+    }
+    Ok(Duration::from_millis(ms as u64))
+}
 
 fn replication(
     ctx: &Context<'_>,
@@ -29,14 +44,7 @@ fn replication(
 
 pub(super) fn walrust_sync(ctx: &Context<'_>) -> rusqlite::Result<i64> {
     let schema = schema_arg(ctx, 0)?;
-    let timeout = if ctx.len() > 1 {
-        ctx.get::<i64>(1)?
-    } else {
-        DEFAULT_SYNC_TIMEOUT_MS
-    };
-    if timeout < 0 {
-        return Err(err("walrust_sync: timeout_ms must be 0 or more"));
-    }
+    let timeout = timeout_arg(ctx, 1, DEFAULT_SYNC_TIMEOUT_MS, "walrust_sync")?;
     let repl = replication(ctx, &schema)?;
     // Every transaction in the shadow log, whichever process of ours or others committed it.
     let in_log = crate::shadow::log::last_record(&repl.shadow.log_dir())
@@ -44,15 +52,16 @@ pub(super) fn walrust_sync(ctx: &Context<'_>) -> rusqlite::Result<i64> {
         .flatten()
         .map_or(0, |h| h.txid);
     let target = repl.status().local_txid.max(in_log);
-    crate::upload::sync(&repl, target, Duration::from_millis(timeout as u64))
+    crate::upload::sync(&repl, target, timeout)
         .map(|t| t as i64)
         .map_err(err)
 }
 
 pub(super) fn walrust_snapshot(ctx: &Context<'_>) -> rusqlite::Result<i64> {
     let schema = schema_arg(ctx, 0)?;
+    let timeout = timeout_arg(ctx, 1, DEFAULT_SNAPSHOT_TIMEOUT_MS, "walrust_snapshot")?;
     let repl = replication(ctx, &schema)?;
-    crate::upload::snapshot(&repl, Duration::from_secs(600))
+    crate::upload::snapshot(&repl, timeout)
         .map(|t| t as i64)
         .map_err(err)
 }

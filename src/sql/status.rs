@@ -41,7 +41,7 @@ pub(super) fn walrust_status(ctx: &Context<'_>) -> rusqlite::Result<String> {
         let v = json!({
             "database": db.path.display().to_string(),
             "replica": Value::Null, "txid": 0, "uploaded_txid": 0, "pending_txns": 0,
-            "pending_bytes": 0, "lag_ms": 0, "last_error": why, "last_upload_at": Value::Null,
+            "pending_bytes": 0, "lag_ms": 0, "last_error": why, "last_upload_at": Value::Null, "warning": Value::Null,
         });
         return Ok(v.to_string());
     };
@@ -59,6 +59,7 @@ pub(super) fn walrust_status(ctx: &Context<'_>) -> rusqlite::Result<String> {
         "notice": s.notice,
         "last_upload_at": s.last_upload_at_ms.map(format_rfc3339_ms),
         "uploader": s.uploading,
+        "warning": crate::shadow::growth::warning(&repl),
     });
     Ok(v.to_string())
 }

@@ -183,16 +183,17 @@ fn write_atomic(
             .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
+        let _ = f.try_lock(); // held until renamed: `cleanup` leaves a locked file alone
         fill(&mut f)?;
         f.sync_all()?;
         let size = f.metadata()?.len();
-        drop(f);
         if exclusive {
             fs::hard_link(&tmp, dest)?;
             fs::remove_file(&tmp)?;
         } else {
             fs::rename(&tmp, dest)?;
         }
+        drop(f);
         Ok(size)
     })();
     if result.is_err() {

@@ -47,9 +47,11 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// A temporary file in the shadow directory, removed when dropped.
+/// A temporary file in the shadow directory, removed when dropped. It stays locked while it
+/// exists, so that `cleanup` never takes it for a dead process's leftover.
 pub struct TempFile {
     pub path: PathBuf,
+    _held: File,
 }
 
 impl TempFile {
@@ -61,7 +63,9 @@ impl TempFile {
             .truncate(true)
             .mode(0o600)
             .open(&path)?;
-        Ok((TempFile { path }, f))
+        let _ = f.try_lock(); // best effort: the PID in the name protects it too
+        let held = f.try_clone()?;
+        Ok((TempFile { path, _held: held }, f))
     }
 }
 

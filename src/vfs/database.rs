@@ -249,6 +249,9 @@ impl Database {
 
     fn configure_from_open(&self, uri: &dyn Fn(&str) -> Option<String>) {
         let mut st = self.lock();
+        if st.settings.is_none() {
+            st.conflict = Settings::env_error(); // a bad WALRUST_<NAME> fails the open
+        }
         let mut settings = st.settings.clone().unwrap_or_else(Settings::from_env);
         for name in config::NAMES {
             if let Some(v) = uri(name) {
@@ -259,6 +262,11 @@ impl Database {
         }
         st.settings = Some(settings.clone());
         let asked = uri("walrust_replica").or_else(|| env_replica(&self.path));
+        if let Some(Err(e)) = asked.as_deref().map(crate::store::open) {
+            // Fails the open as the PRAGMA would fail, instead of running unreplicated.
+            st.conflict = Some(cannot_replicate(&self.path, &e));
+            return;
+        }
         let shadow = ShadowDir::path_for(&self.path, settings.shadow_dir.as_deref());
         // A restore's record (SPEC 6) is used only when the same replica is asked for again.
         let recorded = crate::shadow::state::read(&shadow.join("state.json"))
@@ -297,8 +305,7 @@ impl Database {
 
     fn start_locked(&self, st: &mut DbState, url: &str) -> Result<Arc<Replication>, String> {
         let settings = st.settings.clone().unwrap_or_else(Settings::from_env);
-        let store = crate::store::open(url)
-            .map_err(|e| format!("walrust: cannot replicate {}: {e}", self.path.display()))?;
+        let store = crate::store::open(url).map_err(|e| cannot_replicate(&self.path, &e))?;
         let described = store.describe();
         let root = ShadowDir::path_for(&self.path, settings.shadow_dir.as_deref());
         let mut state = crate::shadow::state::read(&root.join("state.json"))
@@ -331,6 +338,7 @@ impl Database {
                 )
             })?;
         }
+        crate::cleanup::at_replication_start(&shadow, &described);
         let repl = Arc::new(Replication::new(
             self.path.clone(),
             shadow.clone(),
@@ -744,6 +752,11 @@ fn env_replica(db: &Path) -> Option<String> {
 }
 
 pub use crate::store::url::same_replica;
+
+/// Why a replica URL cannot be used, as the PRAGMA and an open with it both say.
+fn cannot_replicate(db: &Path, e: &crate::store::StoreError) -> String {
+    format!("walrust: cannot replicate {}: {e}", db.display())
+}
 
 fn conflict_message(db: &Path, in_use: &str, asked: &str) -> String {
     format!(

@@ -26,7 +26,8 @@ Options:
 
 Safe while a walrust process uploads to the replica, but do not run two compactions of one
 replica at once (a database with walrust_compact_after_snapshot=on runs one after each
-snapshot). Merges spool pages in TMPDIR (at most the database's size).
+snapshot). Merges spool pages in TMPDIR (at most the database's size). Temporary files that
+killed walrust processes left there and in a local-directory replica are removed first.
 
 Exit codes: 0 done, 2 usage, 3 no LTX files at URL, 4 storage error, 5 integrity error (a
 damaged file stops the run before anything is removed).
@@ -47,6 +48,9 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
         None => Retention::default(),
     };
     let store = walrust::store::open(&a.positional[0]).map_err(Failure::store)?;
+    if !a.has("--dry-run") {
+        walrust::cleanup::before_compaction(&a.positional[0], &std::env::temp_dir());
+    }
     let files = store
         .list(None, walrust::store::Times::Listed)
         .map_err(Failure::store)?;

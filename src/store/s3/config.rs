@@ -41,6 +41,22 @@ pub struct S3Options {
     pub list_page_size: Option<u32>,
     /// How many HEAD requests run at once when a listing needs exact times.
     pub head_concurrency: usize,
+    /// The whole of a request whose answer is read into memory (a listing page, a HEAD, the
+    /// manifest, a delete, a multipart initiation or completion), body included: a server
+    /// that dribbles its answer fails it after this long. Streaming reads and file uploads
+    /// are bounded by `io_timeout` per read or write instead (they may be long).
+    pub request_timeout: Duration,
+    /// How many more times a request is sent after the server answered 429, 5xx or
+    /// `SlowDown` (or the connection was cut), waiting `retry_base`, then twice as long each
+    /// time (with jitter, at most 10 s, or the server's `Retry-After` up to that).
+    pub retries: u32,
+    pub retry_base: Duration,
+    /// A streamed download (an LTX file) whose average rate falls below this after its grace
+    /// period fails: a server that trickles a byte at a time cannot hold a restore forever.
+    pub min_read_rate: super::minrate::MinRate,
+    /// The most keys one listing collects before it stops with an error: a server that keeps
+    /// saying "truncated" cannot make memory grow without bound.
+    pub max_list_keys: usize,
 }
 
 /// The smallest part S3 accepts (but for the last).
@@ -55,6 +71,14 @@ impl Default for S3Options {
             part_size: 8 << 20,
             list_page_size: None,
             head_concurrency: 8,
+            request_timeout: Duration::from_secs(120),
+            retries: 4,
+            retry_base: Duration::from_millis(200),
+            max_list_keys: 5_000_000,
+            min_read_rate: super::minrate::MinRate {
+                bytes_per_sec: 16 << 10,
+                grace: Duration::from_secs(60),
+            },
         }
     }
 }

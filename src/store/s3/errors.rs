@@ -28,6 +28,30 @@ impl Client {
         }
     }
 
+    /// The error for an answer whose body could not be read whole (a timeout, a cut, or a
+    /// body past its size limit).
+    pub fn body_error(&self, what: &dyn Fn() -> String, e: io::Error) -> StoreError {
+        let why = match e.get_ref().and_then(|x| x.downcast_ref::<ureq::Error>()) {
+            Some(ureq::Error::BodyExceedsLimit(limit)) => format!(
+                "the answer is larger than the {limit} bytes walrust reads; check that the \
+                 endpoint is an S3 API"
+            ),
+            Some(u) => match classify(clone_ureq(u), self.options()) {
+                Failure::Cut(w) | Failure::Down(w) | Failure::Sign(w) => w,
+                Failure::Local(io) => io.to_string(),
+            },
+            None => e.to_string(),
+        };
+        StoreError::Unavailable {
+            what: what(),
+            why: format!(
+                "reading the answer of {}: {}",
+                self.endpoint(),
+                self.scrub(&why)
+            ),
+        }
+    }
+
     /// The error for a response that is not what the caller expected.
     pub fn http_error(&self, what: &dyn Fn() -> String, resp: Resp) -> StoreError {
         let e = self.read_error(resp);
@@ -168,6 +192,13 @@ pub(super) fn classify(e: ureq::Error, opts: &S3Options) -> Failure {
             let (limit, phase) = match t {
                 T::Resolve | T::Connect => (opts.connect_timeout, "connecting"),
                 T::RecvResponse => (opts.response_timeout, "waiting for the response"),
+                T::Global => {
+                    return Failure::Down(format!(
+                        "the request took longer than {} s in all; the server may be hung or \
+                         overloaded",
+                        secs(opts.request_timeout)
+                    ))
+                }
                 T::PerRead => (opts.io_timeout, "receiving"),
                 T::PerWrite | T::SendBody | T::SendRequest => (opts.io_timeout, "sending"),
                 _ => (opts.io_timeout, "waiting"),
@@ -200,6 +231,15 @@ pub(super) fn classify(e: ureq::Error, opts: &S3Options) -> Failure {
         },
         ureq::Error::Tls(why) => Failure::Down(tls_hint(format!("TLS: {why}"))),
         other => Failure::Down(tls_hint(other.to_string())),
+    }
+}
+
+/// The variants `body_error` tells apart, rebuilt (`ureq::Error` is not `Clone`).
+fn clone_ureq(e: &ureq::Error) -> ureq::Error {
+    match e {
+        ureq::Error::Timeout(t) => ureq::Error::Timeout(*t),
+        ureq::Error::Io(io) => ureq::Error::Io(io::Error::new(io.kind(), io.to_string())),
+        other => ureq::Error::Io(io::Error::other(other.to_string())),
     }
 }
 

@@ -10,11 +10,14 @@
 //! response timeouts, and gives the body as an owned `Read`.
 //!
 //! Every request has a connect timeout and per-read/per-write inactivity timeouts, so a hung
-//! server fails a request within `S3Options`' bounds instead of holding the upload thread. One
-//! retry, at once, after a connection is cut mid-request (a pooled connection the server had
-//! closed); none after a timeout or a refused connection, and none for the completion of a
-//! multipart upload, whose repetition is not harmless. Everything else is the caller's retry
-//! policy (the upload thread backs off).
+//! server fails a request within `S3Options`' bounds instead of holding the upload thread; a
+//! request whose answer is read whole (listing, HEAD, manifest, delete) also has a total
+//! timeout (`request_timeout`), so a server that dribbles its answer cannot hold it either.
+//! One retry, at once, after a connection is cut mid-request (a pooled connection the server
+//! had closed); answers 429, 5xx and `SlowDown` (and further cuts) are retried
+//! `S3Options::retries` times with exponential backoff (`retry`); none after a timeout or a
+//! refused connection, and none for the completion of a multipart upload, whose repetition is
+//! not harmless. Beyond that it is the caller's retry policy (the upload thread backs off).
 //!
 //! A PUT of a local file (a whole small file, or one part of a multipart upload) streams its
 //! body from the file (`FileBody`): its SHA-256 and MD5 are computed first by reading the file
@@ -51,6 +54,7 @@ use ureq::{Agent, Body, SendBody};
 use super::config::{load_credentials, secrets_of, Resolved, S3Options};
 pub use super::errors::xml_field;
 use super::errors::{classify, Failure};
+use super::retry;
 use crate::store::StoreError;
 
 /// How long loaded credentials are used before the environment or profile file is read again.
@@ -464,10 +468,17 @@ impl Client {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let more = retry_safe && attempt <= self.opts.retries;
             match self.send_once(bucket, path, command.clone(), file) {
-                // Most likely a pooled connection the server had closed: once more.
+                // Most likely a pooled connection the server had closed: again at once.
                 Err(Failure::Cut(_)) if retry_safe && attempt == 1 => {}
+                Err(Failure::Cut(_)) if more => self.back_off(attempt, None),
                 Err(f) => return Err(self.failure(what, f)),
+                Ok(r) if more && retry::is_transient(r.status) => {
+                    let after = retry::retry_after(r.header("retry-after"));
+                    drop(r); // the connection is not reused: its body was not read
+                    self.back_off(attempt, after);
+                }
                 Ok(r) => {
                     if matches!(r.status, 401 | 403) {
                         // Perhaps the credentials were rotated: read them again next time.
@@ -477,6 +488,11 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// Waits before attempt `attempt + 1`.
+    fn back_off(&self, attempt: u32, retry_after: Option<Duration>) {
+        std::thread::sleep(retry::delay(self.opts.retry_base, attempt, retry_after));
     }
 
     fn send_once(
@@ -528,7 +544,21 @@ impl Client {
                     }
                     _ => &[],
                 };
-                self.agent.run(builder.body(body).map_err(built)?)
+                let request = builder.body(body).map_err(built)?;
+                if matches!(
+                    req.command,
+                    Command::GetObject | Command::GetObjectRange { .. }
+                ) {
+                    self.agent.run(request) // streamed by the caller: per-read timeouts
+                } else {
+                    let whole = self.opts.request_timeout;
+                    let request = self
+                        .agent
+                        .configure_request(request)
+                        .timeout_global(Some(whole))
+                        .build();
+                    self.agent.run(request)
+                }
             }
         };
         match result {

@@ -1,7 +1,11 @@
 //! Listing: `ListObjectsV2` pages followed through their continuation tokens, and the exact
 //! times of `Times::Exact`, read from each file's `litestream-timestamp` metadata by HEAD
-//! requests, a few at a time (Litestream runs up to 50).
+//! requests, a few at a time (Litestream runs up to 50). A listing that would never end (a
+//! continuation token seen before, endless empty pages, more than `max_list_keys` keys) stops
+//! with an error that says so.
 
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -33,7 +37,9 @@ impl S3Store {
         let what = || self.what("listing", &shown);
         let bucket = self.client.bucket();
         let page_size = self.client.options().list_page_size.map(|n| n as usize);
+        let max_keys = self.client.options().max_list_keys;
         let mut out = Vec::new();
+        let mut pages = Pages::default();
         let mut token: Option<String> = None;
         loop {
             let cmd = Command::ListObjectsV2 {
@@ -46,6 +52,7 @@ impl S3Store {
             let resp = self.client.send(&what, &bucket, "/", cmd)?;
             let resp = self.expect_ok(&what, resp)?;
             let (page, _): (ListBucketResult, _) = self.read_xml(&what, resp)?;
+            let keys = page.contents.len();
             for obj in page.contents {
                 let Some(rel) = Layout::strip_prefix(prefix, &obj.key) else {
                     warn(format_args!(
@@ -60,18 +67,18 @@ impl S3Store {
             if !page.is_truncated {
                 return Ok(out);
             }
-            match page.next_continuation_token {
-                Some(next) if Some(&next) != token.as_ref() => token = Some(next),
-                _ => {
-                    return Err(StoreError::Invalid {
-                        what: what(),
-                        why: format!(
-                            "{} said the listing continues but gave no new continuation token",
-                            self.endpoint()
-                        ),
-                    })
-                }
-            }
+            let next = pages
+                .next(page.next_continuation_token, keys, out.len(), max_keys)
+                // A storage failure (exit 4 in the CLI), not a bad request.
+                .map_err(|why| StoreError::Unavailable {
+                    what: what(),
+                    why: format!(
+                        "{} answered a listing that never ends: it {why}; the listing was \
+                         stopped, check that the endpoint is a working S3 API",
+                        self.endpoint()
+                    ),
+                })?;
+            token = Some(next);
         }
     }
 
@@ -137,6 +144,60 @@ impl S3Store {
     }
 }
 
+/// How many truncated pages in a row may hold no key at all: S3 may return a few (deleted keys
+/// skipped), a server that never stops does not.
+const MAX_EMPTY_PAGES: u32 = 100;
+
+/// What a listing has seen of its pages, to stop one that would never end: a continuation
+/// token given twice (a loop), too many empty truncated pages, or more keys than allowed.
+/// Tokens are remembered as hashes, so a server's huge tokens take no memory here.
+#[derive(Default)]
+struct Pages {
+    seen: HashSet<u64>,
+    empty_in_a_row: u32,
+}
+
+impl Pages {
+    /// The token for the next page, after a truncated page of `keys` keys (`total` so far).
+    fn next(
+        &mut self,
+        token: Option<String>,
+        keys: usize,
+        total: usize,
+        max_keys: usize,
+    ) -> Result<String, String> {
+        let page = self.seen.len() + 1;
+        let token = token.filter(|t| !t.is_empty()).ok_or_else(|| {
+            format!("said page {page} of the listing is truncated but gave no continuation token")
+        })?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        token.hash(&mut h);
+        if !self.seen.insert(h.finish()) {
+            return Err(format!(
+                "gave a continuation token it had given before (page {page}): the listing \
+                 loops"
+            ));
+        }
+        self.empty_in_a_row = if keys == 0 {
+            self.empty_in_a_row + 1
+        } else {
+            0
+        };
+        if self.empty_in_a_row >= MAX_EMPTY_PAGES {
+            return Err(format!(
+                "gave {MAX_EMPTY_PAGES} truncated pages in a row without a key (page {page})"
+            ));
+        }
+        if total >= max_keys {
+            return Err(format!(
+                "listed {total} keys and says there are more, past the limit of {max_keys} \
+                 keys per listing"
+            ));
+        }
+        Ok(token)
+    }
+}
+
 /// Whether `rel` is inside a level folder (`0000/`..`0009/` or any 4 hex digits): a key there
 /// that does not parse deserves a warning; anything else under the prefix is not ours.
 pub(super) fn in_level_folder(rel: &str) -> bool {
@@ -148,6 +209,31 @@ pub(super) fn in_level_folder(rel: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listings_that_would_never_end_are_stopped() {
+        let t = |s: &str| Some(s.to_string());
+        let mut p = Pages::default();
+        assert_eq!(p.next(t("a"), 5, 5, 100).unwrap(), "a");
+        assert_eq!(p.next(t("b"), 5, 10, 100).unwrap(), "b");
+        let e = p.next(t("a"), 5, 15, 100).unwrap_err();
+        assert!(
+            e.contains("continuation token it had given before (page 3)"),
+            "{e}"
+        );
+        assert!(Pages::default().next(None, 1, 1, 100).is_err());
+        assert!(Pages::default().next(t(""), 1, 1, 100).is_err());
+
+        let mut p = Pages::default();
+        for i in 0..MAX_EMPTY_PAGES - 1 {
+            p.next(Some(i.to_string()), 0, 0, 100).unwrap();
+        }
+        let e = p.next(t("last"), 0, 0, 100).unwrap_err();
+        assert!(e.contains("truncated pages in a row without a key"), "{e}");
+
+        let e = Pages::default().next(t("x"), 100, 100, 100).unwrap_err();
+        assert!(e.contains("past the limit of 100 keys"), "{e}");
+    }
 
     #[test]
     fn only_level_folders_warrant_a_warning() {

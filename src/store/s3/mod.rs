@@ -35,6 +35,8 @@ mod config;
 mod errors;
 mod http;
 mod list;
+mod minrate;
+mod retry;
 mod upload;
 
 use std::collections::HashMap;
@@ -50,6 +52,7 @@ use s3::serde_types::{DeleteObjectsRequest, DeleteObjectsResult, ObjectIdentifie
 use ureq::http::{HeaderMap, HeaderName, HeaderValue};
 
 pub use config::{S3Options, MIN_PART_SIZE};
+pub use minrate::MinRate;
 
 use self::http::{read_body, Client, Resp};
 use super::{
@@ -169,15 +172,18 @@ impl S3Store {
         }
     }
 
+    /// A download's body, failing if it trickles (`S3Options::min_read_rate`).
+    fn streamed(&self, resp: Resp) -> impl Read + Send + 'static {
+        let rate = self.client.options().min_read_rate;
+        minrate::MinRateReader::new(resp.body.into_reader(), rate)
+    }
+
     fn read_xml<T: serde::de::DeserializeOwned>(
         &self,
         what: &dyn Fn() -> String,
         resp: Resp,
     ) -> Result<(T, String), StoreError> {
-        let bytes = read_body(resp.body, XML_MAX).map_err(|e| StoreError::Unavailable {
-            what: what(),
-            why: format!("reading the answer of {}: {e}", self.endpoint()),
-        })?;
+        let bytes = read_body(resp.body, XML_MAX).map_err(|e| self.client.body_error(what, e))?;
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let parsed = quick_xml::de::from_str(&text).map_err(|e| StoreError::Invalid {
             what: what(),
@@ -294,7 +300,7 @@ impl Store for S3Store {
             (416, Some(_)) => Ok(Box::new(io::empty())), // the range starts past the end
             (200, Some(r)) => {
                 // The server ignored the range: skip to it.
-                let mut reader = resp.body.into_reader();
+                let mut reader = self.streamed(resp);
                 io::copy(&mut (&mut reader).take(r.start), &mut io::sink()).map_err(|e| {
                     StoreError::Unavailable {
                         what: what(),
@@ -303,7 +309,7 @@ impl Store for S3Store {
                 })?;
                 Ok(Box::new(reader.take(r.end - r.start)))
             }
-            (200 | 206, _) => Ok(Box::new(resp.body.into_reader())),
+            (200 | 206, _) => Ok(Box::new(self.streamed(resp))),
             _ => Err(self.client.http_error(&what, resp)),
         }
     }
@@ -387,10 +393,7 @@ impl Store for S3Store {
         }
         let resp = self.expect_ok(&what, resp)?;
         let etag = resp.header("etag").map(str::to_string);
-        let body = read_body(resp.body, XML_MAX).map_err(|e| StoreError::Unavailable {
-            what: what(),
-            why: format!("reading the answer of {}: {e}", self.endpoint()),
-        })?;
+        let body = read_body(resp.body, XML_MAX).map_err(|e| self.client.body_error(&what, e))?;
         let etag = etag.ok_or_else(|| StoreError::Invalid {
             what: what(),
             why: format!(

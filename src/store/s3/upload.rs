@@ -130,10 +130,8 @@ impl S3Store {
             let resp = self.client.send(what, &base, object, cmd)?;
             let resp = self.expect_ok(what, resp)?;
             // S3 may answer 200 and put the error in the body.
-            let body = read_body(resp.body, XML_MAX).map_err(|e| StoreError::Unavailable {
-                what: what(),
-                why: format!("reading the answer of {}: {e}", self.endpoint()),
-            })?;
+            let body =
+                read_body(resp.body, XML_MAX).map_err(|e| self.client.body_error(what, e))?;
             let text = String::from_utf8_lossy(&body);
             if text.contains("<Error>") {
                 let code = xml_field(&text, "Code").unwrap_or_default();

@@ -1,0 +1,165 @@
+//! Leftovers of killed processes: walrust's temporary files (LTX files being built, spare log
+//! segments, files being written into a local-directory replica, a compaction's spool files)
+//! that a process killed mid-write never removed. They are recognised by name (`names`: each
+//! carries its creator's PID) and removed when replication of a database starts and before
+//! `walrust compact` runs, so that repeated crashes cannot fill the disk.
+//!
+//! Must never: remove a file a live process may still use (`liveness`: its creator is alive,
+//! or it is locked, or, where liveness cannot be told, it changed recently), or a file that
+//! is not walrust's temporary file.
+
+mod liveness;
+pub mod names;
+
+use std::path::{Path, PathBuf};
+
+use crate::shadow::ShadowDir;
+use crate::store::ReplicaUrl;
+use names::Pid;
+
+/// What a sweep removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Removed {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// At the start of replication: the shadow directory's `tmp/` and `log/`, and the replica if
+/// it is a local directory.
+pub fn at_replication_start(shadow: &ShadowDir, replica_url: &str) -> Removed {
+    let mut r = Removed::default();
+    sweep(&shadow.tmp_dir(), names::shadow_tmp, &mut r);
+    sweep(&shadow.log_dir(), names::spare, &mut r);
+    sweep_replica(replica_url, &mut r);
+    report(r, &shadow.root.display().to_string());
+    r
+}
+
+/// Before a compaction of `replica_url` that spools in `temp_dir`: both.
+pub fn before_compaction(replica_url: &str, temp_dir: &Path) -> Removed {
+    let mut r = Removed::default();
+    sweep(temp_dir, names::compaction, &mut r);
+    sweep_replica(replica_url, &mut r);
+    report(r, replica_url);
+    r
+}
+
+fn report(r: Removed, place: &str) {
+    if r.files > 0 {
+        crate::log::warn(&format!(
+            "walrust: removed {} temporary files ({} bytes) that killed processes left, for {place}",
+            r.files, r.bytes
+        ));
+    }
+}
+
+/// A local-directory replica's root (the manifest's temporary files) and level folders.
+fn sweep_replica(url: &str, r: &mut Removed) {
+    if let Ok(ReplicaUrl::Dir(root)) = ReplicaUrl::parse(url) {
+        for dir in replica_dirs(&root) {
+            sweep(&dir, names::replica_tmp, r);
+        }
+    }
+}
+
+fn replica_dirs(root: &Path) -> Vec<PathBuf> {
+    let mut dirs = vec![root.to_path_buf()];
+    if let Ok(levels) = std::fs::read_dir(root.join("ltx")) {
+        dirs.extend(levels.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+    }
+    dirs
+}
+
+/// Removes the files of `dir` that `recognise` names and that no live process uses. A folder
+/// that cannot be read is skipped: this is housekeeping, never a reason to fail.
+fn sweep(dir: &Path, recognise: fn(&str) -> Option<Pid>, r: &mut Removed) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(recognise) else {
+            continue;
+        };
+        let path = entry.path();
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_file()
+            && liveness::is_leftover(&path, pid)
+            && std::fs::remove_file(&path).is_ok()
+        {
+            r.files += 1;
+            r.bytes += meta.len();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A PID no process has (above Linux's largest).
+    const DEAD: u32 = 4_194_304 + 99;
+
+    #[test]
+    fn leftovers_of_dead_processes_go_and_nothing_else_does() {
+        let root = std::env::temp_dir().join(format!("walrust-cleanup-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let shadow = ShadowDir::create(root.join("app.db-walrust")).unwrap();
+        let replica = root.join("replica");
+        std::fs::create_dir_all(replica.join("ltx/0")).unwrap();
+        let me = std::process::id();
+        let ltx = "0000000000000001-0000000000000002.ltx";
+        let dead = [
+            shadow.tmp_dir().join(format!("{ltx}.{DEAD}.tmp")),
+            shadow
+                .tmp_dir()
+                .join(format!("walrust-compact-{DEAD}-0.spool.tmp")),
+            shadow.log_dir().join(format!("spare.tmp.{DEAD}")),
+            replica.join(format!("ltx/0/{ltx}.{DEAD}-3.tmp")),
+            replica.join(format!("manifest.json.{DEAD}-4.tmp")),
+        ];
+        let kept = [
+            shadow.tmp_dir().join(format!("{ltx}.{me}.tmp")),
+            shadow.log_dir().join(format!("spare.tmp.{me}")),
+            shadow.log_dir().join("spare"),
+            shadow.log_dir().join("0000000000000001.log"),
+            replica.join(format!("ltx/0/{ltx}")),
+            replica.join(format!("ltx/0/{ltx}.tmp")),
+            replica.join(format!("ltx/0/{ltx}.{me}-0.tmp")),
+            replica.join("manifest.json"),
+        ];
+        for p in dead.iter().chain(&kept) {
+            std::fs::write(p, b"12345").unwrap();
+        }
+        let r = at_replication_start(&shadow, replica.to_str().unwrap());
+        assert_eq!(
+            r,
+            Removed {
+                files: 5,
+                bytes: 25
+            }
+        );
+        for p in &dead {
+            assert!(!p.exists(), "{}", p.display());
+        }
+        for p in &kept {
+            assert!(p.exists(), "{}", p.display());
+        }
+
+        // `walrust compact`: the temporary directory it spools in, and the replica.
+        let temp = root.join("system-tmp");
+        std::fs::create_dir_all(&temp).unwrap();
+        let spool = temp.join(format!("walrust-compact-{DEAD}-7.merged.tmp"));
+        let live_spool = temp.join(format!("walrust-compact-{me}-7.merged.tmp"));
+        let other = temp.join(format!("{DEAD}.tmp"));
+        let in_replica = replica.join(format!("ltx/0/{ltx}.{DEAD}-9.tmp"));
+        for p in [&spool, &live_spool, &other, &in_replica] {
+            std::fs::write(p, b"123").unwrap();
+        }
+        let r = before_compaction(&format!("file://{}", replica.display()), &temp);
+        assert_eq!(r, Removed { files: 2, bytes: 6 });
+        assert!(!spool.exists() && !in_replica.exists());
+        assert!(live_spool.exists() && other.exists());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

@@ -1,0 +1,176 @@
+"""Leftovers of killed processes (issue 13): the temporary files a process killed mid-write
+leaves (LTX files being built in `<db>-walrust/tmp/`, `log/spare.tmp.PID`, `*.PID-N.tmp` in a
+local-directory replica, `walrust-compact-*` spool files) are removed by the next start of
+replication and by `walrust compact`, so they never pile up across crashes."""
+
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import Replica
+
+HERE = Path(__file__).parent
+PYTHON = "/usr/bin/python3"
+TEMP_NAME = re.compile(
+    r"(\.ltx\.(\d+)\.tmp|^spare\.tmp\.(\d+)|\.(\d+)-\d+\.tmp|^walrust-compact-(\d+)-\d+\..*\.tmp)$"
+)
+
+
+def temp_files(*dirs):
+    """{path: (pid, size)} of walrust's temporary files under `dirs`."""
+    found = {}
+    for d in dirs:
+        for p in Path(d).rglob("*"):
+            m = TEMP_NAME.search(p.name)
+            if m and p.is_file():
+                pid = int(next(g for g in m.groups()[1:] if g))
+                found[p] = (pid, p.stat().st_size)
+    return found
+
+
+def alive(pid):
+    return Path(f"/proc/{pid}").exists()
+
+
+def start_replication(db, replica, ext):
+    """A process that opens the database with its replica (replication starts at open) and
+    exits: 'the next start'."""
+    code = (
+        "import sqlite3, sys, urllib.parse\n"
+        "l = sqlite3.connect(':memory:'); l.enable_load_extension(True); l.load_extension(sys.argv[1])\n"
+        "uri = 'file:' + urllib.parse.quote(sys.argv[2], safe='/') + '?walrust_replica=' + "
+        "urllib.parse.quote(sys.argv[3], safe='/:')\n"
+        "c = sqlite3.connect(uri, uri=True, isolation_level=None)\n"
+        "print(c.execute('SELECT walrust_status()').fetchone()[0])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WALRUST_")}
+    subprocess.run([PYTHON, "-c", code, str(ext), str(db), replica.url], check=True,
+                   capture_output=True, env=env, timeout=300)
+
+
+def test_kill_9_leftovers_are_removed_at_the_next_start(tmp_path, walrust_ext):
+    rng = random.Random("leftovers")
+    db = tmp_path / "app.db"
+    shadow = tmp_path / "app.db-walrust"
+    replica = Replica.file(tmp_path / "replica")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WALRUST_")}
+    seen_leftovers = 0
+    for round_ in range(8):
+        proc = subprocess.Popen(
+            [PYTHON, str(HERE / "churn.py"), "--ext", str(walrust_ext), "--db", str(db),
+             "--replica", replica.url],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+        )
+        ticks = rng.randint(1, 40)
+        for _ in range(ticks):
+            assert proc.stdout.readline().startswith("tick"), "the writer stopped"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+        before = temp_files(shadow, replica.objects)
+        assert all(not alive(pid) for pid, _ in before.values()), before
+        seen_leftovers += len(before)
+        start_replication(db, replica, walrust_ext)
+        after = temp_files(shadow, replica.objects)
+        stale = sorted(str(p) for p in before if p.exists())
+        assert not stale, f"round {round_}: leftovers survived the start: {stale}"
+        # The starter exited too: whatever it left is not from a live process either, and
+        # is gone at the next start; nothing accumulates.
+        assert len(after) <= 2, f"round {round_}: {after}"
+    assert seen_leftovers > 0, "no kill left a temporary file: the test saw nothing to clean"
+
+
+def test_walrust_compact_removes_leftovers_of_killed_compactions(tmp_path, walrust_ext):
+    cli = Path(walrust_ext).parent / "walrust"
+    assert cli.is_file(), f"the walrust binary is missing at {cli}: run cargo build --release"
+    replica = Replica.file(tmp_path / "replica")
+    systmp = tmp_path / "systmp"
+    systmp.mkdir()
+    # Leftovers as killed processes leave them, from a PID no process has (above Linux's
+    # pid_max): a compaction's spool file and a replica file being written.
+    dead = 4_194_304 + 5
+    ltx_dir = replica.objects / "ltx" / "0"
+    ltx_dir.mkdir(parents=True)
+    planted = [
+        systmp / f"walrust-compact-{dead}-0.spool.tmp",
+        ltx_dir / f"0000000000000001-0000000000000002.ltx.{dead}-0.tmp",
+        replica.objects / f"manifest.json.{dead}-1.tmp",
+    ]
+    for p in planted:
+        p.write_bytes(b"x" * 1000)
+    others = [systmp / "someone-elses.tmp", ltx_dir / "0000000000000001-0000000000000002.ltx.tmp"]
+    for p in others:
+        p.write_bytes(b"y")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WALRUST_")}
+    env["TMPDIR"] = str(systmp)
+    dry = subprocess.run([str(cli), "compact", replica.url, "--dry-run"], env=env,
+                         capture_output=True, text=True)
+    assert all(p.exists() for p in planted), "a dry run must change nothing"
+    run = subprocess.run([str(cli), "compact", replica.url], env=env, capture_output=True, text=True)
+    # An empty replica: nothing to compact (exit 3), but the leftovers are gone.
+    assert run.returncode == 3, run.stderr
+    assert dry.returncode == 3, dry.stderr
+    assert [p for p in planted if p.exists()] == []
+    assert all(p.exists() for p in others), "files that are not walrust's were touched"
+    assert "removed 3 temporary files (3000 bytes)" in run.stderr, run.stderr
+
+
+def kill_when_a_temp_file_shows(proc, dirs, rng):
+    """kill -9 `proc` at a random moment while it has a temporary file in `dirs` (or let it
+    finish if it never has one). Returns whether it was killed with one there."""
+    sightings = rng.randint(1, 20)
+    while proc.poll() is None:
+        if temp_files(*dirs):
+            sightings -= 1
+            if sightings == 0:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                return True
+    return False
+
+
+def test_walrust_compact_killed_at_random_points_leaves_nothing_behind(tmp_path, walrust_ext):
+    cli = Path(walrust_ext).parent / "walrust"
+    assert cli.is_file(), f"the walrust binary is missing at {cli}: run cargo build --release"
+    rng = random.Random("compact-kills")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WALRUST_")}
+    # A replica with many level-0 files of 256 KiB pages to merge.
+    source = Replica.file(tmp_path / "source")
+    writer = subprocess.Popen(
+        [PYTHON, str(HERE / "churn.py"), "--ext", str(walrust_ext), "--db",
+         str(tmp_path / "app.db"), "--replica", source.url],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+    )
+    for _ in range(40):
+        assert writer.stdout.readline().startswith("tick"), "the writer stopped"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    # Level 1 merges the files of 30-second windows that have ended.
+    time.sleep(31)
+    systmp = tmp_path / "systmp"
+    systmp.mkdir()
+    env["TMPDIR"] = str(systmp)
+    killed_with_temp = 0
+    for round_ in range(6):
+        replica = Replica.file(tmp_path / f"replica-{round_}")
+        shutil.copytree(source.objects, replica.objects)
+        for p in temp_files(replica.objects):
+            p.unlink()  # the writer's own leftovers: not this test's subject
+        proc = subprocess.Popen([str(cli), "compact", replica.url], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        killed_with_temp += kill_when_a_temp_file_shows(proc, [systmp, replica.objects], rng)
+        before = temp_files(systmp, replica.objects)
+        run = subprocess.run([str(cli), "compact", replica.url], env=env,
+                             capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr
+        stale = sorted(str(p) for p in before if p.exists())
+        assert not stale, f"round {round_}: leftovers survived walrust compact: {stale}"
+        assert temp_files(systmp, replica.objects) == {}, f"round {round_}"
+    assert killed_with_temp > 0, "no kill hit a compaction with a temporary file"

@@ -68,21 +68,12 @@ fn help_and_usage_errors() {
         "{help}"
     );
 
+    // A malformed command line: the message, then where the usage is.
     for args in [
         &[][..],
         &["frobnicate"],
         &["restore", "file:///x"],
         &["restore", "file:///x", "-o"],
-        &["restore", "file:///x", "-o", "/tmp/o.db", "--txid", "soon"],
-        &["restore", "file:///x", "-o", "/tmp/o.db", "--txid", "0"],
-        &[
-            "restore",
-            "file:///x",
-            "-o",
-            "/tmp/o.db",
-            "--timestamp",
-            "yesterday",
-        ],
         &[
             "restore",
             "file:///x",
@@ -97,12 +88,53 @@ fn help_and_usage_errors() {
         &["list", "file:///x", "file:///y"],
         &["verify", "file:///x", "--fast"],
         &["compact", "file:///x", "--dry-run=yes"],
-        &["compact", "file:///x", "--retention", "hourly=many"],
     ] {
         let o = walrust(args);
         assert_eq!(code(&o), 2, "{args:?}: {}", text(&o.stderr));
-        assert!(text(&o.stderr).contains("Usage:"), "{args:?}");
+        let err = text(&o.stderr);
+        assert!(err.starts_with("walrust: ") && !err.starts_with("walrust: walrust"));
+        assert!(err.contains("Usage:"), "{args:?}");
     }
+    // A bad value: exit 2 and one line that says what to do, not the usage text.
+    for (args, says) in [
+        (
+            &["restore", "file:///x", "-o", "/tmp/o.db", "--txid", "soon"][..],
+            "not a TXID",
+        ),
+        (
+            &["restore", "file:///x", "-o", "/tmp/o.db", "--txid", "0"],
+            "not a TXID",
+        ),
+        (
+            &[
+                "restore",
+                "file:///x",
+                "-o",
+                "/tmp/o.db",
+                "--timestamp",
+                "yesterday",
+            ],
+            "RFC 3339",
+        ),
+        (
+            &["compact", "file:///x", "--retention", "hourly=many"],
+            "not valid",
+        ),
+    ] {
+        let o = walrust(args);
+        assert_eq!(code(&o), 2, "{args:?}: {}", text(&o.stderr));
+        let err = text(&o.stderr);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("walrust: ") && err.contains(says), "{err}");
+    }
+    // The output path without -o: say so.
+    let o = walrust(&["restore", "file:///x", "out.db"]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        text(&o.stderr).starts_with("walrust: restore takes the output path with -o"),
+        "{}",
+        text(&o.stderr)
+    );
 }
 
 #[test]
@@ -134,16 +166,18 @@ fn restores_by_latest_txid_and_time() {
     assert_eq!(code(&o), 0, "{}", text(&o.stderr));
     assert!(std::fs::read(&out).unwrap() == r.model.db_bytes(5));
 
-    // Never over an existing file: a usage error.
+    // Never over an existing file: exit 2, one line with one prefix, no usage text.
     let o = walrust(&["restore", &url(&r), "-o", &out]);
     assert_eq!(code(&o), 2, "{}", text(&o.stderr));
-    assert!(text(&o.stderr).contains("already exists"));
+    let err = text(&o.stderr);
+    assert!(err.starts_with("walrust: restore failed: ") && err.contains("already exists"));
+    assert_eq!(err.lines().count(), 1, "{err}");
 
     let o = walrust(&["list", &url(&r)]);
     assert_eq!(code(&o), 0);
     let listing = text(&o.stdout);
-    assert_eq!(listing.lines().count(), 1 + 13 + 1, "{listing}");
-    assert!(listing.contains(&format!("newest restore point TXID {}", txid(last))));
+    assert_eq!(listing.lines().count(), 1 + 13 + 2, "{listing}");
+    assert!(listing.contains(&format!("newest restore point: TXID {}", txid(last))));
 
     let o = walrust(&["verify", &url(&r)]);
     assert_eq!(code(&o), 0, "{}", text(&o.stderr));
@@ -174,7 +208,11 @@ fn nothing_to_restore_is_3() {
         assert!(text(&o.stderr).starts_with("walrust: nothing to restore"));
         assert_eq!(code(&walrust(&["verify", u.to_str().unwrap()])), 3);
         assert_eq!(code(&walrust(&["compact", u.to_str().unwrap()])), 3);
-        assert_eq!(code(&walrust(&["list", u.to_str().unwrap()])), 0);
+        // A mistyped URL never looks like a healthy, empty replica.
+        let o = walrust(&["list", u.to_str().unwrap()]);
+        assert_eq!(code(&o), 3, "{}", text(&o.stderr));
+        assert!(o.stdout.is_empty());
+        assert!(text(&o.stderr).starts_with("walrust: nothing to list"));
     }
     // A target before the first snapshot.
     let r = replica();
@@ -257,6 +295,22 @@ fn a_flipped_byte_is_5() {
         code(&walrust(&["restore", &url(&r), "-o", &out, "--txid", "4"])),
         0
     );
+}
+
+#[test]
+fn a_closed_pipe_ends_the_listing_quietly() {
+    let r = replica();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader); // like `| head` that has already exited
+    let o = Command::new(env!("CARGO_BIN_EXE_walrust"))
+        .args(["list", &url(&r)])
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    assert!(o.stderr.is_empty(), "{}", text(&o.stderr));
 }
 
 #[test]

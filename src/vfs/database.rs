@@ -219,6 +219,11 @@ impl Database {
         self.lock().problem.clone()
     }
 
+    /// The replica asked for that waits for WAL mode, if any (for `walrust_status`).
+    pub fn wanted_replica(&self) -> Option<String> {
+        self.lock().wanted.clone()
+    }
+
     /// Takes the error an open recorded (a replica conflict), for the auto-extension to raise.
     pub fn take_conflict(&self) -> Option<String> {
         self.lock().conflict.take()

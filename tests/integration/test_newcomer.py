@@ -41,3 +41,45 @@ SELECT walrust_restore('file://{root}/app.db', '{out}/out.db') > 0;
     assert sorted(os.listdir(out)) == ["out.db"]
     assert "tmp-walrust" not in stderr, stderr
     assert stderr == "", stderr
+
+
+def _with_umask(mask):
+    return lambda: os.umask(mask)
+
+
+def test_restored_database_has_the_permissions_sqlite_would_give_it(tmp_path, walrust_ext):
+    """A restore, by SQL or the CLI, creates the file as SQLite creates a new database: 0644
+    less the umask, so the usual 022 gives 0644 and 077 gives 0600."""
+    cli = walrust_ext.parent / "walrust"
+    assert cli.is_file(), f"the walrust CLI is not built beside the extension: {cli}"
+    work = tmp_path / "work"
+    work.mkdir()
+    replica = tmp_path / "replica"
+    script = f"""
+.open 'file:app.db?walrust_replica=file://{replica}'
+PRAGMA journal_mode=WAL;
+CREATE TABLE t(x);
+INSERT INTO t VALUES (1);
+SELECT walrust_sync() > 0;
+"""
+    run_shell(walrust_ext, work, script)
+    for mask in (0o022, 0o077, 0o027):
+        plain = tmp_path / f"plain-{mask:o}.db"
+        subprocess.run(
+            [SQLITE3, str(plain), "CREATE TABLE t(x)"], check=True, preexec_fn=_with_umask(mask)
+        )
+        want = plain.stat().st_mode & 0o777
+        by_sql = tmp_path / f"sql-{mask:o}.db"
+        subprocess.run(
+            [SQLITE3, "-bail", "-cmd", f".load {walrust_ext}", ":memory:",
+             f"SELECT walrust_restore('file://{replica}', '{by_sql}')"],
+            check=True, capture_output=True, preexec_fn=_with_umask(mask),
+        )
+        by_cli = tmp_path / f"cli-{mask:o}.db"
+        subprocess.run(
+            [str(cli), "restore", f"file://{replica}", "-o", str(by_cli)],
+            check=True, capture_output=True, preexec_fn=_with_umask(mask),
+        )
+        for restored in (by_sql, by_cli):
+            got = restored.stat().st_mode & 0o777
+            assert got == want, f"umask {mask:o}: {restored.name} is {got:o}, SQLite gives {want:o}"

@@ -188,6 +188,17 @@ fn restores_by_latest_txid_and_time() {
     assert_eq!(code(&o), 0, "{}", text(&o.stderr));
     let dry: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(dry["dry_run"], true);
+    // A planned file has no size yet, under "created" and "kept" alike; every other file has.
+    let planned: Vec<&serde_json::Value> = dry["created"].as_array().unwrap().iter().collect();
+    assert!(!planned.is_empty(), "{dry}");
+    for f in planned
+        .iter()
+        .copied()
+        .chain(dry["kept"].as_array().unwrap())
+    {
+        let is_planned = planned.iter().any(|p| p["key"] == f["key"]);
+        assert_eq!(f["size"].is_null(), is_planned, "{f}");
+    }
     let o = walrust(&["compact", &url(&r), "--retention", "hourly=24,daily=2"]);
     assert_eq!(code(&o), 0, "{}", text(&o.stderr));
     let done: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

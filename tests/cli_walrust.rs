@@ -287,7 +287,14 @@ fn a_flipped_byte_is_5() {
     let out = out_path(&r, "damaged.db");
     let o = walrust(&["restore", &url(&r), "-o", &out]);
     assert_eq!(code(&o), 5, "{}", text(&o.stderr));
-    assert!(text(&o.stderr).starts_with("walrust: integrity error"));
+    let err = text(&o.stderr);
+    assert!(err.starts_with("walrust: integrity error"));
+    // The advice names the restore point before the damaged file.
+    let before = files[3].key.min_txid.get() - 1;
+    assert!(
+        err.contains(&format!("restore to TXID {before} or before")),
+        "{err}"
+    );
     assert!(!Path::new(&out).exists());
     assert!(!Path::new(&format!("{out}.tmp-walrust")).exists());
 
@@ -306,6 +313,28 @@ fn a_flipped_byte_is_5() {
         code(&walrust(&["restore", &url(&r), "-o", &out, "--txid", "4"])),
         0
     );
+}
+
+#[test]
+fn a_damaged_only_snapshot_does_not_suggest_an_earlier_txid() {
+    let mut r = Rep::new("cli-one-snapshot", 512);
+    r.model.commit(&[1, 2, 3], 3, T0);
+    r.snapshot(T0);
+    r.flush();
+    let snap = level_files(&r.store, 9);
+    let path = r
+        .root()
+        .join(walrust::store::Layout::Fs.file_key(&snap[0].key));
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[110] ^= 0x10;
+    std::fs::write(&path, &bytes).unwrap();
+    let out = out_path(&r, "out.db");
+    let o = walrust(&["restore", &url(&r), "-o", &out]);
+    assert_eq!(code(&o), 5, "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(err.starts_with("walrust: integrity error"), "{err}");
+    assert!(err.contains("walrust_snapshot()"), "{err}");
+    assert!(!err.contains("before it"), "{err}");
 }
 
 #[test]

@@ -83,3 +83,27 @@ SELECT walrust_sync() > 0;
         for restored in (by_sql, by_cli):
             got = restored.stat().st_mode & 0o777
             assert got == want, f"umask {mask:o}: {restored.name} is {got:o}, SQLite gives {want:o}"
+
+
+def test_the_demo_explains_what_it_shows(tmp_path, walrust_ext):
+    """`make demo`'s output: why 5 statements give TXID 6, what manifest.json.lock is, the
+    uploader as yes/no; and Litestream restores the same replica."""
+    root = walrust_ext.parents[2]
+    assert (root / "scripts" / "demo.sh").is_file(), root
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WALRUST_")}
+    env.update(WALRUST_EXT=str(walrust_ext), WALRUST_DEMO_DIR=str(tmp_path / "demo"))
+    proc = subprocess.run(
+        [str(root / "scripts" / "demo.sh")], env=env, capture_output=True, text=True,
+        timeout=300,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, proc.stderr + out
+    assert proc.stderr == "", proc.stderr
+    assert "│ 6             │" in out, out
+    assert "Why 6 for 5 statements" in out
+    assert "manifest.json.lock: an empty file whose lock" in out
+    uploader = [line for line in out.splitlines() if "uploader" in line and "│" in line]
+    assert len(uploader) == 1 and "│ yes" in uploader[0], uploader
+    assert "last_error     │ none" in out
+    assert "rows: 300" in out, "Litestream (from .venv) did not restore the demo's replica"
+    assert (tmp_path / "demo" / "restored.db").is_file()

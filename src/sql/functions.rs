@@ -18,6 +18,10 @@ fn replication(
     schema: &str,
 ) -> rusqlite::Result<std::sync::Arc<crate::replication::Replication>> {
     let db = database(ctx, schema)?;
+    if let Some(why) = db.paused() {
+        // Commits made outside WAL mode were not captured: no TXID can claim them.
+        return Err(err(why));
+    }
     db.replication().ok_or_else(|| err(not_replicating(&db)))
 }
 

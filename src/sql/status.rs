@@ -71,7 +71,7 @@ pub(super) fn walrust_status(ctx: &Context<'_>) -> rusqlite::Result<String> {
         "pending_txns": txid.saturating_sub(s.uploaded_txid),
         "pending_bytes": s.pending_bytes,
         "lag_ms": s.oldest_pending_ms.map_or(0, |t| (now_ms() - t).max(0)),
-        "last_error": s.last_error,
+        "last_error": db.paused().or(s.last_error),
         "last_upload_at": s.last_upload_at_ms.map(format_rfc3339_ms),
         "uploader": s.uploading,
     });

@@ -354,6 +354,30 @@ fn a_closed_pipe_ends_the_listing_quietly() {
 }
 
 #[test]
+fn the_readme_documents_the_command_a_newcomer_meets() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for needle in [
+        "walrust compact URL [--dry-run] [--retention",
+        "AWS_ENDPOINT_URL_S3",
+        "or just `/absolute/dir`",
+        "five commits within a second are usually one\n  restore point",
+        "`-shm` files",
+    ] {
+        assert!(readme.contains(needle), "README.md lacks {needle:?}");
+    }
+    // Every exit code the help names has a row in the README's table.
+    let help = text(&walrust(&["--help"]).stdout);
+    assert!(help.contains("Exit codes:"), "{help}");
+    for code in 0..=5 {
+        assert!(
+            readme.contains(&format!("\n| {code} | ")),
+            "README.md lacks exit code {code}"
+        );
+    }
+}
+
+#[test]
 fn the_binary_links_no_sqlite() {
     let Ok(o) = Command::new("ldd")
         .arg(env!("CARGO_BIN_EXE_walrust"))

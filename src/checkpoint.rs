@@ -36,9 +36,17 @@ const IDLE_MS: i64 = 1000;
 /// How often idle databases are looked at.
 const POLL: Duration = Duration::from_millis(250);
 
+/// After `release`, the checkpoint connection stays closed this long, so that the application
+/// connection that asked takes its EXCLUSIVE lock first.
+const RELEASE_HOLD_MS: i64 = 2000;
+/// How long `release` waits for the thread to close its connection.
+const RELEASE_WAIT: Duration = Duration::from_secs(2);
+
 enum Msg {
     Register(Weak<Database>),
     Wake,
+    /// Close the connection to this database now, then answer.
+    Release(std::path::PathBuf, Sender<()>),
 }
 
 static CHANNEL: Lazy<Sender<Msg>> = Lazy::new(|| {
@@ -54,6 +62,17 @@ static CHANNEL: Lazy<Sender<Msg>> = Lazy::new(|| {
 pub fn register(db: &Database) {
     if let Some(db) = database::lookup(&db.path) {
         let _ = CHANNEL.send(Msg::Register(Arc::downgrade(&db)));
+    }
+}
+
+/// Closes this thread's connection to the database at `path` and keeps it closed for a
+/// moment; returns once it is closed (or after `RELEASE_WAIT`, if the thread is stuck). For an
+/// application connection about to take the EXCLUSIVE lock (see
+/// `Database::before_exclusive_lock`), which an open connection of walrust's would refuse.
+pub fn release(path: &Path) {
+    let (tx, rx) = flume::bounded(1);
+    if CHANNEL.send(Msg::Release(path.to_path_buf(), tx)).is_ok() {
+        let _ = rx.recv_timeout(RELEASE_WAIT);
     }
 }
 
@@ -87,13 +106,29 @@ pub fn on_commit(path: &Path, frames: u32) -> bool {
 struct Entry {
     db: Weak<Database>,
     conn: Option<Connection>,
+    /// No connection is opened before this time (see `release`).
+    hold_until_ms: i64,
 }
 
 fn run(rx: flume::Receiver<Msg>) {
     let mut dbs: Vec<Entry> = Vec::new();
     loop {
         match rx.recv_timeout(POLL) {
-            Ok(Msg::Register(db)) => dbs.push(Entry { db, conn: None }),
+            Ok(Msg::Register(db)) => dbs.push(Entry {
+                db,
+                conn: None,
+                hold_until_ms: 0,
+            }),
+            Ok(Msg::Release(path, reply)) => {
+                for e in dbs.iter_mut() {
+                    if e.db.upgrade().is_some_and(|d| d.path == path) {
+                        e.conn = None;
+                        e.hold_until_ms = now_ms() + RELEASE_HOLD_MS;
+                    }
+                }
+                let _ = reply.send(());
+                continue;
+            }
             Ok(Msg::Wake) | Err(flume::RecvTimeoutError::Timeout) => {}
             Err(flume::RecvTimeoutError::Disconnected) => return,
         }
@@ -117,6 +152,10 @@ fn step(e: &mut Entry) {
     };
     let Some(repl) = db.replication() else { return };
     let _ = crate::shadow::growth::check(&repl, now_ms());
+    if now_ms() < e.hold_until_ms || db.paused().is_some() {
+        e.conn = None;
+        return;
+    }
     crate::log::trace(|| {
         format!(
             "checkpoint poll {}: {} frames",

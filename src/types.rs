@@ -38,7 +38,26 @@ impl Txid {
         }
         u64::from_str_radix(s, 16).ok().and_then(Txid::new)
     }
+
+    /// A TXID as a user types it, in the CLI's `--txid` and as text in `walrust_restore()`:
+    /// decimal, `0x`-prefixed hex, or exactly 16 hex digits as in LTX file names.
+    pub fn parse_user(s: &str) -> Option<Txid> {
+        let s = s.trim();
+        let v = if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+            u64::from_str_radix(hex, 16).ok()
+        } else if s.len() == 16 {
+            return Txid::parse_hex(s);
+        } else if s.bytes().all(|b| b.is_ascii_digit()) {
+            s.parse::<u64>().ok()
+        } else {
+            None
+        };
+        v.and_then(Txid::new)
+    }
 }
+
+/// The forms `Txid::parse_user` accepts, for error messages.
+pub const TXID_FORMS: &str = "1 or more: decimal, 0x-prefixed hex, or 16 hex digits";
 
 impl fmt::Display for Txid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

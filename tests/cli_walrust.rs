@@ -68,21 +68,12 @@ fn help_and_usage_errors() {
         "{help}"
     );
 
+    // A malformed command line: the message, then where the usage is.
     for args in [
         &[][..],
         &["frobnicate"],
         &["restore", "file:///x"],
         &["restore", "file:///x", "-o"],
-        &["restore", "file:///x", "-o", "/tmp/o.db", "--txid", "soon"],
-        &["restore", "file:///x", "-o", "/tmp/o.db", "--txid", "0"],
-        &[
-            "restore",
-            "file:///x",
-            "-o",
-            "/tmp/o.db",
-            "--timestamp",
-            "yesterday",
-        ],
         &[
             "restore",
             "file:///x",
@@ -97,12 +88,53 @@ fn help_and_usage_errors() {
         &["list", "file:///x", "file:///y"],
         &["verify", "file:///x", "--fast"],
         &["compact", "file:///x", "--dry-run=yes"],
-        &["compact", "file:///x", "--retention", "hourly=many"],
     ] {
         let o = walrust(args);
         assert_eq!(code(&o), 2, "{args:?}: {}", text(&o.stderr));
-        assert!(text(&o.stderr).contains("Usage:"), "{args:?}");
+        let err = text(&o.stderr);
+        assert!(err.starts_with("walrust: ") && !err.starts_with("walrust: walrust"));
+        assert!(err.contains("Usage:"), "{args:?}");
     }
+    // A bad value: exit 2 and one line that says what to do, not the usage text.
+    for (args, says) in [
+        (
+            &["restore", "file:///x", "-o", "/tmp/o.db", "--txid", "soon"][..],
+            "not a TXID",
+        ),
+        (
+            &["restore", "file:///x", "-o", "/tmp/o.db", "--txid", "0"],
+            "not a TXID",
+        ),
+        (
+            &[
+                "restore",
+                "file:///x",
+                "-o",
+                "/tmp/o.db",
+                "--timestamp",
+                "yesterday",
+            ],
+            "RFC 3339",
+        ),
+        (
+            &["compact", "file:///x", "--retention", "hourly=many"],
+            "not valid",
+        ),
+    ] {
+        let o = walrust(args);
+        assert_eq!(code(&o), 2, "{args:?}: {}", text(&o.stderr));
+        let err = text(&o.stderr);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("walrust: ") && err.contains(says), "{err}");
+    }
+    // The output path without -o: say so.
+    let o = walrust(&["restore", "file:///x", "out.db"]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        text(&o.stderr).starts_with("walrust: restore takes the output path with -o"),
+        "{}",
+        text(&o.stderr)
+    );
 }
 
 #[test]
@@ -134,16 +166,18 @@ fn restores_by_latest_txid_and_time() {
     assert_eq!(code(&o), 0, "{}", text(&o.stderr));
     assert!(std::fs::read(&out).unwrap() == r.model.db_bytes(5));
 
-    // Never over an existing file: a usage error.
+    // Never over an existing file: exit 2, one line with one prefix, no usage text.
     let o = walrust(&["restore", &url(&r), "-o", &out]);
     assert_eq!(code(&o), 2, "{}", text(&o.stderr));
-    assert!(text(&o.stderr).contains("already exists"));
+    let err = text(&o.stderr);
+    assert!(err.starts_with("walrust: restore failed: ") && err.contains("already exists"));
+    assert_eq!(err.lines().count(), 1, "{err}");
 
     let o = walrust(&["list", &url(&r)]);
     assert_eq!(code(&o), 0);
     let listing = text(&o.stdout);
-    assert_eq!(listing.lines().count(), 1 + 13 + 1, "{listing}");
-    assert!(listing.contains(&format!("newest restore point TXID {}", txid(last))));
+    assert_eq!(listing.lines().count(), 1 + 13 + 2, "{listing}");
+    assert!(listing.contains(&format!("newest restore point: TXID {}", txid(last))));
 
     let o = walrust(&["verify", &url(&r)]);
     assert_eq!(code(&o), 0, "{}", text(&o.stderr));
@@ -154,6 +188,17 @@ fn restores_by_latest_txid_and_time() {
     assert_eq!(code(&o), 0, "{}", text(&o.stderr));
     let dry: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(dry["dry_run"], true);
+    // A planned file has no size yet, under "created" and "kept" alike; every other file has.
+    let planned: Vec<&serde_json::Value> = dry["created"].as_array().unwrap().iter().collect();
+    assert!(!planned.is_empty(), "{dry}");
+    for f in planned
+        .iter()
+        .copied()
+        .chain(dry["kept"].as_array().unwrap())
+    {
+        let is_planned = planned.iter().any(|p| p["key"] == f["key"]);
+        assert_eq!(f["size"].is_null(), is_planned, "{f}");
+    }
     let o = walrust(&["compact", &url(&r), "--retention", "hourly=24,daily=2"]);
     assert_eq!(code(&o), 0, "{}", text(&o.stderr));
     let done: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -174,7 +219,11 @@ fn nothing_to_restore_is_3() {
         assert!(text(&o.stderr).starts_with("walrust: nothing to restore"));
         assert_eq!(code(&walrust(&["verify", u.to_str().unwrap()])), 3);
         assert_eq!(code(&walrust(&["compact", u.to_str().unwrap()])), 3);
-        assert_eq!(code(&walrust(&["list", u.to_str().unwrap()])), 0);
+        // A mistyped URL never looks like a healthy, empty replica.
+        let o = walrust(&["list", u.to_str().unwrap()]);
+        assert_eq!(code(&o), 3, "{}", text(&o.stderr));
+        assert!(o.stdout.is_empty());
+        assert!(text(&o.stderr).starts_with("walrust: nothing to list"));
     }
     // A target before the first snapshot.
     let r = replica();
@@ -238,7 +287,14 @@ fn a_flipped_byte_is_5() {
     let out = out_path(&r, "damaged.db");
     let o = walrust(&["restore", &url(&r), "-o", &out]);
     assert_eq!(code(&o), 5, "{}", text(&o.stderr));
-    assert!(text(&o.stderr).starts_with("walrust: integrity error"));
+    let err = text(&o.stderr);
+    assert!(err.starts_with("walrust: integrity error"));
+    // The advice names the restore point before the damaged file.
+    let before = files[3].key.min_txid.get() - 1;
+    assert!(
+        err.contains(&format!("restore to TXID {before} or before")),
+        "{err}"
+    );
     assert!(!Path::new(&out).exists());
     assert!(!Path::new(&format!("{out}.tmp-walrust")).exists());
 
@@ -257,6 +313,68 @@ fn a_flipped_byte_is_5() {
         code(&walrust(&["restore", &url(&r), "-o", &out, "--txid", "4"])),
         0
     );
+}
+
+#[test]
+fn a_damaged_only_snapshot_does_not_suggest_an_earlier_txid() {
+    let mut r = Rep::new("cli-one-snapshot", 512);
+    r.model.commit(&[1, 2, 3], 3, T0);
+    r.snapshot(T0);
+    r.flush();
+    let snap = level_files(&r.store, 9);
+    let path = r
+        .root()
+        .join(walrust::store::Layout::Fs.file_key(&snap[0].key));
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[110] ^= 0x10;
+    std::fs::write(&path, &bytes).unwrap();
+    let out = out_path(&r, "out.db");
+    let o = walrust(&["restore", &url(&r), "-o", &out]);
+    assert_eq!(code(&o), 5, "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(err.starts_with("walrust: integrity error"), "{err}");
+    assert!(err.contains("walrust_snapshot()"), "{err}");
+    assert!(!err.contains("before it"), "{err}");
+}
+
+#[test]
+fn a_closed_pipe_ends_the_listing_quietly() {
+    let r = replica();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader); // like `| head` that has already exited
+    let o = Command::new(env!("CARGO_BIN_EXE_walrust"))
+        .args(["list", &url(&r)])
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    assert!(o.stderr.is_empty(), "{}", text(&o.stderr));
+}
+
+#[test]
+fn the_readme_documents_the_command_a_newcomer_meets() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for needle in [
+        "walrust compact URL [--dry-run] [--retention",
+        "AWS_ENDPOINT_URL_S3",
+        "or just `/absolute/dir`",
+        "five commits within a second are usually one\n  restore point",
+        "`-shm` files",
+    ] {
+        assert!(readme.contains(needle), "README.md lacks {needle:?}");
+    }
+    // Every exit code the help names has a row in the README's table.
+    let help = text(&walrust(&["--help"]).stdout);
+    assert!(help.contains("Exit codes:"), "{help}");
+    for code in 0..=5 {
+        assert!(
+            readme.contains(&format!("\n| {code} | ")),
+            "README.md lacks exit code {code}"
+        );
+    }
 }
 
 /// Runs `cmd` (nm, ldd) on `file`; its standard output. Fails the test if it cannot run.

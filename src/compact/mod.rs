@@ -270,16 +270,16 @@ fn report(
     created: &[FileInfo],
     d: &Decision,
 ) -> Report {
-    let created_reports = created
-        .iter()
-        .map(|f| {
-            let mut r = FileReport::new(store, f, None);
-            if dry_run {
-                r.size = None;
-            }
-            r
-        })
-        .collect();
+    // A file a dry run only plans has no size yet, wherever the report names it.
+    let planned = |f: &FileInfo| dry_run && created.iter().any(|c| c.key == f.key);
+    let file_report = |f: &FileInfo, why: Option<String>| {
+        let mut r = FileReport::new(store, f, why);
+        if planned(f) {
+            r.size = None;
+        }
+        r
+    };
+    let created_reports = created.iter().map(|f| file_report(f, None)).collect();
     Report {
         replica: store.describe(),
         dry_run,
@@ -288,15 +288,11 @@ fn report(
         latest_txid: d.latest.map(|t| t.to_string()),
         exact_from_txid: d.exact_from.map(|t| t.to_string()),
         created: created_reports,
-        removed: d
-            .remove
-            .iter()
-            .map(|f| FileReport::new(store, f, None))
-            .collect(),
+        removed: d.remove.iter().map(|f| file_report(f, None)).collect(),
         kept: d
             .keep
             .iter()
-            .map(|(f, why)| FileReport::new(store, f, Some(why.to_string())))
+            .map(|(f, why)| file_report(f, Some(why.to_string())))
             .collect(),
         bytes_written: if dry_run {
             0

@@ -90,19 +90,34 @@ impl Db<'_> {
         )
     }
 
+    /// What to do about a damaged file: restore to the restore point before it, when the chain
+    /// has one; a damaged snapshot at its start has none in this chain.
+    fn advice(&self, info: &FileInfo) -> String {
+        match self.txid {
+            Some(end) => format!("restore to TXID {} or before", end.get()),
+            None => format!(
+                "it is the snapshot this restore starts from: restore to a TXID before {} if \
+                 `walrust list` shows an older snapshot, else take a new snapshot from the \
+                 database (SELECT walrust_snapshot())",
+                info.key.max_txid.get()
+            ),
+        }
+    }
+
     fn ltx_error(&self, info: &FileInfo, e: ltx::Error) -> RestoreError {
         let name = self.name(info);
+        let advice = self.advice(info);
         match e {
             ltx::Error::Io(e) => RestoreError::new(
                 ErrorKind::Storage,
                 format!("reading {name}: {e}; check the store, then retry"),
             ),
-            ltx::Error::Invalid(why) => RestoreError::integrity(format!(
-                "{name} is not a valid LTX file ({why}); restore to a TXID before it"
-            )),
+            ltx::Error::Invalid(why) => {
+                RestoreError::integrity(format!("{name} is not a valid LTX file ({why}); {advice}"))
+            }
             ltx::Error::ChecksumMismatch { expected, actual } => RestoreError::integrity(format!(
                 "{name}: LTX checksum mismatch (file says {expected}, content gives {actual}); \
-                 the file is damaged: restore to a TXID before it"
+                 the file is damaged: {advice}"
             )),
             ltx::Error::Unsupported(what) => RestoreError::new(
                 ErrorKind::Io,

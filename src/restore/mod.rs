@@ -283,7 +283,8 @@ pub fn restore(
         .read(true)
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        // As SQLite creates a database: 0644 less the umask (README, "Restore").
+        .mode(0o644)
         .open(&temp)
         .map_err(|e| {
             if e.kind() == io::ErrorKind::AlreadyExists {

@@ -1,7 +1,8 @@
 //! `walrust_sync`, `walrust_snapshot`, `walrust_restore`.
 
+use super::args;
 use super::err;
-use super::status::{database, schema_arg};
+use super::status::{database, not_replicating, schema_arg};
 use crate::restore::{self, Target};
 use crate::types::Txid;
 use rusqlite::functions::Context;
@@ -16,14 +17,7 @@ const DEFAULT_SNAPSHOT_TIMEOUT_MS: i64 = 30_000;
 
 /// The optional `timeout_ms` argument at `i` of function `f`.
 fn timeout_arg(ctx: &Context<'_>, i: usize, default: i64, f: &str) -> rusqlite::Result<Duration> {
-    let ms = if ctx.len() > i {
-        ctx.get::<i64>(i)?
-    } else {
-        default
-    };
-    if ms < 0 {
-        return Err(err(format!("{f}: timeout_ms must be 0 or more")));
-    }
+    let ms = args::non_negative(ctx, i, f, "timeout_ms")?.unwrap_or(default);
     Ok(Duration::from_millis(ms as u64))
 }
 
@@ -32,18 +26,15 @@ fn replication(
     schema: &str,
 ) -> rusqlite::Result<std::sync::Arc<crate::replication::Replication>> {
     let db = database(ctx, schema)?;
-    db.replication().ok_or_else(|| {
-        err(db.problem().unwrap_or_else(|| {
-            format!(
-                "{} is not replicating: set a replica (PRAGMA walrust_replica = 'file:///dir' or s3://...) on a WAL-mode database",
-                db.path.display()
-            )
-        }))
-    })
+    if let Some(why) = db.paused() {
+        // Commits made outside WAL mode were not captured: no TXID can claim them.
+        return Err(err(why));
+    }
+    db.replication().ok_or_else(|| err(not_replicating(&db)))
 }
 
 pub(super) fn walrust_sync(ctx: &Context<'_>) -> rusqlite::Result<i64> {
-    let schema = schema_arg(ctx, 0)?;
+    let schema = schema_arg(ctx, 0, "walrust_sync")?;
     let timeout = timeout_arg(ctx, 1, DEFAULT_SYNC_TIMEOUT_MS, "walrust_sync")?;
     let repl = replication(ctx, &schema)?;
     // Every transaction in the shadow log, whichever process of ours or others committed it.
@@ -58,7 +49,7 @@ pub(super) fn walrust_sync(ctx: &Context<'_>) -> rusqlite::Result<i64> {
 }
 
 pub(super) fn walrust_snapshot(ctx: &Context<'_>) -> rusqlite::Result<i64> {
-    let schema = schema_arg(ctx, 0)?;
+    let schema = schema_arg(ctx, 0, "walrust_snapshot")?;
     let timeout = timeout_arg(ctx, 1, DEFAULT_SNAPSHOT_TIMEOUT_MS, "walrust_snapshot")?;
     let repl = replication(ctx, &schema)?;
     crate::upload::snapshot(&repl, timeout)
@@ -68,7 +59,7 @@ pub(super) fn walrust_snapshot(ctx: &Context<'_>) -> rusqlite::Result<i64> {
 
 /// `walrust_takeover([schema])`: this database becomes the replica's history (SPEC 6).
 pub(super) fn walrust_takeover(ctx: &Context<'_>) -> rusqlite::Result<i64> {
-    let schema = schema_arg(ctx, 0)?;
+    let schema = schema_arg(ctx, 0, "walrust_takeover")?;
     let repl = replication(ctx, &schema)?;
     crate::upload::takeover(&repl, Duration::from_secs(600))
         .map(|t| t as i64)
@@ -79,32 +70,32 @@ fn parse_target(ctx: &Context<'_>) -> rusqlite::Result<Target> {
     if ctx.len() < 3 {
         return Ok(Target::Latest);
     }
+    let bad = |what: String| {
+        err(format!(
+            "walrust_restore: target (argument 3) is {what}; give a TXID ({}; as an integer or text) or an RFC 3339 time like 2026-11-28T10:49:56.123Z",
+            crate::types::TXID_FORMS
+        ))
+    };
     match ctx.get_raw(2) {
         ValueRef::Null => Ok(Target::Latest),
         ValueRef::Integer(n) => Txid::new(n.max(0) as u64)
             .map(Target::Txid)
-            .ok_or_else(|| err("walrust_restore: a TXID target must be 1 or more")),
+            .ok_or_else(|| bad(format!("the integer {n}"))),
         ValueRef::Text(t) => {
-            let s =
-                std::str::from_utf8(t).map_err(|_| err("walrust_restore: target is not UTF-8"))?;
-            crate::clock::parse_rfc3339(s).map(Target::Time).ok_or_else(|| {
-                err(format!(
-                    "walrust_restore: target '{s}' is neither a TXID (integer) nor an RFC 3339 time like 2026-11-28T10:49:56.123Z"
-                ))
-            })
+            let s = String::from_utf8_lossy(t);
+            Txid::parse_user(&s)
+                .map(Target::Txid)
+                .or_else(|| crate::clock::parse_rfc3339(&s).map(Target::Time))
+                .ok_or_else(|| bad(format!("text '{s}'")))
         }
-        _ => Err(err(
-            "walrust_restore: target must be a TXID (integer) or an RFC 3339 time (text)",
-        )),
+        _ => Err(bad("neither an integer nor text".into())),
     }
 }
 
 pub(super) fn walrust_restore(ctx: &Context<'_>) -> rusqlite::Result<i64> {
-    if ctx.len() < 2 {
-        return Err(err("walrust_restore(replica_url, output_path [, target]) needs a replica URL and an output path"));
-    }
-    let url: String = ctx.get(0)?;
-    let out: String = ctx.get(1)?;
+    const F: &str = "walrust_restore";
+    let url = args::required_text(ctx, 0, F, "replica_url")?;
+    let out = args::required_text(ctx, 1, F, "output_path")?;
     let target = parse_target(ctx)?;
     let store = crate::store::open(&url).map_err(|e| err(e.to_string()))?;
     let temp = restore::restore(store.as_ref(), Path::new(&out), target)
@@ -115,11 +106,12 @@ pub(super) fn walrust_restore(ctx: &Context<'_>) -> rusqlite::Result<i64> {
 }
 
 /// Opens the restored file read-only and immutable (no -wal/-shm beside it) and runs
-/// `PRAGMA integrity_check`.
+/// `PRAGMA integrity_check`. `walrust_internal` keeps the temporary file from ever replicating
+/// (`WALRUST_REPLICA_ROOT` would otherwise give it a replica and a shadow directory).
 fn integrity_check(path: &Path) -> rusqlite::Result<()> {
     use rusqlite::{Connection, OpenFlags};
     let uri = format!(
-        "file:{}?immutable=1",
+        "file:{}?immutable=1&walrust_internal=1",
         crate::upload::snapshot::uri_escape(&path.to_string_lossy())
     );
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY

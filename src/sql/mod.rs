@@ -6,6 +6,7 @@
 //! outside the database are `SQLITE_DIRECTONLY`, so a trigger or view in a crafted database
 //! cannot call them. Every error is an SQL error whose message starts with `walrust: `.
 
+mod args;
 mod functions;
 mod replica_fns;
 mod status;

@@ -28,26 +28,38 @@ use crate::store::{self, FileInfo, Store};
 /// The virtual tables walrust registers, as `pragma_module_list` shows them.
 pub const MODULES: [&str; 1] = ["walrust_files"];
 
-fn open_store(ctx: &Context<'_>, what: &str) -> rusqlite::Result<std::sync::Arc<dyn Store>> {
-    if ctx.is_empty() {
-        return Err(err(format!("{what} needs a replica URL")));
-    }
-    let url: String = ctx
-        .get(0)
-        .map_err(|_| err(format!("{what}: the replica URL must be text")))?;
+fn open_store(ctx: &Context<'_>, func: &str) -> rusqlite::Result<std::sync::Arc<dyn Store>> {
+    let url = super::args::required_text(ctx, 0, func, "replica_url")?;
     store::open(&url).map_err(|e| err(e.to_string()))
 }
 
+/// A replica with no LTX files is an error, as in the CLI (exit 3): a mistyped URL must never
+/// look like a healthy replica.
+fn nothing_at(store: &dyn Store, what: &str) -> rusqlite::Error {
+    err(format!(
+        "nothing to {what}: {} holds no LTX files; check the URL, or that replication has run",
+        store.describe()
+    ))
+}
+
 pub(super) fn walrust_verify(ctx: &Context<'_>) -> rusqlite::Result<String> {
-    let store = open_store(ctx, "walrust_verify(replica_url)")?;
-    let report = compact::verify(store.as_ref())
-        .and_then(|r| r.into_result())
-        .map_err(|e| err(e.to_string()))?;
+    let store = open_store(ctx, "walrust_verify")?;
+    let report = compact::verify(store.as_ref()).map_err(|e| err(e.to_string()))?;
+    if report.files_checked == 0 && report.manifest.missing.is_empty() {
+        return Err(nothing_at(store.as_ref(), "verify"));
+    }
+    let report = report.into_result().map_err(|e| err(e.to_string()))?;
     Ok(serde_json::to_string(&report).expect("reports serialize"))
 }
 
 pub(super) fn walrust_compact(ctx: &Context<'_>) -> rusqlite::Result<String> {
-    let store = open_store(ctx, "walrust_compact(replica_url [, dry_run])")?;
+    let store = open_store(ctx, "walrust_compact")?;
+    let listed = store
+        .list(None, store::Times::Listed)
+        .map_err(|e| err(e.to_string()))?;
+    if listed.is_empty() {
+        return Err(nothing_at(store.as_ref(), "compact"));
+    }
     let dry_run = match ctx.len() {
         0 | 1 => false,
         _ => match ctx.get_raw(1) {
@@ -55,7 +67,7 @@ pub(super) fn walrust_compact(ctx: &Context<'_>) -> rusqlite::Result<String> {
             ValueRef::Integer(n) => n != 0,
             _ => {
                 return Err(err(
-                    "walrust_compact: dry_run must be 0 or 1 (true or false)",
+                    "walrust_compact: dry_run (argument 2) must be 0 or 1 (false or true)",
                 ))
             }
         },

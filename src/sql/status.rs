@@ -5,12 +5,30 @@ use crate::clock::{format_rfc3339_ms, now_ms};
 use rusqlite::functions::Context;
 use serde_json::{json, Value};
 
-pub(super) fn schema_arg(ctx: &Context<'_>, i: usize) -> rusqlite::Result<String> {
-    if ctx.len() > i {
-        let s: Option<String> = ctx.get(i)?;
-        Ok(s.unwrap_or_else(|| "main".into()))
-    } else {
-        Ok("main".into())
+/// The schema argument (`main` when absent or NULL) of `func`.
+pub(super) fn schema_arg(ctx: &Context<'_>, i: usize, func: &str) -> rusqlite::Result<String> {
+    Ok(super::args::text(ctx, i, func, "schema")?.unwrap_or_else(|| "main".into()))
+}
+
+/// Why a database the application opened does not replicate, in the user's terms.
+pub(super) fn not_replicating(db: &crate::vfs::database::Database) -> String {
+    if let Some(p) = db.problem() {
+        return p;
+    }
+    // Printed in its canonical form, which never holds credentials.
+    let wanted = db.wanted_replica().map(|u| {
+        crate::store::url::ReplicaUrl::parse(&u)
+            .map_or_else(|_| "its replica".to_string(), |u| u.to_string())
+    });
+    match wanted {
+        Some(url) => format!(
+            "walrust: {} does not replicate to {url} yet: it is not in WAL mode; run PRAGMA journal_mode=WAL",
+            db.path.display()
+        ),
+        None => format!(
+            "walrust: {} is not replicating: no replica is set; set one with PRAGMA walrust_replica = 'file:///dir' (or s3://...), the walrust_replica URI parameter, or WALRUST_REPLICA_ROOT, on a WAL-mode database",
+            db.path.display()
+        ),
     }
 }
 
@@ -32,12 +50,10 @@ pub(super) fn database(
 }
 
 pub(super) fn walrust_status(ctx: &Context<'_>) -> rusqlite::Result<String> {
-    let schema = schema_arg(ctx, 0)?;
+    let schema = schema_arg(ctx, 0, "walrust_status")?;
     let db = database(ctx, &schema)?;
     let Some(repl) = db.replication() else {
-        let why = db.problem().unwrap_or_else(|| {
-            "no replica configured (walrust_replica URI parameter, PRAGMA walrust_replica, or WALRUST_REPLICA_ROOT), or the database is not in WAL mode yet".into()
-        });
+        let why = not_replicating(&db);
         let v = json!({
             "database": db.path.display().to_string(),
             "replica": Value::Null, "txid": 0, "uploaded_txid": 0, "pending_txns": 0,
@@ -55,7 +71,7 @@ pub(super) fn walrust_status(ctx: &Context<'_>) -> rusqlite::Result<String> {
         "pending_txns": txid.saturating_sub(s.uploaded_txid),
         "pending_bytes": s.pending_bytes,
         "lag_ms": s.oldest_pending_ms.map_or(0, |t| (now_ms() - t).max(0)),
-        "last_error": s.last_error,
+        "last_error": db.paused().or(s.last_error),
         "notice": s.notice,
         "last_upload_at": s.last_upload_at_ms.map(format_rfc3339_ms),
         "uploader": s.uploading,

@@ -197,10 +197,17 @@ impl StoreError {
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // A `what` that says itself what is missing and what to do (after `; `: a missing
+            // bucket) gets no generic advice, which is about files that vanish.
+            StoreError::NotFound { what } if what.contains("; ") => f.write_str(what),
             StoreError::NotFound { what } => write!(
                 f,
                 "{what}: not found; check the replica URL, or retry if a compaction was running"
             ),
+            // A `why` that already names the variable to check is the whole advice.
+            StoreError::Auth { what, why } if why.contains("AWS_") => {
+                write!(f, "{what}: access denied: {why}")
+            }
             StoreError::Auth { what, why } => write!(
                 f,
                 "{what}: access denied ({why}); check AWS_ACCESS_KEY_ID and \
@@ -338,5 +345,34 @@ mod tests {
             "writing y: disk full; check the directory's permissions and free space"
         );
         assert!(!e.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn advice_is_given_once_and_only_where_it_applies() {
+        let e = StoreError::NotFound {
+            what: "listing s3://b/app: the bucket b does not exist at http://h; create the \
+                   bucket, or correct its name in the replica URL"
+                .into(),
+        };
+        let msg = e.to_string();
+        assert!(
+            !msg.contains("compaction") && msg.ends_with("replica URL"),
+            "{msg}"
+        );
+        let e = StoreError::Auth {
+            what: "listing s3://b/app".into(),
+            why: "the secret key is wrong; check AWS_SECRET_ACCESS_KEY".into(),
+        };
+        let msg = e.to_string();
+        assert_eq!(msg.matches("AWS_SECRET_ACCESS_KEY").count(), 1, "{msg}");
+        assert!(
+            msg.starts_with("listing s3://b/app: access denied: the secret"),
+            "{msg}"
+        );
+        let e = StoreError::Auth {
+            what: "listing s3://b/app".into(),
+            why: "HTTP 403 AccessDenied".into(),
+        };
+        assert!(e.to_string().contains("bucket's policy"));
     }
 }

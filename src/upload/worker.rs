@@ -227,7 +227,7 @@ fn fail(e: &mut Entry, err: String) {
     let base = 100i64 << e.failures.min(8);
     let jitter = (now_ms() ^ (e.repl.id as i64 * 7919)).rem_euclid(base / 2 + 1);
     e.retry_at_ms = now_ms() + base.min(30_000) + jitter;
-    crate::log::error(&err);
+    crate::log::error_kind(&e.repl.url, &err);
     e.repl.set_error(Some(err));
 }
 

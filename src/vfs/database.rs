@@ -78,6 +78,9 @@ struct DbState {
     problem: Option<String>,
     /// An open that asked for a different replica than the one in use.
     conflict: Option<String>,
+    /// The WAL was deleted while the database stayed open (`PRAGMA journal_mode=DELETE`):
+    /// replication is paused until a `-wal` file is opened again.
+    left_wal: bool,
     /// A connection of this process holds the WAL write lock.
     in_write_txn: bool,
     /// A commit seen at xWrite, appended when the write lock is released: only then has SQLite
@@ -134,6 +137,7 @@ pub fn open_main(
     let app = AppFile(db.clone());
     db.configure_from_open(uri);
     if is_wal_mode(read) {
+        db.lock().left_wal = false;
         db.start_wanted();
     }
     Role::Main(db, Some(app))
@@ -152,6 +156,7 @@ pub fn open_wal(path: &str) -> Role {
     };
     match lookup(Path::new(db_path)) {
         Some(db) => {
+            db.lock().left_wal = false;
             db.start_wanted();
             Role::Wal(db)
         }
@@ -240,6 +245,36 @@ impl Database {
     /// Why replication is not running although it was asked for (for `walrust_status`).
     pub fn problem(&self) -> Option<String> {
         self.lock().problem.clone()
+    }
+
+    /// The replica asked for that waits for WAL mode, if any (for `walrust_status`).
+    pub fn wanted_replica(&self) -> Option<String> {
+        self.lock().wanted.clone()
+    }
+
+    /// Why replication is paused although it runs: the database left WAL mode.
+    pub fn paused(&self) -> Option<String> {
+        let st = self.lock();
+        (st.replication.is_some() && st.left_wal).then(|| {
+            format!(
+                "walrust: replication of {} is paused: the database is not in WAL mode; run PRAGMA journal_mode=WAL to resume (a snapshot then brings the replica up to date)",
+                self.path.display()
+            )
+        })
+    }
+
+    /// An application connection is taking the EXCLUSIVE lock on the database file: SQLite does
+    /// so to leave WAL mode and when its last connection closes (to checkpoint and delete the
+    /// WAL). Either fails with SQLITE_BUSY while any other connection has the database open,
+    /// so walrust's checkpoint connection closes first, as if walrust were not there. Only when
+    /// the asking connection is the application's only one in this process: with others open
+    /// the lock fails anyway, and a pool that closes connections often must not keep the
+    /// checkpoint thread away.
+    pub fn before_exclusive_lock(&self) {
+        let only = self.app_files.load(std::sync::atomic::Ordering::Acquire) <= 1;
+        if only && self.replication().is_some() {
+            crate::checkpoint::release(&self.path);
+        }
     }
 
     /// Takes the error an open recorded (a replica conflict), for the auto-extension to raise.
@@ -623,6 +658,8 @@ impl Database {
         }
         self.flush_pending(&mut st).run(st.replication.as_deref());
         st.wal_file = None;
+        // Leaving WAL mode (at a last close the database is forgotten right after).
+        st.left_wal = true;
         let Ok(file) = std::fs::File::open(wal_path) else {
             return;
         };

@@ -3,6 +3,8 @@
 import os
 import re
 import sqlite3
+import subprocess
+import time
 
 import pytest
 
@@ -51,3 +53,74 @@ def test_pragma_replica_on_a_wal_database_replicates(tmp_path, walrust, connect,
     conn.executemany("INSERT INTO t(v) VALUES (?)", [(str(i),) for i in range(10)])
     walrust.sync(conn)
     restore_and_compare(replica, conn)
+
+
+# About 1200 WAL frames in one transaction.
+BIG_TXN = (
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1200) "
+    "INSERT INTO t(v) SELECT randomblob(3000) FROM n"
+)
+
+
+def _open_fds(path):
+    """How many of this process's file descriptors are open on `path` (the application's
+    connection has one; walrust's checkpoint connection another)."""
+    target = os.path.realpath(path)
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == target:
+                count += 1
+        except OSError:
+            pass
+    return count
+
+
+def _wait_for(condition, what):
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_leaving_wal_mode_pauses_replication_and_wal_resumes_it(tmp_path, walrust, connect, replica, restore_and_compare):
+    """PRAGMA journal_mode=DELETE works as it does without walrust, even while walrust's
+    checkpoint connection is open; replication then pauses (walrust_status and walrust_sync
+    say so) and resumes with WAL. After the last close, another process can take the database
+    at once, and no -wal/-shm file is left behind."""
+    db = tmp_path / "app.db"
+    conn = connect(db, replica)
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+    # Past 1000 WAL frames the checkpoint thread opens its own connection.
+    conn.execute(BIG_TXN)
+    walrust.sync(conn)
+    _wait_for(lambda: _open_fds(db) >= 2, "walrust's checkpoint connection")
+
+    assert conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0] == "delete"
+    paused = walrust.status(conn)["last_error"]
+    assert paused and paused.startswith("walrust: ") and "journal_mode=WAL" in paused, paused
+    conn.execute("INSERT INTO t(v) VALUES (x'01')")
+    with pytest.raises(sqlite3.Error, match="not in WAL mode; run PRAGMA journal_mode=WAL"):
+        walrust.sync(conn)
+
+    assert conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+    conn.execute("INSERT INTO t(v) VALUES (x'02')")
+    walrust.sync(conn)
+    assert walrust.status(conn)["last_error"] is None
+    restore_and_compare(replica, conn)  # the row written outside WAL mode is there too
+
+    conn.execute(BIG_TXN)
+    walrust.sync(conn)
+    _wait_for(lambda: _open_fds(db) >= 2, "walrust's checkpoint connection")
+    conn.close()
+    # Another process (plain SQLite, no busy timeout) gets the database to itself at once.
+    other = subprocess.run(
+        ["/usr/bin/python3", "-c",
+         "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], timeout=0);"
+         " print(c.execute('PRAGMA journal_mode=DELETE').fetchone()[0])", str(db)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert other.returncode == 0 and other.stdout.strip() == "delete", other.stderr
+    assert sorted(p for p in os.listdir(tmp_path) if p.startswith("app.db")) == [
+        "app.db", "app.db-walrust",
+    ]

@@ -4,7 +4,7 @@ use walrust::clock::SystemClock;
 use walrust::compact::{compact, CompactOptions};
 use walrust::config::Retention;
 
-use crate::{Args, Failure};
+use crate::{output, Args, Failure};
 
 pub const HELP: &str = "\
 Usage: walrust compact URL [--dry-run] [--retention hourly=N,daily=N,weekly=N,monthly=N]
@@ -44,7 +44,7 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
     };
     let retention = match spec {
         Some((from, s)) => Retention::parse(&s)
-            .map_err(|e| Failure::usage(format!("{from} = '{s}' is not valid: {e}")))?,
+            .map_err(|e| Failure::invalid(format!("{from} = '{s}' is not valid: {e}")))?,
         None => Retention::default(),
     };
     let store = walrust::store::open(&a.positional[0]).map_err(Failure::store)?;
@@ -66,9 +66,5 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
     let opts = CompactOptions::new(retention);
     let report = compact(store.as_ref(), &opts, &SystemClock, a.has("--dry-run"))
         .map_err(|e| Failure::new(e.exit_code(), e.to_string()))?;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&report).expect("reports serialize")
-    );
-    Ok(())
+    output::line(&serde_json::to_string_pretty(&report).expect("reports serialize"))
 }

@@ -4,7 +4,7 @@ use walrust::clock::format_rfc3339_ms;
 use walrust::compact::{listing, load_manifest};
 use walrust::restore::{choose, Target};
 
-use crate::{Args, Failure};
+use crate::{output, Args, Failure};
 
 pub const HELP: &str = "\
 Usage: walrust list URL
@@ -13,8 +13,8 @@ Lists the replica's LTX files, one per line: level (0 incremental, 1-8 compactio
 snapshots), TXID range, size in bytes, and creation time (the time of the file's newest
 transaction). The last line names the newest restore point.
 
-Exit codes: 0 listed (an empty or missing replica lists no files), 4 storage error,
-5 integrity error (a damaged manifest.json).
+Exit codes: 0 listed, 3 no LTX files at URL (a mistyped URL, or replication has not run),
+4 storage error, 5 integrity error (a damaged manifest.json).
 ";
 
 pub fn run(args: &[String]) -> Result<(), Failure> {
@@ -24,33 +24,45 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
     let fail = |e: walrust::compact::CompactError| Failure::new(e.exit_code(), e.to_string());
     let manifest = load_manifest(store.as_ref()).map_err(fail)?;
     let files = listing(store.as_ref(), manifest.as_ref()).map_err(fail)?;
-    println!(
+    if files.is_empty() {
+        return Err(Failure::new(
+            3,
+            format!(
+                "walrust: nothing to list: {} holds no LTX files; check the URL, or that replication has run",
+                store.describe()
+            ),
+        ));
+    }
+    output::line(&format!(
         "{:>5}  {:16}  {:16}  {:>12}  created_at",
         "level", "min_txid", "max_txid", "size"
-    );
+    ))?;
     for f in &files {
-        println!(
+        output::line(&format!(
             "{:>5}  {}  {}  {:>12}  {}",
             f.key.level,
             f.key.min_txid,
             f.key.max_txid,
             f.size,
             format_rfc3339_ms(f.created_at_ms)
-        );
+        ))?;
     }
     let bytes: u64 = files.iter().map(|f| f.size).sum();
-    let latest = match choose(&files, Target::Latest, &store.describe()) {
+    output::line(&format!("{} file(s), {bytes} bytes", files.len()))?;
+    match choose(&files, Target::Latest, &store.describe()) {
         Ok(chain) => {
             let last = chain.last().expect("a chain has a snapshot");
-            format!(
-                "newest restore point TXID {} ({}), {} file(s) to restore it",
+            output::line(&format!(
+                "newest restore point: TXID {} ({}), {} file(s) to restore it",
                 last.key.max_txid,
                 format_rfc3339_ms(last.created_at_ms),
                 chain.len()
-            )
+            ))
         }
-        Err(e) => e.to_string(),
-    };
-    println!("{} file(s), {bytes} bytes; {latest}", files.len());
-    Ok(())
+        // Listed all the same: the files are there, but none of them can be restored.
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(())
+        }
+    }
 }

@@ -11,6 +11,7 @@
 
 mod compact;
 mod list;
+mod output;
 mod restore;
 mod takeover;
 mod verify;
@@ -24,7 +25,7 @@ Usage:
   walrust restore URL -o OUT [--txid N | --timestamp T]
   walrust list URL
   walrust verify URL
-  walrust compact URL [--dry-run]
+  walrust compact URL [--dry-run] [--retention SPEC]
   walrust takeover DB [--replica URL]
   walrust help [COMMAND]    (or COMMAND --help)
   walrust --version
@@ -32,34 +33,56 @@ Usage:
 URL is s3://BUCKET/PREFIX[?endpoint=URL&region=R&force_path_style=true], file:///abs/dir or
 /abs/dir. S3 credentials come from the standard AWS environment variables.
 
-Exit codes: 0 success, 1 other error, 2 usage, 3 nothing to restore (no such replica or no
-snapshot), 4 storage or network error, 5 integrity error.
+Exit codes: 0 success, 1 other error, 2 usage or a bad value (or restore's OUT exists),
+3 nothing to restore (no such replica, no LTX files, or no snapshot), 4 storage or network
+error, 5 integrity error.
 ";
 
-/// Why a command failed: the message for stderr and the exit code.
+/// Why a command failed: the message for stderr, the exit code, and whether the command line
+/// itself was malformed (then a pointer to the usage follows the message; a bad value, an
+/// existing output or a failed restore print their own message only, which says what to do).
 pub struct Failure {
     pub code: u8,
     pub message: String,
+    pub malformed: bool,
 }
 
 impl Failure {
+    /// The command line does not parse: exit 2, with a pointer to the usage.
     pub fn usage(message: impl Into<String>) -> Failure {
         Failure {
             code: 2,
             message: message.into(),
+            malformed: true,
         }
+    }
+
+    /// A value the user gave is not valid (a TXID, a time): exit 2, the message says why.
+    pub fn invalid(message: impl Into<String>) -> Failure {
+        Failure::new(2, message)
     }
 
     pub fn new(code: i32, message: impl Into<String>) -> Failure {
         Failure {
             code: code.clamp(1, 255) as u8,
             message: message.into(),
+            malformed: false,
         }
     }
 
     /// A replica that does not open (bad URL, not a directory) is a storage error.
     pub fn store(e: walrust::store::StoreError) -> Failure {
-        Failure::new(4, format!("walrust: {e}"))
+        Failure::new(4, e.to_string())
+    }
+
+    /// The message as printed: one `walrust: ` prefix, whatever the error carried.
+    pub fn line(&self) -> String {
+        let m = self.message.trim_end();
+        let mut rest = m;
+        while let Some(r) = rest.strip_prefix("walrust: ") {
+            rest = r;
+        }
+        format!("walrust: {rest}")
     }
 }
 
@@ -150,6 +173,18 @@ fn help_for(cmd: &str) -> Option<&'static str> {
     })
 }
 
+/// What follows a malformed command line: the command's usage line, or the list of commands.
+fn usage_hint(cmd: Option<&str>) -> String {
+    match cmd.and_then(help_for) {
+        Some(help) => {
+            let first = help.lines().next().unwrap_or_default();
+            let cmd = cmd.unwrap_or_default();
+            format!("{first}\nRun `walrust {cmd} --help` for the options.")
+        }
+        None => USAGE.to_string(),
+    }
+}
+
 fn run(argv: &[String]) -> Result<(), Failure> {
     let Some(cmd) = argv.first() else {
         return Err(Failure::usage("a command is needed"));
@@ -157,8 +192,7 @@ fn run(argv: &[String]) -> Result<(), Failure> {
     let rest = &argv[1..];
     if let Some(help) = help_for(cmd) {
         if rest.iter().any(|a| a == "--help" || a == "-h") {
-            print!("{help}");
-            return Ok(());
+            return output::print(help);
         }
     }
     match cmd.as_str() {
@@ -168,19 +202,12 @@ fn run(argv: &[String]) -> Result<(), Failure> {
         "compact" => compact::run(rest),
         "takeover" => takeover::run(rest),
         "help" | "--help" | "-h" => match rest.first().map(|c| (c, help_for(c))) {
-            None => {
-                print!("{USAGE}");
-                Ok(())
-            }
-            Some((_, Some(h))) => {
-                print!("{h}");
-                Ok(())
-            }
+            None => output::print(USAGE),
+            Some((_, Some(h))) => output::print(h),
             Some((c, None)) => Err(Failure::usage(format!("no command {c}"))),
         },
         "--version" | "-V" | "version" => {
-            println!("walrust {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
+            output::print(&format!("walrust {}\n", env!("CARGO_PKG_VERSION")))
         }
         other => Err(Failure::usage(format!("unknown command {other}"))),
     }
@@ -190,11 +217,13 @@ fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     match run(&argv) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(f) if f.code == 0 => ExitCode::SUCCESS,
         Err(f) => {
-            if f.code == 2 {
-                eprintln!("walrust: {}\n\n{USAGE}", f.message);
+            if f.malformed {
+                let cmd = argv.first().map(String::as_str);
+                eprintln!("{}\n\n{}", f.line(), usage_hint(cmd));
             } else {
-                eprintln!("{}", f.message);
+                eprintln!("{}", f.line());
             }
             ExitCode::from(f.code)
         }

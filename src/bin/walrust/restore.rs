@@ -9,7 +9,7 @@ use walrust::clock::{format_rfc3339_ms, parse_rfc3339};
 use walrust::restore::{self, Target};
 use walrust::Txid;
 
-use crate::{Args, Failure};
+use crate::{output, Args, Failure};
 
 pub const HELP: &str = "\
 Usage: walrust restore URL -o OUT [--txid N | --timestamp T]
@@ -40,6 +40,12 @@ const PROGRESS_AFTER: Duration = Duration::from_millis(700);
 
 pub fn run(args: &[String]) -> Result<(), Failure> {
     let a = Args::parse(args, &["-o", "--output", "--txid", "--timestamp"], &[])?;
+    if a.positional.len() == 2 && a.value(&["-o", "--output"]).is_none() {
+        return Err(Failure::usage(format!(
+            "restore takes the output path with -o: walrust restore {} -o {}",
+            a.positional[0], a.positional[1]
+        )));
+    }
     a.expect_positional(&["URL"])?;
     let out = a
         .value(&["-o", "--output"])
@@ -50,7 +56,7 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
         }
         (Some(t), None) => Target::Txid(parse_txid(t)?),
         (None, Some(t)) => Target::Time(parse_rfc3339(t).ok_or_else(|| {
-            Failure::usage(format!(
+            Failure::invalid(format!(
                 "--timestamp {t} is not an RFC 3339 time like 2026-11-28T10:49:56.123Z"
             ))
         })?),
@@ -72,30 +78,21 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
         r
     });
     match result {
-        Ok((txid, ts, pages, page_size)) => {
-            println!(
-                "restored {} to TXID {txid} ({}, committed {}): {pages} pages of {page_size} bytes",
-                out.display(),
-                txid.get(),
-                format_rfc3339_ms(ts)
-            );
-            Ok(())
-        }
+        Ok((txid, ts, pages, page_size)) => output::line(&format!(
+            "restored {} to TXID {txid} ({}, committed {}): {pages} pages of {page_size} bytes",
+            out.display(),
+            txid.get(),
+            format_rfc3339_ms(ts)
+        )),
         Err(e) => Err(Failure::new(e.kind().exit_code(), e.to_string())),
     }
 }
 
 fn parse_txid(s: &str) -> Result<Txid, Failure> {
-    let v = if let Some(hex) = s.strip_prefix("0x") {
-        u64::from_str_radix(hex, 16).ok()
-    } else if s.len() == 16 {
-        Txid::parse_hex(s).map(Txid::get)
-    } else {
-        s.parse::<u64>().ok()
-    };
-    v.and_then(Txid::new).ok_or_else(|| {
-        Failure::usage(format!(
-            "--txid {s} is not a TXID (1 or more: decimal, 0x-hex, or 16 hex digits)"
+    Txid::parse_user(s).ok_or_else(|| {
+        Failure::invalid(format!(
+            "--txid {s} is not a TXID ({}); see `walrust list URL` for the restore points",
+            walrust::types::TXID_FORMS
         ))
     })
 }

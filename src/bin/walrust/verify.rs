@@ -1,6 +1,6 @@
 //! `walrust verify URL`.
 
-use crate::{Args, Failure};
+use crate::{output, Args, Failure};
 
 pub const HELP: &str = "\
 Usage: walrust verify URL
@@ -29,10 +29,7 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
             ),
         ));
     }
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&report).expect("reports serialize")
-    );
+    output::line(&serde_json::to_string_pretty(&report).expect("reports serialize"))?;
     report
         .into_result()
         .map(|_| ())

@@ -107,8 +107,8 @@ impl Client {
         match (status, code.as_str()) {
             (404, "NoSuchBucket") => StoreError::NotFound {
                 what: format!(
-                    "{}: the bucket {} does not exist at {} (create the bucket, or correct its \
-                     name)",
+                    "{}: the bucket {} does not exist at {}; create the bucket, or correct its \
+                     name in the replica URL",
                     what(),
                     self.cfg.bucket,
                     self.endpoint()

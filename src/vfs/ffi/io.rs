@@ -156,10 +156,15 @@ unsafe extern "C" fn x_file_size(f: *mut ffi::sqlite3_file, out: *mut i64) -> c_
 }
 
 unsafe extern "C" fn x_lock(f: *mut ffi::sqlite3_file, level: c_int) -> c_int {
-    unsafe {
-        let (_, inner, m) = parts(f);
+    guard(PANIC_RC, || unsafe {
+        let (role, inner, m) = parts(f);
+        // An application connection wants the database to itself (leaving WAL mode, or its
+        // last close checkpointing and deleting the WAL): walrust's own connections let go.
+        if let (Role::Main(db, Some(_)), ffi::SQLITE_LOCK_EXCLUSIVE) = (role, level) {
+            db.before_exclusive_lock();
+        }
         (m.xLock.unwrap())(inner, level)
-    }
+    })
 }
 
 unsafe extern "C" fn x_unlock(f: *mut ffi::sqlite3_file, level: c_int) -> c_int {

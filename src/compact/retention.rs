@@ -165,7 +165,7 @@ pub fn decide(
         .expect("there are snapshots");
     let chain = reach(&lower, newest.key.max_txid, |_| true);
     if let Some(next) = chain.beyond {
-        return Err(CompactError::integrity(format!(
+        return Err(CompactError::doubtful_integrity(format!(
             "{url} has a gap: its files reach TXID {}, but the next one ({}) starts at TXID {}; \
              a file is missing. Nothing was removed; run `walrust verify`",
             chain.end, next.key, next.key.min_txid

@@ -248,6 +248,10 @@ fn compact_once(
     let work_dir = opts.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
     let manifest = load_manifest(store)?;
     let mut files = listing(store, manifest.as_ref())?;
+    // Only what the manifest names: an uploader may be about to name the rest.
+    if let Some(m) = &manifest {
+        files.retain(|f| named(m, f));
+    }
 
     // Files retention is about to remove are not worth merging.
     let before = retention::decide(&files, &opts.retention, now, &url)?;
@@ -385,6 +389,11 @@ pub fn listing(
     }
     files.sort_by_key(|f| f.key);
     Ok(files)
+}
+
+/// Whether the manifest names `f`, with its size: the files compaction may merge and remove.
+fn named(m: &Manifest, f: &FileInfo) -> bool {
+    m.get(&f.key).is_some_and(|e| e.size == f.size)
 }
 
 /// A local temporary file, removed when dropped.

@@ -6,7 +6,8 @@
 //! taken while files are created can hold a file and miss the one created just before it), an
 //! S3 listing comes in pages, and a compaction may delete a listed file before it is read. So
 //! a hole in the chain, a manifest entry without its file, or a file gone when read may be the
-//! replica moving, not damage.
+//! replica moving, not damage. An S3 server may also answer 5xx for a moment (s3s-fs answers
+//! 500 to a listing while files are deleted under it; S3 asks clients to retry 5xx).
 //!
 //! The rule: such a problem is *doubtful*. The reader looks again from scratch (a new
 //! manifest, a new listing, a new plan) after a short pause, and reports the problem only when
@@ -15,8 +16,9 @@
 //! deleted has its replacement listed first (levels are listed in ascending order, and a
 //! compaction writes the higher level before it deletes the lower). A problem that keeps
 //! changing for `ATTEMPTS` looks is reported as a storage error ("retry when quieter"), never
-//! as an integrity error. Problems that a new look cannot change (a checksum mismatch, a
-//! damaged manifest) are reported at once.
+//! as an integrity error. An unavailable store is looked at again the same way; one that
+//! keeps failing the same way is reported after `CONFIRM` looks. Problems that a new look
+//! cannot change (a checksum mismatch, a damaged manifest) are reported at once.
 
 use std::fmt::Display;
 use std::time::Duration;

@@ -136,14 +136,18 @@ impl fmt::Display for CompactError {
 impl std::error::Error for CompactError {}
 
 impl From<StoreError> for CompactError {
-    /// A file not found is doubtful: another compaction may have removed it after the listing.
+    /// A file not found is doubtful: another compaction may have removed it after the listing; so
+    /// is an unavailable store (an S3 5xx, which S3 asks clients to retry): both are looked at again.
     fn from(e: StoreError) -> CompactError {
         let kind = match e {
             StoreError::Invalid { .. } => ErrorKind::Invalid,
             _ => ErrorKind::Storage,
         };
         CompactError {
-            doubtful: matches!(e, StoreError::NotFound { .. }),
+            doubtful: matches!(
+                e,
+                StoreError::NotFound { .. } | StoreError::Unavailable { .. }
+            ),
             ..CompactError::new(kind, e.to_string())
         }
     }

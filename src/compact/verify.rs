@@ -97,9 +97,14 @@ impl VerifyReport {
     }
 }
 
-/// Checks every file and the chains (see the module doc). Errors only when the store fails, or
+/// Checks every file and the chains (see the module doc). Errors only when the store fails (a
+/// failure that may pass, a file gone or a store unavailable, starts it again: `settle`), or
 /// when the replica kept changing under every look.
 pub fn verify(store: &dyn Store) -> Result<VerifyReport, CompactError> {
+    until_settled(|| verify_once(store))
+}
+
+fn verify_once(store: &dyn Store) -> Result<VerifyReport, CompactError> {
     let url = store.describe();
     let layout = store.layout();
     let manifest = load_manifest(store)?;

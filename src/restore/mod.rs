@@ -138,14 +138,18 @@ impl fmt::Display for RestoreError {
 impl std::error::Error for RestoreError {}
 
 impl From<StoreError> for RestoreError {
-    /// A file not found is doubtful: a compaction may have removed it after the listing.
+    /// A file not found is doubtful: a compaction may have removed it after the listing; so is
+    /// an unavailable store (an S3 5xx, which S3 asks clients to retry): both are looked at again.
     fn from(e: StoreError) -> RestoreError {
         let kind = match e {
             StoreError::Invalid { .. } => ErrorKind::Invalid,
             _ => ErrorKind::Storage,
         };
         RestoreError {
-            doubtful: matches!(e, StoreError::NotFound { .. }),
+            doubtful: matches!(
+                e,
+                StoreError::NotFound { .. } | StoreError::Unavailable { .. }
+            ),
             ..RestoreError::new(kind, e.to_string())
         }
     }

@@ -76,3 +76,37 @@ fn files_the_manifest_does_not_name_are_neither_merged_nor_removed() {
     check_restore(&r.store, &r.model, &scratch, Target::Latest, 15);
     assert!(verify(&r.store).unwrap().ok);
 }
+
+#[test]
+fn a_hole_in_the_named_files_that_unnamed_files_fill_is_not_damage() {
+    // A restored copy continued the history after files its predecessor uploaded but never
+    // named: the manifest names files on both sides of them.
+    let mut r = Rep::new("unnamed-hole", 512);
+    let scratch = r.scratch();
+    r.model.commit(&[1, 2, 3], 3, T0);
+    r.snapshot(T0);
+    for t in 2..=5u64 {
+        r.txn(&[1, 2], 3, T0 + t as i64 * SEC);
+    }
+    r.flush();
+    for t in 6..=8u64 {
+        let at = T0 + t as i64 * SEC;
+        let t = r.model.commit(&[1, 3], 3, at);
+        write_file(&r.store, &r.model, &scratch, 0, t, t, at);
+    }
+    for t in 9..=12u64 {
+        r.txn(&[2, 3], 3, T0 + t as i64 * SEC);
+    }
+    r.flush();
+
+    let clock = TestClock::new(T0 + 2 * HOUR);
+    let opts = CompactOptions::new(NOTHING).with_tmp_dir(scratch.clone());
+    compact(&r.store, &opts, &clock, false).unwrap();
+    assert!(
+        (6..=8).all(|t| keys(&r, 0).contains(&(t, t))),
+        "{:?}",
+        keys(&r, 0)
+    );
+    check_restore(&r.store, &r.model, &scratch, Target::Latest, 12);
+    check_restore(&r.store, &r.model, &scratch, Target::Txid(txid(7)), 7);
+}

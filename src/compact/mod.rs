@@ -252,13 +252,15 @@ fn compact_once(
     let work_dir = opts.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
     let manifest = load_manifest(store)?;
     let mut files = listing(store, manifest.as_ref())?;
-    // Only what the manifest names: an uploader may be about to name the rest.
+    // The whole listing is what restores see: no hole in it. Then only what the manifest
+    // names: an uploader may be about to name the rest.
+    retention::check_no_gap(&files, &url)?;
     if let Some(m) = &manifest {
         files.retain(|f| named(m, f));
     }
 
     // Files retention is about to remove are not worth merging.
-    let before = retention::decide(&files, &opts.retention, now, &url)?;
+    let before = retention::decide_part(&files, &opts.retention, now, &url)?;
     let skip_through = before.base.map(|b| b.key.max_txid);
 
     let mut created = Vec::new();
@@ -305,7 +307,7 @@ fn compact_once(
         files.sort_by_key(|f| f.key);
     }
 
-    let decision = retention::decide(&files, &opts.retention, now, &url)?;
+    let decision = retention::decide_part(&files, &opts.retention, now, &url)?;
     if !dry_run && !decision.remove.is_empty() {
         let keys: Vec<FileKey> = decision.remove.iter().map(|f| f.key).collect();
         // Unindexed first, then deleted: a restore never sees an entry without its file for

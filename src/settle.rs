@@ -9,19 +9,24 @@
 //! replica moving, not damage. An S3 server may also answer 5xx for a moment (s3s-fs answers
 //! 500 to a listing while files are deleted under it; S3 asks clients to retry 5xx).
 //!
-//! The rule: such a problem is *doubtful*. The reader looks again from scratch (a new
+//! First, readers list with `list_stable`: two listings, the second kept up to the newest TXID
+//! of the first, which removes the holes of files created while a listing ran (under a writer
+//! at `walrust_sync_interval=0` on S3 nearly every single listing had one). Then the rule:
+//! whatever problem is left is *doubtful*. The reader looks again from scratch (a new
 //! manifest, a new listing, a new plan) after a short pause, and reports the problem only when
 //! the same one comes back `CONFIRM` times in a row: a file that was being created when the
 //! first listing ran is complete before the next listing starts, and a file a compaction
 //! deleted has its replacement listed first (levels are listed in ascending order, and a
 //! compaction writes the higher level before it deletes the lower). A problem that keeps
 //! changing for `ATTEMPTS` looks is reported as a storage error ("retry when quieter"), never
-//! as an integrity error. An unavailable store is looked at again the same way; one that
-//! keeps failing the same way is reported after `CONFIRM` looks. Problems that a new look
+//! as an integrity error. An unavailable store, or a file not found, is looked at again up to
+//! `ATTEMPTS` times (about 5 s in all), then reported as it is. Problems that a new look
 //! cannot change (a checksum mismatch, a damaged manifest) are reported at once.
 
 use std::fmt::Display;
 use std::time::Duration;
+
+use crate::store::{FileInfo, Store, StoreError, Times};
 
 /// How many times a reader looks at the replica before giving up on a problem that keeps
 /// changing.
@@ -36,6 +41,11 @@ const MAX_PAUSE_MS: u64 = if cfg!(test) { 2 } else { 1000 };
 pub trait Doubt: Display + Sized {
     /// Whether another look at the replica may not find it again.
     fn doubtful(&self) -> bool;
+    /// A doubtful store failure (unavailable, not found): looked at again however often it
+    /// repeats, and after the last look reported as it is.
+    fn transient(&self) -> bool {
+        false
+    }
     /// The error to report when `ATTEMPTS` looks each found a different problem; `self` is the
     /// last one.
     fn unsettled(self, attempts: usize) -> Self;
@@ -54,12 +64,12 @@ pub fn until_settled<T, E: Doubt>(mut look: impl FnMut() -> Result<T, E>) -> Res
             Err(e) => e,
         };
         let text = e.to_string();
-        streak = if last.as_deref() == Some(text.as_str()) {
+        streak = if last.as_deref() == Some(text.as_str()) && !e.transient() {
             streak + 1
         } else {
             1
         };
-        if streak >= CONFIRM {
+        if streak >= CONFIRM || (attempt == ATTEMPTS && e.transient()) {
             return Err(e);
         }
         if attempt == ATTEMPTS {
@@ -73,6 +83,26 @@ pub fn until_settled<T, E: Doubt>(mut look: impl FnMut() -> Result<T, E>) -> Res
     unreachable!("the loop returns on its last attempt")
 }
 
+/// A listing with no hole made by files created while it ran: the store is listed twice, and
+/// the second listing is kept up to the newest TXID of the first. Every file the first one
+/// holds, and every file an uploader created before it (uploaders create the files of a
+/// history in TXID order), existed when the second began, so the second holds them (or, for
+/// one a compaction removed, the file that replaced it, which is listed first). Files past
+/// that TXID were being created during the second listing and are left for the next look.
+pub fn list_stable(
+    store: &dyn Store,
+    level: Option<u32>,
+    times: Times,
+) -> Result<Vec<FileInfo>, StoreError> {
+    let first = store.list(level, times)?;
+    let Some(newest) = first.iter().map(|f| f.key.max_txid).max() else {
+        return Ok(first);
+    };
+    let mut second = store.list(level, times)?;
+    second.retain(|f| f.key.max_txid <= newest);
+    Ok(second)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +113,7 @@ mod tests {
         Sure(&'static str),
         Maybe(u32),
         Unsettled(u32, usize),
+        Flaky,
     }
 
     impl fmt::Display for E {
@@ -93,7 +124,10 @@ mod tests {
 
     impl Doubt for E {
         fn doubtful(&self) -> bool {
-            matches!(self, E::Maybe(_))
+            matches!(self, E::Maybe(_) | E::Flaky)
+        }
+        fn transient(&self) -> bool {
+            matches!(self, E::Flaky)
         }
         fn unsettled(self, attempts: usize) -> E {
             match self {
@@ -141,5 +175,15 @@ mod tests {
             Err(E::Maybe(n))
         });
         assert_eq!(r, Err(E::Unsettled(ATTEMPTS as u32, ATTEMPTS)));
+    }
+
+    #[test]
+    fn a_flaky_store_is_tried_every_time_then_reported_as_it_is() {
+        let mut n = 0;
+        let r: Result<(), E> = until_settled(|| {
+            n += 1;
+            Err(E::Flaky)
+        });
+        assert_eq!((r, n), (Err(E::Flaky), ATTEMPTS));
     }
 }

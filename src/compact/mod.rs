@@ -42,7 +42,7 @@ pub use verify::{verify, VerifyReport};
 use crate::clock::{format_rfc3339_ms, Clock};
 use crate::config::Retention;
 use crate::manifest::{self, Entry, Manifest};
-use crate::settle::{until_settled, Doubt};
+use crate::settle::{list_stable, until_settled, Doubt};
 use crate::store::{FileInfo, FileKey, Store, StoreError, Times, WriteMeta, SNAPSHOT_LEVEL};
 
 /// How to compact and what to keep.
@@ -156,6 +156,10 @@ impl From<StoreError> for CompactError {
 impl Doubt for CompactError {
     fn doubtful(&self) -> bool {
         self.doubtful
+    }
+
+    fn transient(&self) -> bool {
+        self.doubtful && self.kind == ErrorKind::Storage
     }
 
     fn unsettled(self, attempts: usize) -> CompactError {
@@ -383,9 +387,9 @@ pub fn listing(
     store: &dyn Store,
     manifest: Option<&Manifest>,
 ) -> Result<Vec<FileInfo>, CompactError> {
-    let mut files = store.list(None, Times::Listed)?;
+    let mut files = list_stable(store, None, Times::Listed)?;
     files.retain(|f| f.key.level != SNAPSHOT_LEVEL);
-    files.extend(store.list(Some(SNAPSHOT_LEVEL), Times::Exact)?);
+    files.extend(list_stable(store, Some(SNAPSHOT_LEVEL), Times::Exact)?);
     if let Some(m) = manifest {
         for f in &mut files {
             if let Some(e) = m.get(&f.key).filter(|e| e.size == f.size) {

@@ -210,6 +210,10 @@ impl Doubt for Look {
         }
     }
 
+    fn transient(&self) -> bool {
+        matches!(self, Look::Store(e) if e.transient())
+    }
+
     fn unsettled(self, attempts: usize) -> Look {
         let last = match self {
             Look::Problems(s) => s.problems.join("; "),

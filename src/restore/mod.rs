@@ -160,6 +160,10 @@ impl Doubt for RestoreError {
         self.doubtful
     }
 
+    fn transient(&self) -> bool {
+        self.doubtful && self.kind == ErrorKind::Storage
+    }
+
     fn unsettled(self, attempts: usize) -> RestoreError {
         RestoreError::new(
             ErrorKind::Storage,

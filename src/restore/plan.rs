@@ -20,7 +20,7 @@
 use super::{ErrorKind, RestoreError, Target};
 use crate::clock::format_rfc3339_ms;
 use crate::manifest::{self, Manifest};
-use crate::settle::until_settled;
+use crate::settle::{list_stable, until_settled};
 use crate::store::{FileInfo, Store, StoreError, Times, SNAPSHOT_LEVEL};
 use crate::Txid;
 
@@ -55,7 +55,7 @@ pub(super) fn plan_once(store: &dyn Store, target: Target) -> Result<Plan, Resto
     let manifest = manifest::load(store)
         .map_err(manifest_error)?
         .map(|(m, _)| m);
-    let files = store.list(None, times)?;
+    let files = list_stable(store, None, times)?;
     if let Some(problem) = manifest.as_ref().and_then(|m| first_mismatch(m, &files)) {
         return Err(RestoreError::doubtful_integrity(format!(
             "{problem} in {url}: a file was lost or replaced outside walrust; run `walrust \

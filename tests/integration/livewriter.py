@@ -53,7 +53,7 @@ def main():
             conn.execute("COMMIT")
             log.write(f"{status()['txid']} {n}\n")
             log.flush()
-            time.sleep(0.002)
+            time.sleep(0.01)
     synced = conn.execute("SELECT walrust_sync('main', 120000)").fetchone()[0]
     print("synced", synced, n, flush=True)
 

@@ -94,7 +94,8 @@ pub fn list_stable(
     level: Option<u32>,
     times: Times,
 ) -> Result<Vec<FileInfo>, StoreError> {
-    let first = store.list(level, times)?;
+    // Only its TXIDs count: the cheap times will do (no HEAD per file on S3).
+    let first = store.list(level, Times::Listed)?;
     let Some(newest) = first.iter().map(|f| f.key.max_txid).max() else {
         return Ok(first);
     };

@@ -19,6 +19,7 @@ pub mod ltx;
 pub mod manifest;
 pub mod replication;
 pub mod restore;
+pub mod settle;
 pub mod shadow;
 pub mod sql;
 pub mod store;

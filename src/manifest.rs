@@ -7,7 +7,9 @@
 //! The manifest is an index, not the truth: the store's listing says which files exist. Restore
 //! checks every entry against the listing (an entry without a file is an integrity error) and
 //! every downloaded file against its entry's hash. So the writer's order is: make a file
-//! durable, then add its entry; remove an entry, then delete its file.
+//! durable, then add its entry; remove an entry, then delete its file. Compaction merges and
+//! removes only files the manifest names: a file not named yet may be in an uploader's backlog
+//! (docs/DESIGN.md, decision 11).
 //!
 //! Format (version 2; version 1 had no `history`/`generation`):
 //! ```json

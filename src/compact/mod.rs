@@ -5,11 +5,16 @@
 //! (`policy`), which files retention keeps (`retention`), `verify`, and `compact`, the one entry
 //! point that runs them in a safe order against a live replica.
 //!
-//! `compact` works from one listing of the replica and only ever *adds* files (merges, written
-//! and then indexed in `manifest.json`) before it *removes* any (unindexed first, then deleted).
-//! An uploader running at the same time only adds files past the newest TXID; they are not in
-//! the listing, so compaction never removes them, and the restore points they add chain onto
-//! files retention always keeps (the latest restore point's chain). What it must never do:
+//! `compact` works from one look at the replica: `manifest.json`, then the listing. When the
+//! replica has a manifest, only the files it names (with their listed size) take part: an
+//! uploader makes a file durable before naming it and names level-0 files in batches up to
+//! 10 s later, in any process, so a file not named yet is never merged or removed; a later run
+//! finds it named (docs/DESIGN.md, decision 11). Without a manifest (a Litestream replica) the
+//! whole listing takes part. It only ever *adds* files (merges, written and then named) before
+//! it *removes* any (unnamed first, then deleted). The restore points uploaders add chain onto
+//! files retention always keeps (the latest restore point's chain). A hole or a file gone may be
+//! writers changing the replica under the look: the run starts again from a new look, and
+//! reports an integrity error only if the problem persists (`settle`). What it must never do:
 //! remove a file the newest restore point's chain needs, a level-0 file no kept compaction or
 //! snapshot covers, a snapshot a retention tier keeps, or a file of the exact-restore window;
 //! merge a damaged file (every input's checksum is verified, and a failure stops the run before
@@ -37,6 +42,7 @@ pub use verify::{verify, VerifyReport};
 use crate::clock::{format_rfc3339_ms, Clock};
 use crate::config::Retention;
 use crate::manifest::{self, Entry, Manifest};
+use crate::settle::{list_stable, until_settled, Doubt};
 use crate::store::{FileInfo, FileKey, Store, StoreError, Times, WriteMeta, SNAPSHOT_LEVEL};
 
 /// How to compact and what to keep.
@@ -78,6 +84,8 @@ impl CompactOptions {
 pub struct CompactError {
     kind: ErrorKind,
     message: String,
+    /// Writers changing the replica may have caused it: look again (`settle`).
+    doubtful: bool,
 }
 
 impl CompactError {
@@ -85,11 +93,21 @@ impl CompactError {
         CompactError {
             kind,
             message: message.into(),
+            doubtful: false,
         }
     }
 
     pub fn integrity(message: impl Into<String>) -> CompactError {
         CompactError::new(ErrorKind::Integrity, message)
+    }
+
+    /// An integrity problem of a listing (a hole in the TXIDs) that writers changing the
+    /// replica mid-listing can cause: reported only if it persists (`settle`).
+    pub fn doubtful_integrity(message: impl Into<String>) -> CompactError {
+        CompactError {
+            doubtful: true,
+            ..CompactError::integrity(message)
+        }
     }
 
     pub fn kind(&self) -> ErrorKind {
@@ -118,12 +136,41 @@ impl fmt::Display for CompactError {
 impl std::error::Error for CompactError {}
 
 impl From<StoreError> for CompactError {
+    /// A file not found is doubtful: another compaction may have removed it after the listing; so
+    /// is an unavailable store (an S3 5xx, which S3 asks clients to retry): both are looked at again.
     fn from(e: StoreError) -> CompactError {
         let kind = match e {
             StoreError::Invalid { .. } => ErrorKind::Invalid,
             _ => ErrorKind::Storage,
         };
-        CompactError::new(kind, e.to_string())
+        CompactError {
+            doubtful: matches!(
+                e,
+                StoreError::NotFound { .. } | StoreError::Unavailable { .. }
+            ),
+            ..CompactError::new(kind, e.to_string())
+        }
+    }
+}
+
+impl Doubt for CompactError {
+    fn doubtful(&self) -> bool {
+        self.doubtful
+    }
+
+    fn transient(&self) -> bool {
+        self.doubtful && self.kind == ErrorKind::Storage
+    }
+
+    fn unsettled(self, attempts: usize) -> CompactError {
+        CompactError::new(
+            ErrorKind::Storage,
+            format!(
+                "the replica kept changing while it was read ({attempts} attempts; the last \
+                 problem: {}); retry when it is quieter",
+                self.message
+            ),
+        )
     }
 }
 
@@ -179,7 +226,8 @@ pub struct Report {
 
 /// Compacts levels 0–8 and applies retention (see the module doc and `policy`/`retention`).
 /// With `dry_run`, reads the listing and reports what would be created and removed, changing
-/// nothing.
+/// nothing. A run that meets what writers changing the replica may cause (a file gone, a hole)
+/// starts again from a new look (`settle`); what it already merged is in the replica, named.
 pub fn compact(
     store: &dyn Store,
     opts: &CompactOptions,
@@ -194,14 +242,29 @@ pub fn compact(
             "compaction needs 1 to 8 levels, each with a positive interval",
         ));
     }
+    until_settled(|| compact_once(store, opts, clock, dry_run))
+}
+
+fn compact_once(
+    store: &dyn Store,
+    opts: &CompactOptions,
+    clock: &dyn Clock,
+    dry_run: bool,
+) -> Result<Report, CompactError> {
     let now = clock.now_ms();
     let url = store.describe();
     let work_dir = opts.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
     let manifest = load_manifest(store)?;
     let mut files = listing(store, manifest.as_ref())?;
+    // The whole listing is what restores see: no hole in it. Then only what the manifest
+    // names: an uploader may be about to name the rest.
+    retention::check_no_gap(&files, &url)?;
+    if let Some(m) = &manifest {
+        files.retain(|f| named(m, f));
+    }
 
     // Files retention is about to remove are not worth merging.
-    let before = retention::decide(&files, &opts.retention, now, &url)?;
+    let before = retention::decide_part(&files, &opts.retention, now, &url)?;
     let skip_through = before.base.map(|b| b.key.max_txid);
 
     let mut created = Vec::new();
@@ -248,12 +311,13 @@ pub fn compact(
         files.sort_by_key(|f| f.key);
     }
 
-    let decision = retention::decide(&files, &opts.retention, now, &url)?;
+    let decision = retention::decide_part(&files, &opts.retention, now, &url)?;
     if !dry_run && !decision.remove.is_empty() {
         let keys: Vec<FileKey> = decision.remove.iter().map(|f| f.key).collect();
         // Unindexed first, then deleted: a restore never sees an entry without its file for
-        // longer than the two steps take. (A manifest created since the listing names only
-        // files newer than it, none of which is removed.)
+        // longer than the two steps take. Every file removed was named when the run began, so
+        // no uploader is about to name it. (A manifest created since the listing of a replica
+        // that had none names only files newer than it, none of which is removed.)
         if indexed {
             manifest::update(store, &[], &keys)?;
         }
@@ -319,9 +383,9 @@ pub fn listing(
     store: &dyn Store,
     manifest: Option<&Manifest>,
 ) -> Result<Vec<FileInfo>, CompactError> {
-    let mut files = store.list(None, Times::Listed)?;
+    let mut files = list_stable(store, None, Times::Listed)?;
     files.retain(|f| f.key.level != SNAPSHOT_LEVEL);
-    files.extend(store.list(Some(SNAPSHOT_LEVEL), Times::Exact)?);
+    files.extend(list_stable(store, Some(SNAPSHOT_LEVEL), Times::Exact)?);
     if let Some(m) = manifest {
         for f in &mut files {
             if let Some(e) = m.get(&f.key).filter(|e| e.size == f.size) {
@@ -331,6 +395,11 @@ pub fn listing(
     }
     files.sort_by_key(|f| f.key);
     Ok(files)
+}
+
+/// Whether the manifest names `f`, with its size: the files compaction may merge and remove.
+fn named(m: &Manifest, f: &FileInfo) -> bool {
+    m.get(&f.key).is_some_and(|e| e.size == f.size)
 }
 
 /// A local temporary file, removed when dropped.

@@ -142,6 +142,40 @@ pub fn decide(
     now_ms: i64,
     url: &str,
 ) -> Result<Decision, CompactError> {
+    check_no_gap(files, url)?;
+    decide_part(files, r, now_ms, url)
+}
+
+/// A hole in the chain from the newest snapshot of `files` (a whole listing) is an integrity
+/// error (doubtful: a listing taken while files are created may show one, see `settle`).
+pub fn check_no_gap(files: &[FileInfo], url: &str) -> Result<(), CompactError> {
+    let Some(newest) = files
+        .iter()
+        .filter(|f| f.key.level == SNAPSHOT_LEVEL)
+        .max_by_key(|s| (s.key.max_txid, s.created_at_ms))
+    else {
+        return Ok(());
+    };
+    let chain = reach(&lower_levels(files), newest.key.max_txid, |_| true);
+    match chain.beyond {
+        Some(next) => Err(CompactError::doubtful_integrity(format!(
+            "{url} has a gap: its files reach TXID {}, but the next one ({}) starts at TXID {}; \
+             a file is missing. Nothing was removed; run `walrust verify`",
+            chain.end, next.key, next.key.min_txid
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// `decide` for a part of a listing that `check_no_gap` passed as a whole: the files the
+/// manifest names. A hole in the part (files not named yet fill it) ends the newest restore
+/// point the decision knows of; every file of the part past it is kept (it ends after the base).
+pub fn decide_part(
+    files: &[FileInfo],
+    r: &Retention,
+    now_ms: i64,
+    url: &str,
+) -> Result<Decision, CompactError> {
     let snapshots: Vec<FileInfo> = files
         .iter()
         .filter(|f| f.key.level == SNAPSHOT_LEVEL)
@@ -163,15 +197,7 @@ pub fn decide(
         .iter()
         .max_by_key(|s| (s.key.max_txid, s.created_at_ms))
         .expect("there are snapshots");
-    let chain = reach(&lower, newest.key.max_txid, |_| true);
-    if let Some(next) = chain.beyond {
-        return Err(CompactError::integrity(format!(
-            "{url} has a gap: its files reach TXID {}, but the next one ({}) starts at TXID {}; \
-             a file is missing. Nothing was removed; run `walrust verify`",
-            chain.end, next.key, next.key.min_txid
-        )));
-    }
-    let latest = chain.end;
+    let latest = reach(&lower, newest.key.max_txid, |_| true).end;
 
     let mut why: BTreeMap<FileKey, Vec<String>> = gfs(&snapshots, r, now_ms);
     let mut add = |k: FileKey, reason: &str| why.entry(k).or_default().push(reason.into());

@@ -11,13 +11,17 @@
 //!
 //! `VerifyReport::ok` is false on any damaged file, manifest mismatch or hole in the newest
 //! chain; callers turn that into an error starting `walrust: integrity error`. A file that a
-//! concurrent compaction deleted while verify ran is skipped, not reported.
+//! concurrent compaction deleted while verify ran is skipped, not reported. A manifest entry
+//! without its file, a missing snapshot or a hole in the newest chain may be writers changing
+//! the replica under the listing: verify looks again (a new manifest and listing) and reports
+//! them only when they persist (`settle`); the files it reads are those of its first look.
 
 use serde::Serialize;
 
-use super::{listing, load_manifest, lower_levels, reach, CompactError};
+use super::{listing, load_manifest, lower_levels, reach, CompactError, ErrorKind};
 use crate::ltx;
-use crate::manifest::HashingReader;
+use crate::manifest::{HashingReader, Manifest};
+use crate::settle::{until_settled, Doubt};
 use crate::store::{FileInfo, Layout, Store, StoreError, SNAPSHOT_LEVEL};
 use crate::Txid;
 
@@ -93,8 +97,14 @@ impl VerifyReport {
     }
 }
 
-/// Checks every file and the chains (see the module doc). Errors only when the store fails.
+/// Checks every file and the chains (see the module doc). Errors only when the store fails (a
+/// failure that may pass, a file gone or a store unavailable, starts it again: `settle`), or
+/// when the replica kept changing under every look.
 pub fn verify(store: &dyn Store) -> Result<VerifyReport, CompactError> {
+    until_settled(|| verify_once(store))
+}
+
+fn verify_once(store: &dyn Store) -> Result<VerifyReport, CompactError> {
     let url = store.describe();
     let layout = store.layout();
     let manifest = load_manifest(store)?;
@@ -133,13 +143,102 @@ pub fn verify(store: &dyn Store) -> Result<VerifyReport, CompactError> {
     }
     files.retain(|f| !vanished.contains(&f.key));
 
-    if let Some(m) = &manifest {
+    // How the files fit together, from this look; where it finds a problem, from new looks
+    // until the problem persists (writers may have changed the replica under the listing).
+    let mut first = Some((manifest, files));
+    let shape = until_settled(|| {
+        let (m, files) = match first.take() {
+            Some(look) => look,
+            None => {
+                let m = load_manifest(store).map_err(Look::Store)?;
+                let files = listing(store, m.as_ref()).map_err(Look::Store)?;
+                (m, files)
+            }
+        };
+        let shape = shape_of(m.as_ref(), &files, layout);
+        match shape.problems.is_empty() {
+            true => Ok(shape),
+            false => Err(Look::Problems(Box::new(shape))),
+        }
+    });
+    let shape = match shape {
+        Ok(s) => s,
+        Err(Look::Problems(s)) => *s,
+        Err(Look::Store(e)) => return Err(e),
+    };
+    r.manifest.present = shape.manifest.present;
+    r.manifest.entries = shape.manifest.entries;
+    r.manifest.missing = shape.manifest.missing;
+    r.manifest.size_mismatch = shape.manifest.size_mismatch;
+    r.manifest.unindexed = shape.manifest.unindexed;
+    r.latest_txid = shape.latest_txid;
+    r.chains = shape.chains;
+    r.problems.extend(shape.problems);
+    r.ok = r.problems.is_empty();
+    Ok(r)
+}
+
+/// One look at how the files fit together: the parts of a report that do not read files.
+#[derive(Default)]
+struct Shape {
+    manifest: ManifestCheck,
+    latest_txid: Option<String>,
+    chains: Vec<Chain>,
+    problems: Vec<String>,
+}
+
+/// A look that found problems (maybe writers', see `settle`), or a store that failed.
+enum Look {
+    Problems(Box<Shape>),
+    Store(CompactError),
+}
+
+impl std::fmt::Display for Look {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Look::Problems(s) => f.write_str(&s.problems.join("; ")),
+            Look::Store(e) => e.fmt(f),
+        }
+    }
+}
+
+impl Doubt for Look {
+    fn doubtful(&self) -> bool {
+        match self {
+            Look::Problems(_) => true,
+            Look::Store(e) => e.doubtful(),
+        }
+    }
+
+    fn transient(&self) -> bool {
+        matches!(self, Look::Store(e) if e.transient())
+    }
+
+    fn unsettled(self, attempts: usize) -> Look {
+        let last = match self {
+            Look::Problems(s) => s.problems.join("; "),
+            Look::Store(e) => e.to_string(),
+        };
+        Look::Store(CompactError::new(
+            ErrorKind::Storage,
+            format!(
+                "the replica kept changing while it was read ({attempts} attempts; the last \
+                 problem: {last}); retry when it is quieter"
+            ),
+        ))
+    }
+}
+
+/// Every manifest entry against the listing, and the chains.
+fn shape_of(manifest: Option<&Manifest>, files: &[FileInfo], layout: Layout) -> Shape {
+    let mut r = Shape::default();
+    if let Some(m) = manifest {
         r.manifest.present = true;
         r.manifest.entries = m.files.len();
         for e in &m.files {
             let key = e.file_key().expect("checked at parse");
             match files.binary_search_by_key(&key, |f| f.key) {
-                Err(_) if !vanished.contains(&key) => {
+                Err(_) => {
                     r.problems
                         .push(format!("manifest.json names {} but it is missing", e.key));
                     r.manifest.missing.push(e.key.clone());
@@ -163,7 +262,7 @@ pub fn verify(store: &dyn Store) -> Result<VerifyReport, CompactError> {
 
     let latest = files.iter().map(|f| f.key.max_txid).max();
     r.latest_txid = latest.map(|t| t.to_string());
-    r.chains = chains(&files, latest, layout);
+    r.chains = chains(files, latest, layout);
     let newest = files
         .iter()
         .filter(|f| f.key.level == SNAPSHOT_LEVEL)
@@ -174,20 +273,20 @@ pub fn verify(store: &dyn Store) -> Result<VerifyReport, CompactError> {
             .push("no snapshot (level 9): nothing can be restored".into()),
         None => {}
         Some(s) => {
-            let lower = lower_levels(&files);
-            if let Some(next) = reach(&lower, s.key.max_txid, |_| true).beyond {
-                let end = reach(&lower, s.key.max_txid, |_| true).end;
+            let lower = lower_levels(files);
+            let chain = reach(&lower, s.key.max_txid, |_| true);
+            if let Some(next) = chain.beyond {
                 r.problems.push(format!(
-                    "the newest restore point's chain has a gap: its files reach TXID {end}, \
+                    "the newest restore point's chain has a gap: its files reach TXID {}, \
                      but the next one ({}) starts at TXID {}; a file is missing",
+                    chain.end,
                     layout.file_key(&next.key),
                     next.key.min_txid
                 ));
             }
         }
     }
-    r.ok = r.problems.is_empty();
-    Ok(r)
+    r
 }
 
 enum Check {

@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 pub use plan::{choose, plan, Plan};
 
 use crate::clock::format_rfc3339_ms;
+use crate::settle::{until_settled, Doubt};
 use crate::store::{Store, StoreError};
 use crate::Txid;
 
@@ -87,6 +88,8 @@ impl ErrorKind {
 pub struct RestoreError {
     kind: ErrorKind,
     message: String,
+    /// Writers changing the replica may have caused it: look again (`settle`).
+    doubtful: bool,
 }
 
 impl RestoreError {
@@ -94,11 +97,21 @@ impl RestoreError {
         RestoreError {
             kind,
             message: message.into(),
+            doubtful: false,
         }
     }
 
     pub fn integrity(message: impl Into<String>) -> RestoreError {
         RestoreError::new(ErrorKind::Integrity, message)
+    }
+
+    /// An integrity problem of the listing (a hole, an entry without its file) that a writer
+    /// changing the replica mid-listing can cause: reported only if it persists (`settle`).
+    pub fn doubtful_integrity(message: impl Into<String>) -> RestoreError {
+        RestoreError {
+            doubtful: true,
+            ..RestoreError::integrity(message)
+        }
     }
 
     pub fn kind(&self) -> ErrorKind {
@@ -125,12 +138,41 @@ impl fmt::Display for RestoreError {
 impl std::error::Error for RestoreError {}
 
 impl From<StoreError> for RestoreError {
+    /// A file not found is doubtful: a compaction may have removed it after the listing; so is
+    /// an unavailable store (an S3 5xx, which S3 asks clients to retry): both are looked at again.
     fn from(e: StoreError) -> RestoreError {
         let kind = match e {
             StoreError::Invalid { .. } => ErrorKind::Invalid,
             _ => ErrorKind::Storage,
         };
-        RestoreError::new(kind, e.to_string())
+        RestoreError {
+            doubtful: matches!(
+                e,
+                StoreError::NotFound { .. } | StoreError::Unavailable { .. }
+            ),
+            ..RestoreError::new(kind, e.to_string())
+        }
+    }
+}
+
+impl Doubt for RestoreError {
+    fn doubtful(&self) -> bool {
+        self.doubtful
+    }
+
+    fn transient(&self) -> bool {
+        self.doubtful && self.kind == ErrorKind::Storage
+    }
+
+    fn unsettled(self, attempts: usize) -> RestoreError {
+        RestoreError::new(
+            ErrorKind::Storage,
+            format!(
+                "the replica kept changing while it was read ({attempts} attempts; the last \
+                 problem: {}); retry when it is quieter",
+                self.message
+            ),
+        )
     }
 }
 
@@ -276,7 +318,18 @@ pub fn restore(
         )));
     }
 
-    let plan = plan(store, target)?;
+    until_settled(|| restore_once(store, output, target))
+}
+
+/// One look at the replica: plan, then apply into a new temporary file. A file that a
+/// compaction removed after the listing fails it with a doubtful error; `restore` looks again.
+fn restore_once(
+    store: &dyn Store,
+    output: &Path,
+    target: Target,
+) -> Result<RestoredTemp, RestoreError> {
+    let invalid = |m: String| RestoreError::new(ErrorKind::Invalid, m);
+    let plan = plan::plan_once(store, target)?;
 
     let temp = temp_path(output);
     let file = OpenOptions::new()

@@ -11,18 +11,18 @@
 //! version of every page changed in its range, and a page it lacks did not change in its range.
 //!
 //! Before choosing, the listing is checked against `manifest.json`: every entry must be listed
-//! with its size. A writer removes an entry before deleting its file, so an entry without a file
-//! is only legitimate while the manifest is changing; the check re-reads the manifest's version
-//! and retries instead of failing in that window.
+//! with its size. The manifest is read first, then the listing: a file is durable before an
+//! entry names it, and an entry is removed before its file is deleted, so an entry without its
+//! file means a compaction ran between the two reads, or damage. That, and a hole in the chain
+//! (a listing taken while files are created may hold a file and miss the one before it), are
+//! doubtful: `plan` looks again and reports them only when they persist (`settle`).
 
 use super::{ErrorKind, RestoreError, Target};
 use crate::clock::format_rfc3339_ms;
 use crate::manifest::{self, Manifest};
+use crate::settle::{list_stable, until_settled};
 use crate::store::{FileInfo, Store, StoreError, Times, SNAPSHOT_LEVEL};
 use crate::Txid;
-
-/// How many times the manifest may change under a listing before restore gives up.
-const LISTING_ATTEMPTS: usize = 5;
 
 /// A checked restore plan.
 #[derive(Clone, Debug)]
@@ -39,14 +39,29 @@ pub struct Plan {
     pub url: String,
 }
 
-/// Lists the replica, checks the listing against the manifest, and chooses the files.
+/// Lists the replica, checks the listing against the manifest, and chooses the files, looking
+/// again while what it finds may come from writers changing the replica.
 pub fn plan(store: &dyn Store, target: Target) -> Result<Plan, RestoreError> {
+    until_settled(|| plan_once(store, target))
+}
+
+/// One look: read the manifest, list, check, choose.
+pub(super) fn plan_once(store: &dyn Store, target: Target) -> Result<Plan, RestoreError> {
     let times = match target {
         Target::Time(_) => Times::Exact,
         _ => Times::Listed,
     };
     let url = store.describe();
-    let (files, manifest) = checked_listing(store, times, &url)?;
+    let manifest = manifest::load(store)
+        .map_err(manifest_error)?
+        .map(|(m, _)| m);
+    let files = list_stable(store, None, times)?;
+    if let Some(problem) = manifest.as_ref().and_then(|m| first_mismatch(m, &files)) {
+        return Err(RestoreError::doubtful_integrity(format!(
+            "{problem} in {url}: a file was lost or replaced outside walrust; run `walrust \
+             verify`, and restore to a TXID before the damage"
+        )));
+    }
     let chain = choose(&files, target, &url)?;
     let last = *chain.last().expect("choose returns at least a snapshot");
     Ok(Plan {
@@ -56,38 +71,6 @@ pub fn plan(store: &dyn Store, target: Target) -> Result<Plan, RestoreError> {
         manifest,
         url,
     })
-}
-
-fn checked_listing(
-    store: &dyn Store,
-    times: Times,
-    url: &str,
-) -> Result<(Vec<FileInfo>, Option<Manifest>), RestoreError> {
-    for _ in 0..LISTING_ATTEMPTS {
-        let loaded = manifest::load(store).map_err(manifest_error)?;
-        let files = store.list(None, times)?;
-        let Some((m, etag)) = loaded else {
-            return Ok((files, None));
-        };
-        let Some(problem) = first_mismatch(&m, &files) else {
-            return Ok((files, Some(m)));
-        };
-        let now = store.get_manifest()?.map(|o| o.etag);
-        if now.as_ref() == Some(&etag) {
-            return Err(RestoreError::integrity(format!(
-                "{problem} in {url}: a file was lost or replaced outside walrust; run `walrust \
-                 verify`, and restore to a TXID before the damage"
-            )));
-        }
-        // The manifest changed while we listed (a compaction or an upload): look again.
-    }
-    Err(RestoreError::new(
-        ErrorKind::Storage,
-        format!(
-            "the replica {url} kept changing during {LISTING_ATTEMPTS} listings; retry when \
-             it is quieter"
-        ),
-    ))
 }
 
 fn manifest_error(e: StoreError) -> RestoreError {
@@ -184,7 +167,7 @@ pub fn choose(
         .filter(|f| f.key.min_txid.get() > next_txid)
         .min_by_key(|f| f.key.min_txid)
     {
-        return Err(RestoreError::integrity(format!(
+        return Err(RestoreError::doubtful_integrity(format!(
             "{url} has a gap: its files reach TXID {end}, but the next one ({}) starts at TXID \
              {}; a file is missing. Restore to TXID {end} or earlier, or take a new snapshot",
             beyond.key, beyond.key.min_txid

@@ -525,8 +525,9 @@ fn upload_pending(e: &mut Entry, before_snapshot: bool) -> Result<(), String> {
 /// the replica, so rewriting it at each upload batch made its bytes grow with the square of the
 /// file count.
 /// An entry not written yet (the process died first) only means that file's SHA-256 is not
-/// checked at restore; its LTX checksum still is. Compaction removes level-0 files only
-/// after they are hours old (the exact-restore window), long after their entries are written.
+/// checked at restore; its LTX checksum still is. Compaction never merges or removes a file
+/// the manifest does not name, so the backlog's files are safe until it is written
+/// (docs/DESIGN.md, decision 11).
 const MANIFEST_EVERY_MS: i64 = 10_000;
 
 /// Writes the manifest backlog if it is due (`force`: now).

@@ -2,7 +2,8 @@
 
 use walrust::clock::format_rfc3339_ms;
 use walrust::compact::{listing, load_manifest};
-use walrust::restore::{choose, Target};
+use walrust::restore::{choose, RestoreError, Target};
+use walrust::settle::until_settled;
 
 use crate::{output, Args, Failure};
 
@@ -23,7 +24,22 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
     let store = walrust::store::open(&a.positional[0]).map_err(Failure::store)?;
     let fail = |e: walrust::compact::CompactError| Failure::new(e.exit_code(), e.to_string());
     let manifest = load_manifest(store.as_ref()).map_err(fail)?;
-    let files = listing(store.as_ref(), manifest.as_ref()).map_err(fail)?;
+    let mut first = Some(listing(store.as_ref(), manifest.as_ref()).map_err(fail)?);
+    // A hole may be a writer's files appearing mid-listing: look again until it persists.
+    let mut files = Vec::new();
+    let chain = until_settled(|| {
+        let look = match first.take() {
+            Some(look) => look,
+            None => load_manifest(store.as_ref())
+                .and_then(|m| listing(store.as_ref(), m.as_ref()))
+                .map_err(|e| {
+                    let why = e.to_string();
+                    RestoreError::new(e.kind(), why.trim_start_matches("walrust: "))
+                })?,
+        };
+        files = look;
+        choose(&files, Target::Latest, &store.describe())
+    });
     if files.is_empty() {
         return Err(Failure::new(
             3,
@@ -49,7 +65,7 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
     }
     let bytes: u64 = files.iter().map(|f| f.size).sum();
     output::line(&format!("{} file(s), {bytes} bytes", files.len()))?;
-    match choose(&files, Target::Latest, &store.describe()) {
+    match chain {
         Ok(chain) => {
             let last = chain.last().expect("a chain has a snapshot");
             output::line(&format!(

@@ -87,7 +87,11 @@ mod tests {
         };
         let mut r = MinRateReader::new(&data[..], impossible);
         let mut buf = [0u8; 10];
-        assert_eq!(r.read(&mut buf).unwrap(), 10, "the first read starts the clock");
+        assert_eq!(
+            r.read(&mut buf).unwrap(),
+            10,
+            "the first read starts the clock"
+        );
         std::thread::sleep(Duration::from_millis(5));
         let e = r.read(&mut buf).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);

@@ -46,8 +46,11 @@ class Child:
         return json.loads(line)
 
     def sql(self, sql, *params):
-        self.proc.stdin.write(json.dumps([sql, list(params)]) + "\n")
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write(json.dumps([sql, list(params)]) + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # it died (a failpoint): _answer says so
         out = self._answer()
         if "error" in out:
             raise sqlite3.Error(out["error"])

@@ -151,19 +151,27 @@ pub fn upload_level0(
         written: 0,
     };
     let header = ltx::Header::new(page_size, commit, min, max, last.header.timestamp_ms);
-    let mut enc = Encoder::new(writer, header).map_err(|e| e.to_string())?;
+    // The file is built in the shadow directory: a failure here (a full disk) is local, and
+    // the message must say where, not blame the replica.
+    let local = |e: &dyn std::fmt::Display| {
+        format!(
+            "cannot write {} in the shadow directory: {e}; free space there (the commits are safe in the shadow log)",
+            tmp.path.display()
+        )
+    };
+    let mut enc = Encoder::new(writer, header).map_err(|e| local(&e))?;
     let mut buf = vec![0u8; page_size as usize];
     for (&pgno, &(ri, pi)) in &pages {
         reader
             .read_page(txns[ri], pi, &mut buf)
             .map_err(|e| format!("cannot read the shadow log: {e}"))?;
         enc.write_page(PageNo::new(pgno).unwrap(), &buf)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| local(&e))?;
     }
     let (mut writer, _trailer) = enc
         .finish(crate::types::Checksum(0))
-        .map_err(|e| e.to_string())?;
-    writer.flush().map_err(|e| e.to_string())?;
+        .map_err(|e| local(&e))?;
+    writer.flush().map_err(|e| local(&e))?;
     let HashingWriter {
         hasher,
         written: bytes,

@@ -62,17 +62,6 @@ def sync_fails_saying(walrust, conn, *words):
     return status
 
 
-class KnownBug(AssertionError):
-    """The one assertion of a test that fails today (see its xfail marker)."""
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=KnownBug,
-    reason="found by issue 18: with the shadow directory full, walrust_status().last_error and "
-    "walrust_sync() blame the replica ('upload to <replica> failed: ltx: i/o error: No space "
-    "left on device') and never name the shadow directory that is full",
-)
 def test_a_full_shadow_directory(tmp_path, walrust, connect, restore_and_compare, small_fs):
     shadow = small_fs("shadow", "2m")
     replica = Replica.file(tmp_path / "replica")
@@ -91,10 +80,10 @@ def test_a_full_shadow_directory(tmp_path, walrust, connect, restore_and_compare
     assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 121
     restore_and_compare(replica, conn)
 
-    # Last, as it fails today: the error said which directory was full.
-    if str(shadow) not in full_error:
-        raise KnownBug(f"the error while the shadow directory was full does not name it: "
-                       f"{full_error}")
+    # The error said which directory was full.
+    assert str(shadow) in full_error, (
+        f"the error while the shadow directory was full does not name it: {full_error}"
+    )
 
 
 def test_no_room_for_the_spare_segment(tmp_path, walrust, connect, restore_and_compare, small_fs):

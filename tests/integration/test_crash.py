@@ -36,19 +36,6 @@ def expected_log(payloads, writers, k):
     ]
 
 
-class KnownBug(AssertionError):
-    """The one assertion of this file that fails today (see the xfail marker)."""
-
-
-# Everything else in the test must pass (any other failure is a real one: raises=KnownBug);
-# only the replica's shape fails today. Not strict: whether a kill lands in the window that
-# shows the bug depends on timing, so some runs pass; once none fails, the marker must go.
-@pytest.mark.xfail(
-    strict=False,
-    raises=KnownBug,
-    reason="issue 12: after kill -9 of a writer, the next process takes a fresh snapshot "
-    "over a TXID gap in level 0 (the restore points in the gap are lost)",
-)
 def test_writer_killed_five_times_loses_nothing(tmp_path, walrust, walrust_ext, connect, replica, restore_and_compare):
     rng = random.Random("kill-9")
     db = tmp_path / "app.db"
@@ -92,8 +79,8 @@ def test_writer_killed_five_times_loses_nothing(tmp_path, walrust, walrust_ext, 
 
     # Intermediate restore points, by content: each is the state right after one commit of
     # the writer (every row as written, the counter equal to the rows). TXIDs and row ids
-    # should advance together (one TXID per commit): checked below with the known bug, as a
-    # fresh snapshot takes a TXID of its own.
+    # should advance together (one TXID per commit): checked below, as a fresh snapshot
+    # would take a TXID of its own.
     payloads = {}
     for n, (seed, first) in enumerate(rounds):
         end = rounds[n + 1][1] - 1 if n + 1 < len(rounds) else last_id
@@ -115,9 +102,9 @@ def test_writer_killed_five_times_loses_nothing(tmp_path, walrust, walrust_ext, 
         assert counter == ([("commits", k)] if k else []), (t, counter)
         offsets.add(t - k)
 
-    # Last, as it is a known bug: the replica holds the first writer's snapshot and after it
-    # only level-0 files that continue it without a gap up to the synced TXID. A lost
-    # shadow-log record would have needed a fresh snapshot to cover it, or left a gap.
+    # The replica holds the first writer's snapshot and after it only level-0 files that
+    # continue it without a gap up to the synced TXID. A lost shadow-log record would have
+    # needed a fresh snapshot to cover it, or left a gap (issue 12).
     problems = []
     if len(snapshots) != 1:
         problems.append(f"fresh snapshots after kills: {[(f.min_txid, f.max_txid) for f in snapshots]}")
@@ -134,8 +121,7 @@ def test_writer_killed_five_times_loses_nothing(tmp_path, walrust, walrust_ext, 
         problems.append(f"level 0 ends at {expected - 1}, synced {synced}")
     if len(offsets) != 1:
         problems.append(f"TXIDs and commits do not advance together: TXID - id {sorted(offsets)}")
-    if problems:
-        raise KnownBug("; ".join(problems))
+    assert not problems, "; ".join(problems)
 
 
 @pytest.mark.parametrize("moment", ["before the rename", "after the rename"])

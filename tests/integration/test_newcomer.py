@@ -1,6 +1,7 @@
 """What a newcomer meets first (issue 17): restore beside WALRUST_REPLICA_ROOT, the restored
 file's permissions. Through the real sqlite3 shell, as a new user would run it."""
 
+import json
 import os
 import subprocess
 
@@ -38,7 +39,11 @@ SELECT walrust_restore('file://{root}/app.db', '{out}/out.db') > 0;
     # Restore's temporary file never replicated: no replica, no shadow directory, no -wal/-shm,
     # no message about it.
     assert sorted(os.listdir(root)) == ["app.db"]
-    assert sorted(os.listdir(out)) == ["out.db"]
+    # Beside it only the restore's record (SPEC 6: a restored copy may continue the history),
+    # which names the replica restored from, not the temporary file.
+    assert sorted(os.listdir(out)) == ["out.db", "out.db-walrust"]
+    state = json.loads((out / "out.db-walrust" / "state.json").read_text())
+    assert state["replica"] == f"file://{root}/app.db" and state["restored_txid"] > 0, state
     assert "tmp-walrust" not in stderr, stderr
     assert stderr == "", stderr
 

@@ -79,6 +79,12 @@ impl ShadowDir {
         state::read(&self.state_path())
     }
 
+    /// `state.json`, or the state of a database that never uploaded when there is none (or
+    /// it cannot be read: the uploader then checks the replica from scratch).
+    pub fn state_or_default(&self) -> State {
+        self.read_state().ok().flatten().unwrap_or_default()
+    }
+
     pub fn write_state(&self, s: &State) -> io::Result<()> {
         state::write(&self.state_path(), s)
     }

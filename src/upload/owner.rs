@@ -33,13 +33,7 @@ pub(super) fn check_replica(e: &mut Entry) -> Result<(), String> {
             .unwrap_or(0),
         has_files: !files.is_empty(),
     };
-    let mut st = e
-        .repl
-        .shadow
-        .read_state()
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+    let mut st = e.repl.shadow.state_or_default();
     let verdict = history::decide(&view, &st.local_view());
     crate::log::trace(|| format!("{}: {verdict:?} ({view:?})", e.repl.db_path.display()));
     let owner = match verdict {
@@ -352,13 +346,7 @@ pub fn claim_next_generation(store: &dyn crate::store::Store) -> Result<(Owner, 
 /// snapshot that starts the new generation is requested; the caller waits for it.
 pub(super) fn take_over(e: &mut Entry) -> Result<(), String> {
     let (owner, max) = claim_next_generation(e.repl.store.as_ref())?;
-    let mut st = e
-        .repl
-        .shadow
-        .read_state()
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+    let mut st = e.repl.shadow.state_or_default();
     st.owner = Some(owner);
     st.takeover = true;
     st.restored_txid = None;

@@ -164,25 +164,8 @@ pub fn take(
     result
 }
 
-/// Why a snapshot failed.
-#[derive(Debug)]
-pub enum Error {
-    /// The manifest write found another owner (`history`).
-    NotOwner(Option<crate::history::Owner>),
-    Other(String),
-}
-
-impl From<String> for Error {
-    fn from(e: String) -> Error {
-        Error::Other(e)
-    }
-}
-
-impl From<&str> for Error {
-    fn from(e: &str) -> Error {
-        Error::Other(e.to_string())
-    }
-}
+/// Why a snapshot failed: the same reasons as any upload.
+pub use super::batch::Error;
 
 /// A snapshot waiting for the application's next commit to fix its point.
 pub struct Handoff {
@@ -288,10 +271,6 @@ fn stream(
     let HashingWriter { hasher, .. } = writer;
     let sha = hasher.finish();
     let key = FileKey::new(crate::store::SNAPSHOT_LEVEL, Txid::ONE, max).unwrap();
-    match put_with_manifest(repl.store.as_ref(), expect, &key, &tmp.path, ts, sha) {
-        Ok(()) => {}
-        Err(super::batch::Error::NotOwner(o)) => return Err(Error::NotOwner(o)),
-        Err(e) => return Err(Error::Other(e.to_string())),
-    }
+    put_with_manifest(repl.store.as_ref(), expect, &key, &tmp.path, ts, sha)?;
     Ok(max)
 }

@@ -280,13 +280,7 @@ fn tick(e: &mut Entry) {
 fn take_lock(e: &mut Entry) -> bool {
     match e.repl.shadow.try_lock_uploader() {
         Ok(Some(f)) => {
-            let st = e
-                .repl
-                .shadow
-                .read_state()
-                .ok()
-                .flatten()
-                .unwrap_or_default();
+            let st = e.repl.shadow.state_or_default();
             e.lock = Some(f);
             e.uploaded = st.uploaded_txid;
             e.read_cursor = Cursor {
@@ -423,7 +417,9 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
                     owner::lost(e, found);
                     return Ok(());
                 }
-                Err(snapshot::Error::Other(err)) => return Err(err),
+                Err(err) => {
+                    return Err(format!("walrust: snapshot to {} failed: {err}", e.repl.url))
+                }
             };
             if e.fresh_snapshot_above.is_some() {
                 // A new TXID: level 0 goes on after it (the only gap it ever has).
@@ -565,13 +561,7 @@ fn write_manifest(e: &mut Entry, force: bool) -> Result<(), String> {
 /// Writes progress to `state.json` and trims what is uploaded from the shadow log.
 fn persist(e: &mut Entry) -> Result<(), String> {
     let all_done = e.pending.iter().all(|r| r.header.txid <= e.level0);
-    let mut st: State = e
-        .repl
-        .shadow
-        .read_state()
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+    let mut st: State = e.repl.shadow.state_or_default();
     st.version = 1;
     st.replica = e.repl.url.clone();
     st.uploaded_txid = e.uploaded;

@@ -131,7 +131,8 @@ pub enum Verdict {
     /// Ours, but the replica is behind what we recorded (files were removed by hand), or a
     /// takeover is pending: a snapshot with a TXID past `above`.
     Snapshot { above: u64 },
-    /// A replica written before owners existed, by this database: record the owner and go on.
+    /// A replica written before owners existed, by this database: record the owner, then
+    /// decide again as its owner.
     Adopt,
     /// Not ours: nothing of this database may reach the replica.
     Refuse(Refusal),
@@ -177,9 +178,9 @@ impl fmt::Display for Refusal {
 pub fn decide(replica: &ReplicaView, local: &LocalView) -> Verdict {
     match (replica.owner, local.owner) {
         (None, _) if !replica.has_files => Verdict::Claim,
-        (None, None) if local.uploaded_txid > 0 && local.uploaded_txid == replica.max_txid => {
-            Verdict::Adopt
-        }
+        // Written by this database (its state.json names this replica and an upload) before
+        // owners existed: whether it then continues, resumes or snapshots is decided as owner.
+        (None, None) if local.uploaded_txid > 0 => Verdict::Adopt,
         (None, _) => Verdict::Refuse(Refusal::Foreign { theirs: None }),
         (Some(theirs), Some(ours)) if theirs.history == ours.history => {
             if ours.generation < theirs.generation {
@@ -284,9 +285,9 @@ mod tests {
             decide(&replica(theirs, 12), &local(owner(8, 1), 12)),
             Verdict::Refuse(Refusal::Foreign { .. })
         ));
-        // Files without an owner that this database did not write: Litestream's, say.
+        // Files without an owner, and this database never uploaded: Litestream's, say.
         assert!(matches!(
-            decide(&replica(None, 12), &local(None, 3)),
+            decide(&replica(None, 12), &local(None, 0)),
             Verdict::Refuse(Refusal::Foreign { theirs: None })
         ));
     }
@@ -328,6 +329,13 @@ mod tests {
     #[test]
     fn a_legacy_replica_of_ours_is_adopted() {
         assert_eq!(decide(&replica(None, 9), &local(None, 9)), Verdict::Adopt);
+        // An uploader of the old version died after an upload: still ours, then resumed.
+        assert_eq!(decide(&replica(None, 12), &local(None, 9)), Verdict::Adopt);
+        let o = owner(5, 1);
+        assert_eq!(
+            decide(&replica(o, 12), &local(o, 9)),
+            Verdict::Resume { replica_max: 12 }
+        );
     }
 
     #[test]

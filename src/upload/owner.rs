@@ -24,7 +24,7 @@ pub(super) fn check_replica(e: &mut Entry) -> Result<(), String> {
         .list(None, Times::Listed)
         .map_err(|err| failed("list the replica", err))?;
     let manifest = manifest::load(store).map_err(|err| failed("read manifest.json", err))?;
-    let view = ReplicaView {
+    let mut view = ReplicaView {
         owner: manifest.as_ref().and_then(|(m, _)| m.owner()),
         max_txid: files
             .iter()
@@ -34,7 +34,18 @@ pub(super) fn check_replica(e: &mut Entry) -> Result<(), String> {
         has_files: !files.is_empty(),
     };
     let mut st = e.repl.shadow.state_or_default();
-    let verdict = history::decide(&view, &st.local_view());
+    let mut verdict = history::decide(&view, &st.local_view());
+    if verdict == Verdict::Adopt {
+        // A replica this database wrote before owners existed: record one, then decide as
+        // its owner (continue, resume or snapshot).
+        let o = Owner::new_history();
+        if !claim(e, o)? {
+            return Ok(());
+        }
+        view.owner = Some(o);
+        st.owner = Some(o);
+        verdict = history::decide(&view, &st.local_view());
+    }
     crate::log::trace(|| format!("{}: {verdict:?} ({view:?})", e.repl.db_path.display()));
     let owner = match verdict {
         Verdict::Refuse(r) => {
@@ -46,9 +57,7 @@ pub(super) fn check_replica(e: &mut Entry) -> Result<(), String> {
             if !claim(e, o)? {
                 return Ok(());
             }
-            if verdict == Verdict::Claim {
-                e.fresh_snapshot_above = Some(view.max_txid.max(e.uploaded));
-            }
+            e.fresh_snapshot_above = Some(view.max_txid.max(e.uploaded));
             o
         }
         Verdict::Continue if st.owner.is_none() => {

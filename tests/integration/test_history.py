@@ -387,3 +387,35 @@ def test_a_script_that_never_syncs_leaves_every_commit_in_the_replica(tmp_path, 
     c.exit(close=False)  # the script ends; Python closes the connection on its way out
     _, got = restored(walrust, replica, tmp_path, "r.db")
     assert_same_contents(db_contents(db), got)
+
+
+# --- upgrades ---------------------------------------------------------------------------------
+
+
+def test_a_replica_written_before_owners_is_adopted(tmp_path, walrust, replica):
+    """A replica and shadow directory as the previous walrust left them (manifest version 1, no
+    owner anywhere) go on after an upgrade: no refusal, no new snapshot."""
+    db = tmp_path / "app.db"
+    c = Child(walrust.ext, db, replica, sync_interval=0)
+    c.sql("PRAGMA journal_mode=WAL")
+    c.sql("CREATE TABLE t(x)")
+    c.sql("INSERT INTO t VALUES (1)")
+    c.one("SELECT walrust_sync()")
+    c.exit()
+    manifest = replica.objects / "manifest.json"
+    m = json.loads(manifest.read_text())
+    m.pop("history"), m.pop("generation")
+    m["version"] = 1
+    manifest.write_text(json.dumps(m))
+    state_path = shadow(db) / "state.json"
+    state = json.loads(state_path.read_text())
+    state.pop("owner")
+    state_path.write_text(json.dumps(state))
+    c = Child(walrust.ext, db, replica, sync_interval=0)
+    c.sql("INSERT INTO t VALUES (2)")
+    c.one("SELECT walrust_sync()")
+    c.exit()
+    assert len(snapshots(replica)) == 1
+    assert json.loads(manifest.read_text())["history"]
+    _, got = restored(walrust, replica, tmp_path, "r.db")
+    assert got["tables"]["t"] == [(1,), (2,)]

@@ -104,14 +104,19 @@ pub(super) fn check_replica(e: &mut Entry) -> Result<(), String> {
     st.takeover = false;
     st.uploaded_txid = e.uploaded;
     st.replica = e.repl.url.clone();
-    e.repl.shadow.write_state(&st).map_err(|err| {
+    save_state(e, &st)?;
+    e.replica_checked = true;
+    Ok(())
+}
+
+/// Writes `state.json`; the error names the file.
+pub(super) fn save_state(e: &Entry, st: &crate::shadow::State) -> Result<(), String> {
+    e.repl.shadow.write_state(st).map_err(|err| {
         format!(
             "walrust: cannot write {}: {err}",
             e.repl.shadow.state_path().display()
         )
-    })?;
-    e.replica_checked = true;
-    Ok(())
+    })
 }
 
 /// The newest TXID the incremental levels (0–8) reach: where level 0 goes on from.
@@ -361,12 +366,7 @@ pub(super) fn take_over(e: &mut Entry) -> Result<(), String> {
     st.restored_txid = None;
     st.last_error = None;
     st.replica = e.repl.url.clone();
-    e.repl.shadow.write_state(&st).map_err(|err| {
-        format!(
-            "walrust: cannot write {}: {err}",
-            e.repl.shadow.state_path().display()
-        )
-    })?;
+    save_state(e, &st)?;
     e.owner = Some(owner);
     e.refused = None;
     e.replica_checked = true;

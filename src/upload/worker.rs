@@ -571,12 +571,7 @@ fn persist(e: &mut Entry) -> Result<(), String> {
         st.cursor_seq = e.read_cursor.seq;
         st.cursor_offset = e.read_cursor.offset;
     }
-    e.repl.shadow.write_state(&st).map_err(|err| {
-        format!(
-            "walrust: cannot write {}: {err}",
-            e.repl.shadow.state_path().display()
-        )
-    })?;
+    owner::save_state(e, &st)?;
     crate::failpoint::hit("upload.state_written");
     if all_done {
         e.pending.clear();

@@ -11,12 +11,16 @@ use super::{Header, Kind, ShadowDir, State, WalPos};
 use std::io;
 use std::path::Path;
 
-/// Records the restore of `db` from `replica` at `txid`. Any earlier shadow directory of that
-/// path is replaced (restore only writes to a path that did not exist).
+/// Records the restore of `db` from `replica` at `txid`. A directory already at that path (a
+/// shadow directory a removed database left, or anything of the user's) is never touched: the
+/// record is not written, and the caller says so.
 pub fn record(db: &Path, replica: &str, txid: u64) -> io::Result<()> {
     let root = ShadowDir::path_for(db, None);
-    if root.exists() {
-        std::fs::remove_dir_all(&root)?;
+    if std::fs::symlink_metadata(&root).is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists already and was left alone", root.display()),
+        ));
     }
     let shadow = ShadowDir::create(root)?;
     let mut log = Appender::new(shadow.log_dir());

@@ -336,6 +336,14 @@ fn follow_other_uploader(e: &mut Entry) {
 }
 
 fn answer_waiters(e: &mut Entry) {
+    // Refused during this step (a manifest write found a new owner): the batch just uploaded
+    // is in no restore of the newest state, so nothing may be acknowledged.
+    if let Some(why) = &e.refused {
+        for (_, w) in e.waiters.drain(..) {
+            let _ = w.send(Err(why.clone()));
+        }
+        return;
+    }
     let uploaded = e.uploaded;
     e.waiters.retain(|(txid, w)| {
         if *txid <= uploaded {

@@ -104,6 +104,11 @@ for name in "${suites[@]}"; do
     total_skips=$((total_skips + skips))
     summary+=("$(printf '%-9s %s, %s skipped' "$name" "$verdict" "$skips")")
     while IFS= read -r line; do summary+=("          $line"); done < <(closing_lines "$name" "$log")
+    if [ "$name" = sql ] && [ "$rc" -ne 0 ]; then
+        # CI shows only the end of the output: the failing files' diffs go in the summary.
+        while IFS= read -r line; do summary+=("          $line"); done \
+            < <(grep -E '^(FAILED  |failed: |    )' "$log" | head -n 60)
+    fi
     if [ -f "$logs/$name.skips" ]; then
         while IFS= read -r line; do summary+=("          $line"); done <"$logs/$name.skips"
     fi

@@ -281,7 +281,14 @@ impl Appender {
             if cut {
                 seg.file.set_len(seg.end)?;
             }
+            let (first_look, seq) = (!seg.checked, seg.seq);
             seg.checked = true;
+            if first_look && self.last.is_none() {
+                // A segment with no record yet (a process died right after a roll): the log's
+                // newest record is in a sealed segment before it. Not knowing it would number
+                // the next transaction as if the log were empty.
+                self.last = last_record_before(&self.dir, seq)?;
+            }
             return Ok(());
         }
     }
@@ -411,8 +418,13 @@ impl Appender {
 /// The newest record in the log (never a `Roll`), read without modifying anything: safe
 /// without the WAL write lock. A torn tail is simply not counted.
 pub fn last_record(dir: &Path) -> io::Result<Option<Header>> {
+    last_record_before(dir, u64::MAX)
+}
+
+/// As `last_record`, looking only at segments numbered below `below`.
+fn last_record_before(dir: &Path, below: u64) -> io::Result<Option<Header>> {
     let seqs = list_segments(dir)?;
-    for &seq in seqs.iter().rev() {
+    for &seq in seqs.iter().rev().filter(|&&s| s < below) {
         let file = match File::open(segment_path(dir, seq)) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -731,6 +743,32 @@ mod tests {
         a.refresh().unwrap();
         assert_eq!(a.last().unwrap().txid, per + 3);
         drop_spare(&d);
+    }
+
+    #[test]
+    fn a_process_that_died_right_after_a_roll_leaves_the_numbering_to_the_sealed_segment() {
+        let d = tmpdir("died-after-roll");
+        let mut a = Appender::new(d.clone());
+        let per = ROLL_BYTES / (516 * 400) + 1;
+        for t in 1..=per {
+            append(&mut a, t, 400);
+        }
+        assert!(prepare_spare(&d).unwrap());
+        a.roll().unwrap(); // sealed, the spare renamed into place, then killed
+        drop(a);
+        assert_eq!(list_segments(&d).unwrap(), vec![1, 2]);
+        let mut b = Appender::new(d.clone()).with_floor(per - 20);
+        b.refresh().unwrap();
+        assert_eq!(b.last().map(|h| h.txid), Some(per));
+        assert_eq!(
+            b.next_txid(),
+            per + 1,
+            "a TXID of the sealed segment reused"
+        );
+        append(&mut b, per + 1, 1);
+        let (recs, _) = Reader::new(d.clone()).read_from(Cursor::default()).unwrap();
+        let txids: Vec<u64> = recs.iter().map(|r| r.header.txid).collect();
+        assert_eq!(txids, (1..=per + 1).collect::<Vec<_>>());
     }
 
     #[test]

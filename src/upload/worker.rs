@@ -21,6 +21,8 @@ pub(super) struct Entry {
     lock: Option<File>,
     pub(super) reader: Reader,
     pub(super) read_cursor: Cursor,
+    /// The TXID of the last record read from the log: each one must be above it.
+    last_read_txid: u64,
     /// Records read from the log and not yet known to be in the replica.
     pending: Vec<RecordRef>,
     /// The newest TXID a restore of the replica's newest state returns.
@@ -66,6 +68,7 @@ impl Entry {
             db,
             lock: None,
             read_cursor: Cursor::default(),
+            last_read_txid: 0,
             pending: Vec::new(),
             uploaded: 0,
             level0: 0,
@@ -407,6 +410,7 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
         if r.header.kind == Kind::Resync && r.header.txid > e.level0 {
             e.fresh_snapshot_above = Some(e.fresh_snapshot_above.unwrap_or(0).max(e.uploaded));
         }
+        note_order(e, &r);
         e.pending.push(r);
     }
     let snapshot_due =
@@ -461,7 +465,10 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
                 .map_err(|err| err.to_string())?;
             e.batch_full |= recs.len() >= room;
             e.read_cursor = cursor;
-            e.pending.extend(recs);
+            for r in recs {
+                note_order(e, &r);
+                e.pending.push(r);
+            }
             persist(e)?;
         }
     }
@@ -483,6 +490,29 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
     let quiet = !got_records && e.pending.iter().all(|r| r.header.txid <= e.level0);
     write_manifest(e, quiet || !e.waiters.is_empty())?;
     Ok(())
+}
+
+/// Each record of the log numbers its transaction above the one before it. One that does not
+/// (a bug, or a log edited by hand) must not be trusted to say what is new: a snapshot with a
+/// TXID above every number seen replaces them, so the replica stays whole.
+fn note_order(e: &mut Entry, r: &RecordRef) {
+    let prev = e.last_read_txid;
+    e.last_read_txid = prev.max(r.header.txid);
+    if prev == 0 || r.header.txid > prev {
+        return;
+    }
+    eprintln!(
+        "walrust: warning: the shadow log of {} numbers a transaction {} after {}; taking a snapshot above both so that the replica stays whole",
+        e.repl.shadow.root.display(),
+        r.header.txid,
+        prev
+    );
+    let above = e
+        .fresh_snapshot_above
+        .unwrap_or(0)
+        .max(e.uploaded)
+        .max(prev);
+    e.fresh_snapshot_above = Some(above);
 }
 
 /// Uploads pending transactions as one level-0 file (if any), then records progress.

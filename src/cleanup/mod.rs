@@ -24,12 +24,13 @@ pub struct Removed {
     pub bytes: u64,
 }
 
-/// At the start of replication: the shadow directory's `tmp/` and `log/`, and the replica if
+/// At the start of replication: the shadow directory, its `tmp/` and `log/`, and the replica if
 /// it is a local directory.
 pub fn at_replication_start(shadow: &ShadowDir, replica_url: &str) -> Removed {
     let mut r = Removed::default();
     sweep(&shadow.tmp_dir(), names::shadow_tmp, &mut r);
     sweep(&shadow.log_dir(), names::spare, &mut r);
+    sweep(&shadow.root, names::state_tmp, &mut r);
     sweep_replica(replica_url, &mut r);
     report(r, &shadow.root.display().to_string());
     r

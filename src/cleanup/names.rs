@@ -3,6 +3,7 @@
 //! never recognised.
 //!
 //! - `<db>-walrust/tmp/<min>-<max>.ltx.<pid>.tmp`: an LTX file being built (`upload::batch`).
+//! - `<db>-walrust/state.json.<pid>-<n>.tmp`: `state.json` being replaced (`shadow::state`).
 //! - `<db>-walrust/log/spare.tmp.<pid>`: a spare log segment being written (`shadow::log`).
 //! - a local-directory replica's `<name>.<pid>-<n>.tmp`: a file being written (`store::fs`).
 //! - `walrust-compact-<pid>-<n>.<what>.tmp` in the temporary directory of a compaction (the
@@ -30,6 +31,14 @@ pub fn shadow_tmp(name: &str) -> Option<Pid> {
         (hex16(a) && hex16(b)).then_some(())?;
         digits(pid).map(Pid)
     })
+}
+
+/// `state.json.<pid>-<n>.tmp` in the shadow directory (`shadow::state`).
+pub fn state_tmp(name: &str) -> Option<Pid> {
+    let tag = name.strip_prefix("state.json.")?.strip_suffix(".tmp")?;
+    let (pid, n) = tag.split_once('-')?;
+    digits(n)?;
+    digits(pid).map(Pid)
 }
 
 /// `spare.tmp.<pid>` in the shadow log's folder.
@@ -68,6 +77,7 @@ mod tests {
         assert_eq!(shadow_tmp(&format!("{ltx}.4242.tmp")), Some(Pid(4242)));
         assert_eq!(shadow_tmp("walrust-compact-77-3.spool.tmp"), Some(Pid(77)));
         assert_eq!(spare("spare.tmp.981"), Some(Pid(981)));
+        assert_eq!(state_tmp("state.json.981-0.tmp"), Some(Pid(981)));
         assert_eq!(replica_tmp(&format!("{ltx}.12-0.tmp")), Some(Pid(12)));
         assert_eq!(replica_tmp("manifest.json.12-5.tmp"), Some(Pid(12)));
         assert_eq!(compaction("walrust-compact-5-0.merged.tmp"), Some(Pid(5)));

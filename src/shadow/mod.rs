@@ -89,6 +89,11 @@ impl ShadowDir {
         state::write(&self.state_path(), s)
     }
 
+    /// Creates `state.json` unless it exists; false if it did.
+    pub fn create_state(&self, s: &State) -> io::Result<bool> {
+        state::write_new(&self.state_path(), s)
+    }
+
     /// Takes the uploader lock if no other process holds it. The lock lasts as long as the
     /// returned file is open, and dies with the process.
     pub fn try_lock_uploader(&self) -> io::Result<Option<File>> {

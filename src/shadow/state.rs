@@ -1,12 +1,14 @@
 //! `state.json` in the shadow directory: what has been uploaded, shared by every process that
-//! opens the database. Written only by the process holding the uploader lock, atomically
-//! (temporary file, fsync, rename); read by anyone.
+//! opens the database. Written by the process holding the uploader lock, atomically
+//! (temporary file, fsync, rename), and created once by the first process to replicate the
+//! database (never over an existing one); read by anyone.
 
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -59,15 +61,47 @@ pub fn read(path: &Path) -> io::Result<Option<State>> {
     }
 }
 
+/// Replaces `state.json` atomically: a temporary file of this process's own
+/// (`state.json.<pid>-<n>.tmp`, so that two processes writing at once never rename each
+/// other's), synced, then renamed into place.
 pub fn write(path: &Path, state: &State) -> io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let mut f: File = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(state).expect("state serializes"))?;
-    f.sync_data()?;
-    fs::rename(&tmp, path)
+    let tmp = write_tmp(path, state)?;
+    fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
+}
+
+/// Writes `state.json` only if there is none: false when another process got there first
+/// (its state, maybe an uploader's progress, is never overwritten).
+pub fn write_new(path: &Path, state: &State) -> io::Result<bool> {
+    let tmp = write_tmp(path, state)?;
+    let linked = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn write_tmp(path: &Path, state: &State) -> io::Result<PathBuf> {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_extension(format!("json.{}-{n}.tmp", std::process::id()));
+    let written = (|| {
+        let mut f: File = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(state).expect("state serializes"))?;
+        f.sync_data()
+    })();
+    match written {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
 }

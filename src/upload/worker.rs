@@ -21,8 +21,9 @@ pub(super) struct Entry {
     lock: Option<File>,
     pub(super) reader: Reader,
     pub(super) read_cursor: Cursor,
-    /// The TXID of the last record read from the log: each one must be above it.
-    last_read_txid: u64,
+    /// Where the last record read from the log lies, and its TXID: the next one's must be above
+    /// it (see `note_order`).
+    last_read: Option<((u64, u64), u64)>,
     /// Records read from the log and not yet known to be in the replica.
     pending: Vec<RecordRef>,
     /// The newest TXID a restore of the replica's newest state returns.
@@ -68,7 +69,7 @@ impl Entry {
             db,
             lock: None,
             read_cursor: Cursor::default(),
-            last_read_txid: 0,
+            last_read: None,
             pending: Vec::new(),
             uploaded: 0,
             level0: 0,
@@ -496,22 +497,29 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
 /// (a bug, or a log edited by hand) must not be trusted to say what is new: a snapshot with a
 /// TXID above every number seen replaces them, so the replica stays whole.
 fn note_order(e: &mut Entry, r: &RecordRef) {
-    let prev = e.last_read_txid;
-    e.last_read_txid = prev.max(r.header.txid);
-    if prev == 0 || r.header.txid > prev {
+    let at = (r.seq, r.offset);
+    let txid = r.header.txid;
+    let prev = e.last_read.replace((at, txid));
+    let Some((prev_at, prev_txid)) = prev else {
+        return;
+    };
+    // Read again after the cursor moved back (a re-read, not a new record), or a `Position`
+    // record, which carries the TXID of the record before it.
+    let in_order =
+        at <= prev_at || txid > prev_txid || (r.header.kind == Kind::Position && txid == prev_txid);
+    if in_order {
         return;
     }
+    e.last_read = Some((at, prev_txid));
     eprintln!(
-        "walrust: warning: the shadow log of {} numbers a transaction {} after {}; taking a snapshot above both so that the replica stays whole",
+        "walrust: warning: the shadow log of {} numbers a transaction {txid} after {prev_txid}; taking a snapshot above both so that the replica stays whole",
         e.repl.shadow.root.display(),
-        r.header.txid,
-        prev
     );
     let above = e
         .fresh_snapshot_above
         .unwrap_or(0)
         .max(e.uploaded)
-        .max(prev);
+        .max(prev_txid);
     e.fresh_snapshot_above = Some(above);
 }
 

@@ -361,17 +361,10 @@ impl Database {
             return Err(conflict_message(&self.path, &state.replica, &described));
         }
         if state.replica.is_empty() {
-            state = State {
-                version: 1,
-                replica: described.clone(),
-                ..state
-            };
-            shadow.write_state(&state).map_err(|e| {
-                format!(
-                    "walrust: cannot write {}: {e}",
-                    shadow.state_path().display()
-                )
-            })?;
+            state = record_replica(&shadow, state, &described)?;
+            if !same_replica(&state.replica, &described) {
+                return Err(conflict_message(&self.path, &state.replica, &described));
+            }
         }
         crate::cleanup::at_replication_start(&shadow, &described);
         let repl = Arc::new(Replication::new(
@@ -801,4 +794,30 @@ fn conflict_message(db: &Path, in_use: &str, asked: &str) -> String {
         db.display(),
         db.display()
     )
+}
+
+/// Records the replica URL in a `state.json` that names none. The first process to replicate
+/// the database creates the file; one that finds it created meanwhile (another process
+/// opening at the same instant, or its uploader) takes what is there, never overwriting it.
+fn record_replica(shadow: &ShadowDir, state: State, described: &str) -> Result<State, String> {
+    let cannot = |e: std::io::Error| {
+        format!(
+            "walrust: cannot write {}: {e}; check the directory's permissions and free space",
+            shadow.state_path().display()
+        )
+    };
+    let wanted = State {
+        version: 1,
+        replica: described.to_string(),
+        ..state
+    };
+    let existing = shadow.read_state().ok().flatten();
+    match existing {
+        Some(found) if !found.replica.is_empty() => Ok(found),
+        Some(_) => shadow.write_state(&wanted).map(|_| wanted).map_err(cannot),
+        None => match shadow.create_state(&wanted).map_err(cannot)? {
+            true => Ok(wanted),
+            false => Ok(shadow.state_or_default()),
+        },
+    }
 }

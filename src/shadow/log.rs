@@ -533,15 +533,20 @@ impl Reader {
 }
 
 /// Remembers a segment file written since the last `files_to_sync`. A process that appends
-/// without ever syncing (`synchronous=NORMAL`, or only catching up other processes' commits)
-/// keeps a few handles, not one per segment ever written.
+/// for a long time between syncs keeps a few handles, not one per segment ever written.
 fn note_unsynced(unsynced: &mut Vec<Arc<File>>, file: &Arc<File>) {
     const MAX_UNSYNCED: usize = 4;
     if unsynced.iter().any(|f| Arc::ptr_eq(f, file)) {
         return;
     }
     if unsynced.len() >= MAX_UNSYNCED {
-        unsynced.remove(0);
+        // Its records may be owed a sync (`synchronous=FULL`, before the WAL generation
+        // ends): pay it now rather than forget it. Once per few segments, at a roll.
+        if let Err(e) = unsynced.remove(0).sync_data() {
+            crate::log::error(&format!(
+                "walrust: cannot sync a sealed shadow-log segment: {e}; committed transactions may not survive a power failure once the WAL is checkpointed"
+            ));
+        }
     }
     unsynced.push(file.clone());
 }

@@ -89,8 +89,13 @@ struct DbState {
     pending: Option<super::capture::Committed>,
     /// The WAL handle (one per connection) that wrote the pending commit.
     pending_writer: WalHandle,
-    /// That handle synced the WAL for the pending commit (`synchronous=FULL`): sync the log too.
+    /// That handle synced the WAL for the pending commit (`synchronous=FULL`).
     pending_sync: bool,
+    /// Records of commits whose WAL SQLite synced (`synchronous=FULL`) are in the log, not yet
+    /// synced. The commit path adds no fsync: the WAL holds those commits durably until its
+    /// generation ends, and the log is synced then (`sync_log_at_generation_end`), before
+    /// the WAL is restarted, truncated or deleted.
+    log_owes_sync: bool,
     /// Without shared-memory locks (`locking_mode=EXCLUSIVE`) a commit is appended as soon as
     /// its frame is written: the handle that wrote it, until its WAL sync (if any) came.
     appended_unsynced: Option<WalHandle>,
@@ -460,14 +465,12 @@ impl Database {
     /// A connection of this process is about to release the WAL write lock: its commit, now
     /// published in the WAL index, goes into the log before anyone else can write.
     pub fn write_lock_releasing(&self) {
-        let (repl, due) = {
+        let repl = {
             let mut st = self.lock();
             st.in_write_txn = false;
-            let due = self.flush_pending(&mut st);
-            (st.replication.clone(), due)
+            self.flush_pending(&mut st);
+            st.replication.clone()
         };
-        // Synced after the database's lock is released, before SQLite's write lock is.
-        due.run(repl.as_deref());
         // A snapshot that could not get the write lock fixes its point here, while this
         // thread still holds it.
         if let Some(repl) = repl {
@@ -478,12 +481,11 @@ impl Database {
         }
     }
 
-    /// Appends the commit waiting for the write lock's release, if any. What it returns must be
-    /// synced before the write lock is released (`synchronous=FULL`).
-    #[must_use]
-    fn flush_pending(&self, st: &mut DbState) -> SyncDue {
+    /// Appends the commit waiting for the write lock's release, if any. Nothing is synced
+    /// here, whatever `synchronous` says: see `log_owes_sync`.
+    fn flush_pending(&self, st: &mut DbState) {
         let Some(c) = st.pending.take() else {
-            return SyncDue(Vec::new());
+            return;
         };
         let sync = std::mem::take(&mut st.pending_sync);
         if st.wal_file.is_none() {
@@ -500,7 +502,7 @@ impl Database {
                     let err = io::Error::other("the WAL header could not be read");
                     st.wal_file = file;
                     self.account(st, Err(err));
-                    return SyncDue(Vec::new());
+                    return;
                 }
             },
         };
@@ -509,9 +511,27 @@ impl Database {
         st.wal_file = file;
         st.capture.recycle(c.images);
         self.account(st, result);
-        // Taken either way: at synchronous=NORMAL the handles are simply let go.
+        self.owe_sync(st, sync);
+    }
+
+    /// After an append: a commit SQLite made durable (`synced`) puts the log in debt until
+    /// the WAL generation ends. Without such a commit (`synchronous=NORMAL`) the log is left
+    /// to the page cache, as the WAL is: its handles are let go.
+    fn owe_sync(&self, st: &mut DbState, synced: bool) {
+        st.log_owes_sync |= synced;
+        if !st.log_owes_sync {
+            let _ = st.appender.as_mut().unwrap().files_to_sync();
+        }
+    }
+
+    /// The WAL generation is ending (restart, truncation, deletion): the commits of it that
+    /// SQLite made durable are only in the log from now on, so the log is synced first.
+    fn sync_log_at_generation_end(&self, st: &mut DbState) {
+        if !std::mem::take(&mut st.log_owes_sync) {
+            return;
+        }
         let files = st.appender.as_mut().unwrap().files_to_sync();
-        SyncDue(if sync { files } else { Vec::new() })
+        SyncDue(files).run(st.replication.as_deref());
     }
 
     /// Before a WAL write: a new header means a new generation; settle the old one first.
@@ -528,7 +548,7 @@ impl Database {
         let Some(new) = st.capture.header_write(off, data) else {
             return;
         };
-        self.flush_pending(&mut st).run(st.replication.as_deref());
+        self.flush_pending(&mut st);
         let old = read_wal_header(read);
         if old.map(|h| h.salts) != Some(new.salts) {
             let fp = || fingerprint(&self.path);
@@ -540,6 +560,7 @@ impl Database {
                 None,
             );
             self.account(&mut st, result);
+            self.sync_log_at_generation_end(&mut st);
         }
         st.capture.start_generation(new);
     }
@@ -562,7 +583,7 @@ impl Database {
         };
         if st.in_write_txn {
             // A second commit under one lock: the first goes in first.
-            self.flush_pending(&mut st).run(st.replication.as_deref());
+            self.flush_pending(&mut st);
             st.pending = Some(c);
             st.pending_writer = writer;
             return;
@@ -599,28 +620,25 @@ impl Database {
     }
 
     /// SQLite synced the WAL. With a commit pending, that is `synchronous=FULL` (or EXTRA)
-    /// making the commit durable: its record is synced too, before the write lock is released.
-    /// Otherwise it is a checkpoint's sync (`synchronous=NORMAL` syncs nothing else), and the
-    /// log is left to the page cache: see "Durability at synchronous=NORMAL" in README.md.
-    /// `handle` tells the committing connection's sync from another connection's (the
-    /// checkpoint thread's, say) that happens to come while a commit is pending.
+    /// making the commit durable: the log owes a sync before this WAL generation ends
+    /// (`log_owes_sync`); the commit itself waits for no other fsync. Otherwise it is a
+    /// checkpoint's sync (`synchronous=NORMAL` syncs nothing else), and the log is left to the
+    /// page cache: see "Durability" in README.md. `handle` tells the committing connection's
+    /// sync from another connection's (the checkpoint thread's, say) that happens to come
+    /// while a commit is pending.
     pub fn wal_synced(&self, handle: WalHandle) {
-        let (repl, due) = {
-            let mut st = self.lock();
-            if st.pending.is_some() && st.pending_writer == handle {
-                st.pending_sync = true;
-                return;
-            }
-            // locking_mode=EXCLUSIVE appends at the commit frame, before SQLite syncs the WAL
-            // for it: this sync, from the same connection, is the commit's.
-            if st.appended_unsynced != Some(handle) {
-                return;
-            }
-            st.appended_unsynced = None;
-            let files = st.appender.as_mut().map(|a| a.files_to_sync());
-            (st.replication.clone(), SyncDue(files.unwrap_or_default()))
-        };
-        due.run(repl.as_deref());
+        let mut st = self.lock();
+        if st.pending.is_some() && st.pending_writer == handle {
+            st.pending_sync = true;
+            return;
+        }
+        // locking_mode=EXCLUSIVE appends at the commit frame, before SQLite syncs the WAL
+        // for it: this sync, from the same connection, is the commit's.
+        if st.appended_unsynced != Some(handle) || st.appender.is_none() {
+            return;
+        }
+        st.appended_unsynced = None;
+        self.owe_sync(&mut st, true);
     }
 
     pub fn before_wal_truncate(
@@ -635,12 +653,13 @@ impl Database {
         if st.replication.is_none() {
             return;
         }
-        self.flush_pending(&mut st).run(st.replication.as_deref());
+        self.flush_pending(&mut st);
         let hdr = read_wal_header(read);
         let fp = || fingerprint(&self.path);
         let result =
             commit::end_generation(st.appender.as_mut().unwrap(), hdr.as_ref(), read, &fp, None);
         self.account(&mut st, result);
+        self.sync_log_at_generation_end(&mut st);
         st.capture = Capture::default();
     }
 
@@ -649,11 +668,12 @@ impl Database {
         if st.replication.is_none() {
             return;
         }
-        self.flush_pending(&mut st).run(st.replication.as_deref());
+        self.flush_pending(&mut st);
         st.wal_file = None;
         // Leaving WAL mode (at a last close the database is forgotten right after).
         st.left_wal = true;
         let Ok(file) = std::fs::File::open(wal_path) else {
+            self.sync_log_at_generation_end(&mut st);
             return;
         };
         let mut read = |buf: &mut [u8], off: u64| read_full(Some(&file), buf, off);
@@ -668,6 +688,7 @@ impl Database {
             final_fp,
         );
         self.account(&mut st, result);
+        self.sync_log_at_generation_end(&mut st);
         st.capture = Capture::default();
     }
 
@@ -739,7 +760,7 @@ impl Database {
     }
 }
 
-/// Shadow-log files that must be synced before SQLite's write lock is released.
+/// Shadow-log files that must be synced before a WAL generation ends.
 struct SyncDue(Vec<Arc<std::fs::File>>);
 
 impl SyncDue {

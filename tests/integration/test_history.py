@@ -271,6 +271,42 @@ def test_a_lost_log_tail_after_a_power_failure_is_noticed(tmp_path, walrust, rep
     assert len(snapshots(replica)) == snaps + 1, "a lost tail is followed by a snapshot"
 
 
+def test_a_power_failure_at_full_loses_no_commit_the_wal_made_durable(tmp_path, walrust, replica):
+    """synchronous=FULL, SQLite's default: a commit waits for the WAL's fsync, not for the
+    shadow log's (SPEC 6: the commit path adds no fsync of its own). Killed after commits
+    returned, with the log's unsynced tail lost: the WAL still holds those commits, and the next
+    open copies them from there, in order, without a snapshot."""
+    db = tmp_path / "app.db"
+    c = Child(walrust.ext, db, replica, sync_interval=86_400_000)
+    c.sql("PRAGMA journal_mode=WAL")
+    assert c.one("PRAGMA synchronous") == 2, "FULL is the default"
+    c.sql("CREATE TABLE t(x)")
+    for i in range(10):
+        c.sql("INSERT INTO t VALUES (?)", i)
+    acknowledged = c.one("SELECT walrust_sync()")
+    saved = tmp_path / "disk"
+    shutil.copytree(shadow(db) / "log", saved / "log")
+    for i in range(10, 30):
+        c.sql("INSERT INTO t VALUES (?)", i)  # durable in the WAL when it returns
+    c.kill()
+    # The disk after the power failure: the WAL (synced at each commit) and state.json as they
+    # were, the log without what was appended after the copy.
+    shutil.rmtree(shadow(db) / "log")
+    shutil.copytree(saved / "log", shadow(db) / "log")
+    Path(str(db) + "-shm").unlink(missing_ok=True)
+    snaps = len(snapshots(replica))
+    c = Child(walrust.ext, db, replica, sync_interval=86_400_000)
+    c.sql("INSERT INTO t VALUES ('after')")
+    txid = c.one("SELECT walrust_sync()")
+    assert txid == acknowledged + 21, "the 20 commits from the WAL, then the new one, in order"
+    c.exit()
+    _, got = restored(walrust, replica, tmp_path, "r.db")
+    assert_same_contents(db_contents(db), got)
+    assert [r[0] for r in got["tables"]["t"]][-21:] == [*range(10, 30), "after"]
+    assert len(snapshots(replica)) == snaps, "recovered from the WAL, no snapshot needed"
+    assert level0_ranges(replica)[-1][1] == txid
+
+
 def test_deleted_log_segments_are_noticed(tmp_path, walrust, replica):
     """The application closed, someone removed the shadow log, the application came back."""
     db = tmp_path / "app.db"

@@ -179,8 +179,9 @@ pub fn decide(replica: &ReplicaView, local: &LocalView) -> Verdict {
     match (replica.owner, local.owner) {
         (None, _) if !replica.has_files => Verdict::Claim,
         // Written by this database (its state.json names this replica and an upload) before
-        // owners existed: whether it then continues, resumes or snapshots is decided as owner.
-        (None, None) if local.uploaded_txid > 0 => Verdict::Adopt,
+        // owners existed, or before a claim of its own that never landed: whether it then
+        // continues, resumes or snapshots is decided as owner.
+        (None, _) if local.uploaded_txid > 0 => Verdict::Adopt,
         (None, _) => Verdict::Refuse(Refusal::Foreign { theirs: None }),
         (Some(theirs), Some(ours)) if theirs.history == ours.history => {
             if ours.generation < theirs.generation {
@@ -336,6 +337,22 @@ mod tests {
             decide(&replica(o, 12), &local(o, 9)),
             Verdict::Resume { replica_max: 12 }
         );
+    }
+
+    #[test]
+    fn a_claim_recorded_ahead_survives_a_kill_on_either_side_of_the_manifest_write() {
+        let o = owner(7, 1);
+        // Killed after state.json named `o`, before the manifest did: claimed afresh, or
+        // adopted when this database had uploaded there before owners existed.
+        assert_eq!(decide(&replica(None, 0), &local(o, 0)), Verdict::Claim);
+        assert_eq!(decide(&replica(None, 12), &local(o, 9)), Verdict::Adopt);
+        // Killed after the manifest named `o`, before anything was uploaded: ours, snapshot.
+        let empty = ReplicaView {
+            owner: o,
+            max_txid: 0,
+            has_files: false,
+        };
+        assert_eq!(decide(&empty, &local(o, 0)), Verdict::Snapshot { above: 0 });
     }
 
     #[test]

@@ -296,6 +296,9 @@ impl Appender {
     fn open_newest(&mut self) -> io::Result<()> {
         let seqs = list_segments(&self.dir)?;
         let seq = seqs.last().copied().unwrap_or(1);
+        if seqs.len() >= 2 && seqs[seqs.len() - 2] == seq - 1 {
+            seal_if_open(&self.dir, seq - 1)?;
+        }
         let file = Arc::new(open_segment(&self.dir, seq, true)?);
         self.seg = Some(OpenSegment {
             seq,
@@ -371,23 +374,16 @@ impl Appender {
 
     fn roll(&mut self) -> io::Result<()> {
         let seg = self.seg.take().expect("open segment");
-        let roll = Header {
-            kind: Kind::Roll,
-            txid: self.last.map_or(0, |h| h.txid),
-            page_size: 0,
-            commit: 0,
-            n_pages: 0,
-            pos: record::WalPos::Unknown,
-            timestamp_ms: 0,
-            fingerprint: (0, 0),
-        };
-        let mut digest = record::Digest::new();
-        let hb = roll.encode(seg.seq);
-        digest.update(&hb);
-        let mut buf = hb.to_vec();
-        buf.extend_from_slice(&record::encode_trailer(digest.finalize(), roll.total_len()));
+        let buf = roll_record(self.last.map_or(0, |h| h.txid), seg.seq);
         seg.file.write_all_at(&buf, seg.end)?;
-        note_unsynced(&mut self.unsynced, &seg.file);
+        // A segment whose records are owed a sync (`synchronous=FULL`: they were appended
+        // since the last `files_to_sync`) is synced as it is sealed, once per segment: its
+        // handle must not outlive it, or its space would stay taken after the uploader
+        // deletes it. Otherwise (NORMAL) it is let go with the next `files_to_sync`.
+        match self.unsynced.iter().position(|f| Arc::ptr_eq(f, &seg.file)) {
+            Some(i) => self.unsynced.remove(i).sync_data()?,
+            None => note_unsynced(&mut self.unsynced, &seg.file),
+        }
         let next = seg.seq + 1;
         let path = segment_path(&self.dir, next);
         // Only a holder of the write lock creates segments, and the next one cannot exist yet
@@ -413,6 +409,50 @@ impl Appender {
     pub fn files_to_sync(&mut self) -> Vec<Arc<File>> {
         std::mem::take(&mut self.unsynced)
     }
+}
+
+/// The `Roll` record that seals segment `seq`, whose last record has `txid`.
+fn roll_record(txid: u64, seq: u64) -> Vec<u8> {
+    let roll = Header {
+        kind: Kind::Roll,
+        txid,
+        page_size: 0,
+        commit: 0,
+        n_pages: 0,
+        pos: record::WalPos::Unknown,
+        timestamp_ms: 0,
+        fingerprint: (0, 0),
+    };
+    let mut digest = record::Digest::new();
+    let hb = roll.encode(seq);
+    digest.update(&hb);
+    let mut buf = hb.to_vec();
+    buf.extend_from_slice(&record::encode_trailer(digest.finalize(), roll.total_len()));
+    buf
+}
+
+/// Seals segment `seq` if it has a successor but lost its `Roll` record (a power failure
+/// wrote the successor's pages before this one's tail): readers follow a segment only past
+/// its own `Roll`, and would otherwise never reach the successor. Its valid records are kept;
+/// whatever follows them is cut. Called by an appender (under the WAL write lock).
+fn seal_if_open(dir: &Path, seq: u64) -> io::Result<()> {
+    let file = match open_segment(dir, seq, false) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()), // trimmed meanwhile
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let (mut end, mut last) = (0, 0);
+    while let Some(rec) = read_record(&file, seq, end, len)? {
+        if rec.header.kind == Kind::Roll {
+            return Ok(());
+        }
+        end += rec.header.total_len();
+        last = rec.header.txid;
+    }
+    file.set_len(end)?;
+    file.write_all_at(&roll_record(last, seq), end)?;
+    file.sync_data()
 }
 
 /// The newest record in the log (never a `Roll`), read without modifying anything: safe
@@ -748,6 +788,53 @@ mod tests {
         a.refresh().unwrap();
         assert_eq!(a.last().unwrap().txid, per + 3);
         drop_spare(&d);
+    }
+
+    #[test]
+    fn a_segment_that_lost_its_roll_record_is_sealed_so_readers_reach_its_successor() {
+        let d = tmpdir("lost-roll");
+        let mut a = Appender::new(d.clone());
+        let per = ROLL_BYTES / (516 * 400) + 1;
+        for t in 1..=per {
+            append(&mut a, t, 400);
+        }
+        append(&mut a, per + 1, 1); // rolls
+        assert_eq!(list_segments(&d).unwrap(), vec![1, 2]);
+        drop(a);
+        // A power failure kept segment 2's record but not segment 1's tail (Roll, last record).
+        let first = File::open(segment_path(&d, 1)).unwrap();
+        let len = first.metadata().unwrap().len();
+        let (mut end, mut prev) = (0, 0);
+        while let Some(r) = read_record(&first, 1, end, len).unwrap() {
+            if r.header.kind == Kind::Roll {
+                break;
+            }
+            prev = end;
+            end += r.header.total_len();
+        }
+        OpenOptions::new()
+            .write(true)
+            .open(segment_path(&d, 1))
+            .unwrap()
+            .set_len(prev)
+            .unwrap();
+        let stuck = Reader::new(d.clone())
+            .read_from(Cursor::default())
+            .unwrap()
+            .0;
+        assert_eq!(
+            stuck.len() as u64,
+            per - 1,
+            "without the seal a reader stops at segment 1"
+        );
+        let mut b = Appender::new(d.clone());
+        b.refresh().unwrap();
+        append(&mut b, per + 2, 1);
+        let (recs, _) = Reader::new(d.clone()).read_from(Cursor::default()).unwrap();
+        let txids: Vec<u64> = recs.iter().map(|r| r.header.txid).collect();
+        let mut want: Vec<u64> = (1..per).collect();
+        want.extend([per + 1, per + 2]);
+        assert_eq!(txids, want);
     }
 
     #[test]

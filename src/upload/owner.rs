@@ -39,7 +39,7 @@ pub(super) fn check_replica(e: &mut Entry) -> Result<(), String> {
         // A replica this database wrote before owners existed: record one, then decide as
         // its owner (continue, resume or snapshot).
         let o = Owner::new_history();
-        if !claim(e, o)? {
+        if !claim_new_history(e, &mut st, o)? {
             return Ok(());
         }
         view.owner = Some(o);
@@ -54,7 +54,7 @@ pub(super) fn check_replica(e: &mut Entry) -> Result<(), String> {
         }
         Verdict::Claim | Verdict::Adopt => {
             let o = Owner::new_history();
-            if !claim(e, o)? {
+            if !claim_new_history(e, &mut st, o)? {
                 return Ok(());
             }
             e.fresh_snapshot_above = Some(view.max_txid.max(e.uploaded));
@@ -131,6 +131,27 @@ fn incremental_reach(files: &[FileInfo]) -> u64 {
 
 /// Records `o` as the replica's owner; `false` (and the database refused) if another writer
 /// got there first.
+/// Claims the replica for a new history `o`, recorded in `state.json` first: an uploader
+/// killed after the manifest names `o` and before it could say so would otherwise leave a
+/// replica whose owner nobody knows, refused by every later process. Killed before the claim,
+/// the next one finds the replica unclaimed and claims it afresh.
+fn claim_new_history(
+    e: &mut Entry,
+    st: &mut crate::shadow::State,
+    o: Owner,
+) -> Result<bool, String> {
+    st.owner = Some(o);
+    if st.replica.is_empty() {
+        st.replica = e.repl.url.clone();
+    }
+    save_state(e, st)?;
+    let claimed = claim(e, o)?;
+    if claimed {
+        crate::failpoint::hit("upload.claimed");
+    }
+    Ok(claimed)
+}
+
 fn claim(e: &mut Entry, o: Owner) -> Result<bool, String> {
     match manifest::update_as(e.repl.store.as_ref(), Expect::Claim(o), &[], &[]) {
         Ok(_) => Ok(true),
@@ -231,6 +252,7 @@ pub(super) fn settle_cursor(e: &mut Entry, done: u64) -> Result<bool, String> {
         return Ok(false);
     }
     let (all, end) = e.reader.read_from(Cursor::default()).map_err(io)?;
+    e.last_read = None;
     e.read_cursor = all
         .iter()
         .find(|r| r.header.txid > done)

@@ -23,7 +23,7 @@ pub(super) struct Entry {
     pub(super) read_cursor: Cursor,
     /// Where the last record read from the log lies, and its TXID: the next one's must be above
     /// it (see `note_order`).
-    last_read: Option<((u64, u64), u64)>,
+    pub(super) last_read: Option<((u64, u64), u64)>,
     /// Records read from the log and not yet known to be in the replica.
     pending: Vec<RecordRef>,
     /// The newest TXID a restore of the replica's newest state returns.
@@ -291,6 +291,7 @@ fn take_lock(e: &mut Entry) -> bool {
                 seq: st.cursor_seq,
                 offset: st.cursor_offset,
             };
+            e.last_read = None;
             e.pending.clear();
             e.replica_checked = false;
             e.refused = None;
@@ -493,9 +494,10 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
     Ok(())
 }
 
-/// Each record of the log numbers its transaction above the one before it. One that does not
-/// (a bug, or a log edited by hand) must not be trusted to say what is new: a snapshot with a
-/// TXID above every number seen replaces them, so the replica stays whole.
+/// Each transaction in the log has the TXID after its predecessor's. A log that skips numbers
+/// (records lost in a power failure) or goes back (a bug, a log edited by hand) cannot say
+/// what changed: a snapshot with a TXID above every number seen covers it, so the replica
+/// stays whole.
 fn note_order(e: &mut Entry, r: &RecordRef) {
     let at = (r.seq, r.offset);
     let txid = r.header.txid;
@@ -503,23 +505,34 @@ fn note_order(e: &mut Entry, r: &RecordRef) {
     let Some((prev_at, prev_txid)) = prev else {
         return;
     };
-    // Read again after the cursor moved back (a re-read, not a new record), or a `Position`
-    // record, which carries the TXID of the record before it.
-    let in_order =
-        at <= prev_at || txid > prev_txid || (r.header.kind == Kind::Position && txid == prev_txid);
+    // Read again after the cursor moved back (a re-read, not a new record); a `Position`
+    // record carries the TXID of the record before it; markers (`Snapshot`, `Resync`) may
+    // skip numbers; a transaction follows its predecessor.
+    let in_order = at <= prev_at
+        || match r.header.kind {
+            Kind::Txn => txid == prev_txid + 1,
+            Kind::Position => txid >= prev_txid,
+            _ => txid > prev_txid,
+        };
     if in_order {
         return;
     }
-    e.last_read = Some((at, prev_txid));
+    e.last_read = Some((at, prev_txid.max(txid)));
+    let what = if txid > prev_txid {
+        "lost the transactions between them"
+    } else {
+        "numbers them out of order"
+    };
     eprintln!(
-        "walrust: warning: the shadow log of {} numbers a transaction {txid} after {prev_txid}; taking a snapshot above both so that the replica stays whole",
+        "walrust: warning: the shadow log of {} goes from TXID {prev_txid} to {txid}: it {what}; taking a snapshot above both so that the replica stays whole",
         e.repl.shadow.root.display(),
     );
     let above = e
         .fresh_snapshot_above
         .unwrap_or(0)
         .max(e.uploaded)
-        .max(prev_txid);
+        .max(prev_txid)
+        .max(txid);
     e.fresh_snapshot_above = Some(above);
 }
 

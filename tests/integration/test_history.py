@@ -374,7 +374,8 @@ def test_an_uploader_killed_at_each_step_is_resumed(tmp_path, walrust, failpoint
         assert got["tables"]["t"] == rows, f"restore at TXID {txid}"
 
 
-@pytest.mark.parametrize("point", ["snapshot.file_written", "snapshot.manifest_written"])
+@pytest.mark.parametrize("point", ["upload.claimed", "snapshot.file_written",
+                                   "snapshot.manifest_written"])
 def test_a_snapshot_killed_at_each_step_is_not_repeated(tmp_path, walrust, failpoint_ext, replica,
                                                         point):
     db = tmp_path / "app.db"

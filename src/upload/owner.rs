@@ -240,13 +240,14 @@ fn log_reaches(e: &mut Entry, txid: u64) -> Result<bool, String> {
 /// whether the cursor had to move.
 pub(super) fn settle_cursor(e: &mut Entry, done: u64) -> Result<bool, String> {
     let io = |err: std::io::Error| format!("walrust: cannot read the shadow log: {err}");
+    // The log's newest record first, then the cursor's: a record an application appends in
+    // between is then seen at the cursor too, never taken for records the cursor lost.
+    let newest = log::last_record(&e.repl.shadow.log_dir()).map_err(io)?;
     let (first, _) = e.reader.read_at_most(e.read_cursor, 1).map_err(io)?;
     let ok = match first.first() {
         Some(r) if r.header.kind == Kind::Txn => r.header.txid == done + 1,
         Some(r) => r.header.txid >= done,
-        None => log::last_record(&e.repl.shadow.log_dir())
-            .map_err(io)?
-            .is_none_or(|h| h.txid <= done && !behind_cursor(e)),
+        None => newest.is_none_or(|h| h.txid <= done && !behind_cursor(e)),
     };
     if ok {
         return Ok(false);

@@ -562,6 +562,13 @@ if P:
         p("```", P["walrust"]["callsites"].strip(), "```", "")
     p("Reproduce: `.venv/bin/python bench/run.py --only profile`.", "")
 
+# --- many databases (bench/many.py renders it) ------------------------------------------------
+if "many" in R:
+    sys.path.insert(0, str(BENCH))
+    import many  # noqa: E402
+
+    p(*many.render(R["many"]))
+
 # --- summary and findings ---------------------------------------------------------------------
 body = md[:]
 md.clear()

@@ -182,3 +182,86 @@ pub fn in_order<E>(
         result
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::fs::FsStore;
+    use crate::store::{FileKey, WriteMeta};
+    use crate::Txid;
+
+    struct Dir(std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn key(i: u64) -> FileKey {
+        FileKey::new(0, Txid::new(i + 1).unwrap(), Txid::new(i + 1).unwrap()).unwrap()
+    }
+
+    /// A store holding `sizes.len()` level-0 files, file `i` filled with byte `i`, except those
+    /// in `missing` (listed, never written).
+    fn store_with(name: &str, sizes: &[u64], missing: &[usize]) -> (Dir, FsStore, Vec<FileInfo>) {
+        let dir =
+            Dir(std::env::temp_dir().join(format!("walrust-fetch-{name}-{}", std::process::id())));
+        let _ = std::fs::remove_dir_all(&dir.0);
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let store = FsStore::new(dir.0.join("replica")).unwrap();
+        let src = dir.0.join("src");
+        let mut files = Vec::new();
+        for (i, &size) in sizes.iter().enumerate() {
+            let info = FileInfo {
+                key: key(i as u64),
+                size,
+                created_at_ms: 0,
+            };
+            if !missing.contains(&i) {
+                std::fs::write(&src, vec![i as u8; size as usize]).unwrap();
+                let meta = WriteMeta {
+                    timestamp_ms: 0,
+                    sha256: "0".repeat(16),
+                };
+                store.write(&info.key, &src, &meta).unwrap();
+            }
+            files.push(info);
+        }
+        (dir, store, files)
+    }
+
+    #[test]
+    fn every_file_arrives_whole_and_in_order_small_or_streamed() {
+        let mut sizes: Vec<u64> = (0..300).map(|i| 1 + (i * 37) % 5000).collect();
+        sizes[150] = INLINE_MAX + 1; // streamed by the consumer, not prefetched
+        let (_dir, store, files) = store_with("order", &sizes, &[]);
+        let mut seen = Vec::new();
+        in_order(&store, &files, |i, r| {
+            let mut buf = Vec::new();
+            r?.read_to_end(&mut buf).unwrap();
+            assert_eq!(buf.len() as u64, sizes[i], "file {i}");
+            assert!(
+                buf.iter().all(|&b| b == i as u8),
+                "file {i} has another's bytes"
+            );
+            seen.push(i);
+            Ok::<(), StoreError>(())
+        })
+        .unwrap();
+        assert_eq!(seen, (0..300).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_missing_file_is_not_found_at_its_turn_and_stops_the_rest() {
+        let sizes = vec![100; 200];
+        let (_dir, store, files) = store_with("missing", &sizes, &[10]);
+        let mut seen = Vec::new();
+        let err = in_order(&store, &files, |i, r| {
+            seen.push(i);
+            r.map(|_| ())
+        })
+        .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
+        assert_eq!(seen, (0..=10).collect::<Vec<_>>());
+    }
+}

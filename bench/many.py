@@ -4,7 +4,8 @@ request), walrust against plain SQLite plus one `litestream replicate` for all N
 whose newest point needs 1,000 level-0 files, walrust against `litestream restore`.
 
 Sizes: MANY_DBS_N ("10,100"; MANY_DBS_FULL=1 adds 1000), MANY_DBS_SECONDS (10),
-MANY_DBS_TPS (1000), MANY_DBS_DELAY_MS (30), MANY_DBS_CHAIN (1000 files for the restore row).
+MANY_DBS_TPS (1000), MANY_DBS_DELAY_MS (30), MANY_DBS_CHAIN (1000 files for the restore row);
+BENCH_QUICK=1 makes it N = 10 for 3 s and a 100-file chain. About 8 minutes by default.
 
 Worst lag, for both replicators alike: every 0.1 s while the writes run (after the first 2 s),
 the longest time any database's replica has gone without a new level-0 file (watched in the
@@ -31,15 +32,16 @@ ANY = re.compile(r"^(?:.*/)?db(\d+)/.*\.ltx$")
 
 
 def cfg():
-    ns = os.environ.get("MANY_DBS_N", "10,100")
+    quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+    ns = os.environ.get("MANY_DBS_N", "10" if quick else "10,100")
     n = [int(x) for x in ns.split(",") if x]
     if os.environ.get("MANY_DBS_FULL", "") not in ("", "0") and 1000 not in n:
         n.append(1000)
     return {"n": n,
-            "seconds": float(os.environ.get("MANY_DBS_SECONDS", "10")),
+            "seconds": float(os.environ.get("MANY_DBS_SECONDS", "3" if quick else "10")),
             "tps": float(os.environ.get("MANY_DBS_TPS", "1000")),
             "delay_ms": float(os.environ.get("MANY_DBS_DELAY_MS", "30")),
-            "chain": int(os.environ.get("MANY_DBS_CHAIN", "1000")),
+            "chain": int(os.environ.get("MANY_DBS_CHAIN", "100" if quick else "1000")),
             "interval_ms": 1000}
 
 
@@ -337,6 +339,18 @@ def render(m):
     L.append("|" + "|".join("---" for _ in hdr) + "|")
     L += ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
     L.append("")
+    for n in c["n"]:
+        w, s, b = (cells.get(f"{k}_{n}") for k in ("walrust", "litestream", "sqlite"))
+        if not (w and s and b):
+            continue
+        def x(a, bb):
+            return f"{a / bb:.1f}×" if bb else "–"
+        L.append(f"- N = {n}, walrust ÷ Litestream: worst lag p99 "
+                 f"{x(pct(w['worst_lag_s'] or [0], 99), pct(s['worst_lag_s'] or [0], 99))}, "
+                 f"upload-all {x(w['upload_all_s'], s['upload_all_s'])}, CPU per transaction "
+                 f"{x(w['cpu_s'] - b['cpu_s'], s['litestream_cpu_s'])}, memory "
+                 f"{x(w['proc_end']['VmRSS'] - b['proc_end']['VmRSS'], s['litestream'].get('VmRSS', 0))}.")
+    L.append("")
     r = cells.get("restore")
     if r:
         L += [f"Restore through the same proxy of a replica whose newest point needs "
@@ -346,7 +360,7 @@ def render(m):
               f"its 30 s level-1 compaction, {r['litestream_objects']:,} objects of which "
               f"{r['litestream_l0_objects']:,} level-0):", "",
               "| restore | seconds | restored database matches |", "|---|---|---|",
-              f"| `walrust restore` (16 downloads at a time) | {r['walrust_s']:.2f} | "
+              f"| `walrust restore` (32 downloads at a time) | {r['walrust_s']:.2f} | "
               f"{r['walrust_ok']} |",
               f"| `litestream restore` | {r['litestream_s']:.2f} | {r['litestream_ok']} |", ""]
     return L

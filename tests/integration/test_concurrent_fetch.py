@@ -10,7 +10,7 @@ import sqlite3
 import pytest
 from harness import db_contents
 
-COMMITS = 150  # more than the download window (64 files) ahead of the one being applied
+COMMITS = 150  # more than the download window (128 files) ahead of the one being applied
 
 
 def many_level0(tmp_path, walrust, connect, replica):

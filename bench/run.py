@@ -2,7 +2,7 @@
 """walrust's benchmark: write overhead, replication lag, restore, memory, cost and scaling,
 against plain SQLite and Litestream 0.5.17. Not a test: nothing here passes or fails on time.
 
-    bench/run.py [--only write,lag,restore,profile] [--ext PATH] [--cli PATH]
+    bench/run.py [--only write,lag,restore,profile,many] [--ext PATH] [--cli PATH]
 
 Run by `make bench` (after bench/setup.sh) with the project venv's python; every application
 process is Debian's /usr/bin/python3 running bench/workload.py. Results go to
@@ -12,7 +12,9 @@ bench/report.py writes BENCHMARKS.md and bench/plots/*.png.
 Sizes come from the environment: BENCH_QUICK=1 (a 2-minute smoke run), BENCH_ROUNDS,
 BENCH_WRITE_SECONDS, BENCH_LAG_SECONDS, BENCH_RESTORE_MB (e.g. "10,100,1100"),
 BENCH_MAX_LOAD (1.2: the 1-minute load average to wait for before starting),
-BENCH_LOAD_WAIT (seconds to wait for it at most), BENCH_WORK (scratch directory).
+BENCH_LOAD_WAIT (seconds to wait for it at most), BENCH_WORK (scratch directory); the "many"
+section (many databases in one process, through bench/latency_proxy.py) reads MANY_DBS_* (see
+bench/many.py; MANY_DBS_FULL=1 adds N = 1,000).
 """
 
 import argparse
@@ -33,6 +35,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 import fswatch  # noqa: E402
+import many  # noqa: E402
 
 PY = "/usr/bin/python3"
 WORKLOAD = str(BENCH / "workload.py")
@@ -852,7 +855,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--ext", default=str(ROOT / "target" / "release" / "libwalrust.so"))
     p.add_argument("--cli", default=None)
-    p.add_argument("--only", default="write,lag,restore,profile")
+    p.add_argument("--only", default="write,lag,restore,profile,many")
     p.add_argument("--no-report", action="store_true")
     a = p.parse_args()
     ext = str(Path(a.ext).resolve())
@@ -878,7 +881,8 @@ def main():
             {"write": lambda: section_write(ext, results),
              "lag": lambda: section_lag(ext, results),
              "restore": lambda: section_restore(ext, cli, results),
-             "profile": lambda: section_profile(ext, results)}[name]()
+             "profile": lambda: section_profile(ext, results),
+             "many": lambda: many.section_many(sys.modules[__name__], ext, cli, results)}[name]()
             results.setdefault("durations", {})[name] = round(time.monotonic() - t1, 1)
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
             RESULTS.write_text(json.dumps(results))

@@ -20,7 +20,8 @@
 //!
 //! Bounds: memory is O(distinct pages) at about 16–24 bytes per page (the page map, plus the
 //! encoder's varint page index), one page buffer and one decoder (a 64 KiB read buffer), never
-//! the page images; one store read is open at a time whatever the number of inputs. Local disk:
+//! the page images; inputs download a few at a time ahead of the one being decoded, within
+//! `store::fetch`'s memory budget, whatever the number of inputs. Local disk:
 //! the spool holds each distinct page once (at most the database's size), plus the output file.
 
 use std::collections::BTreeMap;
@@ -33,7 +34,7 @@ use super::{CompactError, TempPath};
 use crate::ltx::{self, Decoder, Encoder, Header};
 use crate::manifest::{Hasher64, HashingReader, Manifest};
 use crate::restore::ErrorKind;
-use crate::store::{FileInfo, FileKey, Store};
+use crate::store::{fetch, FileInfo, FileKey, FileReader, Store};
 use crate::types::lock_page;
 use crate::upload::batch::HashingWriter;
 use crate::{Checksum, PageNo};
@@ -80,16 +81,21 @@ pub fn merge(
     };
     let mut last: Option<Header> = None;
     let mut first_min = None;
-    for (i, info) in inputs.iter().enumerate().rev() {
+    // Newest first; downloads run a few files ahead (`store::fetch`), decoding stays in order.
+    let newest_first: Vec<FileInfo> = inputs.iter().rev().copied().collect();
+    fetch::in_order(store, &newest_first, |i, reader| {
+        let info = &newest_first[i];
         let expected_sha = manifest
             .and_then(|m| m.get(&info.key))
             .map(|e| e.sha256.as_str());
-        let h = spooled.add(store, info, expected_sha, &url)?;
-        if i == inputs.len() - 1 {
+        let reader = reader.map_err(CompactError::from)?;
+        let h = spooled.add(store, info, reader, expected_sha, &url)?;
+        if i == 0 {
             last = Some(h.clone());
         }
         first_min = Some(h.min_txid);
-    }
+        Ok::<(), CompactError>(())
+    })?;
     let last = last.expect("inputs are not empty");
     let header = Header::new(
         spooled.page_size,
@@ -152,11 +158,11 @@ impl Spooled<'_> {
         &mut self,
         store: &dyn Store,
         info: &FileInfo,
+        reader: FileReader,
         expected_sha: Option<&str>,
         url: &str,
     ) -> Result<Header, CompactError> {
         let name = format!("{} in {url}", store.layout().file_key(&info.key));
-        let reader = store.read(&info.key, None).map_err(CompactError::from)?;
         let mut hashed = HashingReader::new(reader);
         let mut dec = Decoder::new(&mut hashed).map_err(|e| ltx_error(&name, e))?;
         let h = dec.header().clone();

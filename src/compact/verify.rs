@@ -4,7 +4,8 @@
 //! Per file: the LTX file checksum (which needs every page decompressed), the page rules and the
 //! page index (all checked by `ltx::verify`, streaming, in constant memory), that the header's
 //! TXIDs match the name, that the bytes read match the listed size, and the SHA-256 in
-//! `manifest.json` when it indexes the file. Per replica: every manifest entry has its file with
+//! `manifest.json` when it indexes the file. Files download a few at a time ahead of the one
+//! being checked (`store::fetch`); the checks run one file at a time, in listing order. Per replica: every manifest entry has its file with
 //! its size; the chain from each snapshot towards the newest restore point (a hole is reported:
 //! retention removes what older snapshots would need to reach it, by design); the newest restore
 //! point's chain, which must have no hole.
@@ -22,7 +23,7 @@ use super::{listing, load_manifest, lower_levels, reach, CompactError, ErrorKind
 use crate::ltx;
 use crate::manifest::{HashingReader, Manifest};
 use crate::settle::{until_settled, Doubt};
-use crate::store::{FileInfo, Layout, Store, StoreError, SNAPSHOT_LEVEL};
+use crate::store::{fetch, FileInfo, FileReader, Layout, Store, StoreError, SNAPSHOT_LEVEL};
 use crate::Txid;
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -115,17 +116,19 @@ fn verify_once(store: &dyn Store) -> Result<VerifyReport, CompactError> {
     };
 
     let mut vanished = Vec::new();
-    for f in &files {
+    // Downloads run a few files ahead (`store::fetch`); the checks run here, in listing order.
+    fetch::in_order(store, &files, |i, reader| {
+        let f = &files[i];
         let name = layout.file_key(&f.key);
         let expected_sha = manifest
             .as_ref()
             .and_then(|m| m.get(&f.key))
             .map(|e| &e.sha256);
-        match check_file(store, f, expected_sha.map(|s| s.as_str()))? {
+        match check_file(store, f, reader, expected_sha.map(|s| s.as_str()))? {
             Check::Ok(bytes) => r.bytes += bytes,
             Check::Vanished => {
                 vanished.push(f.key);
-                continue;
+                return Ok(());
             }
             Check::ShaMismatch(why) => {
                 r.problems.push(format!("{name}: {why}"));
@@ -140,7 +143,8 @@ fn verify_once(store: &dyn Store) -> Result<VerifyReport, CompactError> {
             }
         }
         r.files_checked += 1;
-    }
+        Ok::<(), CompactError>(())
+    })?;
     files.retain(|f| !vanished.contains(&f.key));
 
     // How the files fit together, from this look; where it finds a problem, from new looks
@@ -299,9 +303,10 @@ enum Check {
 fn check_file(
     store: &dyn Store,
     f: &FileInfo,
+    reader: Result<FileReader, StoreError>,
     expected_sha: Option<&str>,
 ) -> Result<Check, CompactError> {
-    let reader = match store.read(&f.key, None) {
+    let reader = match reader {
         Ok(r) => r,
         Err(StoreError::NotFound { .. }) if !still_listed(store, f)? => return Ok(Check::Vanished),
         Err(e) => return Err(e.into()),

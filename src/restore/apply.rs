@@ -13,10 +13,10 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::{fetch, ErrorKind, Plan, RestoreError};
+use super::{ErrorKind, Plan, RestoreError};
 use crate::ltx::{self, DatabaseChecksum, Decoder};
 use crate::manifest::HashingReader;
-use crate::store::{FileInfo, Layout, Store};
+use crate::store::{fetch, FileInfo, Layout, Store};
 use crate::types::lock_page;
 use crate::{PageNo, Txid};
 
@@ -65,6 +65,7 @@ pub(super) fn run(
     };
     fetch::in_order(store, &plan.files, |i, reader| {
         let info = &plan.files[i];
+        let reader = reader?;
         let expected = plan
             .manifest
             .as_ref()

@@ -3,14 +3,15 @@
 //!
 //! Owns: the restore plan (`plan`: which snapshot, then which chain of files), applying it
 //! (`apply`: decode each LTX file and write its pages into a temporary sibling of the output),
-//! bounded concurrent downloads (`fetch`), and the two-step result `RestoredTemp`, whose
+//! and the two-step result `RestoredTemp`, whose
 //! `commit()` puts the file in place. The SQL layer runs `PRAGMA integrity_check` on
 //! `RestoredTemp::path()` between the two steps; the CLI commits directly.
 //!
 //! Must never: write anywhere but `output_path` and `<output_path>.tmp-walrust` (never to a path
 //! derived from an object key); leave anything at `output_path` when a check fails; hold the
-//! database in memory (pages stream from the store to the file; memory is bounded by the
-//! prefetch window, not by the database).
+//! database in memory (pages stream from the store to the file; files download a few at a time
+//! ahead of the one applied, `store::fetch`, and memory is bounded by its budget, not by the
+//! database).
 //!
 //! Every file applied is checked: its LTX file checksum, its header against its name, its size
 //! against the listing, and its SHA-256 against `manifest.json` when the manifest names it.
@@ -19,7 +20,6 @@
 //! it as is.
 
 mod apply;
-mod fetch;
 mod plan;
 
 use std::fmt;

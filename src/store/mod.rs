@@ -1,7 +1,8 @@
 //! The replica: one narrow `Store` trait over where LTX files and `manifest.json` live.
 //!
 //! Owns: the trait, the value types that cross it (`FileKey`, `FileInfo`, `WriteMeta`, `ETag`),
-//! `StoreError`, replica URL parsing (`url`), the one key builder (`layout`), and `open(url)`.
+//! `StoreError`, replica URL parsing (`url`), the one key builder (`layout`), `open(url)`, and
+//! bounded concurrent downloads consumed in order (`fetch`, for restore, verify, compaction).
 //! Implementations: `fs` (a local directory) and `s3` (a bucket): listing hides pagination,
 //! reads take a byte range, writes carry object metadata, and the manifest has a conditional
 //! write.
@@ -10,6 +11,7 @@
 //! parse as an LTX name under the replica's prefix (such keys are skipped with a warning); leave
 //! a partial file visible under a final key.
 
+pub mod fetch;
 pub mod fs;
 pub mod layout;
 pub mod s3;

@@ -283,3 +283,17 @@ class Replica:
             "force-path-style": True,
             "sync-interval": "100ms",
         }
+
+
+def restore_refused(walrust, replica, tmp_path):
+    """Restores `replica` into an empty folder, expecting the one-line integrity error a
+    damaged replica must give, and nothing left in the folder. Returns the message."""
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with pytest.raises(sqlite3.Error) as err:
+        walrust.restore(replica, out_dir / "restored.db")
+    message = str(err.value)
+    assert message.startswith("walrust: integrity error"), f"got: {message}"
+    assert "\n" not in message, f"not one line: {message!r}"
+    assert os.listdir(out_dir) == [], f"restore left {os.listdir(out_dir)}"
+    return message

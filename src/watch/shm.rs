@@ -273,3 +273,212 @@ impl WalIndex {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Against a real WAL database held open by Debian's /usr/bin/python3 (its own SQLite).
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+    const SCRIPT: &str = r#"
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], timeout=0.2, isolation_level=None)
+for line in sys.stdin:
+    line = line.strip()
+    if line == "close":
+        c.close(); print("closed", flush=True); continue
+    try:
+        print(repr(c.execute(line).fetchall()), flush=True)
+    except Exception as e:
+        print("ERR " + str(e), flush=True)
+"#;
+
+    /// An application: a Python process with one connection, answering one line per statement.
+    struct App {
+        child: Child,
+        stdin: ChildStdin,
+        stdout: BufReader<ChildStdout>,
+    }
+
+    impl App {
+        fn open(db: &std::path::Path) -> App {
+            let mut child = Command::new("/usr/bin/python3")
+                .args(["-c", SCRIPT])
+                .arg(db)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("/usr/bin/python3 runs");
+            let stdin = child.stdin.take().unwrap();
+            let stdout = BufReader::new(child.stdout.take().unwrap());
+            App {
+                child,
+                stdin,
+                stdout,
+            }
+        }
+
+        fn sql(&mut self, stmt: &str) -> String {
+            writeln!(self.stdin, "{stmt}").unwrap();
+            let mut line = String::new();
+            self.stdout.read_line(&mut line).unwrap();
+            line.trim().to_string()
+        }
+    }
+
+    impl Drop for App {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    struct Db {
+        _dir: tempdir::Dir,
+        path: std::path::PathBuf,
+    }
+
+    mod tempdir {
+        pub struct Dir(pub std::path::PathBuf);
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    /// A WAL database with a table and `rows` single-row transactions, checkpoints off.
+    fn setup(name: &str, rows: usize) -> (Db, App) {
+        let dir = std::env::temp_dir().join(format!("walrust-shm-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("db.sqlite");
+        let mut app = App::open(&path);
+        assert_eq!(app.sql("PRAGMA journal_mode=WAL"), "[('wal',)]");
+        app.sql("PRAGMA wal_autocheckpoint=0");
+        app.sql("CREATE TABLE t(x)");
+        for i in 0..rows {
+            assert_eq!(app.sql(&format!("INSERT INTO t VALUES ({i})")), "[]");
+        }
+        (
+            Db {
+                _dir: tempdir::Dir(dir),
+                path,
+            },
+            app,
+        )
+    }
+
+    fn with_suffix(p: &std::path::Path, s: &str) -> std::path::PathBuf {
+        let mut o = p.as_os_str().to_owned();
+        o.push(s);
+        o.into()
+    }
+
+    fn wal_len(db: &Db) -> u64 {
+        std::fs::metadata(with_suffix(&db.path, "-wal")).map_or(0, |m| m.len())
+    }
+
+    fn joined(db: &Db) -> WalIndex {
+        let mut ix = WalIndex::open(&with_suffix(&db.path, "-shm"))
+            .unwrap()
+            .expect("the -shm file exists");
+        assert!(ix.join().unwrap(), "a live connection holds DMS");
+        ix
+    }
+
+    #[test]
+    fn header_says_what_the_wal_holds() {
+        let (db, _app) = setup("header", 10);
+        let ix = joined(&db);
+        let hdr = ix.header().unwrap().expect("a valid header");
+        let wal = std::fs::read(with_suffix(&db.path, "-wal")).unwrap();
+        let whdr = wal::parse_header(&wal).unwrap();
+        assert_eq!(hdr.page_size, whdr.page_size);
+        assert_eq!(hdr.salts, whdr.salts);
+        let frames = (wal.len() as u64 - wal::HEADER_SIZE) / (wal::FRAME_HEADER_SIZE + 4096);
+        assert_eq!(hdr.mx_frame as u64, frames);
+        assert_eq!(hdr.n_page, 2);
+        assert_eq!(ix.ckpt().unwrap().n_backfill, 0);
+    }
+
+    #[test]
+    fn a_read_slot_stops_checkpoints_at_its_mark_and_forbids_a_restart() {
+        let (db, mut app) = setup("slot", 5);
+        let mut ix = joined(&db);
+        let hdr = ix.header().unwrap().unwrap();
+        assert!(ix.try_write().unwrap());
+        assert!(ix.hold_read(&hdr).unwrap());
+        ix.release_write().unwrap();
+        let slot = ix.slot().unwrap();
+        assert!(slot >= 1);
+        assert_eq!(ix.ckpt().unwrap().marks[slot], hdr.mx_frame);
+        for i in 0..5 {
+            app.sql(&format!("INSERT INTO t VALUES ({i})"));
+        }
+        // PASSIVE copies only up to our mark; TRUNCATE cannot restart the WAL.
+        let mark = hdr.mx_frame;
+        let now = ix.header().unwrap().unwrap().mx_frame;
+        assert!(now > mark);
+        assert_eq!(
+            app.sql("PRAGMA wal_checkpoint(PASSIVE)"),
+            format!("[(0, {now}, {mark})]")
+        );
+        let before = wal_len(&db);
+        let r = app.sql("PRAGMA wal_checkpoint(TRUNCATE)");
+        assert!(r.starts_with("[(1,"), "{r}");
+        assert_eq!(wal_len(&db), before);
+        // Moved forward (still holding), then let go: the WAL can be truncated.
+        assert!(ix.try_write().unwrap());
+        let hdr = ix.header().unwrap().unwrap();
+        assert!(ix.hold_read(&hdr).unwrap());
+        ix.release_write().unwrap();
+        assert_eq!(ix.ckpt().unwrap().marks[ix.slot().unwrap()], now);
+        ix.release_read().unwrap();
+        assert_eq!(app.sql("PRAGMA wal_checkpoint(TRUNCATE)"), "[(0, 0, 0)]");
+        assert_eq!(wal_len(&db), 0);
+    }
+
+    #[test]
+    fn the_write_lock_keeps_writers_out() {
+        let (db, mut app) = setup("write", 1);
+        let mut ix = joined(&db);
+        assert!(ix.try_write().unwrap());
+        assert!(app.sql("INSERT INTO t VALUES (1)").contains("locked"));
+        ix.release_write().unwrap();
+        assert_eq!(app.sql("INSERT INTO t VALUES (1)"), "[]");
+    }
+
+    #[test]
+    fn a_shared_database_lock_keeps_the_wal_at_the_last_close() {
+        let (db, mut app) = setup("close", 3);
+        let file = std::fs::File::open(&db.path).unwrap();
+        assert!(lock_db_shared(&file).unwrap());
+        assert_eq!(app.sql("close"), "closed");
+        assert!(
+            wal_len(&db) > 0,
+            "the WAL stays while a SHARED lock is held"
+        );
+        drop(file);
+        let mut app = App::open(&db.path);
+        app.sql("SELECT count(*) FROM t");
+        assert_eq!(app.sql("close"), "closed");
+        assert!(
+            !with_suffix(&db.path, "-wal").exists(),
+            "without it the last close deletes the WAL"
+        );
+    }
+
+    #[test]
+    fn no_live_connection_means_no_join() {
+        let (db, mut app) = setup("dead", 1);
+        let file = std::fs::File::open(&db.path).unwrap();
+        assert!(lock_db_shared(&file).unwrap()); // keeps the -shm and WAL at close
+        assert_eq!(app.sql("close"), "closed");
+        let mut ix = WalIndex::open(&with_suffix(&db.path, "-shm"))
+            .unwrap()
+            .unwrap();
+        assert!(!ix.join().unwrap());
+    }
+}

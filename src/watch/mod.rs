@@ -64,12 +64,43 @@ struct Inner {
     said: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Released {
     salts: Salts,
     frame: u32,
     fp: (u64, i64),
+    /// Commits not yet in the log, copied from the WAL into memory when the slot had to go
+    /// without the write lock (see `release_holding`); appended under the next write lock.
+    held: Option<Held>,
 }
+
+/// A copy of WAL bytes: the header, and `bytes` from offset `start` (frame `from`'s header on,
+/// so the checksum chain can be followed from the log's position `from`).
+#[derive(Clone, Debug)]
+struct Held {
+    from: u32,
+    header: [u8; wal::HEADER_SIZE as usize],
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+impl Held {
+    fn read(&self, buf: &mut [u8], off: u64) -> usize {
+        let end = off + buf.len() as u64;
+        if end <= wal::HEADER_SIZE {
+            buf.copy_from_slice(&self.header[off as usize..end as usize]);
+        } else if off >= self.start && end <= self.start + self.bytes.len() as u64 {
+            let o = (off - self.start) as usize;
+            buf.copy_from_slice(&self.bytes[o..o + buf.len()]);
+        } else {
+            return 0;
+        }
+        buf.len()
+    }
+}
+
+/// The most WAL bytes `release_holding` copies into memory.
+const MAX_HELD: u64 = 256 << 20;
 
 fn suffixed(p: &Path, s: &str) -> PathBuf {
     let mut o = p.as_os_str().to_owned();
@@ -220,7 +251,23 @@ impl Watched {
     /// Stops: a last copy of the WAL, then waits (at most `timeout`) until the replica has
     /// everything in the shadow log. Returns the uploaded TXID.
     pub fn finish(&self, timeout: Duration) -> Result<u64, String> {
-        self.poll();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            self.poll();
+            let holding = self
+                .lock()
+                .released
+                .as_ref()
+                .is_some_and(|r| r.held.is_some());
+            if !holding || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(why) = self.uncopied() {
+            self.running.store(false, Ordering::Release);
+            return Err(why);
+        }
         let last = crate::shadow::log::last_record(&self.repl.shadow.log_dir())
             .ok()
             .flatten()
@@ -233,6 +280,22 @@ impl Watched {
         };
         self.running.store(false, Ordering::Release);
         out
+    }
+
+    /// Why commits SQLite published are not all in the shadow log now, if they are not.
+    fn uncopied(&self) -> Option<String> {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let ix = st.index.as_ref().filter(|ix| ix.joined())?;
+        let hdr = ix.header().ok().flatten()?;
+        let _ = st.appender.refresh();
+        let held = st.released.as_ref().is_some_and(|r| r.held.is_some());
+        (held || !log_at(&st.appender, &hdr)).then(|| {
+            format!(
+                "walrust: the last commits of {} are still only in its WAL (SQLite's write lock stayed busy); the next `walrust watch` copies them",
+                self.path.display()
+            )
+        })
     }
 
     /// Takes the database file's SHARED lock and joins the WAL index when a connection is live.
@@ -271,8 +334,8 @@ impl Watched {
         let Some(hdr) = ix.header()? else {
             return Ok(()); // being rebuilt: look again at the next poll
         };
-        if let Some(r) = st.released {
-            if hdr.salts == r.salts && hdr.mx_frame == r.frame {
+        if let Some(r) = &st.released {
+            if hdr.salts == r.salts && hdr.mx_frame == r.frame && r.held.is_none() {
                 return Ok(());
             }
         } else if ix.slot().is_some() {
@@ -282,7 +345,16 @@ impl Watched {
             }
         }
         if !st.index.as_mut().unwrap().try_write()? {
-            return Ok(()); // a writer is at work; its commit is protected by our slot
+            // A writer is at work (its commit is protected by our slot), or a RESTART or
+            // TRUNCATE checkpoint holds the write lock and waits for our slot to go.
+            // Keep our mark at mxFrame (so checkpoints copy everything) on another slot (so
+            // a checkpointer waiting for ours gets it), then, once all is checkpointed, copy
+            // what the log lacks into memory and let the WAL restart.
+            if st.released.is_none() && st.index.as_ref().unwrap().slot().is_some() {
+                st.index.as_mut().unwrap().move_read(&hdr)?;
+                self.release_holding(st)?;
+            }
+            return Ok(());
         }
         self.capture_locked(st, true).map(|_| ())
     }
@@ -297,6 +369,19 @@ impl Watched {
             .ok_or_else(|| io::Error::other("the WAL index header is not valid"))?;
         st.appender.refresh()?;
         if let Some(r) = st.released.take() {
+            if let Some(held) = &r.held {
+                let at = WalPos::At {
+                    salts: r.salts,
+                    frame: held.from,
+                };
+                if st.appender.last().is_some_and(|h| h.pos == at) {
+                    let whdr = wal::parse_header(&held.header);
+                    let mut read = |buf: &mut [u8], off: u64| Ok(held.read(buf, off));
+                    let fp = || fingerprint(&self.path);
+                    let a = commit::catch_up(&mut st.appender, whdr.as_ref(), &mut read, &fp)?;
+                    self.account(a);
+                }
+            }
             let last = st.appender.last().copied();
             let at_release = last.filter(|h| {
                 h.pos
@@ -355,13 +440,10 @@ impl Watched {
     /// Lets the read slot go when every published frame is in the log and checkpointed, so
     /// that SQLite may restart the WAL (see module doc). The fingerprint is read first.
     fn maybe_release(&self, st: &mut Inner) -> io::Result<()> {
-        let fp = fingerprint(&self.path);
-        let ix = st.index.as_ref().unwrap();
-        let Some(hdr) = ix.header()? else {
+        let Some((hdr, fp)) = checkpointed(st.index.as_ref().unwrap(), &self.path)? else {
             return Ok(());
         };
-        let ck = ix.ckpt()?;
-        if hdr.mx_frame == 0 || ck.n_backfill != hdr.mx_frame || !log_at(&st.appender, &hdr) {
+        if !log_at(&st.appender, &hdr) {
             return Ok(());
         }
         // What the log holds must survive a power failure once the WAL can restart.
@@ -371,6 +453,56 @@ impl Watched {
             salts: hdr.salts,
             frame: hdr.mx_frame,
             fp,
+            held: None,
+        });
+        Ok(())
+    }
+
+    /// Without the write lock, when everything published is checkpointed (a RESTART or
+    /// TRUNCATE checkpoint waits for our slot while holding the write lock): copies the
+    /// commits the log lacks into memory, then lets the slot go. They are appended under the
+    /// next write lock (`capture_locked`); if the process dies first, the log cannot follow
+    /// the new WAL generation and the uploader takes a snapshot (never a silent loss).
+    fn release_holding(&self, st: &mut Inner) -> io::Result<()> {
+        let Some((hdr, fp)) = checkpointed(st.index.as_ref().unwrap(), &self.path)? else {
+            return Ok(());
+        };
+        st.appender.refresh()?;
+        let from = match st.appender.last().map(|h| h.pos) {
+            Some(WalPos::At { salts, frame }) if salts == hdr.salts && frame <= hdr.mx_frame => {
+                frame
+            }
+            _ => return Ok(()),
+        };
+        let ps = hdr.page_size;
+        let start = if from > 0 {
+            wal::frame_offset(from, ps)
+        } else {
+            wal::HEADER_SIZE
+        };
+        let end = wal::frame_offset(hdr.mx_frame + 1, ps);
+        if end - start > MAX_HELD {
+            return Ok(());
+        }
+        let wal_file = File::open(self.wal_path())?;
+        let mut header = [0u8; wal::HEADER_SIZE as usize];
+        wal_file.read_exact_at(&mut header, 0)?;
+        if wal::parse_header(&header).map(|h| h.salts) != Some(hdr.salts) {
+            return Ok(());
+        }
+        let mut bytes = vec![0u8; (end - start) as usize];
+        wal_file.read_exact_at(&mut bytes, start)?;
+        st.index.as_mut().unwrap().release_read()?;
+        st.released = Some(Released {
+            salts: hdr.salts,
+            frame: hdr.mx_frame,
+            fp,
+            held: Some(Held {
+                from,
+                header,
+                start,
+                bytes,
+            }),
         });
         Ok(())
     }
@@ -410,7 +542,29 @@ impl Watched {
         min_txid: u64,
         expect: crate::manifest::Expect,
     ) -> Result<Txid, Error> {
-        let mut st = self.lock();
+        // Wait for the write lock without holding our own mutex, so that polls go on (a
+        // TRUNCATE checkpoint holding the write lock waits for our read slot to go).
+        let deadline = Instant::now() + SNAPSHOT_LOCK_WAIT;
+        let mut st = loop {
+            let mut st = self.lock();
+            self.ensure_locks(&mut st)
+                .map_err(|e| Error::Other(e.to_string()))?;
+            let got = match st.index.as_mut() {
+                Some(ix) => ix.try_write().map_err(|e| Error::Other(e.to_string()))?,
+                None => true,
+            };
+            if got {
+                break st;
+            }
+            drop(st);
+            self.poll();
+            if Instant::now() > deadline {
+                return Err(Error::Other(
+                    "SQLite's WAL write lock stayed busy for 10 s; will retry".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
         let out = self.snapshot_locked(&mut st, repl, min_txid, expect);
         if let Some(ix) = st.index.as_mut() {
             let _ = ix.release_write();
@@ -428,17 +582,6 @@ impl Watched {
         let err = |e: io::Error| Error::Other(e.to_string());
         self.ensure_locks(st).map_err(err)?;
         let joined = st.index.as_ref().is_some_and(|ix| ix.joined());
-        let deadline = Instant::now() + SNAPSHOT_LOCK_WAIT;
-        if let Some(ix) = st.index.as_mut() {
-            while !ix.try_write().map_err(err)? {
-                if Instant::now() > deadline {
-                    return Err(Error::Other(
-                        "SQLite's WAL write lock stayed busy for 10 s; will retry".into(),
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
         let (upto, geometry) = if joined {
             let hdr = self.capture_locked(st, false).map_err(err)?;
             let upto = (hdr.mx_frame > 0).then_some((hdr.salts, hdr.mx_frame));
@@ -513,6 +656,26 @@ impl Watched {
             _ => None,
         })
     }
+}
+
+/// The index's header and the database file's fingerprint, when every published frame is
+/// checkpointed into the database file. Read in this order: the header says all is copied
+/// (SQLite sets `nBackfill` after its database writes and sync), then the fingerprint, then
+/// the header again, unchanged. A commit after that must be checkpointed before any restart
+/// can lose it, and that changes the fingerprint.
+fn checkpointed(ix: &WalIndex, db: &Path) -> io::Result<Option<(IndexHeader, (u64, i64))>> {
+    let all_copied = |ix: &WalIndex| -> io::Result<Option<IndexHeader>> {
+        let Some(hdr) = ix.header()? else {
+            return Ok(None);
+        };
+        let done = hdr.mx_frame > 0 && ix.ckpt()?.n_backfill == hdr.mx_frame;
+        Ok(done.then_some(hdr))
+    };
+    let Some(hdr) = all_copied(ix)? else {
+        return Ok(None);
+    };
+    let fp = fingerprint(db);
+    Ok((all_copied(ix)? == Some(hdr)).then_some((hdr, fp)))
 }
 
 /// The log's last record is at the index's last commit (or both are at an empty generation).

@@ -208,8 +208,18 @@ impl WalIndex {
     /// one is, so the WAL can never restart in between. False: every slot is busy (the old
     /// one, if any, is still held).
     pub fn hold_read(&mut self, hdr: &IndexHeader) -> io::Result<bool> {
+        self.hold_read_moving(hdr, false)
+    }
+
+    /// As `hold_read`, but moves to another slot when one is free, letting the old one go:
+    /// a checkpointer waiting to lock our old slot (to move its mark) then gets it.
+    pub fn move_read(&mut self, hdr: &IndexHeader) -> io::Result<bool> {
+        self.hold_read_moving(hdr, true)
+    }
+
+    fn hold_read_moving(&mut self, hdr: &IndexHeader, moving: bool) -> io::Result<bool> {
         let mx = hdr.mx_frame;
-        if let Some(j) = self.slot {
+        if let Some(j) = self.slot.filter(|_| !moving) {
             // Move our own mark forward if no one else shares the slot (upgrade, write,
             // downgrade: the byte is never unlocked).
             if posix::set_lock(&self.shm, Lock::Exclusive, read_lock(j), 1)? {
@@ -237,7 +247,7 @@ impl WalIndex {
                 }
             }
             let Some((i, m)) = best else {
-                return Ok(self.slot.is_some());
+                break;
             };
             if !posix::set_lock(&self.shm, Lock::Shared, read_lock(i), 1)? {
                 continue;
@@ -248,7 +258,10 @@ impl WalIndex {
             }
             return self.switch_to(i, hdr);
         }
-        Ok(self.slot.is_some())
+        match self.slot {
+            Some(_) if moving => self.hold_read_moving(hdr, false),
+            slot => Ok(slot.is_some()),
+        }
     }
 
     /// Slot `i` is held shared now: let the old one go.

@@ -1,5 +1,5 @@
 //! `walrust watch`: replication of a database whose application does not load walrust, from a
-//! separate process that links no SQLite (docs/DESIGN.md, decision 17).
+//! separate process that links no SQLite (docs/DESIGN.md, decision 14).
 //!
 //! Each poll copies the commits the WAL holds past the shadow log's last position into the
 //! log, with the same continuity proof and the same `Appender` as the extension's recovery path

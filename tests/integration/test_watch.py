@@ -173,3 +173,35 @@ def test_watch_with_the_application_checkpointing(tmp_path, walrust_cli, litestr
         check_restores(tmp_path, walrust_cli, litestream, replica, db, newest)
     finally:
         app.close()
+
+
+def test_watch_beside_a_process_that_loads_the_extension(tmp_path, walrust_cli, connect, walrust, replica):
+    """The application writes without walrust while this process writes the same database
+    through the extension (same replica): one shared shadow log, one uploader at a time, and
+    the replica holds every commit of both."""
+    db = tmp_path / "app.db"
+    app = App(tmp_path, db, every=0)
+    app.wait_for(50)
+    log = tmp_path / "watch.log"
+    watch = Watch(walrust_cli, db, replica, log)
+    ext = connect(db, replica, sync_interval=100)
+    ext.execute("CREATE TABLE IF NOT EXISTS e(id INTEGER PRIMARY KEY, body BLOB)")
+    try:
+        for i in range(1, 501):
+            ext.execute("INSERT INTO e(id, body) VALUES (?, randomblob(100))", (i,))
+            if i == 250:
+                watch.kill9()
+                watch = Watch(walrust_cli, db, replica, log)
+        app.wait_for(N)
+        watch.stop()
+        newest = walrust.sync(ext)
+        _, last = assert_contiguous(replica)
+        assert last == newest
+        out = tmp_path / "restored.db"
+        r = subprocess.run([str(walrust_cli), "restore", replica.url, "-o", str(out)],
+                           capture_output=True, text=True, timeout=HANG_TIMEOUT)
+        assert r.returncode == 0, r.stderr
+        assert_same_contents(db_contents(db), db_contents(out), "restore of the shared replica")
+    finally:
+        ext.close()
+        app.close()

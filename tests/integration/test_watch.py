@@ -115,7 +115,7 @@ def assert_contiguous(replica):
         assert cur.min_txid == prev.max_txid + 1 or cur.min_txid - 1 in snapshots, (
             f"TXID gap in level 0: {prev.min_txid:x}-{prev.max_txid:x} then {cur.min_txid:x}-{cur.max_txid:x}"
         )
-    return len(snapshots), level0[-1].max_txid if level0 else max(snapshots)
+    return len(snapshots), max([max(snapshots)] + [f.max_txid for f in level0])
 
 
 def run_with_kills(tmp_path, walrust_cli, replica, every):

@@ -4,6 +4,7 @@ killed with -9 twice; the replica restores (with walrust and with Litestream) to
 database, its level-0 TXIDs contiguous. The sidecar links no SQLite: it reads the WAL itself and
 takes part in SQLite's WAL-index locking (src/watch/shm.rs)."""
 
+import json
 import os
 import shutil
 import signal
@@ -161,6 +162,12 @@ def test_watch_survives_kill9_without_a_new_snapshot(tmp_path, walrust_cli, lite
         second = subprocess.run([str(walrust_cli), "watch", str(db), "--replica", replica.url],
                                 capture_output=True, text=True, timeout=HANG_TIMEOUT)
         assert second.returncode == 1 and "already watched" in second.stderr, second.stderr
+        status = subprocess.run([str(walrust_cli), "status", str(db)],
+                                capture_output=True, text=True, timeout=HANG_TIMEOUT)
+        assert status.returncode == 0, status.stderr
+        st = json.loads(status.stdout)
+        assert st["watched"] is True and st["uploaded_txid"] == newest, st
+        assert st["replica"] and st["last_error"] is None, st
         first.stop()
     finally:
         app.close()

@@ -14,6 +14,7 @@ mod compact;
 mod list;
 mod output;
 mod restore;
+mod status;
 mod takeover;
 mod verify;
 mod watch;
@@ -29,6 +30,7 @@ Usage:
   walrust verify URL
   walrust compact URL [--dry-run] [--retention SPEC]
   walrust takeover DB [--replica URL]
+  walrust status DB [--shadow-dir DIR]
   walrust watch DB... (--replica URL | --replica-root URL) [options]
   walrust help [COMMAND]    (or COMMAND --help)
   walrust --version
@@ -173,6 +175,7 @@ fn help_for(cmd: &str) -> Option<&'static str> {
         "compact" => compact::HELP,
         "takeover" => takeover::HELP,
         "watch" => watch::HELP,
+        "status" => status::HELP,
         _ => return None,
     })
 }
@@ -206,6 +209,7 @@ fn run(argv: &[String]) -> Result<(), Failure> {
         "compact" => compact::run(rest),
         "takeover" => takeover::run(rest),
         "watch" => watch::run(rest),
+        "status" => status::run(rest),
         "help" | "--help" | "-h" => match rest.first().map(|c| (c, help_for(c))) {
             None => output::print(USAGE),
             Some((_, Some(h))) => output::print(h),

@@ -212,3 +212,24 @@ def test_watch_beside_a_process_that_loads_the_extension(tmp_path, walrust_cli, 
     finally:
         ext.close()
         app.close()
+
+
+def test_watch_started_before_the_application_opens(tmp_path, walrust_cli, litestream, replica):
+    """No live WAL index at start (the sidecar reads the WAL as it is, then joins the index
+    the application creates); whatever the application did before the join, the replica
+    restores to the database."""
+    db = tmp_path / "app.db"
+    subprocess.run([SYSTEM_PYTHON, "-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); "
+                    "c.execute('PRAGMA journal_mode=WAL'); c.execute('CREATE TABLE t(id INTEGER PRIMARY KEY, body BLOB)'); c.close()",
+                    str(db)], check=True, timeout=HANG_TIMEOUT)
+    log = tmp_path / "watch.log"
+    watch = Watch(walrust_cli, db, replica, log)
+    time.sleep(0.3)
+    app = App(tmp_path, db, every=0)
+    try:
+        app.wait_for(N)
+        watch.stop()
+        _, newest = assert_contiguous(replica)
+        check_restores(tmp_path, walrust_cli, litestream, replica, db, newest)
+    finally:
+        app.close()

@@ -26,5 +26,6 @@ pub mod store;
 pub mod types;
 pub mod upload;
 pub mod vfs;
+pub mod watch;
 
 pub use types::{Checksum, PageNo, Txid};

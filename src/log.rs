@@ -90,6 +90,13 @@ pub fn error_kind(kind: &str, msg: &str) {
     emit("error: ", format!("{kind}\n{}", mask_numbers(msg)), msg);
 }
 
+/// An event worth a person's attention that is not a problem (`walrust watch`: started,
+/// snapshot taken, uploads recovered): one line, never rate-limited.
+pub fn info(msg: &str) {
+    let msg = msg.strip_prefix("walrust: ").unwrap_or(msg);
+    eprintln!("walrust: {msg}");
+}
+
 pub fn warn(msg: &str) {
     emit("warning: ", msg.to_string(), msg);
 }

@@ -23,8 +23,56 @@ use once_cell::sync::Lazy;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+/// Where the uploader gets what the shadow log alone cannot give: the database's current
+/// pages for a snapshot, and the commits still only in the WAL. The extension's `Database`
+/// (through SQLite connections of its own) and `walrust watch` (through the WAL index, without
+/// SQLite) are the two sources.
+pub trait Source: Send + Sync {
+    /// Someone still has the database open for writing (an application connection, or the
+    /// sidecar running): this process keeps its uploader lock and may take snapshots.
+    fn in_use(&self) -> bool;
+    /// Appends to the shadow log every commit it lacks, if that can be done without waiting
+    /// (a busy WAL write lock means its holder captures its own commit).
+    fn catch_up(&self);
+    /// Takes a snapshot (see `snapshot::take` for the TXID rules); returns its TXID.
+    fn snapshot(
+        &self,
+        repl: &Replication,
+        fresh_txid_above: Option<u64>,
+        owner: Option<crate::history::Owner>,
+    ) -> Result<crate::types::Txid, snapshot::Error>;
+}
+
+impl Source for Database {
+    fn in_use(&self) -> bool {
+        Database::in_use(self)
+    }
+
+    fn catch_up(&self) {
+        // Take the write lock only when a commit is really missing from the log (a process
+        // died between its WAL write and its append); busy is fine, the writer holding the
+        // lock captures its own commit.
+        if self.needs_catch_up().unwrap_or(true) {
+            let _ = snapshot::with_write_lock(self, Duration::from_millis(200), |_| {
+                self.catch_up_locked(None)
+                    .map(|_| ())
+                    .map_err(|err| err.to_string())
+            });
+        }
+    }
+
+    fn snapshot(
+        &self,
+        repl: &Replication,
+        fresh_txid_above: Option<u64>,
+        owner: Option<crate::history::Owner>,
+    ) -> Result<crate::types::Txid, snapshot::Error> {
+        snapshot::take(self, repl, fresh_txid_above, owner)
+    }
+}
+
 pub(crate) enum Msg {
-    Register(Arc<Replication>, Weak<Database>),
+    Register(Arc<Replication>, Weak<dyn Source>),
     /// New records in a database's shadow log.
     Notify(u64),
     /// Upload everything up to at least this TXID, then reply with the uploaded TXID.
@@ -66,10 +114,16 @@ fn send(msg: Msg) -> bool {
 
 /// Starts uploading a database's shadow log.
 pub fn register(repl: Arc<Replication>, db: &Database) {
-    let weak = crate::vfs::database::lookup(&db.path)
-        .map(|a| Arc::downgrade(&a))
-        .unwrap_or_default();
+    let weak: Weak<dyn Source> = match crate::vfs::database::lookup(&db.path) {
+        Some(a) => Arc::downgrade(&a) as Weak<dyn Source>,
+        None => Weak::<Database>::new(),
+    };
     send(Msg::Register(repl, weak));
+}
+
+/// Starts uploading a database's shadow log for another source (`walrust watch`).
+pub fn register_source(repl: Arc<Replication>, source: Weak<dyn Source>) {
+    send(Msg::Register(repl, source));
 }
 
 /// Called on SQLite's thread after an append: never blocks.

@@ -202,30 +202,81 @@ fn stream(
     pages: u32,
 ) -> Result<Txid, Error> {
     let wal_file = std::fs::File::open(db.wal_path()).ok();
-    let mut in_wal: HashMap<u32, u64> = HashMap::new();
-    if let (WalPos::At { salts, frame }, Some(f)) = (pos, &wal_file) {
-        let mut read = |buf: &mut [u8], off: u64| -> std::io::Result<usize> {
-            f.read_exact_at(buf, off).map(|_| buf.len()).or(Ok(0))
-        };
-        let mut hb = [0u8; wal::HEADER_SIZE as usize];
-        let hdr = (read(&mut hb, 0).unwrap_or(0) == hb.len())
-            .then(|| wal::parse_header(&hb))
-            .flatten();
-        if frame > 0 {
-            let hdr = hdr
-                .filter(|h| h.salts == salts && h.page_size == page_size)
-                .ok_or("the WAL changed under the snapshot; will retry")?;
-            for (fr, pgno) in
-                wal::frame_pgnos(hdr.page_size, 1, frame, &mut read).map_err(|e| e.to_string())?
-            {
-                in_wal.insert(
-                    pgno,
-                    wal::frame_offset(fr, page_size) + wal::FRAME_HEADER_SIZE,
-                );
+    let upto = match pos {
+        WalPos::At { salts, frame } => Some((salts, frame)),
+        _ => None,
+    };
+    let in_wal = match &wal_file {
+        Some(f) => wal_overlay(f, upto, page_size)?,
+        None => HashMap::new(),
+    };
+    let dbfile = RawFile::open_db_readonly(&db.path).map_err(|e| e.to_string())?;
+    let mut read = |pgno: u32, buf: &mut [u8]| -> Result<(), String> {
+        match (in_wal.get(&pgno), &wal_file) {
+            (Some(&off), Some(f)) => f
+                .read_exact_at(buf, off)
+                .map_err(|e| format!("cannot read the WAL: {e}")),
+            _ => {
+                if dbfile
+                    .read_at(buf, (pgno as u64 - 1) * page_size as u64)
+                    .map_err(|e| e.to_string())?
+                    == 0
+                {
+                    buf.fill(0);
+                }
+                Ok(())
             }
         }
+    };
+    stream_pages(repl, expect, txid, page_size, pages, &mut read)
+}
+
+/// Where the newest frame of each page up to frame `upto.1` of the WAL generation `upto.0`
+/// lies in the WAL file: page number to the byte offset of its data. Fails when the WAL no
+/// longer holds that generation.
+pub fn wal_overlay(
+    wal_file: &std::fs::File,
+    upto: Option<(wal::Salts, u32)>,
+    page_size: u32,
+) -> Result<HashMap<u32, u64>, Error> {
+    let mut in_wal: HashMap<u32, u64> = HashMap::new();
+    let Some((salts, frame)) = upto.filter(|&(_, f)| f > 0) else {
+        return Ok(in_wal);
+    };
+    let mut read = |buf: &mut [u8], off: u64| -> std::io::Result<usize> {
+        wal_file
+            .read_exact_at(buf, off)
+            .map(|_| buf.len())
+            .or(Ok(0))
+    };
+    let mut hb = [0u8; wal::HEADER_SIZE as usize];
+    let hdr = (read(&mut hb, 0).unwrap_or(0) == hb.len())
+        .then(|| wal::parse_header(&hb))
+        .flatten()
+        .filter(|h| h.salts == salts && h.page_size == page_size)
+        .ok_or("the WAL changed under the snapshot; will retry")?;
+    for (fr, pgno) in
+        wal::frame_pgnos(hdr.page_size, 1, frame, &mut read).map_err(|e| e.to_string())?
+    {
+        in_wal.insert(
+            pgno,
+            wal::frame_offset(fr, page_size) + wal::FRAME_HEADER_SIZE,
+        );
     }
-    let dbfile = RawFile::open_db_readonly(&db.path).map_err(|e| e.to_string())?;
+    Ok(in_wal)
+}
+
+/// Streams pages `1..=pages` (each read by `read_page`) into a level-9 LTX file at `txid`
+/// and uploads it with its manifest entry. Both snapshot sources (the extension's, the
+/// sidecar's) end here.
+pub fn stream_pages(
+    repl: &Replication,
+    expect: crate::manifest::Expect,
+    txid: Txid,
+    page_size: u32,
+    pages: u32,
+    read_page: &mut dyn FnMut(u32, &mut [u8]) -> Result<(), String>,
+) -> Result<Txid, Error> {
     let max = txid;
     let name = ltx::file_name(Txid::ONE, max);
     let tmp_dir = repl.shadow.tmp_dir();
@@ -247,20 +298,7 @@ fn stream(
         if pgno == lock_page {
             continue;
         }
-        match (in_wal.get(&pgno), &wal_file) {
-            (Some(&off), Some(f)) => f
-                .read_exact_at(&mut buf, off)
-                .map_err(|e| format!("cannot read the WAL: {e}"))?,
-            _ => {
-                if dbfile
-                    .read_at(&mut buf, (pgno as u64 - 1) * page_size as u64)
-                    .map_err(|e| e.to_string())?
-                    == 0
-                {
-                    buf.fill(0);
-                }
-            }
-        }
+        read_page(pgno, &mut buf)?;
         enc.write_page(PageNo::new(pgno).unwrap(), &buf)
             .map_err(|e| e.to_string())?;
     }

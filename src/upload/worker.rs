@@ -1,11 +1,10 @@
 //! The upload thread's loop and its per-database state machine (see `upload` for the rules).
 
-use super::{batch, owner, snapshot, Msg};
+use super::{batch, owner, Msg, Source};
 use crate::clock::now_ms;
 use crate::replication::Replication;
 use crate::shadow::log::{self, Cursor, Reader, RecordRef};
 use crate::shadow::{Kind, State};
-use crate::vfs::database::Database;
 use flume::{Receiver, Sender};
 use std::collections::HashMap;
 use std::fs::File;
@@ -16,7 +15,7 @@ type Reply = Sender<Result<u64, String>>;
 
 pub(super) struct Entry {
     pub(super) repl: Arc<Replication>,
-    db: Weak<Database>,
+    db: Weak<dyn Source>,
     /// The uploader lock, while this process holds it.
     lock: Option<File>,
     pub(super) reader: Reader,
@@ -61,7 +60,7 @@ pub(super) struct Entry {
 }
 
 impl Entry {
-    fn new(repl: Arc<Replication>, db: Weak<Database>) -> Entry {
+    fn new(repl: Arc<Replication>, db: Weak<dyn Source>) -> Entry {
         let interval = repl.settings().snapshot_interval_s as i64 * 1000;
         Entry {
             reader: Reader::new(repl.shadow.log_dir()),
@@ -376,15 +375,8 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
     }
     if e.catch_up {
         e.catch_up = false;
-        // Take the write lock only when a commit is really missing from the log (a process
-        // died between its WAL write and its append); busy is fine, the writer holding the
-        // lock captures its own commit.
-        if let Some(db) = db.as_ref().filter(|db| db.needs_catch_up().unwrap_or(true)) {
-            let _ = snapshot::with_write_lock(db, Duration::from_millis(200), |_| {
-                db.catch_up_locked(None)
-                    .map(|_| ())
-                    .map_err(|err| err.to_string())
-            });
+        if let Some(db) = db.as_ref() {
+            db.catch_up();
         }
     }
     e.repl.reading();
@@ -425,9 +417,9 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
             if !owner::fence(e)? {
                 return Ok(());
             }
-            let txid = match snapshot::take(db, &e.repl, e.fresh_snapshot_above, e.owner) {
+            let txid = match db.snapshot(&e.repl, e.fresh_snapshot_above, e.owner) {
                 Ok(t) => t.get(),
-                Err(snapshot::Error::NotOwner(found)) => {
+                Err(super::snapshot::Error::NotOwner(found)) => {
                     owner::lost(e, found);
                     return Ok(());
                 }

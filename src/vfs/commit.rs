@@ -261,6 +261,41 @@ pub fn append_commit(
     Ok(out)
 }
 
+/// A snapshot's marker: the log's last TXID labels the database as it is now, so a marker
+/// with a new TXID (at least `min_txid`, above every TXID of the log) is appended only when
+/// the replica already has TXIDs at or past the last one. Call with the WAL write lock held,
+/// after `catch_up`.
+pub fn mark_at_least(
+    app: &mut Appender,
+    kind: Kind,
+    min_txid: u64,
+    page_size: u32,
+    commit_pages: u32,
+) -> io::Result<Appended> {
+    let last = app.last().copied();
+    if last.is_some_and(|h| h.txid >= min_txid) {
+        return Ok(Appended::default());
+    }
+    let txid = app.next_txid().max(min_txid);
+    let h = Header {
+        kind,
+        txid,
+        page_size,
+        commit: commit_pages,
+        n_pages: 0,
+        pos: last.map_or(WalPos::Empty, |h| h.pos),
+        timestamp_ms: clock::now_ms(),
+        fingerprint: last.map_or((0, 0), |h| h.fingerprint),
+    };
+    let bytes = app.append(h, &mut |_, _| unreachable!("markers have no pages"))?;
+    Ok(Appended {
+        records: 1,
+        bytes,
+        last_txid: txid,
+        resync: kind == Kind::Resync,
+    })
+}
+
 /// Records that the current WAL generation ended with everything captured (the WAL is being
 /// restarted, truncated or deleted). `fingerprint` is set when the database file is final.
 pub fn end_generation(

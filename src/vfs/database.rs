@@ -724,33 +724,10 @@ impl Database {
         let fp = || fingerprint(&self.path);
         let result = commit::catch_up(st.appender.as_mut().unwrap(), hdr.as_ref(), &mut read, &fp);
         self.account(&mut st, result);
-        let app = st.appender.as_mut().unwrap();
         if let Some((kind, min_txid, page_size, commit_pages)) = marker {
-            let last = app.last().copied();
-            // The log's last TXID labels the database as it is now; a marker with a new TXID is
-            // needed only when the replica already has TXIDs at or past it.
-            if last.is_none_or(|h| h.txid < min_txid) {
-                let txid = app.next_txid().max(min_txid);
-                let pos = last.map_or(crate::shadow::WalPos::Empty, |h| h.pos);
-                let h = crate::shadow::Header {
-                    kind,
-                    txid,
-                    page_size,
-                    commit: commit_pages,
-                    n_pages: 0,
-                    pos,
-                    timestamp_ms: crate::clock::now_ms(),
-                    fingerprint: last.map_or((0, 0), |h| h.fingerprint),
-                };
-                let bytes = app.append(h, &mut |_, _| unreachable!())?;
-                let a = Appended {
-                    records: 1,
-                    bytes,
-                    last_txid: txid,
-                    resync: kind == crate::shadow::Kind::Resync,
-                };
-                self.account(&mut st, Ok(a));
-            }
+            let app = st.appender.as_mut().unwrap();
+            let a = commit::mark_at_least(app, kind, min_txid, page_size, commit_pages)?;
+            self.account(&mut st, Ok(a));
         }
         let last = st.appender.as_ref().unwrap().last().copied();
         Ok((
@@ -809,7 +786,7 @@ fn cannot_replicate(db: &Path, e: &crate::store::StoreError) -> String {
     format!("walrust: cannot replicate {}: {e}", db.display())
 }
 
-fn conflict_message(db: &Path, in_use: &str, asked: &str) -> String {
+pub(crate) fn conflict_message(db: &Path, in_use: &str, asked: &str) -> String {
     format!(
         "walrust: {} already replicates to {in_use}, not {asked}; open it with the same replica, or remove its shadow directory ({}-walrust) to start over with the new one",
         db.display(),
@@ -820,7 +797,11 @@ fn conflict_message(db: &Path, in_use: &str, asked: &str) -> String {
 /// Records the replica URL in a `state.json` that names none. The first process to replicate
 /// the database creates the file; one that finds it created meanwhile (another process
 /// opening at the same instant, or its uploader) takes what is there, never overwriting it.
-fn record_replica(shadow: &ShadowDir, state: State, described: &str) -> Result<State, String> {
+pub(crate) fn record_replica(
+    shadow: &ShadowDir,
+    state: State,
+    described: &str,
+) -> Result<State, String> {
     let cannot = |e: std::io::Error| {
         format!(
             "walrust: cannot write {}: {e}; check the directory's permissions and free space",

@@ -1,4 +1,5 @@
-//! `walrust`: restore, list, verify and compact a replica from the command line (SPEC section 7).
+//! `walrust`: restore, list, verify and compact a replica from the command line, and replicate
+//! databases as a sidecar (`watch`) (SPEC section 7).
 //!
 //! One file per subcommand; this one parses the command line and maps failures to exit codes:
 //! 0 success, 1 other error, 2 usage, 3 nothing to restore (no such replica, no snapshot),
@@ -13,8 +14,10 @@ mod compact;
 mod list;
 mod output;
 mod restore;
+mod status;
 mod takeover;
 mod verify;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -27,6 +30,8 @@ Usage:
   walrust verify URL
   walrust compact URL [--dry-run] [--retention SPEC]
   walrust takeover DB [--replica URL]
+  walrust status DB [--shadow-dir DIR]
+  walrust watch DB... (--replica URL | --replica-root URL) [options]
   walrust help [COMMAND]    (or COMMAND --help)
   walrust --version
 
@@ -169,6 +174,8 @@ fn help_for(cmd: &str) -> Option<&'static str> {
         "verify" => verify::HELP,
         "compact" => compact::HELP,
         "takeover" => takeover::HELP,
+        "watch" => watch::HELP,
+        "status" => status::HELP,
         _ => return None,
     })
 }
@@ -201,6 +208,8 @@ fn run(argv: &[String]) -> Result<(), Failure> {
         "verify" => verify::run(rest),
         "compact" => compact::run(rest),
         "takeover" => takeover::run(rest),
+        "watch" => watch::run(rest),
+        "status" => status::run(rest),
         "help" | "--help" | "-h" => match rest.first().map(|c| (c, help_for(c))) {
             None => output::print(USAGE),
             Some((_, Some(h))) => output::print(h),

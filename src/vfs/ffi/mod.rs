@@ -10,6 +10,7 @@
 mod entry;
 mod io;
 mod methods;
+pub mod posix;
 mod raw;
 
 pub use raw::RawFile;

@@ -1,0 +1,171 @@
+//! `walrust watch DB... --replica URL | --replica-root URL`: the sidecar (SPEC section 7). The
+//! work is in the library (`walrust::watch`); this file parses flags, runs the poll loop and
+//! waits for SIGINT/SIGTERM.
+
+use crate::{Args, Failure};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use walrust::config::Settings;
+use walrust::watch::{self, Watched};
+
+pub const HELP: &str = "\
+Usage: walrust watch DB... (--replica URL | --replica-root URL) [--sync-interval MS]
+       [--snapshot-interval S] [--retention SPEC] [--compact-after-snapshot]
+       [--checkpoint off] [--shadow-dir DIR]
+
+Replicates databases whose applications do not load the walrust extension, into the same
+replica format with the same promises, until SIGINT or SIGTERM; then uploads what is pending
+and exits. --replica names the replica of one database; --replica-root URL replicates each
+DB to URL/<file name>. It shares the shadow directory (DB-walrust) and the one-uploader rule
+with processes that load the extension on the same database; a second watch of the same
+database is refused.
+
+Checkpoints stay the application's (--checkpoint off, the only mode so far): the watch holds
+a read slot of SQLite's WAL index so that no checkpoint restarts the WAL past a frame it has
+not copied, and lets it go once everything is copied and checkpointed.
+
+Exit codes: 0 stopped with everything uploaded, 1 cannot start (not in WAL mode, watched
+already, shadow directory), 2 usage, 4 the pending transactions could not be uploaded before
+stopping (they stay in the shadow directory for the next run).
+";
+
+/// How often each WAL is looked at.
+const POLL: Duration = Duration::from_millis(50);
+/// How long the final upload may take at shutdown.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn run(args: &[String]) -> Result<(), Failure> {
+    let a = Args::parse(
+        args,
+        &[
+            "--replica",
+            "--replica-root",
+            "--sync-interval",
+            "--snapshot-interval",
+            "--retention",
+            "--checkpoint",
+            "--shadow-dir",
+        ],
+        &["--compact-after-snapshot"],
+    )?;
+    if a.positional.is_empty() {
+        return Err(Failure::usage(
+            "name at least one database: walrust watch DB...",
+        ));
+    }
+    let urls = replica_urls(&a)?;
+    let settings = settings(&a)?;
+    walrust::vfs::ffi::posix::block_termination_signals()
+        .map_err(|e| Failure::new(1, format!("cannot block SIGINT/SIGTERM: {e}")))?;
+    let mut watched: Vec<Arc<Watched>> = Vec::new();
+    for (db, url) in a.positional.iter().zip(urls) {
+        let w = watch::start(&PathBuf::from(db), &url, settings.clone())
+            .map_err(|e| Failure::new(1, e))?;
+        walrust::log::info(&format!(
+            "watching {}, replicating to {} (TXID {} uploaded)",
+            w.path.display(),
+            w.repl.url,
+            w.repl.status().uploaded_txid
+        ));
+        watched.push(w);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let (stop, watched) = (stop.clone(), watched.clone());
+        std::thread::spawn(move || poll_loop(&watched, &stop))
+    };
+    let sig = walrust::vfs::ffi::posix::wait_for_termination();
+    walrust::log::info(&format!(
+        "signal {sig}: uploading what is pending, then stopping"
+    ));
+    stop.store(true, Ordering::Release);
+    let _ = poller.join();
+    let mut failed = None;
+    for w in &watched {
+        match w.finish(FINISH_TIMEOUT) {
+            Ok(txid) => walrust::log::info(&format!(
+                "stopped watching {}: TXID {txid} uploaded",
+                w.path.display()
+            )),
+            Err(e) => failed = Some(e),
+        }
+    }
+    match failed {
+        Some(e) => Err(Failure::new(4, e)),
+        None => Ok(()),
+    }
+}
+
+/// Polls every database, and says when uploads stop or start working again.
+fn poll_loop(watched: &[Arc<Watched>], stop: &AtomicBool) {
+    let mut failing = vec![false; watched.len()];
+    while !stop.load(Ordering::Acquire) {
+        for (i, w) in watched.iter().enumerate() {
+            w.poll();
+            let now_failing = w.repl.status().last_error.is_some();
+            if failing[i] && !now_failing {
+                walrust::log::info(&format!(
+                    "{} replicates to {} again",
+                    w.path.display(),
+                    w.repl.url
+                ));
+            }
+            failing[i] = now_failing;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+fn replica_urls(a: &Args) -> Result<Vec<String>, Failure> {
+    match (a.value(&["--replica"]), a.value(&["--replica-root"])) {
+        (Some(_), Some(_)) => Err(Failure::usage("give --replica or --replica-root, not both")),
+        (None, None) => Err(Failure::usage(
+            "name the replica: --replica URL or --replica-root URL",
+        )),
+        (Some(u), None) if a.positional.len() == 1 => Ok(vec![u.to_string()]),
+        (Some(_), None) => Err(Failure::usage(
+            "--replica names the replica of one database; use --replica-root URL for several",
+        )),
+        (None, Some(root)) => a
+            .positional
+            .iter()
+            .map(|db| {
+                let name = PathBuf::from(db)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .ok_or_else(|| Failure::usage(format!("{db} is not a file name")))?;
+                Ok(format!("{}/{name}", root.trim_end_matches('/')))
+            })
+            .collect(),
+    }
+}
+
+fn settings(a: &Args) -> Result<Settings, Failure> {
+    let mut s = Settings::from_env();
+    let pairs = [
+        ("--sync-interval", "walrust_sync_interval"),
+        ("--snapshot-interval", "walrust_snapshot_interval"),
+        ("--retention", "walrust_retention"),
+        ("--shadow-dir", "walrust_shadow_dir"),
+    ];
+    for (flag, name) in pairs {
+        if let Some(v) = a.value(&[flag]) {
+            s.set(name, v)
+                .map_err(|e| Failure::invalid(format!("{flag}: {e}")))?;
+        }
+    }
+    if a.has("--compact-after-snapshot") {
+        s.compact_after_snapshot = true;
+    }
+    match a.value(&["--checkpoint"]) {
+        None | Some("off") => {}
+        Some(other) => {
+            return Err(Failure::invalid(format!(
+                "--checkpoint {other} is not supported yet: the watch leaves checkpoints to the application (--checkpoint off)"
+            )))
+        }
+    }
+    Ok(s)
+}

@@ -1,0 +1,235 @@
+"""`walrust watch`, the sidecar (SPEC 7, issue 16): an application that does not load walrust
+writes thousands of transactions while `target/release/walrust watch` runs beside it and is
+killed with -9 twice; the replica restores (with walrust and with Litestream) to exactly the
+database, its level-0 TXIDs contiguous. The sidecar links no SQLite: it reads the WAL itself and
+takes part in SQLite's WAL-index locking (src/watch/shm.rs)."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import HANG_TIMEOUT, SYSTEM_PYTHON, assert_integrity_ok, assert_same_contents, db_contents
+
+# The application: plain sqlite3 of the Python on PATH (pyenv's cannot load extensions), one
+# connection that stays open (a live WAL index) until its stdin closes.
+APP = r"""
+import sqlite3, sys, time
+db, n, every, progress = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+c = sqlite3.connect(db, timeout=2, isolation_level=None)
+c.execute("PRAGMA journal_mode=WAL")
+if every == 0:
+    c.execute("PRAGMA wal_autocheckpoint=0")
+c.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, body BLOB)")
+busy = 0
+for i in range(1, n + 1):
+    c.execute("INSERT INTO t(id, body) VALUES (?, randomblob(300))", (i,))
+    if every and i % every == 0:
+        busy += c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+    if i % 50 == 0:
+        with open(progress + ".tmp", "w") as f:
+            f.write(str(i))
+        import os; os.replace(progress + ".tmp", progress)
+        time.sleep(0.005)
+with open(progress + ".tmp", "w") as f:
+    f.write(f"done {busy}")
+import os; os.replace(progress + ".tmp", progress)
+sys.stdin.read()
+"""
+
+N = 4000
+
+
+def app_python():
+    found = shutil.which("python3")
+    return found if found and Path(found).resolve() != Path(SYSTEM_PYTHON).resolve() else SYSTEM_PYTHON
+
+
+@pytest.fixture
+def walrust_cli(walrust):
+    cli = walrust.ext.parent / "walrust"
+    if not cli.is_file():
+        pytest.fail(f"no walrust binary beside the extension at {cli}; run `make build`")
+    return cli
+
+
+class App:
+    def __init__(self, tmp_path, db, every):
+        self.progress = tmp_path / "progress"
+        script = tmp_path / "app.py"
+        script.write_text(APP)
+        self.proc = subprocess.Popen(
+            [app_python(), str(script), str(db), str(N), str(every), str(self.progress)],
+            stdin=subprocess.PIPE,
+        )
+
+    def count(self):
+        try:
+            text = self.progress.read_text()
+        except FileNotFoundError:
+            return 0
+        return N if text.startswith("done") else int(text)
+
+    def wait_for(self, n):
+        deadline = time.monotonic() + HANG_TIMEOUT
+        while self.count() < n:
+            assert self.proc.poll() is None, f"the application exited {self.proc.returncode}"
+            assert time.monotonic() < deadline, f"the application never reached {n} commits"
+            time.sleep(0.01)
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=HANG_TIMEOUT)
+
+
+class Watch:
+    def __init__(self, cli, db, replica, log):
+        self.log = log
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [str(cli), "watch", str(db), "--replica", replica.url, "--sync-interval", "100"],
+                stderr=out,
+            )
+
+    def kill9(self):
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=HANG_TIMEOUT)
+        assert code == 0, f"walrust watch exited {code} on SIGTERM:\n{self.log.read_text()}"
+
+
+def assert_contiguous(replica):
+    """Level 0 goes on from one file to the next, or from a snapshot (its only gap, SPEC 6)."""
+    files = replica.ltx_files()
+    snapshots = {f.max_txid for f in files if f.level == 9}
+    level0 = sorted((f for f in files if f.level == 0), key=lambda f: f.min_txid)
+    assert snapshots, "the replica has no snapshot"
+    for prev, cur in zip(level0, level0[1:]):
+        assert cur.min_txid == prev.max_txid + 1 or cur.min_txid - 1 in snapshots, (
+            f"TXID gap in level 0: {prev.min_txid:x}-{prev.max_txid:x} then {cur.min_txid:x}-{cur.max_txid:x}"
+        )
+    return len(snapshots), max([max(snapshots)] + [f.max_txid for f in level0])
+
+
+def run_with_kills(tmp_path, walrust_cli, replica, every):
+    db = tmp_path / "app.db"
+    app = App(tmp_path, db, every)
+    app.wait_for(50)
+    log = tmp_path / "watch.log"
+    watch = Watch(walrust_cli, db, replica, log)
+    for at in (N // 4, N // 2):
+        app.wait_for(at)
+        watch.kill9()
+        watch = Watch(walrust_cli, db, replica, log)
+    app.wait_for(N)
+    watch.stop()
+    return db, app, log
+
+
+def check_restores(tmp_path, walrust_cli, litestream, replica, db, newest):
+    expected = db_contents(db)
+    out = tmp_path / "restored.db"
+    r = subprocess.run([str(walrust_cli), "restore", replica.url, "-o", str(out)],
+                       capture_output=True, text=True, timeout=HANG_TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    assert f"TXID {newest:016x}" in r.stderr + r.stdout, r.stderr + r.stdout
+    assert_integrity_ok(out, "walrust restore of the sidecar's replica")
+    assert_same_contents(expected, db_contents(out), "walrust restore of the sidecar's replica")
+    out = tmp_path / "litestream.db"
+    litestream(db, replica).restore(out)
+    assert_integrity_ok(out, "litestream restore of the sidecar's replica")
+    assert_same_contents(expected, db_contents(out), "litestream restore of the sidecar's replica")
+
+
+def test_watch_survives_kill9_without_a_new_snapshot(tmp_path, walrust_cli, litestream, replica):
+    db, app, log = run_with_kills(tmp_path, walrust_cli, replica, every=0)
+    try:
+        snapshots, newest = assert_contiguous(replica)
+        # Nothing restarted the WAL while the watch was dead: it resumed from the shadow log.
+        assert snapshots == 1, f"{snapshots} snapshots:\n{log.read_text()}"
+        check_restores(tmp_path, walrust_cli, litestream, replica, db, newest)
+        # A second watch of the same database is refused while one runs.
+        first = Watch(walrust_cli, db, replica, log)
+        time.sleep(0.5)
+        second = subprocess.run([str(walrust_cli), "watch", str(db), "--replica", replica.url],
+                                capture_output=True, text=True, timeout=HANG_TIMEOUT)
+        assert second.returncode == 1 and "already watched" in second.stderr, second.stderr
+        status = subprocess.run([str(walrust_cli), "status", str(db)],
+                                capture_output=True, text=True, timeout=HANG_TIMEOUT)
+        assert status.returncode == 0, status.stderr
+        st = json.loads(status.stdout)
+        assert st["watched"] is True and st["uploaded_txid"] == newest, st
+        assert st["replica"] and st["last_error"] is None, st
+        first.stop()
+    finally:
+        app.close()
+
+
+def test_watch_with_the_application_checkpointing(tmp_path, walrust_cli, litestream, replica):
+    db, app, log = run_with_kills(tmp_path, walrust_cli, replica, every=300)
+    try:
+        _, newest = assert_contiguous(replica)
+        check_restores(tmp_path, walrust_cli, litestream, replica, db, newest)
+    finally:
+        app.close()
+
+
+def test_watch_beside_a_process_that_loads_the_extension(tmp_path, walrust_cli, connect, walrust, replica):
+    """The application writes without walrust while this process writes the same database
+    through the extension (same replica): one shared shadow log, one uploader at a time, and
+    the replica holds every commit of both."""
+    db = tmp_path / "app.db"
+    app = App(tmp_path, db, every=0)
+    app.wait_for(50)
+    log = tmp_path / "watch.log"
+    watch = Watch(walrust_cli, db, replica, log)
+    ext = connect(db, replica, sync_interval=100)
+    ext.execute("CREATE TABLE IF NOT EXISTS e(id INTEGER PRIMARY KEY, body BLOB)")
+    try:
+        for i in range(1, 501):
+            ext.execute("INSERT INTO e(id, body) VALUES (?, randomblob(100))", (i,))
+            if i == 250:
+                watch.kill9()
+                watch = Watch(walrust_cli, db, replica, log)
+        app.wait_for(N)
+        watch.stop()
+        newest = walrust.sync(ext)
+        _, last = assert_contiguous(replica)
+        assert last == newest
+        out = tmp_path / "restored.db"
+        r = subprocess.run([str(walrust_cli), "restore", replica.url, "-o", str(out)],
+                           capture_output=True, text=True, timeout=HANG_TIMEOUT)
+        assert r.returncode == 0, r.stderr
+        assert_same_contents(db_contents(db), db_contents(out), "restore of the shared replica")
+    finally:
+        ext.close()
+        app.close()
+
+
+def test_watch_started_before_the_application_opens(tmp_path, walrust_cli, litestream, replica):
+    """No live WAL index at start (the sidecar reads the WAL as it is, then joins the index
+    the application creates); whatever the application did before the join, the replica
+    restores to the database."""
+    db = tmp_path / "app.db"
+    subprocess.run([SYSTEM_PYTHON, "-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); "
+                    "c.execute('PRAGMA journal_mode=WAL'); c.execute('CREATE TABLE t(id INTEGER PRIMARY KEY, body BLOB)'); c.close()",
+                    str(db)], check=True, timeout=HANG_TIMEOUT)
+    log = tmp_path / "watch.log"
+    watch = Watch(walrust_cli, db, replica, log)
+    time.sleep(0.3)
+    app = App(tmp_path, db, every=0)
+    try:
+        app.wait_for(N)
+        watch.stop()
+        _, newest = assert_contiguous(replica)
+        check_restores(tmp_path, walrust_cli, litestream, replica, db, newest)
+    finally:
+        app.close()

@@ -13,6 +13,7 @@
 pub mod batch;
 mod owner;
 pub use owner::claim_next_generation;
+mod pool;
 pub mod snapshot;
 mod worker;
 
@@ -42,6 +43,10 @@ pub(crate) enum Msg {
         id: u64,
         reply: Sender<Result<u64, String>>,
     },
+    /// Compact the replica (after a snapshot), on a pool thread.
+    Compact(u64),
+    /// A pool thread finished a job.
+    Done(pool::Done),
 }
 
 struct Channel {
@@ -53,10 +58,11 @@ const QUEUE: usize = 4096;
 
 static CHANNEL: Lazy<Channel> = Lazy::new(|| {
     let (tx, rx) = flume::bounded(QUEUE);
+    let back = tx.clone();
     std::thread::Builder::new()
-        .name("walrust-upload".into())
-        .spawn(move || worker::run(rx))
-        .expect("spawn the walrust upload thread");
+        .name("walrust-upload-sched".into())
+        .spawn(move || pool::run(rx, back))
+        .expect("spawn the walrust upload scheduler");
     Channel { tx }
 });
 
@@ -82,35 +88,10 @@ pub fn wake(repl: &Replication) {
     notify(repl)
 }
 
-static COMPACTOR: Lazy<Sender<Arc<Replication>>> = Lazy::new(|| {
-    let (tx, rx) = flume::bounded::<Arc<Replication>>(64);
-    std::thread::Builder::new()
-        .name("walrust-compact".into())
-        .spawn(move || {
-            for repl in rx.iter() {
-                let opts = crate::compact::CompactOptions::new(repl.settings().retention)
-                    .with_tmp_dir(repl.shadow.tmp_dir());
-                if let Err(e) = crate::compact::compact(
-                    repl.store.as_ref(),
-                    &opts,
-                    &crate::clock::SystemClock,
-                    false,
-                ) {
-                    crate::log::warn(&format!(
-                        "walrust: compaction of {} after a snapshot failed: {e}",
-                        repl.url
-                    ));
-                }
-            }
-        })
-        .expect("spawn the walrust compaction thread");
-    tx
-});
-
-/// Runs compaction and retention on the replica soon, on the compaction thread (one per
-/// process), so uploads of every database go on meanwhile.
+/// Runs compaction and retention on the replica soon, on a pool thread, so uploads of every
+/// database go on meanwhile.
 pub fn compact_later(repl: Arc<Replication>) {
-    let _ = COMPACTOR.try_send(repl);
+    let _ = CHANNEL.tx.try_send(Msg::Compact(repl.id));
 }
 
 /// Blocks until every transaction up to `txid` is in the replica, or `timeout` passes.

@@ -1,14 +1,18 @@
-//! The background upload thread: one per process, whatever the number of databases, fed over a
-//! flume channel.
+//! Uploading: a bounded pool per process, whatever the number of databases, fed over one flume
+//! channel (`pool`: a scheduler thread and at most `pool::THREADS` upload threads;
+//! docs/DESIGN.md, decision 14).
 //!
 //! For each replicating database it holds (or waits for) the shadow directory's uploader lock,
 //! reads new records from the shadow log, and every `walrust_sync_interval` uploads them as one
 //! level-0 LTX file; it takes snapshots at start (when the replica is empty or has diverged),
 //! on schedule and on request; it answers `walrust_sync()` callers once their transactions are
-//! durable in the replica. Failures are retried with exponential backoff and jitter and reported
-//! in `walrust_status()`; they never reach the application's writes. What must hold: a record is
-//! trimmed from the shadow log only after the file holding it and the manifest naming it are
-//! durable, and `state.json` never claims more than the replica has.
+//! durable in the replica. Failures are retried with exponential backoff and jitter, per
+//! database, and reported in `walrust_status()`; they never reach the application's writes.
+//! What must hold: a record is trimmed from the shadow log only after the file holding it and
+//! the manifest naming it are durable, and `state.json` never claims more than the replica has;
+//! different databases upload concurrently, but one database's steps never overlap (its state
+//! is on one thread at a time), and a slow, hung or locked replica holds at most its own
+//! database's step and a bounded share of the pool.
 
 pub mod batch;
 mod owner;
@@ -102,7 +106,7 @@ pub fn sync(repl: &Replication, txid: u64, timeout: Duration) -> Result<u64, Str
         txid,
         reply: tx,
     }) {
-        return Err("walrust: the upload thread is not responding".into());
+        return Err("walrust: the upload scheduler is not responding".into());
     }
     wait(rx, timeout, repl, "sync")
 }
@@ -114,7 +118,7 @@ pub fn snapshot(repl: &Replication, timeout: Duration) -> Result<u64, String> {
         id: repl.id,
         reply: tx,
     }) {
-        return Err("walrust: the upload thread is not responding".into());
+        return Err("walrust: the upload scheduler is not responding".into());
     }
     wait(rx, timeout, repl, "snapshot")
 }
@@ -127,7 +131,7 @@ pub fn takeover(repl: &Replication, timeout: Duration) -> Result<u64, String> {
         id: repl.id,
         reply: tx,
     }) {
-        return Err("walrust: the upload thread is not responding".into());
+        return Err("walrust: the upload scheduler is not responding".into());
     }
     wait(rx, timeout, repl, "takeover")
 }

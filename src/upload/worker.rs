@@ -1,4 +1,11 @@
-//! The upload thread's loop and its per-database state machine (see `upload` for the rules).
+//! One database's upload state (`Entry`) and its step (`tick`): read the shadow log, upload a
+//! level-0 batch, snapshot, write the manifest, record progress (see `upload` for the rules).
+//!
+//! A step runs on a pool thread and blocks on the store; `pool` guarantees an entry is stepped
+//! by one thread at a time, so nothing here is shared between threads except through
+//! `Replication` (status, settings) and the store. `handle`, `notified` and `due_at` run on
+//! the scheduler: they must never block or do I/O. `walrust_takeover()` is served at the start
+//! of the next step (it writes the manifest), not in `handle`.
 
 use super::{batch, owner, snapshot, Msg};
 use crate::clock::now_ms;

@@ -16,14 +16,16 @@
 //!   `PER_ENDPOINT` threads, so databases on other endpoints always have threads left when
 //!   one endpoint hangs (a hung request holds its thread until the store's timeouts end it).
 //! - The scheduler itself never does I/O: no database, slow or not, can stall it.
-//! - Waiting entries are served round-robin (by id, from where the last dispatch stopped).
+//! - Due entries are served first come first served; an entry at rest costs nothing until its
+//!   timer (a heap, checked lazily against the entry's own `timer_at`) or a message.
 
 use super::worker::{self, Entry};
 use super::Msg;
 use crate::clock::now_ms;
 use crate::replication::Replication;
 use flume::{Receiver, Sender};
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,34 +64,44 @@ struct Slot {
     inbox: Vec<Msg>,
     /// New records were announced while the entry was out.
     notified: bool,
+    /// The entry is in `ready`.
+    queued: bool,
+    /// The time of this entry's live timer in `timers` (`i64::MAX`: none); others are stale.
+    timer_at: i64,
     compact_wanted: bool,
     compacting: bool,
 }
 
 struct Pool {
-    slots: BTreeMap<u64, Slot>,
+    slots: HashMap<u64, Slot>,
+    /// When entries at rest fall due: `(time, id)`, checked against `Slot::timer_at`.
+    timers: BinaryHeap<Reverse<(i64, u64)>>,
+    /// Entries due now, waiting for a thread, first come first served.
+    ready: VecDeque<u64>,
+    /// Replicas whose compaction is wanted.
+    compactions: VecDeque<u64>,
     jobs: Sender<Job>,
     jobs_rx: Receiver<Job>,
     back: Sender<Msg>,
     threads: usize,
     busy: usize,
     per_endpoint: HashMap<Arc<str>, usize>,
-    /// Round-robin: the next scan starts at this id.
-    next_id: u64,
 }
 
 /// The scheduler's loop; `back` is the sender of `rx`, for the pool threads' answers.
 pub(super) fn run(rx: Receiver<Msg>, back: Sender<Msg>) {
     let (jobs, jobs_rx) = flume::unbounded();
     let mut pool = Pool {
-        slots: BTreeMap::new(),
+        slots: HashMap::new(),
+        timers: BinaryHeap::new(),
+        ready: VecDeque::new(),
+        compactions: VecDeque::new(),
         jobs,
         jobs_rx,
         back,
         threads: 0,
         busy: 0,
         per_endpoint: HashMap::new(),
-        next_id: 0,
     };
     let mut wake = Duration::ZERO;
     loop {
@@ -141,6 +153,8 @@ impl Pool {
                     endpoint: endpoint_of(&repl.url),
                     inbox: Vec::new(),
                     notified: false,
+                    queued: false,
+                    timer_at: i64::MAX,
                     compact_wanted: false,
                     compacting: false,
                 };
@@ -151,10 +165,17 @@ impl Pool {
             return not_replicating(msg);
         };
         match (&msg, slot.entry.as_deref_mut()) {
-            (Msg::Compact(_), _) => slot.compact_wanted = true,
+            (Msg::Compact(_), _) => {
+                if !std::mem::replace(&mut slot.compact_wanted, true) {
+                    self.compactions.push_back(id);
+                }
+            }
             (Msg::Notify(_), None) => slot.notified = true,
             (_, None) => slot.inbox.push(msg),
-            (_, Some(e)) => worker::handle(e, msg),
+            (_, Some(e)) => {
+                worker::handle(e, msg);
+                self.touch(id, now_ms());
+            }
         }
     }
 
@@ -169,63 +190,132 @@ impl Pool {
         let Some(slot) = self.slots.get_mut(&done.id) else {
             return;
         };
-        let Some(mut e) = done.entry else {
-            slot.compacting = false;
-            return;
-        };
-        for msg in slot.inbox.drain(..) {
-            worker::handle(&mut e, msg);
+        match done.entry {
+            None => slot.compacting = false,
+            Some(mut e) => {
+                for msg in slot.inbox.drain(..) {
+                    worker::handle(&mut e, msg);
+                }
+                if std::mem::take(&mut slot.notified) {
+                    worker::notified(&mut e);
+                }
+                slot.entry = Some(e);
+            }
         }
-        if std::mem::take(&mut slot.notified) {
-            worker::notified(&mut e);
-        }
-        slot.entry = Some(e);
+        self.settle(done.id, now_ms());
     }
 
-    /// Hands due entries (and wanted compactions) to free threads, round-robin; removes idle
-    /// entries. Returns when the next entry at rest falls due.
+    /// An entry at rest after a change: forgotten if idle, else queued or timed.
+    fn settle(&mut self, id: u64, now: i64) {
+        self.remove_if_idle(id);
+        self.touch(id, now);
+    }
+
+    /// An entry at rest may fall due at another time: queue it, or set its timer.
+    fn touch(&mut self, id: u64, now: i64) {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        let Some(e) = slot.entry.as_deref() else {
+            return;
+        };
+        if slot.queued {
+            return;
+        }
+        let at = worker::due_at(e);
+        if at <= now {
+            slot.queued = true;
+            self.ready.push_back(id);
+        } else if at < slot.timer_at {
+            slot.timer_at = at;
+            self.timers.push(Reverse((at, id)));
+        }
+    }
+
+    /// Forgets an idle entry at rest (its uploader lock is released with it).
+    fn remove_if_idle(&mut self, id: u64) {
+        let Some(slot) = self.slots.get(&id) else {
+            return;
+        };
+        let idle = slot.entry.as_deref().is_some_and(Entry::idle)
+            && slot.inbox.is_empty()
+            && !slot.queued
+            && !slot.compacting
+            && !slot.compact_wanted;
+        if idle {
+            self.slots.remove(&id);
+        }
+    }
+
+    /// Moves entries whose timers are due to `ready`, hands ready entries and wanted
+    /// compactions to free threads (first come first served, within each endpoint's share),
+    /// and returns when the next timer falls due.
     fn schedule(&mut self, now: i64) -> i64 {
-        let mut next = now + IDLE_WAKE_MS;
-        let ids: Vec<u64> = self
-            .slots
-            .range(self.next_id..)
-            .chain(self.slots.range(..self.next_id))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            let slot = &self.slots[&id];
-            if slot.compact_wanted && !slot.compacting && self.has_room(&slot.endpoint) {
-                let slot = self.slots.get_mut(&id).expect("listed above");
-                slot.compact_wanted = false;
-                slot.compacting = true;
-                let job = Job::Compact(id, slot.endpoint.clone(), slot.repl.clone());
-                self.dispatch(job);
+        while let Some(&Reverse((at, id))) = self.timers.peek() {
+            if at > now {
+                break;
             }
-            let slot = &self.slots[&id];
-            let Some(e) = slot.entry.as_deref() else {
+            self.timers.pop();
+            let Some(slot) = self.slots.get_mut(&id) else {
                 continue;
             };
-            if slot.inbox.is_empty() && e.idle() {
-                if !slot.compacting && !slot.compact_wanted {
-                    self.slots.remove(&id);
-                }
-                continue;
+            if slot.timer_at != at {
+                continue; // stale
             }
-            let at = worker::due_at(e);
-            if at > now {
-                next = next.min(at);
+            slot.timer_at = i64::MAX;
+            self.settle(id, now);
+        }
+        self.dispatch_compactions();
+        self.dispatch_ready();
+        self.timers
+            .peek()
+            .map_or(now + IDLE_WAKE_MS, |Reverse((at, _))| *at)
+    }
+
+    fn dispatch_ready(&mut self) {
+        let mut waiting = VecDeque::new();
+        while self.busy < THREADS {
+            let Some(id) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(slot) = self.slots.get(&id) else {
                 continue;
-            }
+            };
             if !self.has_room(&slot.endpoint) {
-                continue; // a finished job wakes the scheduler
+                waiting.push_back(id); // its endpoint is full: a finished job wakes us
+                continue;
             }
-            let slot = self.slots.get_mut(&id).expect("listed above");
-            let e = slot.entry.take().expect("at rest");
+            let slot = self.slots.get_mut(&id).expect("looked up above");
+            slot.queued = false;
+            slot.timer_at = i64::MAX;
+            let Some(e) = slot.entry.take() else {
+                continue;
+            };
             let job = Job::Step(id, slot.endpoint.clone(), e);
-            self.next_id = id + 1;
             self.dispatch(job);
         }
-        next
+        waiting.append(&mut self.ready);
+        self.ready = waiting;
+    }
+
+    fn dispatch_compactions(&mut self) {
+        for _ in 0..self.compactions.len() {
+            let Some(id) = self.compactions.pop_front() else {
+                break;
+            };
+            let Some(slot) = self.slots.get(&id) else {
+                continue;
+            };
+            if slot.compacting || !self.has_room(&slot.endpoint) {
+                self.compactions.push_back(id);
+                continue;
+            }
+            let slot = self.slots.get_mut(&id).expect("looked up above");
+            slot.compact_wanted = false;
+            slot.compacting = true;
+            let job = Job::Compact(id, slot.endpoint.clone(), slot.repl.clone());
+            self.dispatch(job);
+        }
     }
 
     fn has_room(&self, endpoint: &Arc<str>) -> bool {

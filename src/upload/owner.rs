@@ -219,13 +219,15 @@ fn log_reaches(e: &mut Entry, txid: u64) -> Result<bool, String> {
 /// whether the cursor had to move.
 pub(super) fn settle_cursor(e: &mut Entry, done: u64) -> Result<bool, String> {
     let io = |err: std::io::Error| format!("walrust: cannot read the shadow log: {err}");
+    // The newest record first: one appended after this look is seen by the read at the cursor
+    // below. The other order took a record appended between the two looks (the application
+    // commits while the uploader looks) for a lost tail.
+    let last = log::last_record(&e.repl.shadow.log_dir()).map_err(io)?;
     let (first, _) = e.reader.read_at_most(e.read_cursor, 1).map_err(io)?;
     let ok = match first.first() {
         Some(r) if r.header.kind == Kind::Txn => r.header.txid == done + 1,
         Some(r) => r.header.txid >= done,
-        None => log::last_record(&e.repl.shadow.log_dir())
-            .map_err(io)?
-            .is_none_or(|h| h.txid <= done && !behind_cursor(e)),
+        None => last.is_none_or(|h| h.txid <= done && !behind_cursor(e)),
     };
     if ok {
         return Ok(false);

@@ -16,6 +16,8 @@
 //!   `PER_ENDPOINT` threads, so databases on other endpoints always have threads left when
 //!   one endpoint hangs (a hung request holds its thread until the store's timeouts end it).
 //! - The scheduler itself never does I/O: no database, slow or not, can stall it.
+//! - Compaction after a snapshot runs here too: one at a time per replica, at most
+//!   `COMPACTIONS` at once and `COMPACTIONS_PER_ENDPOINT` per endpoint.
 //! - Due entries are served first come first served; an entry at rest costs nothing until its
 //!   timer (a heap, checked lazily against the entry's own `timer_at`) or a message.
 
@@ -38,6 +40,11 @@ pub(super) const THREADS: usize = 64;
 
 /// Threads one endpoint may hold at once: a hung endpoint leaves the rest to the others.
 const PER_ENDPOINT: usize = THREADS * 3 / 4;
+
+/// Compactions at once (they may hold a replica's worth of pages in memory), and per endpoint
+/// (so a hung endpoint leaves room for the others').
+const COMPACTIONS: usize = 4;
+const COMPACTIONS_PER_ENDPOINT: usize = 2;
 
 /// The scheduler's longest sleep without news.
 const IDLE_WAKE_MS: i64 = 1000;
@@ -86,6 +93,9 @@ struct Pool {
     threads: usize,
     busy: usize,
     per_endpoint: HashMap<Arc<str>, usize>,
+    /// Compactions running, in all and by endpoint.
+    compacting: HashMap<Arc<str>, usize>,
+    compacting_all: usize,
 }
 
 /// The scheduler's loop; `back` is the sender of `rx`, for the pool threads' answers.
@@ -102,6 +112,8 @@ pub(super) fn run(rx: Receiver<Msg>, back: Sender<Msg>) {
         threads: 0,
         busy: 0,
         per_endpoint: HashMap::new(),
+        compacting: HashMap::new(),
+        compacting_all: 0,
     };
     let mut wake = Duration::ZERO;
     loop {
@@ -181,11 +193,10 @@ impl Pool {
 
     fn on_done(&mut self, done: Done) {
         self.busy -= 1;
-        if let Some(n) = self.per_endpoint.get_mut(&done.endpoint) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_endpoint.remove(&done.endpoint);
-            }
+        release(&mut self.per_endpoint, &done.endpoint);
+        if done.entry.is_none() {
+            self.compacting_all -= 1;
+            release(&mut self.compacting, &done.endpoint);
         }
         let Some(slot) = self.slots.get_mut(&done.id) else {
             return;
@@ -306,13 +317,20 @@ impl Pool {
             let Some(slot) = self.slots.get(&id) else {
                 continue;
             };
-            if slot.compacting || !self.has_room(&slot.endpoint) {
+            let on_endpoint = self.compacting.get(&slot.endpoint).copied().unwrap_or(0);
+            if slot.compacting
+                || !self.has_room(&slot.endpoint)
+                || self.compacting_all >= COMPACTIONS
+                || on_endpoint >= COMPACTIONS_PER_ENDPOINT
+            {
                 self.compactions.push_back(id);
                 continue;
             }
             let slot = self.slots.get_mut(&id).expect("looked up above");
             slot.compact_wanted = false;
             slot.compacting = true;
+            self.compacting_all += 1;
+            *self.compacting.entry(slot.endpoint.clone()).or_insert(0) += 1;
             let job = Job::Compact(id, slot.endpoint.clone(), slot.repl.clone());
             self.dispatch(job);
         }
@@ -346,6 +364,16 @@ impl Pool {
                 ))
             })
             .is_ok()
+    }
+}
+
+/// One fewer job of `endpoint` running.
+fn release(counts: &mut HashMap<Arc<str>, usize>, endpoint: &Arc<str>) {
+    if let Some(n) = counts.get_mut(endpoint) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(endpoint);
+        }
     }
 }
 
@@ -409,4 +437,21 @@ fn not_replicating(msg: Msg) {
         _ => return,
     };
     let _ = reply.send(Err("walrust: this database is not replicating".into()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoint_of;
+
+    #[test]
+    fn replicas_share_an_endpoint_by_s3_server_or_by_directory() {
+        let a = endpoint_of("s3://bkt/one?endpoint=http://127.0.0.1:9000&region=us-east-1");
+        let b = endpoint_of("s3://bkt/two?endpoint=http://127.0.0.1:9000&region=us-east-1");
+        let c = endpoint_of("s3://bkt/one?endpoint=http://127.0.0.1:9001&region=us-east-1");
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(endpoint_of("s3://xxx/p"), endpoint_of("s3://xxx/q"));
+        assert_ne!(endpoint_of("s3://xxx/p"), endpoint_of("s3://yyy/p"));
+        assert_ne!(endpoint_of("/tmp/r1"), endpoint_of("/tmp/r2"));
+    }
 }

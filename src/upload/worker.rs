@@ -476,9 +476,10 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
             e.force = false;
         }
     }
-    // At once when the log went quiet or someone waits in walrust_sync(); else now and then.
-    let quiet = !got_records && e.pending.iter().all(|r| r.header.txid <= e.level0);
-    write_manifest(e, quiet || !e.waiters.is_empty())?;
+    // At once when someone waits in walrust_sync() or the application closed the database;
+    // else every MANIFEST_EVERY_MS. (Writing it whenever the log went quiet made a database
+    // committing less than once a second read and rewrite the manifest after every batch.)
+    write_manifest(e, db.is_none() || !e.waiters.is_empty())?;
     Ok(())
 }
 
@@ -551,9 +552,9 @@ fn upload_pending(e: &mut Entry, before_snapshot: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// Level-0 entries go into `manifest.json` at most this often while uploads keep coming (and
-/// at once when the log goes quiet, or for `walrust_sync()`). The manifest lists every file of
-/// the replica, so rewriting it at each upload batch made its bytes grow with the square of the
+/// Level-0 entries go into `manifest.json` at most this often (and at once for `walrust_sync()`
+/// and when the application closes the database). The manifest lists every file of the
+/// replica, so rewriting it at each upload batch made its bytes grow with the square of the
 /// file count.
 /// An entry not written yet (the process died first) only means that file's SHA-256 is not
 /// checked at restore; its LTX checksum still is. Compaction never merges or removes a file

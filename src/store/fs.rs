@@ -10,7 +10,9 @@
 //!   and walrust's restore by time agree on this replica.
 //! - `manifest.json` at the root; its version (`ETag`) is its inode, size and mtime (every write
 //!   renames a new file into place, so one `stat` tells a change), and a conditional
-//!   write holds an exclusive lock on `manifest.json.lock` around read, compare, write.
+//!   write holds an exclusive lock on `manifest.json.lock` around read, compare, write; it waits
+//!   at most 30 s for another process's lock, then fails (the caller retries later), so that a
+//!   lock held for good stalls only this replica's writes, never a thread for good.
 //! - Folders are created 0700 and files 0600.
 //!
 //! Must never: follow a symlink or any entry that is not a regular file with an LTX name (they
@@ -206,6 +208,28 @@ fn write_atomic(
 
 /// A version of `manifest.json` that changes with every write: each write renames a new file
 /// (a new inode) into place. Cheap: one `stat`, whatever the manifest's size.
+/// How long a manifest write waits for `manifest.json.lock` (held only around one read, compare
+/// and write by a healthy writer). A process that keeps it longer fails this replica's write,
+/// which its uploader retries later, instead of holding an upload thread for good.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Takes `f`'s exclusive lock, waiting at most `wait`; `Err(None)` when it stayed taken.
+fn lock_within(f: &File, wait: std::time::Duration) -> Result<(), Option<io::Error>> {
+    let deadline = std::time::Instant::now() + wait;
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(50));
+            }
+            Err(fs::TryLockError::WouldBlock) => return Err(None),
+            Err(fs::TryLockError::Error(e)) => return Err(Some(e)),
+        }
+    }
+}
+
 fn version_of(m: &fs::Metadata) -> ETag {
     use std::os::unix::fs::MetadataExt;
     ETag(format!(
@@ -388,7 +412,19 @@ impl Store for FsStore {
             .mode(0o600)
             .open(self.root.join(LOCK_NAME))
             .map_err(io_err)?;
-        lock.lock().map_err(io_err)?;
+        lock_within(&lock, LOCK_WAIT).map_err(|e| match e {
+            Some(e) => io_err(e),
+            None => StoreError::Invalid {
+                what: what(),
+                why: format!(
+                    "{LOCK_NAME} has been locked by another process for {} s; retrying later \
+                     (if no walrust process writes this replica, find the one holding it with \
+                     `fuser {}`)",
+                    LOCK_WAIT.as_secs(),
+                    self.root.join(LOCK_NAME).display()
+                ),
+            },
+        })?;
         // The lock is released when `lock` is dropped, on every path out of here.
         let current = self.get_manifest()?.map(|m| m.etag);
         if current.as_ref() != expected {

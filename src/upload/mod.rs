@@ -1,18 +1,23 @@
-//! The background upload thread: one per process, whatever the number of databases, fed over a
-//! flume channel.
+//! Uploading: a bounded pool per process, whatever the number of databases, fed over one flume
+//! channel (`pool`: a scheduler thread and at most `pool::THREADS` upload threads;
+//! docs/DESIGN.md, decision 15).
 //!
 //! For each replicating database it holds (or waits for) the shadow directory's uploader lock,
 //! reads new records from the shadow log, and every `walrust_sync_interval` uploads them as one
 //! level-0 LTX file; it takes snapshots at start (when the replica is empty or has diverged),
 //! on schedule and on request; it answers `walrust_sync()` callers once their transactions are
-//! durable in the replica. Failures are retried with exponential backoff and jitter and reported
-//! in `walrust_status()`; they never reach the application's writes. What must hold: a record is
-//! trimmed from the shadow log only after the file holding it and the manifest naming it are
-//! durable, and `state.json` never claims more than the replica has.
+//! durable in the replica. Failures are retried with exponential backoff and jitter, per
+//! database, and reported in `walrust_status()`; they never reach the application's writes.
+//! What must hold: a record is trimmed from the shadow log only after the file holding it and
+//! the manifest naming it are durable, and `state.json` never claims more than the replica has;
+//! different databases upload concurrently, but one database's steps never overlap (its state
+//! is on one thread at a time), and a slow, hung or locked replica holds at most its own
+//! database's step and a bounded share of the pool.
 
 pub mod batch;
 mod owner;
 pub use owner::claim_next_generation;
+mod pool;
 pub mod snapshot;
 mod worker;
 
@@ -90,6 +95,10 @@ pub(crate) enum Msg {
         id: u64,
         reply: Sender<Result<u64, String>>,
     },
+    /// Compact the replica (after a snapshot), on a pool thread.
+    Compact(u64),
+    /// A pool thread finished a job.
+    Done(pool::Done),
 }
 
 struct Channel {
@@ -101,10 +110,11 @@ const QUEUE: usize = 4096;
 
 static CHANNEL: Lazy<Channel> = Lazy::new(|| {
     let (tx, rx) = flume::bounded(QUEUE);
+    let back = tx.clone();
     std::thread::Builder::new()
-        .name("walrust-upload".into())
-        .spawn(move || worker::run(rx))
-        .expect("spawn the walrust upload thread");
+        .name("walrust-upload-sched".into())
+        .spawn(move || pool::run(rx, back))
+        .expect("spawn the walrust upload scheduler");
     Channel { tx }
 });
 
@@ -136,35 +146,10 @@ pub fn wake(repl: &Replication) {
     notify(repl)
 }
 
-static COMPACTOR: Lazy<Sender<Arc<Replication>>> = Lazy::new(|| {
-    let (tx, rx) = flume::bounded::<Arc<Replication>>(64);
-    std::thread::Builder::new()
-        .name("walrust-compact".into())
-        .spawn(move || {
-            for repl in rx.iter() {
-                let opts = crate::compact::CompactOptions::new(repl.settings().retention)
-                    .with_tmp_dir(repl.shadow.tmp_dir());
-                if let Err(e) = crate::compact::compact(
-                    repl.store.as_ref(),
-                    &opts,
-                    &crate::clock::SystemClock,
-                    false,
-                ) {
-                    crate::log::warn(&format!(
-                        "walrust: compaction of {} after a snapshot failed: {e}",
-                        repl.url
-                    ));
-                }
-            }
-        })
-        .expect("spawn the walrust compaction thread");
-    tx
-});
-
-/// Runs compaction and retention on the replica soon, on the compaction thread (one per
-/// process), so uploads of every database go on meanwhile.
+/// Runs compaction and retention on the replica soon, on a pool thread, so uploads of every
+/// database go on meanwhile.
 pub fn compact_later(repl: Arc<Replication>) {
-    let _ = COMPACTOR.try_send(repl);
+    let _ = CHANNEL.tx.try_send(Msg::Compact(repl.id));
 }
 
 /// Blocks until every transaction up to `txid` is in the replica, or `timeout` passes.
@@ -175,7 +160,7 @@ pub fn sync(repl: &Replication, txid: u64, timeout: Duration) -> Result<u64, Str
         txid,
         reply: tx,
     }) {
-        return Err("walrust: the upload thread is not responding".into());
+        return Err("walrust: the upload scheduler is not responding".into());
     }
     wait(rx, timeout, repl, "sync")
 }
@@ -187,7 +172,7 @@ pub fn snapshot(repl: &Replication, timeout: Duration) -> Result<u64, String> {
         id: repl.id,
         reply: tx,
     }) {
-        return Err("walrust: the upload thread is not responding".into());
+        return Err("walrust: the upload scheduler is not responding".into());
     }
     wait(rx, timeout, repl, "snapshot")
 }
@@ -200,7 +185,7 @@ pub fn takeover(repl: &Replication, timeout: Duration) -> Result<u64, String> {
         id: repl.id,
         reply: tx,
     }) {
-        return Err("walrust: the upload thread is not responding".into());
+        return Err("walrust: the upload scheduler is not responding".into());
     }
     wait(rx, timeout, repl, "takeover")
 }

@@ -1,19 +1,24 @@
-//! The upload thread's loop and its per-database state machine (see `upload` for the rules).
+//! One database's upload state (`Entry`) and its step (`tick`): read the shadow log, upload a
+//! level-0 batch, snapshot, write the manifest, record progress (see `upload` for the rules).
+//!
+//! A step runs on a pool thread and blocks on the store; `pool` guarantees an entry is stepped
+//! by one thread at a time, so nothing here is shared between threads except through
+//! `Replication` (status, settings) and the store. `handle`, `notified` and `due_at` run on
+//! the scheduler: they must never block or do I/O. `walrust_takeover()` is served at the start
+//! of the next step (it writes the manifest), not in `handle`.
 
 use super::{batch, owner, Msg, Source};
 use crate::clock::now_ms;
 use crate::replication::Replication;
 use crate::shadow::log::{self, Cursor, Reader, RecordRef};
 use crate::shadow::{Kind, State};
-use flume::{Receiver, Sender};
-use std::collections::HashMap;
+use flume::Sender;
 use std::fs::File;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 type Reply = Sender<Result<u64, String>>;
 
-pub(super) struct Entry {
+pub(crate) struct Entry {
     pub(super) repl: Arc<Replication>,
     db: Weak<dyn Source>,
     /// The uploader lock, while this process holds it.
@@ -48,6 +53,10 @@ pub(super) struct Entry {
     catch_up: bool,
     waiters: Vec<(u64, Reply)>,
     snapshot_waiters: Vec<Reply>,
+    /// `walrust_takeover()` callers, served at the start of the next step.
+    takeovers: Vec<Reply>,
+    /// When the last step began.
+    last_tick_ms: i64,
     /// When the entry next needs a look: the oldest unsent commit plus the sync interval, or
     /// the housekeeping poll.
     next_tick_ms: i64,
@@ -60,7 +69,7 @@ pub(super) struct Entry {
 }
 
 impl Entry {
-    fn new(repl: Arc<Replication>, db: Weak<dyn Source>) -> Entry {
+    pub(super) fn new(repl: Arc<Replication>, db: Weak<dyn Source>) -> Entry {
         let interval = repl.settings().snapshot_interval_s as i64 * 1000;
         Entry {
             reader: Reader::new(repl.shadow.log_dir()),
@@ -89,6 +98,8 @@ impl Entry {
             catch_up: true,
             waiters: Vec::new(),
             snapshot_waiters: Vec::new(),
+            takeovers: Vec::new(),
+            last_tick_ms: i64::MIN,
             next_tick_ms: 0,
             manifest_backlog: Vec::new(),
             manifest_written_ms: now_ms(),
@@ -99,39 +110,13 @@ impl Entry {
     /// Nothing left for this process to do: no application connection, and either nothing
     /// pending or a snapshot needed (which only a process with the database open can take: let
     /// one of those have the uploader lock).
-    fn idle(&self) -> bool {
+    pub(super) fn idle(&self) -> bool {
         !self.db.upgrade().is_some_and(|d| d.in_use())
             && self.manifest_backlog.is_empty()
             && (self.pending.is_empty() || self.fresh_snapshot_above.is_some())
             && self.waiters.is_empty()
             && self.snapshot_waiters.is_empty()
-    }
-}
-
-pub(super) fn run(rx: Receiver<Msg>) {
-    let mut entries: HashMap<u64, Entry> = HashMap::new();
-    loop {
-        let timeout = next_timeout(&entries);
-        match rx.recv_timeout(timeout) {
-            Ok(msg) => {
-                handle(&mut entries, msg);
-                while let Ok(msg) = rx.try_recv() {
-                    handle(&mut entries, msg);
-                }
-            }
-            Err(flume::RecvTimeoutError::Timeout) => {}
-            Err(flume::RecvTimeoutError::Disconnected) => return,
-        }
-        for e in entries.values_mut() {
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tick(e)));
-            if outcome.is_err() {
-                fail(
-                    e,
-                    "walrust: internal error in the upload thread (panic); will retry".into(),
-                );
-            }
-        }
-        entries.retain(|_, e| !e.idle());
+            && self.takeovers.is_empty()
     }
 }
 
@@ -144,88 +129,84 @@ const BATCH_RECORDS: usize = 16_384;
 /// commits, scheduled snapshots).
 const POLL_MS: i64 = 1000;
 
-fn next_timeout(entries: &HashMap<u64, Entry>) -> Duration {
-    let now = now_ms();
-    let mut ms: i64 = POLL_MS;
-    for e in entries.values() {
-        if e.lock.is_none() && !(e.waiters.is_empty() && e.snapshot_waiters.is_empty()) {
-            ms = ms.min(50);
-        }
-        ms = ms.min(e.next_tick_ms.max(e.retry_at_ms) - now);
+/// Someone waits (`walrust_sync()`, a snapshot) and the last step could not answer (another
+/// process uploads, or nothing to snapshot from): look again this often.
+const ASKED_POLL_MS: i64 = 50;
+
+/// When this entry next needs a step (`pool` runs it then, on a free thread).
+pub(super) fn due_at(e: &Entry) -> i64 {
+    if !e.takeovers.is_empty() {
+        return i64::MIN;
     }
-    Duration::from_millis(ms.clamp(1, POLL_MS) as u64)
+    let asked = e.force || e.snapshot_requested || !e.waiters.is_empty();
+    let mut at = e.next_tick_ms;
+    if asked {
+        at = at.min(e.last_tick_ms.saturating_add(ASKED_POLL_MS));
+    }
+    at.max(e.retry_at_ms)
 }
 
-fn handle(entries: &mut HashMap<u64, Entry>, msg: Msg) {
+/// Applies a message for this entry (on the pool's scheduler: never blocks, no I/O).
+pub(super) fn handle(e: &mut Entry, msg: Msg) {
     match msg {
-        Msg::Register(repl, db) => {
-            let id = repl.id;
-            entries
-                .entry(id)
-                .or_insert_with(|| Entry::new(repl, db))
-                .force = true;
+        Msg::Register(..) => {
+            e.force = true;
+            e.last_tick_ms = i64::MIN;
         }
-        Msg::Notify(id) => {
-            if let Some(e) = entries.get_mut(&id) {
-                let interval = e.repl.settings().sync_interval_ms as i64;
-                e.next_tick_ms = e.next_tick_ms.min(now_ms() + interval);
-            }
+        Msg::Notify(_) => notified(e),
+        Msg::Sync { txid, reply, .. } => {
+            e.waiters.push((txid, reply));
+            e.force = true;
+            e.catch_up = true;
+            e.retry_at_ms = 0;
+            e.last_tick_ms = i64::MIN;
         }
-        Msg::Sync { id, txid, reply } => match entries.get_mut(&id) {
-            Some(e) => {
-                e.waiters.push((txid, reply));
-                e.force = true;
-                e.catch_up = true;
-                e.retry_at_ms = 0;
-            }
-            None => {
-                let _ = reply.send(Err("walrust: this database is not replicating".into()));
-            }
-        },
-        Msg::Takeover { id, reply } => match entries.get_mut(&id) {
-            Some(e) => {
-                if e.lock.is_none() && !take_lock(e) {
-                    let _ = reply.send(Err(format!(
-                        "walrust: another process uploads {}; run walrust_takeover() there, or close it first",
-                        e.repl.db_path.display()
-                    )));
-                    return;
-                }
-                if !e.replica_checked {
-                    // Where the log stands, before the snapshot decides its TXID.
-                    if let Err(err) = owner::settle_cursor(e, e.uploaded) {
-                        let _ = reply.send(Err(err));
-                        return;
-                    }
-                }
-                match owner::take_over(e) {
-                    Ok(()) => {
-                        e.snapshot_waiters.push(reply);
-                        e.retry_at_ms = 0;
-                    }
-                    Err(err) => {
-                        let _ = reply.send(Err(err));
-                    }
-                }
-            }
-            None => {
-                let _ = reply.send(Err("walrust: this database is not replicating".into()));
-            }
-        },
-        Msg::Snapshot { id, reply } => match entries.get_mut(&id) {
-            Some(e) => {
-                e.snapshot_waiters.push(reply);
-                e.snapshot_requested = true;
-                e.retry_at_ms = 0;
-            }
-            None => {
-                let _ = reply.send(Err("walrust: this database is not replicating".into()));
-            }
-        },
+        Msg::Takeover { reply, .. } => e.takeovers.push(reply),
+        Msg::Snapshot { reply, .. } => {
+            e.snapshot_waiters.push(reply);
+            e.snapshot_requested = true;
+            e.retry_at_ms = 0;
+            e.last_tick_ms = i64::MIN;
+        }
+        Msg::Compact(_) | Msg::Done(_) => {}
     }
 }
 
-fn fail(e: &mut Entry, err: String) {
+/// New records in the log: upload them within the sync interval.
+pub(super) fn notified(e: &mut Entry) {
+    let interval = e.repl.settings().sync_interval_ms as i64;
+    e.next_tick_ms = e.next_tick_ms.min(now_ms() + interval);
+}
+
+/// `walrust_takeover()`: become the uploader, claim the replica's next generation and ask for
+/// the snapshot that starts it (the reply waits for that snapshot).
+fn take_over(e: &mut Entry, reply: Reply) {
+    if e.lock.is_none() && !take_lock(e) {
+        let _ = reply.send(Err(format!(
+            "walrust: another process uploads {}; run walrust_takeover() there, or close it first",
+            e.repl.db_path.display()
+        )));
+        return;
+    }
+    if !e.replica_checked {
+        // Where the log stands, before the snapshot decides its TXID.
+        if let Err(err) = owner::settle_cursor(e, e.uploaded) {
+            let _ = reply.send(Err(err));
+            return;
+        }
+    }
+    match owner::take_over(e) {
+        Ok(()) => {
+            e.snapshot_waiters.push(reply);
+            e.retry_at_ms = 0;
+        }
+        Err(err) => {
+            let _ = reply.send(Err(err));
+        }
+    }
+}
+
+pub(super) fn fail(e: &mut Entry, err: String) {
     e.failures += 1;
     let base = 100i64 << e.failures.min(8);
     let jitter = (now_ms() ^ (e.repl.id as i64 * 7919)).rem_euclid(base / 2 + 1);
@@ -234,14 +215,21 @@ fn fail(e: &mut Entry, err: String) {
     e.repl.set_error(Some(err));
 }
 
-fn tick(e: &mut Entry) {
+/// One step of one database, on a pool thread, when `due_at` says (the pool never runs two
+/// steps of one entry at once).
+pub(super) fn tick(e: &mut Entry) {
+    for reply in std::mem::take(&mut e.takeovers) {
+        take_over(e, reply);
+    }
     let now = now_ms();
-    let asked = e.force || e.snapshot_requested || !e.waiters.is_empty();
-    if now < e.retry_at_ms || (!asked && now < e.next_tick_ms) {
+    e.last_tick_ms = now;
+    if now < e.retry_at_ms {
         return;
     }
     e.next_tick_ms = now + POLL_MS;
     if e.lock.is_none() && !take_lock(e) {
+        // Nothing to upload here while another process does: look again at the poll.
+        e.force = false;
         follow_other_uploader(e);
         return;
     }
@@ -480,9 +468,10 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
             e.force = false;
         }
     }
-    // At once when the log went quiet or someone waits in walrust_sync(); else now and then.
-    let quiet = !got_records && e.pending.iter().all(|r| r.header.txid <= e.level0);
-    write_manifest(e, quiet || !e.waiters.is_empty())?;
+    // At once when someone waits in walrust_sync() or the application closed the database;
+    // else every MANIFEST_EVERY_MS. (Writing it whenever the log went quiet made a database
+    // committing less than once a second read and rewrite the manifest after every batch.)
+    write_manifest(e, db.is_none() || !e.waiters.is_empty())?;
     Ok(())
 }
 
@@ -567,9 +556,9 @@ fn upload_pending(e: &mut Entry, before_snapshot: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// Level-0 entries go into `manifest.json` at most this often while uploads keep coming (and
-/// at once when the log goes quiet, or for `walrust_sync()`). The manifest lists every file of
-/// the replica, so rewriting it at each upload batch made its bytes grow with the square of the
+/// Level-0 entries go into `manifest.json` at most this often (and at once for `walrust_sync()`
+/// and when the application closes the database). The manifest lists every file of the
+/// replica, so rewriting it at each upload batch made its bytes grow with the square of the
 /// file count.
 /// An entry not written yet (the process died first) only means that file's SHA-256 is not
 /// checked at restore; its LTX checksum still is. Compaction never merges or removes a file

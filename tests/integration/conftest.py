@@ -82,6 +82,15 @@ def walrust(walrust_ext):
 
 
 @pytest.fixture
+def walrust_cli(walrust):
+    """The `walrust` binary built beside the extension."""
+    cli = walrust.ext.parent / "walrust"
+    if not cli.is_file():
+        pytest.fail(f"no walrust binary beside the extension at {cli}; run `make build`")
+    return cli
+
+
+@pytest.fixture
 def connect(walrust):
     """connect(db, replica=None, *, wal=True, page_size=None, **settings) -> connection."""
     return walrust.connect

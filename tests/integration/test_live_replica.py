@@ -28,14 +28,6 @@ SECONDS = float(os.environ.get("TEST_LIVE_SECONDS", "60"))
 RETENTION = "hourly=0,daily=0,weekly=0,monthly=0"
 
 
-@pytest.fixture
-def walrust_cli(walrust):
-    cli = walrust.ext.parent / "walrust"
-    if not cli.is_file():
-        pytest.fail(f"no walrust binary beside the extension at {cli}; run `make build`")
-    return cli
-
-
 def run(cmd):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=HANG_TIMEOUT)
 

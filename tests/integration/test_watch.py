@@ -50,14 +50,6 @@ def app_python():
     return found if found and Path(found).resolve() != Path(SYSTEM_PYTHON).resolve() else SYSTEM_PYTHON
 
 
-@pytest.fixture
-def walrust_cli(walrust):
-    cli = walrust.ext.parent / "walrust"
-    if not cli.is_file():
-        pytest.fail(f"no walrust binary beside the extension at {cli}; run `make build`")
-    return cli
-
-
 class App:
     def __init__(self, tmp_path, db, every):
         self.progress = tmp_path / "progress"

@@ -197,9 +197,9 @@ pub struct Appender {
     /// Reused between appends: the commit path allocates nothing in the common case.
     buf: Vec<u8>,
     page: Vec<u8>,
-    /// Files this appender wrote since the last `files_to_sync`: the open segment, and any it
-    /// sealed or left since.
-    unsynced: Vec<Arc<File>>,
+    /// Segments this appender wrote since the last `files_to_sync` (or `forget_unsynced`):
+    /// numbers, not handles, so that a sealed segment the uploader deletes frees its space.
+    unsynced: Vec<u64>,
     /// The newest TXID known to be in the replica when this appender started (`state.json`).
     /// A log whose newest record is older lost its tail (a power failure at
     /// `synchronous=NORMAL`, segments deleted by hand): its history is unknown, and TXIDs go on
@@ -367,7 +367,8 @@ impl Appender {
         }
         result?;
         seg.end += total;
-        note_unsynced(&mut self.unsynced, &seg.file);
+        let seq = seg.seq;
+        self.note_unsynced(seq);
         self.last = Some(header);
         Ok(total)
     }
@@ -376,14 +377,7 @@ impl Appender {
         let seg = self.seg.take().expect("open segment");
         let buf = roll_record(self.last.map_or(0, |h| h.txid), seg.seq);
         seg.file.write_all_at(&buf, seg.end)?;
-        // A segment whose records are owed a sync (`synchronous=FULL`: they were appended
-        // since the last `files_to_sync`) is synced as it is sealed, once per segment: its
-        // handle must not outlive it, or its space would stay taken after the uploader
-        // deletes it. Otherwise (NORMAL) it is let go with the next `files_to_sync`.
-        match self.unsynced.iter().position(|f| Arc::ptr_eq(f, &seg.file)) {
-            Some(i) => self.unsynced.remove(i).sync_data()?,
-            None => note_unsynced(&mut self.unsynced, &seg.file),
-        }
+        self.note_unsynced(seg.seq);
         let next = seg.seq + 1;
         let path = segment_path(&self.dir, next);
         // Only a holder of the write lock creates segments, and the next one cannot exist yet
@@ -403,11 +397,38 @@ impl Appender {
         Ok(())
     }
 
+    fn note_unsynced(&mut self, seq: u64) {
+        if !self.unsynced.contains(&seq) {
+            self.unsynced.push(seq);
+        }
+    }
+
     /// The segment files holding records appended since the last call: syncing them
-    /// (`sync_files`) makes every record appended so far durable. Taken under the database's
-    /// lock, synced after it is released, so no other thread waits for the disk.
+    /// (`sync_files`) makes every record appended so far durable. A sealed segment is opened
+    /// again by its number; one the uploader deleted meanwhile needs no sync (its records are
+    /// in the replica).
     pub fn files_to_sync(&mut self) -> Vec<Arc<File>> {
-        std::mem::take(&mut self.unsynced)
+        let seqs = std::mem::take(&mut self.unsynced);
+        let mut files = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            match &self.seg {
+                Some(open) if open.seq == seq => files.push(open.file.clone()),
+                _ => match File::open(segment_path(&self.dir, seq)) {
+                    Ok(f) => files.push(Arc::new(f)),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => crate::log::error(&format!(
+                        "walrust: cannot open shadow-log segment {seq:016x} to sync it: {e}; committed transactions may not survive a power failure once the WAL is checkpointed"
+                    )),
+                },
+            }
+        }
+        files
+    }
+
+    /// Forgets what was appended without syncing it (`synchronous=NORMAL`: the log is left
+    /// to the page cache).
+    pub fn forget_unsynced(&mut self) {
+        self.unsynced.clear();
     }
 }
 
@@ -570,25 +591,6 @@ impl Reader {
         let off = rec.page_data_offset(i);
         self.file(rec.seq)?.read_exact_at(buf, off)
     }
-}
-
-/// Remembers a segment file written since the last `files_to_sync`. A process that appends
-/// for a long time between syncs keeps a few handles, not one per segment ever written.
-fn note_unsynced(unsynced: &mut Vec<Arc<File>>, file: &Arc<File>) {
-    const MAX_UNSYNCED: usize = 4;
-    if unsynced.iter().any(|f| Arc::ptr_eq(f, file)) {
-        return;
-    }
-    if unsynced.len() >= MAX_UNSYNCED {
-        // Its records may be owed a sync (`synchronous=FULL`, before the WAL generation
-        // ends): pay it now rather than forget it. Once per few segments, at a roll.
-        if let Err(e) = unsynced.remove(0).sync_data() {
-            crate::log::error(&format!(
-                "walrust: cannot sync a sealed shadow-log segment: {e}; committed transactions may not survive a power failure once the WAL is checkpointed"
-            ));
-        }
-    }
-    unsynced.push(file.clone());
 }
 
 /// Syncs the files `Appender::files_to_sync` returned.

@@ -520,7 +520,7 @@ impl Database {
     fn owe_sync(&self, st: &mut DbState, synced: bool) {
         st.log_owes_sync |= synced;
         if !st.log_owes_sync {
-            let _ = st.appender.as_mut().unwrap().files_to_sync();
+            st.appender.as_mut().unwrap().forget_unsynced();
         }
     }
 

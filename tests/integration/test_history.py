@@ -25,24 +25,36 @@ class ChildDied(Exception):
 class Child:
     """A process with walrust loaded running the SQL it is sent (sqlchild.py)."""
 
-    def __init__(self, ext, db, replica=None, env_extra=None, **settings):
+    def __init__(self, ext, db, replica=None, env_extra=None, stderr_log=None, **settings):
+        """stderr_log: a file that collects the process's standard error (kept after a kill)."""
         cmd = [PYTHON, str(HERE / "sqlchild.py"), "--ext", str(ext), "--db", str(db)]
         if replica is not None:
             cmd += ["--replica", getattr(replica, "url", replica)]
         for k, v in settings.items():
             cmd += ["--setting", f"{k}={v}"]
         env = dict(os.environ, **(env_extra or {}))
-        self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, env=env,
-        )
+        self.stderr_log = stderr_log
+        err = open(stderr_log, "a") if stderr_log else subprocess.PIPE
+        try:
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                text=True, env=env,
+            )
+        finally:
+            if stderr_log:
+                err.close()
         self._answer()
+
+    def _stderr(self):
+        if self.stderr_log:
+            return Path(self.stderr_log).read_text()[-2000:]
+        return self.proc.stderr.read()[-2000:]
 
     def _answer(self):
         line = self.proc.stdout.readline()
         if not line:
             self.proc.wait(timeout=60)
-            raise ChildDied(f"exit {self.proc.returncode}: {self.proc.stderr.read()[-2000:]}")
+            raise ChildDied(f"exit {self.proc.returncode}: {self._stderr()}")
         return json.loads(line)
 
     def sql(self, sql, *params):
@@ -69,7 +81,7 @@ class Child:
             self.proc.stdin.write(json.dumps(["exit"]) + "\n")
         self.proc.stdin.close()
         self.proc.wait(timeout=120)
-        assert self.proc.returncode == 0, self.proc.stderr.read()[-2000:]
+        assert self.proc.returncode == 0, self._stderr()
 
     def wait_died(self):
         self.proc.wait(timeout=120)

@@ -15,18 +15,20 @@ KILLS = int(os.environ.get("SOAK_KILLS", "100"))
 
 def spawn(rng, walrust, failpoint_ext, db, replica):
     log = db.parent / "children.log"  # every process's standard error, for a failure's message
+    trace = {"WALRUST_TRACE": "1"}  # the uploaders' decisions, quoted if the test fails
     if rng.random() < 0.5:
         point = f"{rng.choice(FAILPOINTS)}@{rng.randint(1, 4)}"
-        return Child(failpoint_ext, db, replica, env_extra={"WALRUST_FAILPOINTS": point},
+        return Child(failpoint_ext, db, replica, env_extra={"WALRUST_FAILPOINTS": point, **trace},
                      stderr_log=log, sync_interval=rng.choice([0, 20, 200]))
-    return Child(walrust.ext, db, replica, stderr_log=log, sync_interval=rng.choice([0, 20, 200]))
+    return Child(walrust.ext, db, replica, env_extra=trace, stderr_log=log,
+                 sync_interval=rng.choice([0, 20, 200]))
 
 
 def said(db, *words):
     """The lines of the processes' standard error that mention any of `words`."""
     log = db.parent / "children.log"
     lines = log.read_text().splitlines() if log.exists() else []
-    return "\n".join(line for line in lines if any(w in line for w in words))[-3000:]
+    return "\n".join(line for line in lines if any(w in line for w in words))[-6000:]
 
 
 def test_soak_of_kills_and_failpoints(tmp_path, walrust, failpoint_ext, replica):
@@ -69,6 +71,6 @@ def test_soak_of_kills_and_failpoints(tmp_path, walrust, failpoint_ext, replica)
     assert not reported - ids, f"reported commits missing: {sorted(reported - ids)[:20]}"
     snaps = snapshots(replica)
     assert len(snaps) == 1, (f"fresh snapshots after {deaths} deaths: {snaps}; the processes "
-                             f"said:\n{said(db, 'snapshot', 'skips', 'goes back', 'lost')}")
+                             f"said:\n{said(db, 'snapshot', 'ReplicaView', 'Resync', 'skips', 'goes', 'lost', 'failpoint')}")
     ranges = assert_level0_contiguous(replica, since=snaps[0].max_txid + 1)
     assert ranges[-1][1] == synced, ranges

@@ -19,9 +19,10 @@
 //! never released while a published frame is not in the log; nothing here waits on the
 //! network.
 
+pub mod backfill;
 pub mod shm;
 
-use crate::config::Settings;
+use crate::config::{CheckpointMode, Settings};
 use crate::replication::Replication;
 use crate::shadow::log::Appender;
 use crate::shadow::{fingerprint, Kind, ShadowDir, State, WalPos};
@@ -37,6 +38,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// A writer that never pauses still gets its WAL checkpointed every this many frames (SQLite's
+/// own automatic checkpoint threshold).
+const CHECKPOINT_FRAMES: u32 = 1000;
 
 /// How long a snapshot waits for SQLite's write lock to fix its point before it gives up (the
 /// uploader retries).
@@ -60,6 +65,8 @@ struct Inner {
     index: Option<WalIndex>,
     /// The read slot was let go with everything copied and checkpointed (see module doc).
     released: Option<Released>,
+    /// The WAL position the last `checkpoint` saw copied (a writer paused if it is unchanged).
+    ckpt_seen: Option<(Salts, u32)>,
     /// The last poll's error, said once.
     said: Option<String>,
 }
@@ -181,6 +188,7 @@ pub fn start(db: &Path, url: &str, settings: Settings) -> Result<Arc<Watched>, S
             db_shared: false,
             index: None,
             released: None,
+            ckpt_seen: None,
             said: None,
         }),
         running: AtomicBool::new(true),
@@ -228,9 +236,12 @@ impl Watched {
     /// Copies what the WAL holds past the shadow log into it (one poll of the watch loop).
     pub fn poll(&self) {
         let mut st = self.lock();
-        let result = self.poll_locked(&mut st);
+        let mut result = self.poll_locked(&mut st);
         if let Some(ix) = st.index.as_mut() {
             let _ = ix.release_write();
+        }
+        if result.is_ok() {
+            result = self.checkpoint(&mut st);
         }
         match result {
             Ok(()) => st.said = None,
@@ -246,6 +257,41 @@ impl Watched {
                 self.repl.set_error(Some(msg));
             }
         }
+    }
+
+    /// `--checkpoint background`: checkpoints the frames the log holds (`backfill`), without
+    /// SQLite's write lock (the application's commits go on meanwhile), when the writer paused
+    /// since the last poll or `CHECKPOINT_FRAMES` wait; then lets the read slot go if
+    /// everything is copied and checkpointed, so that the next commit restarts the WAL.
+    fn checkpoint(&self, st: &mut Inner) -> io::Result<()> {
+        if self.repl.settings().checkpoint != CheckpointMode::Background {
+            return Ok(());
+        }
+        let Some(ix) = st
+            .index
+            .as_ref()
+            .filter(|ix| ix.joined() && ix.slot().is_some())
+        else {
+            return Ok(());
+        };
+        let Some(hdr) = ix.header()? else {
+            return Ok(());
+        };
+        let copied = match st.appender.last().map(|h| h.pos) {
+            Some(WalPos::At { salts, frame }) if salts == hdr.salts => frame,
+            _ => return Ok(()),
+        };
+        let seen = std::mem::replace(&mut st.ckpt_seen, Some((hdr.salts, copied)));
+        let backlog = copied.saturating_sub(ix.ckpt()?.n_backfill);
+        let paused = seen == Some((hdr.salts, copied));
+        if backlog == 0 || (!paused && backlog < CHECKPOINT_FRAMES) {
+            return Ok(());
+        }
+        let wal_file = File::open(self.wal_path())?;
+        if ix.checkpoint(&st.db, &wal_file, copied)?.is_some() {
+            self.maybe_release(st)?;
+        }
+        Ok(())
     }
 
     /// Stops: a last copy of the WAL, then waits (at most `timeout`) until the replica has

@@ -32,14 +32,19 @@ use std::os::unix::fs::FileExt;
 
 const LOCK_BASE: u64 = 120;
 const WRITE_LOCK: u64 = LOCK_BASE;
+pub(super) const CKPT_LOCK: u64 = LOCK_BASE + 1;
 const DMS: u64 = LOCK_BASE + 8;
-fn read_lock(i: usize) -> u64 {
+pub(super) fn read_lock(i: usize) -> u64 {
     LOCK_BASE + 3 + i as u64
 }
-const NREADER: usize = 5;
+pub(super) const NREADER: usize = 5;
+/// The mark of a read slot no reader uses.
+pub(super) const READMARK_NOT_USED: u32 = 0xffff_ffff;
 const HDR: usize = 48;
 const CKPT: usize = 96;
 const MARKS: usize = 100;
+/// `nBackfillAttempted`, after the marks and the 8 lock bytes.
+const BACKFILL_ATTEMPTED: usize = 128;
 
 // The database file's lock bytes (os_unix.c).
 const PENDING_BYTE: u64 = 0x4000_0000;
@@ -201,6 +206,26 @@ impl WalIndex {
     fn set_mark(&self, i: usize, mark: u32) -> io::Result<()> {
         self.shm
             .write_all_at(&mark.to_ne_bytes(), (MARKS + 4 * i) as u64)
+    }
+
+    /// The `-shm` file, for the checkpoint's locks (`backfill`).
+    pub(super) fn shm(&self) -> &File {
+        &self.shm
+    }
+
+    /// Sets READ(i)'s mark; the caller holds READ(i) exclusive.
+    pub(super) fn write_mark(&self, i: usize, mark: u32) -> io::Result<()> {
+        self.set_mark(i, mark)
+    }
+
+    /// Publishes `nBackfill`; the caller holds CKPT and READ(0), with the database file synced.
+    pub(super) fn set_backfill(&self, frame: u32) -> io::Result<()> {
+        self.shm.write_all_at(&frame.to_ne_bytes(), CKPT as u64)
+    }
+
+    pub(super) fn set_backfill_attempted(&self, frame: u32) -> io::Result<()> {
+        self.shm
+            .write_all_at(&frame.to_ne_bytes(), BACKFILL_ATTEMPTED as u64)
     }
 
     /// Holds a READ(i) slot (i >= 1) whose mark is at most `hdr.mx_frame`, preferring one at
@@ -493,5 +518,104 @@ for line in sys.stdin:
             .unwrap()
             .unwrap();
         assert!(!ix.join().unwrap());
+    }
+
+    // --- the sidecar's own checkpoint (backfill.rs) -------------------------------------------
+
+    /// Holds a read slot at the index's `mxFrame`, as the watch does after copying.
+    fn hold_at_head(ix: &mut WalIndex) -> IndexHeader {
+        assert!(ix.try_write().unwrap());
+        let hdr = ix.header().unwrap().unwrap();
+        assert!(ix.hold_read(&hdr).unwrap());
+        ix.release_write().unwrap();
+        hdr
+    }
+
+    fn files(db: &Db) -> (std::fs::File, std::fs::File) {
+        (
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&db.path)
+                .unwrap(),
+            std::fs::File::open(with_suffix(&db.path, "-wal")).unwrap(),
+        )
+    }
+
+    /// What SQLite finds in a copy of the database file alone (no WAL): integrity, rows.
+    fn file_alone(db: &Db) -> String {
+        let copy = with_suffix(&db.path, "-alone");
+        std::fs::copy(&db.path, &copy).unwrap();
+        let out = Command::new("/usr/bin/python3")
+            .args([
+                "-c",
+                "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); \
+                 print(c.execute('PRAGMA integrity_check').fetchone()[0], \
+                 c.execute('SELECT count(*), sum(x) FROM t').fetchone())",
+            ])
+            .arg(&copy)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    #[test]
+    fn the_sidecar_checkpoint_leaves_a_complete_database_file() {
+        let (db, mut app) = setup("ckpt", 30);
+        app.sql("UPDATE t SET x = x + 1000 WHERE x < 10"); // pages rewritten in later frames
+        let mut ix = joined(&db);
+        let hdr = hold_at_head(&mut ix);
+        let (dbf, walf) = files(&db);
+        let done = ix.checkpoint(&dbf, &walf, hdr.mx_frame).unwrap().unwrap();
+        assert_eq!((done.from, done.to), (0, hdr.mx_frame));
+        assert_eq!(ix.ckpt().unwrap().n_backfill, hdr.mx_frame);
+        // SQLite agrees everything is checkpointed, and the file alone holds every commit.
+        let mx = hdr.mx_frame;
+        assert_eq!(
+            app.sql("PRAGMA wal_checkpoint(PASSIVE)"),
+            format!("[(0, {mx}, {mx})]")
+        );
+        assert_eq!(file_alone(&db), "ok (30, 10435)");
+        assert_eq!(
+            ix.checkpoint(&dbf, &walf, mx).unwrap(),
+            None,
+            "nothing left"
+        );
+        // Once the slot goes, the application's writer restarts the WAL as usual.
+        ix.release_read().unwrap();
+        app.sql("INSERT INTO t VALUES (1)");
+        assert!(ix.header().unwrap().unwrap().mx_frame < mx);
+        assert_eq!(app.sql("PRAGMA integrity_check"), "[('ok',)]");
+    }
+
+    #[test]
+    fn the_sidecar_checkpoint_stops_at_its_limit_and_at_a_reader() {
+        let (db, mut app) = setup("limit", 10);
+        let mut ix = joined(&db);
+        let copied = hold_at_head(&mut ix);
+        for i in 10..20 {
+            app.sql(&format!("INSERT INTO t VALUES ({i})"));
+        }
+        let (dbf, walf) = files(&db);
+        // Frames the log does not hold yet stay in the WAL only.
+        let done = ix.checkpoint(&dbf, &walf, u32::MAX).unwrap().unwrap();
+        assert_eq!(done.to, copied.mx_frame, "our own mark bounds it");
+        let hdr = hold_at_head(&mut ix);
+        // A reader in an older snapshot bounds it too.
+        let mut reader = App::open(&db.path);
+        reader.sql("BEGIN");
+        assert_eq!(reader.sql("SELECT count(*) FROM t"), "[(20,)]");
+        for i in 20..30 {
+            app.sql(&format!("INSERT INTO t VALUES ({i})"));
+        }
+        let now = hold_at_head(&mut ix);
+        let done = ix.checkpoint(&dbf, &walf, now.mx_frame).unwrap().unwrap();
+        assert_eq!(done.to, hdr.mx_frame, "the reader's snapshot bounds it");
+        assert_eq!(reader.sql("SELECT count(*) FROM t"), "[(20,)]");
+        reader.sql("COMMIT");
+        let done = ix.checkpoint(&dbf, &walf, now.mx_frame).unwrap().unwrap();
+        assert_eq!(done.to, now.mx_frame);
+        assert_eq!(file_alone(&db), "ok (30, 435)");
+        assert_eq!(app.sql("PRAGMA integrity_check"), "[('ok',)]");
     }
 }

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -150,7 +151,7 @@ def test_watch_survives_kill9_without_a_new_snapshot(tmp_path, walrust_cli, lite
         check_restores(tmp_path, walrust_cli, litestream, replica, db, newest)
         # A second watch of the same database is refused while one runs.
         first = Watch(walrust_cli, db, replica, log)
-        time.sleep(0.5)
+        wait_watched(walrust_cli, db, first)
         second = subprocess.run([str(walrust_cli), "watch", str(db), "--replica", replica.url],
                                 capture_output=True, text=True, timeout=HANG_TIMEOUT)
         assert second.returncode == 1 and "already watched" in second.stderr, second.stderr
@@ -161,6 +162,65 @@ def test_watch_survives_kill9_without_a_new_snapshot(tmp_path, walrust_cli, lite
         assert st["watched"] is True and st["uploaded_txid"] == newest, st
         assert st["replica"] and st["last_error"] is None, st
         first.stop()
+    finally:
+        app.close()
+
+
+def wait_watched(walrust_cli, db, watch):
+    """Until `walrust status` says a watch runs (it has taken its lock)."""
+    deadline = time.monotonic() + HANG_TIMEOUT
+    while True:
+        assert watch.proc.poll() is None, f"walrust watch exited:\n{watch.log.read_text()}"
+        r = subprocess.run([str(walrust_cli), "status", str(db)], capture_output=True, text=True,
+                           timeout=HANG_TIMEOUT)
+        if r.returncode == 0 and json.loads(r.stdout).get("watched"):
+            return
+        assert time.monotonic() < deadline, "walrust watch never started"
+        time.sleep(0.05)
+
+
+def wal_index(db):
+    """(mxFrame, nBackfill) of the live WAL index (`-shm`, native byte order), read as a
+    reader would: both header copies equal."""
+    while True:
+        b = Path(f"{db}-shm").read_bytes()[:136]
+        if b[:48] == b[48:96]:
+            return struct.unpack_from("=I", b, 16)[0], struct.unpack_from("=I", b, 96)[0]
+
+
+def test_watch_checkpoints_for_an_application_that_never_does(tmp_path, walrust_cli, litestream,
+                                                              replica):
+    """`--checkpoint background` (the default): with the application's automatic checkpoints
+    off, the sidecar copies every frame into the database file itself once it is in the shadow
+    log, and then lets SQLite restart the WAL."""
+    db = tmp_path / "app.db"
+    app = App(tmp_path, db, every=0)  # wal_autocheckpoint=0
+    app.wait_for(50)
+    log = tmp_path / "watch.log"
+    watch = Watch(walrust_cli, db, replica, log)
+    try:
+        app.wait_for(N)
+        deadline = time.monotonic() + HANG_TIMEOUT
+        while (idx := wal_index(db))[1] != idx[0]:
+            assert watch.proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, f"never checkpointed: {idx}\n{log.read_text()}"
+            time.sleep(0.05)
+        # The database file alone (no WAL) holds every commit.
+        alone = tmp_path / "alone.db"
+        shutil.copy(db, alone)
+        assert_integrity_ok(alone, "the database file the sidecar checkpointed")
+        assert_same_contents(db_contents(db), db_contents(alone), "the database file alone")
+        # The application's next commits restart the WAL (the sidecar let its read slot go).
+        c = __import__("sqlite3").connect(db, isolation_level=None)
+        frames = idx[0]
+        while wal_index(db)[0] >= frames:
+            c.execute("INSERT INTO t(body) VALUES (randomblob(10))")
+            assert time.monotonic() < deadline, f"the WAL never restarted\n{log.read_text()}"
+            time.sleep(0.05)
+        c.close()
+        watch.stop()
+        _, newest = assert_contiguous(replica)
+        check_restores(tmp_path, walrust_cli, litestream, replica, db, newest)
     finally:
         app.close()
 

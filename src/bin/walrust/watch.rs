@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use walrust::config::Settings;
+use walrust::config::{CheckpointMode, Settings};
 use walrust::watch::{self, Watched};
 
 pub const HELP: &str = "\
 Usage: walrust watch DB... (--replica URL | --replica-root URL) [--sync-interval MS]
        [--snapshot-interval S] [--retention SPEC] [--compact-after-snapshot]
-       [--checkpoint off] [--shadow-dir DIR]
+       [--checkpoint background|off] [--shadow-dir DIR]
 
 Replicates databases whose applications do not load the walrust extension, into the same
 replica format with the same promises, until SIGINT or SIGTERM; then uploads what is pending
@@ -22,9 +22,12 @@ DB to URL/<file name>. It shares the shadow directory (DB-walrust) and the one-u
 with processes that load the extension on the same database; a second watch of the same
 database is refused.
 
-Checkpoints stay the application's (--checkpoint off, the only mode so far): the watch holds
-a read slot of SQLite's WAL index so that no checkpoint restarts the WAL past a frame it has
-not copied, and lets it go once everything is copied and checkpointed.
+--checkpoint background (the default): the watch checkpoints the WAL itself (SQLite's
+PASSIVE checkpoint) once it has copied the frames, so the application's own checkpoints find
+nothing left to do and its commits stay fast. --checkpoint off leaves checkpoints to the
+application. Either way the watch holds a read slot of SQLite's WAL index so that no
+checkpoint restarts the WAL past a frame it has not copied, and lets it go once everything
+is copied and checkpointed.
 
 Exit codes: 0 stopped with everything uploaded, 1 cannot start (not in WAL mode, watched
 already, shadow directory), 2 usage, 4 the pending transactions could not be uploaded before
@@ -159,13 +162,14 @@ fn settings(a: &Args) -> Result<Settings, Failure> {
     if a.has("--compact-after-snapshot") {
         s.compact_after_snapshot = true;
     }
-    match a.value(&["--checkpoint"]) {
-        None | Some("off") => {}
+    s.checkpoint = match a.value(&["--checkpoint"]) {
+        None | Some("background") => CheckpointMode::Background,
+        Some("off") | Some("app") => CheckpointMode::App,
         Some(other) => {
             return Err(Failure::invalid(format!(
-                "--checkpoint {other} is not supported yet: the watch leaves checkpoints to the application (--checkpoint off)"
+                "--checkpoint {other}: say background (the watch checkpoints what it copied) or off (the application's checkpoints only)"
             )))
         }
-    }
+    };
     Ok(s)
 }

@@ -63,6 +63,7 @@ lint:
 bench: build
 	bench/setup.sh
 	.venv/bin/python bench/run.py --ext $(EXT) --cli $(TARGET_DIR)/release/walrust $(ARGS)
+	$(CARGO) run --release --example manifest_upkeep -- 30
 
 clean:
 	$(CARGO) clean

@@ -435,6 +435,58 @@ impl Store for FsStore {
         let meta = fs::metadata(&path).map_err(io_err)?;
         Ok(version_of(&meta))
     }
+
+    fn put_part(&self, rel: &str, body: &[u8]) -> Result<(), StoreError> {
+        let path = self.part_path(rel)?;
+        let io_err = |e| StoreError::Io {
+            what: format!("writing {rel} in {}", self.url),
+            source: e,
+        };
+        self.ensure_dir(path.parent().expect("parts live in a folder"))
+            .map_err(io_err)?;
+        write_atomic(&path, true, |f| f.write_all(body)).map_err(io_err)?;
+        Ok(())
+    }
+
+    fn get_part(&self, rel: &str) -> Result<Vec<u8>, StoreError> {
+        let path = self.part_path(rel)?;
+        fs::read(&path).map_err(|e| StoreError::io(format!("reading {rel} in {}", self.url), e))
+    }
+
+    fn delete_parts(&self, rels: &[String]) -> Result<(), StoreError> {
+        for rel in rels {
+            let path = self.part_path(rel)?;
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(StoreError::Io {
+                        what: format!("deleting {rel} in {}", self.url),
+                        source: e,
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FsStore {
+    /// The local path of a manifest part: only plain names under `manifest/`, never a path
+    /// that leaves the replica (a manifest is data someone else may have written).
+    fn part_path(&self, rel: &str) -> Result<PathBuf, StoreError> {
+        let plain = rel.starts_with(crate::manifest::PARTS_DIR)
+            && rel
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != "..");
+        if !plain {
+            return Err(StoreError::Invalid {
+                what: format!("reading manifest.json in {}", self.url),
+                why: format!("it names a part {rel:?} outside manifest/; move manifest.json aside"),
+            });
+        }
+        Ok(self.root.join(rel))
+    }
 }
 
 #[cfg(test)]

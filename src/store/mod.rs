@@ -147,6 +147,16 @@ pub trait Store: Send + Sync {
     /// not exist), and returns the new version. `StoreError::Conflict` if another writer got
     /// there first: read it again, merge, retry (`manifest::update` does).
     fn put_manifest(&self, body: &[u8], expected: Option<&ETag>) -> Result<ETag, StoreError>;
+
+    /// Writes one of `manifest.json`'s parts: an immutable object at `rel` (a key relative to
+    /// the replica root, under `manifest/`), atomically. Part names are never reused.
+    fn put_part(&self, rel: &str, body: &[u8]) -> Result<(), StoreError>;
+
+    /// Reads a part; `NotFound` if it does not exist.
+    fn get_part(&self, rel: &str) -> Result<Vec<u8>, StoreError>;
+
+    /// Deletes parts; ones already gone are not an error.
+    fn delete_parts(&self, rels: &[String]) -> Result<(), StoreError>;
 }
 
 /// Why a store operation failed. `Display` is one line: what failed, why, and what to do; no

@@ -23,7 +23,7 @@ pub(super) fn check_replica(e: &mut Entry) -> Result<(), String> {
     let files = store
         .list(None, Times::Listed)
         .map_err(|err| failed("list the replica", err))?;
-    let manifest = manifest::load(store).map_err(|err| failed("read manifest.json", err))?;
+    let manifest = manifest::load_head(store).map_err(|err| failed("read manifest.json", err))?;
     let mut view = ReplicaView {
         owner: manifest.as_ref().and_then(|(m, _)| m.owner()),
         max_txid: files
@@ -292,7 +292,7 @@ pub(super) fn fence(e: &mut Entry) -> Result<bool, String> {
     if version.is_some() && version == e.manifest_version {
         return Ok(true);
     }
-    let found = manifest::load(store)
+    let found = manifest::load_head(store)
         .map_err(|err| format!("walrust: cannot read manifest.json: {err}"))?
         .and_then(|(m, _)| m.owner());
     if found == Some(owner) {
@@ -354,7 +354,7 @@ pub(super) fn refuse(e: &mut Entry, why: &Refusal) {
 pub fn claim_next_generation(store: &dyn crate::store::Store) -> Result<(Owner, u64), String> {
     let failed = |what: &str, err: StoreError| format!("walrust: cannot {what}: {err}");
     for _ in 0..5 {
-        let current = manifest::load(store)
+        let current = manifest::load_head(store)
             .map_err(|err| failed("read manifest.json", err))?
             .and_then(|(m, _)| m.owner());
         let next = current.map_or_else(Owner::new_history, Owner::next_generation);

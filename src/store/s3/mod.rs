@@ -444,6 +444,48 @@ impl Store for S3Store {
             }),
         }
     }
+
+    fn put_part(&self, rel: &str, body: &[u8]) -> Result<(), StoreError> {
+        let what = || self.what("writing", rel);
+        let bucket = self.client.bucket();
+        let cmd = Command::PutObject {
+            content: body,
+            content_type: "application/json",
+            custom_headers: None,
+            multipart: None,
+        };
+        let resp = self
+            .client
+            .send(&what, &bucket, &self.object_key(rel), cmd)?;
+        self.expect_ok(&what, resp).map(|_| ())
+    }
+
+    fn get_part(&self, rel: &str) -> Result<Vec<u8>, StoreError> {
+        let what = || self.what("reading", rel);
+        let bucket = self.client.bucket();
+        let resp = self
+            .client
+            .send(&what, &bucket, &self.object_key(rel), Command::GetObject)?;
+        if resp.status == 404 {
+            return Err(StoreError::NotFound { what: what() });
+        }
+        let resp = self.expect_ok(&what, resp)?;
+        read_body(resp.body, XML_MAX).map_err(|e| self.client.body_error(&what, e))
+    }
+
+    fn delete_parts(&self, rels: &[String]) -> Result<(), StoreError> {
+        let bucket = self.client.bucket();
+        for rel in rels {
+            let what = || self.what("deleting", rel);
+            let resp =
+                self.client
+                    .send(&what, &bucket, &self.object_key(rel), Command::DeleteObject)?;
+            if resp.status != 404 {
+                self.expect_ok(&what, resp)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,13 @@
 //! removes only files the manifest names: a file not named yet may be in an uploader's backlog
 //! (docs/DESIGN.md, decision 11).
 //!
-//! Format (version 2; version 1 had no `history`/`generation`):
+//! Parts (`parts`): keeping the manifest current must not cost more as the replica ages (SPEC
+//! 5), so a level's oldest entries are moved, 64 at a time, into immutable part objects under
+//! `manifest/` that the manifest names with their own hash (see `parts`); the manifest itself
+//! stays a few kilobytes. `load` returns every entry (parts read back and checked);
+//! `load_head` only the manifest object, for its owner and newest TXID.
+//!
+//! Format (version 2; version 1 had no `history`/`generation`; version 3 adds `parts`):
 //! ```json
 //! {"version":2,"history":"5f0c3a9e1b2d4c6f","generation":1,"files":[{"key":"ltx/9/0000000000000001-0000000000000020.ltx","level":9,
 //!   "min_txid":"0000000000000001","max_txid":"0000000000000020",
@@ -19,6 +25,10 @@
 //! ```
 //! `key` is relative to the replica root (the directory or bucket prefix), in the store's
 //! layout. Entries are sorted by (level, min_txid, max_txid); one entry per file.
+
+pub mod parts;
+
+pub use parts::PARTS_DIR;
 
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -34,7 +44,11 @@ use crate::Txid;
 /// The format version this walrust writes. A manifest with a higher version is not rewritten.
 /// Version 2 added the owner (`history`, `generation`): a walrust that knows only version 1
 /// refuses to rewrite it, so it cannot drop the owner.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
+
+/// The version written while a manifest has no parts: walrust releases that know version 2
+/// can still rewrite it.
+const VERSION_WITHOUT_PARTS: u32 = 2;
 
 /// How many times `update` re-reads and retries after losing a conditional write.
 const UPDATE_ATTEMPTS: u32 = 50;
@@ -47,6 +61,9 @@ pub struct Manifest {
     pub history: Option<HistoryId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<u64>,
+    /// Parts holding older entries (`parts`): after `load`, already read into `files`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<parts::PartRef>,
     #[serde(default)]
     pub files: Vec<Entry>,
 }
@@ -91,9 +108,10 @@ impl Entry {
 impl Manifest {
     pub fn new() -> Manifest {
         Manifest {
-            version: VERSION,
+            version: VERSION_WITHOUT_PARTS,
             history: None,
             generation: None,
+            parts: Vec::new(),
             files: Vec::new(),
         }
     }
@@ -111,13 +129,11 @@ impl Manifest {
         self.generation = Some(o.generation);
     }
 
-    /// The newest TXID any entry names (0 for none).
+    /// The newest TXID any entry or part names (0 for none).
     pub fn max_txid(&self) -> u64 {
-        self.files
-            .iter()
-            .map(|e| e.max_txid.get())
-            .max()
-            .unwrap_or(0)
+        let files = self.files.iter().map(|e| e.max_txid.get());
+        let parts = self.parts.iter().map(|p| p.max_txid.get());
+        files.chain(parts).max().unwrap_or(0)
     }
 
     /// Parses and checks a manifest body.
@@ -139,6 +155,12 @@ impl Manifest {
         {
             return Err(invalid(format!(
                 "entry {} has an impossible level, TXID range or sha256; move the manifest aside",
+                bad.key
+            )));
+        }
+        if let Some(bad) = m.parts.iter().find(|p| !p.plausible()) {
+            return Err(invalid(format!(
+                "part {:?} has an impossible key, level, TXID range or sha256; move the manifest aside",
                 bad.key
             )));
         }
@@ -179,8 +201,14 @@ fn is_hex16(s: &str) -> bool {
     s.len() == 16 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// Reads and parses the manifest; `None` if the replica has none.
+/// Reads the manifest with every entry, its parts read back and checked (`parts::expand`);
+/// `None` if the replica has none.
 pub fn load(store: &dyn Store) -> Result<Option<(Manifest, ETag)>, StoreError> {
+    parts::load_full(store)
+}
+
+/// Reads the manifest object alone: its owner, inline entries and part references.
+pub fn load_head(store: &dyn Store) -> Result<Option<(Manifest, ETag)>, StoreError> {
     match store.get_manifest()? {
         None => Ok(None),
         Some(obj) => Ok(Some((Manifest::parse(&obj.body)?, obj.etag))),
@@ -219,7 +247,7 @@ pub fn update_as(
     remove: &[FileKey],
 ) -> Result<(Manifest, ETag), StoreError> {
     for attempt in 0..UPDATE_ATTEMPTS {
-        let (mut m, etag) = match load(store)? {
+        let (mut m, etag) = match load_head(store)? {
             Some((m, etag)) => (m, Some(etag)),
             None => (Manifest::new(), None),
         };
@@ -237,12 +265,38 @@ pub fn update_as(
         if let Expect::Claim(o) = expect {
             m.set_owner(o);
         }
-        m.version = VERSION;
-        m.apply(add, remove);
+        let mut edit = parts::Edit::default();
+        match edit.apply(store, &mut m, add, remove) {
+            Ok(()) => {}
+            // A part this edit needed went away: another writer changed the manifest.
+            Err(StoreError::NotFound { .. }) => {
+                edit.abandon(store);
+                backoff(attempt);
+                continue;
+            }
+            Err(e) => {
+                edit.abandon(store);
+                return Err(e);
+            }
+        }
+        m.version = if m.parts.is_empty() {
+            VERSION_WITHOUT_PARTS
+        } else {
+            VERSION
+        };
         match store.put_manifest(&m.to_json(), etag.as_ref()) {
-            Ok(new) => return Ok((m, new)),
-            Err(StoreError::Conflict { .. }) => backoff(attempt),
-            Err(e) => return Err(e),
+            Ok(new) => {
+                edit.commit(store);
+                return Ok((m, new));
+            }
+            Err(StoreError::Conflict { .. }) => {
+                edit.abandon(store);
+                backoff(attempt)
+            }
+            Err(e) => {
+                edit.abandon(store);
+                return Err(e);
+            }
         }
     }
     Err(StoreError::Conflict {

@@ -1,0 +1,609 @@
+//! `manifest.json`'s parts: what keeps the manifest's upkeep from growing with the replica's
+//! age (SPEC 5).
+//!
+//! Every manifest write rewrites the manifest object, so it must stay small: once 32 entries of
+//! a level wait in it, the oldest 32 move into a part, an immutable JSON object under
+//! `manifest/<level>/` that the manifest names by key, TXID range, entry count, size and
+//! SHA-256. Eight parts of one level and size are merged into one eight times larger, up to
+//! 16,384 entries (about 4 MB); past that, eight parts are named by an index part instead of
+//! copied. So the manifest object names at most seven parts per level and size (a few dozen
+//! references in all, a logarithm of the replica's age), and each entry is written about five
+//! times in its life.
+//!
+//! What must hold: an entry is either in the manifest object or in exactly one part it names
+//! (an entry in the object wins over a part's of the same key); a part is written, under a
+//! name never used before, before the manifest that names it, and deleted only after a
+//! manifest that no longer names it is written. A reader that finds a named part gone read
+//! the manifest just before a writer replaced it, and reads the manifest again; a writer that
+//! loses the conditional write deletes the parts it wrote for it.
+
+use super::{is_hex16, sha256_64, Entry, Manifest, VERSION};
+use crate::history::HistoryId;
+use crate::store::{ETag, FileKey, Store, StoreError, MANIFEST_KEY, SNAPSHOT_LEVEL};
+use crate::Txid;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// Where parts live, relative to the replica root.
+pub const PARTS_DIR: &str = "manifest/";
+/// A level's entries in the manifest object are sealed into a part once this many wait.
+#[cfg(not(test))]
+pub const PART_ENTRIES: usize = 32;
+/// Parts of one level and size merged at once.
+#[cfg(not(test))]
+const FANOUT: usize = 8;
+// Small in unit tests, so that a few hundred entries reach every kind of part.
+#[cfg(test)]
+pub const PART_ENTRIES: usize = 4;
+#[cfg(test)]
+const FANOUT: usize = 4;
+/// No merge of entries makes a part larger than this (16,384 entries, about 4 MB); past it,
+/// parts are merged into index parts that name them.
+const MAX_PART_ENTRIES: usize = PART_ENTRIES * FANOUT * FANOUT * FANOUT;
+/// Parts sealed by one update at most, so that the first update of a large manifest written
+/// before parts existed spreads its work over several updates.
+const SEALS_PER_UPDATE: usize = 32;
+/// How many times a reader reads the manifest again when a part it names is gone.
+const LOAD_ATTEMPTS: u32 = 5;
+
+/// The manifest's reference to a part.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRef {
+    pub key: String,
+    pub level: u32,
+    #[serde(with = "super::txid_hex")]
+    pub min_txid: Txid,
+    #[serde(with = "super::txid_hex")]
+    pub max_txid: Txid,
+    pub count: usize,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// A part object's body: entries, or (an index part) references to smaller parts.
+#[derive(Serialize, Deserialize)]
+struct Body {
+    version: u32,
+    level: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    files: Vec<Entry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    parts: Vec<PartRef>,
+}
+
+/// How deep index parts may nest (a manifest is data: a loop must not hang a reader).
+const MAX_DEPTH: u32 = 8;
+
+impl PartRef {
+    /// Whether the file `k` may be one of this part's entries.
+    fn covers(&self, k: &FileKey) -> bool {
+        self.level == k.level && self.min_txid <= k.min_txid && k.max_txid <= self.max_txid
+    }
+
+    /// A reference that could have been written by walrust (checked when a manifest is parsed).
+    pub(super) fn plausible(&self) -> bool {
+        self.key.starts_with(PARTS_DIR)
+            && !self.key.split('/').any(|c| c.is_empty() || c == "..")
+            && self.level <= SNAPSHOT_LEVEL
+            && self.min_txid <= self.max_txid
+            && self.count > 0
+            && is_hex16(&self.sha256)
+    }
+
+    /// How many merges made it: 0 for a sealed part of `PART_ENTRIES`.
+    fn tier(&self) -> u32 {
+        let mut t = 0;
+        let mut cap = PART_ENTRIES;
+        while self.count > cap {
+            cap *= FANOUT;
+            t += 1;
+        }
+        t
+    }
+}
+
+fn key_of(e: &Entry) -> FileKey {
+    e.file_key().expect("checked at parse")
+}
+
+/// Every entry under a part, index parts read through.
+fn read(store: &dyn Store, r: &PartRef) -> Result<Vec<Entry>, StoreError> {
+    read_within(store, r, 0)
+}
+
+fn read_within(store: &dyn Store, r: &PartRef, depth: u32) -> Result<Vec<Entry>, StoreError> {
+    let b = read_body(store, r)?;
+    if b.parts.is_empty() {
+        return Ok(b.files);
+    }
+    if depth >= MAX_DEPTH {
+        return Err(StoreError::Invalid {
+            what: format!("reading {} (a part of {MANIFEST_KEY})", r.key),
+            why: format!("its index parts nest too deep; move {MANIFEST_KEY} aside"),
+        });
+    }
+    let mut out = Vec::with_capacity(r.count);
+    for child in &b.parts {
+        out.extend(read_within(store, child, depth + 1)?);
+    }
+    Ok(out)
+}
+
+/// Reads one part object and checks it against its reference.
+fn read_body(store: &dyn Store, r: &PartRef) -> Result<Body, StoreError> {
+    let body = store.get_part(&r.key)?;
+    let damaged = |why: &str| StoreError::Invalid {
+        what: format!(
+            "reading {} (a part of {MANIFEST_KEY}) in {}",
+            r.key,
+            store.describe()
+        ),
+        why: format!(
+            "{why}; move {MANIFEST_KEY} aside: the replica's files stay restorable without it"
+        ),
+    };
+    if body.len() as u64 != r.size || sha256_64(&body) != r.sha256 {
+        return Err(damaged("its size or SHA-256 is not what the manifest says"));
+    }
+    let b: Body = serde_json::from_slice(&body).map_err(|_| damaged("it is not valid JSON"))?;
+    let fits = |e: &Entry| e.file_key().is_some_and(|k| r.covers(&k)) && is_hex16(&e.sha256);
+    let inside = |c: &PartRef| {
+        c.plausible() && c.level == r.level && r.min_txid <= c.min_txid && c.max_txid <= r.max_txid
+    };
+    let count = b.files.len() + b.parts.iter().map(|c| c.count).sum::<usize>();
+    if count != r.count || !b.files.iter().all(fits) || !b.parts.iter().all(inside) {
+        return Err(damaged("its entries are not the ones the manifest says"));
+    }
+    Ok(b)
+}
+
+/// Writes `entries` (of one level, sorted) as a new part.
+fn write(store: &dyn Store, level: u32, entries: Vec<Entry>) -> Result<PartRef, StoreError> {
+    let min_txid = entries
+        .iter()
+        .map(|e| e.min_txid)
+        .min()
+        .expect("a part has entries");
+    let max_txid = entries
+        .iter()
+        .map(|e| e.max_txid)
+        .max()
+        .expect("a part has entries");
+    let key = format!(
+        "{PARTS_DIR}{level}/{min_txid}-{max_txid}-{:016x}.json",
+        HistoryId::random().0
+    );
+    let count = entries.len();
+    let body = Body {
+        version: VERSION,
+        level,
+        files: entries,
+        parts: Vec::new(),
+    };
+    put(store, key, level, (min_txid, max_txid), count, &body)
+}
+
+/// Writes an index part naming `children` (of one level, sorted).
+fn write_index(store: &dyn Store, children: Vec<PartRef>) -> Result<PartRef, StoreError> {
+    let level = children[0].level;
+    let min_txid = children.iter().map(|c| c.min_txid).min().unwrap();
+    let max_txid = children.iter().map(|c| c.max_txid).max().unwrap();
+    let key = format!(
+        "{PARTS_DIR}{level}/{min_txid}-{max_txid}-{:016x}.json",
+        HistoryId::random().0
+    );
+    let count = children.iter().map(|c| c.count).sum();
+    let body = Body {
+        version: VERSION,
+        level,
+        files: Vec::new(),
+        parts: children,
+    };
+    put(store, key, level, (min_txid, max_txid), count, &body)
+}
+
+fn put(
+    store: &dyn Store,
+    key: String,
+    level: u32,
+    (min_txid, max_txid): (Txid, Txid),
+    count: usize,
+    body: &Body,
+) -> Result<PartRef, StoreError> {
+    let body = serde_json::to_vec(body).expect("a part always serializes");
+    store.put_part(&key, &body)?;
+    Ok(PartRef {
+        key,
+        level,
+        min_txid,
+        max_txid,
+        count,
+        size: body.len() as u64,
+        sha256: sha256_64(&body),
+    })
+}
+
+/// The manifest with every entry: its parts read into `files`.
+pub(super) fn load_full(store: &dyn Store) -> Result<Option<(Manifest, ETag)>, StoreError> {
+    let mut attempt = 0;
+    loop {
+        let Some((mut m, etag)) = super::load_head(store)? else {
+            return Ok(None);
+        };
+        match expand(store, &mut m) {
+            Ok(()) => return Ok(Some((m, etag))),
+            // A writer replaced the part after we read the manifest: read it again.
+            Err(StoreError::NotFound { .. }) if attempt + 1 < LOAD_ATTEMPTS => attempt += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn expand(store: &dyn Store, m: &mut Manifest) -> Result<(), StoreError> {
+    for r in m.parts.clone() {
+        let entries = read(store, &r)?;
+        insert_older(m, entries);
+    }
+    Ok(())
+}
+
+/// Adds a part's entries to the manifest object's, where it has none of the same key.
+fn insert_older(m: &mut Manifest, entries: Vec<Entry>) {
+    let newer: BTreeSet<FileKey> = m.files.iter().map(key_of).collect();
+    m.files
+        .extend(entries.into_iter().filter(|e| !newer.contains(&key_of(e))));
+    m.files.sort_by_key(key_of);
+}
+
+/// One manifest update's work on parts: the parts it wrote (deleted if the update is lost)
+/// and the ones it stopped naming (deleted once it is written).
+#[derive(Default)]
+pub(super) struct Edit {
+    written: Vec<String>,
+    dropped: Vec<String>,
+}
+
+impl Edit {
+    /// Adds and removes entries in `m` (the manifest object as read), then seals and merges.
+    pub(super) fn apply(
+        &mut self,
+        store: &dyn Store,
+        m: &mut Manifest,
+        add: &[Entry],
+        remove: &[FileKey],
+    ) -> Result<(), StoreError> {
+        let touched: Vec<FileKey> = add
+            .iter()
+            .map(key_of)
+            .chain(remove.iter().copied())
+            .collect();
+        self.rewrite_touched(store, m, &touched)?;
+        m.apply(add, remove);
+        self.seal(store, m)?;
+        self.merge(store, m)
+    }
+
+    /// Parts that may hold an entry being replaced or removed are read back: what stays of
+    /// them is written as one new part, or kept in the manifest object if it is small.
+    fn rewrite_touched(
+        &mut self,
+        store: &dyn Store,
+        m: &mut Manifest,
+        touched: &[FileKey],
+    ) -> Result<(), StoreError> {
+        let mut hit = take_touched(m, touched);
+        // Index parts open up into their children, until the touched ones hold entries.
+        for _ in 0..MAX_DEPTH {
+            let Some(i) = hit.iter().position(|p| p.count > MAX_PART_ENTRIES) else {
+                break;
+            };
+            let index = hit.remove(i);
+            let b = read_body(store, &index)?;
+            if b.parts.is_empty() {
+                hit.push(index); // a part of entries this large is not written, but read it
+                break;
+            }
+            self.dropped.push(index.key);
+            m.parts.extend(b.parts);
+            hit.extend(take_touched(m, touched));
+        }
+        for p in hit {
+            let rest: Vec<Entry> = read(store, &p)?
+                .into_iter()
+                .filter(|e| !touched.contains(&key_of(e)))
+                .collect();
+            self.dropped.push(p.key.clone());
+            if rest.len() >= PART_ENTRIES {
+                let r = write(store, p.level, rest)?;
+                self.written.push(r.key.clone());
+                m.parts.push(r);
+            } else {
+                insert_older(m, rest);
+            }
+        }
+        sort_parts(m);
+        Ok(())
+    }
+
+    /// Moves the oldest `PART_ENTRIES` entries of a level into a part while that many wait.
+    fn seal(&mut self, store: &dyn Store, m: &mut Manifest) -> Result<(), StoreError> {
+        for _ in 0..SEALS_PER_UPDATE {
+            let Some(level) = fullest_level(m) else {
+                break;
+            };
+            let at = m.files.iter().position(|e| e.level == level).unwrap();
+            let chunk: Vec<Entry> = m.files.drain(at..at + PART_ENTRIES).collect();
+            let r = write(store, level, chunk)?;
+            self.written.push(r.key.clone());
+            m.parts.push(r);
+        }
+        sort_parts(m);
+        Ok(())
+    }
+
+    /// Merges the `FANOUT` oldest parts of a level and tier into one, when there are that many
+    /// (one merge per update).
+    fn merge(&mut self, store: &dyn Store, m: &mut Manifest) -> Result<(), StoreError> {
+        let Some(group) = mergeable(m) else {
+            return Ok(());
+        };
+        let total: usize = group.iter().map(|p| p.count).sum();
+        if total > MAX_PART_ENTRIES {
+            // An index part: the children stay, named by it instead of by the manifest.
+            let r = write_index(store, group.clone())?;
+            self.written.push(r.key.clone());
+            m.parts.retain(|p| !group.contains(p));
+            m.parts.push(r);
+            sort_parts(m);
+            return Ok(());
+        }
+        let mut entries = Vec::new();
+        for p in &group {
+            entries.extend(read(store, p)?);
+        }
+        entries.sort_by_key(key_of);
+        let r = write(store, group[0].level, entries)?;
+        self.written.push(r.key.clone());
+        m.parts.retain(|p| !group.contains(p));
+        self.dropped.extend(group.into_iter().map(|p| p.key));
+        m.parts.push(r);
+        sort_parts(m);
+        Ok(())
+    }
+
+    /// The manifest naming the new parts was written: the replaced ones go.
+    pub(super) fn commit(self, store: &dyn Store) {
+        let _ = store.delete_parts(&self.dropped);
+    }
+
+    /// The manifest was not written: the parts made for it go.
+    pub(super) fn abandon(&mut self, store: &dyn Store) {
+        let _ = store.delete_parts(&std::mem::take(&mut self.written));
+        self.dropped.clear();
+    }
+}
+
+/// Takes out of `m` the parts that may hold one of `touched`.
+fn take_touched(m: &mut Manifest, touched: &[FileKey]) -> Vec<PartRef> {
+    let (hit, kept): (Vec<PartRef>, Vec<PartRef>) = std::mem::take(&mut m.parts)
+        .into_iter()
+        .partition(|p| touched.iter().any(|k| p.covers(k)));
+    m.parts = kept;
+    hit
+}
+
+fn sort_parts(m: &mut Manifest) {
+    m.parts
+        .sort_by_key(|p| (p.level, p.min_txid, p.max_txid, p.key.clone()));
+}
+
+/// The level with the most entries in the manifest object, if it has `PART_ENTRIES` or more.
+fn fullest_level(m: &Manifest) -> Option<u32> {
+    let mut best: Option<(usize, u32)> = None;
+    let mut i = 0;
+    while i < m.files.len() {
+        let level = m.files[i].level;
+        let n = m.files[i..].iter().take_while(|e| e.level == level).count();
+        if n >= PART_ENTRIES && best.is_none_or(|(b, _)| n > b) {
+            best = Some((n, level));
+        }
+        i += n;
+    }
+    best.map(|(_, level)| level)
+}
+
+/// `FANOUT` parts of one level and tier below the largest size, oldest first, if there are
+/// that many.
+fn mergeable(m: &Manifest) -> Option<Vec<PartRef>> {
+    let mut groups: std::collections::BTreeMap<(u32, u32), Vec<PartRef>> = Default::default();
+    for p in &m.parts {
+        groups
+            .entry((p.level, p.tier()))
+            .or_default()
+            .push(p.clone());
+    }
+    groups
+        .into_values()
+        .find(|g| g.len() >= FANOUT)
+        .map(|g| g.into_iter().take(FANOUT).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{self, Expect};
+    use crate::store::{FileInfo, Layout};
+
+    fn entry(level: u32, min: u64, max: u64) -> Entry {
+        let key = FileKey::new(level, Txid::new(min).unwrap(), Txid::new(max).unwrap()).unwrap();
+        let info = FileInfo {
+            key,
+            size: 100 + max,
+            created_at_ms: 1_795_862_996_123,
+        };
+        Entry::new(Layout::Fs, &info, sha256_64(&max.to_be_bytes()))
+    }
+
+    fn store() -> (std::path::PathBuf, std::sync::Arc<dyn Store>) {
+        let dir = std::env::temp_dir().join(format!(
+            "walrust-parts-{}-{:x}",
+            std::process::id(),
+            HistoryId::random().0
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let s = crate::store::open(&format!("file://{}", dir.display())).unwrap();
+        (dir, s)
+    }
+
+    fn part_files(dir: &std::path::Path) -> usize {
+        walk(&dir.join("manifest"))
+    }
+
+    fn walk(d: &std::path::Path) -> usize {
+        let Ok(rd) = std::fs::read_dir(d) else {
+            return 0;
+        };
+        rd.map(|e| e.unwrap().path())
+            .map(|p| if p.is_dir() { walk(&p) } else { 1 })
+            .sum()
+    }
+
+    /// How many part objects the manifest names, directly or through index parts.
+    fn reachable(s: &dyn Store, parts: &[PartRef]) -> usize {
+        parts
+            .iter()
+            .map(|p| 1 + reachable(s, &read_body(s, p).unwrap().parts))
+            .sum()
+    }
+
+    /// One level-0 entry per batch, as an uploader adds them, `n` batches after `from`.
+    fn upload(s: &dyn Store, from: u64, n: u64) {
+        for t in from..from + n {
+            manifest::update(s, &[entry(0, t, t)], &[]).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_manifest_object_stays_small_and_load_sees_every_entry() {
+        let (dir, s) = store();
+        manifest::update(&*s, &[entry(9, 1, 1)], &[]).unwrap();
+        upload(&*s, 2, 5000);
+        let (head, _) = manifest::load_head(&*s).unwrap().unwrap();
+        assert!(head.files.len() < PART_ENTRIES, "{}", head.files.len());
+        assert!(
+            head.parts.len() <= 8 * (FANOUT - 1),
+            "{} parts",
+            head.parts.len()
+        );
+        assert!(
+            head.parts.iter().any(|p| p.count > MAX_PART_ENTRIES),
+            "index parts"
+        );
+        assert_eq!(head.version, VERSION);
+        assert_eq!(head.max_txid(), 5001);
+        let body = s.get_manifest().unwrap().unwrap().body;
+        assert!(body.len() < 16 << 10, "{} bytes", body.len());
+        let (full, _) = manifest::load(&*s).unwrap().unwrap();
+        let keys: Vec<_> = full.files.iter().map(key_of).collect();
+        let mut want: Vec<Entry> = (2..5002).map(|t| entry(0, t, t)).collect();
+        want.push(entry(9, 1, 1));
+        assert_eq!(keys, want.iter().map(key_of).collect::<Vec<_>>());
+        assert_eq!(
+            full.get(&key_of(&entry(0, 77, 77))),
+            Some(&entry(0, 77, 77))
+        );
+        // Merged and replaced parts were deleted: only the named ones remain.
+        assert_eq!(part_files(&dir), reachable(&*s, &head.parts));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn removing_entries_rewrites_the_parts_that_held_them() {
+        let (dir, s) = store();
+        upload(&*s, 1, 600);
+        // Compaction merges 1..=300 into one level-1 file and removes them.
+        let gone: Vec<FileKey> = (1..=300).map(|t| key_of(&entry(0, t, t))).collect();
+        manifest::update(&*s, &[entry(1, 1, 300)], &[]).unwrap();
+        manifest::update(&*s, &[], &gone).unwrap();
+        let (full, _) = manifest::load(&*s).unwrap().unwrap();
+        let keys: Vec<_> = full.files.iter().map(key_of).collect();
+        let mut want: Vec<FileKey> = (301..=600).map(|t| key_of(&entry(0, t, t))).collect();
+        want.push(key_of(&entry(1, 1, 300)));
+        assert_eq!(keys, want);
+        let (head, _) = manifest::load_head(&*s).unwrap().unwrap();
+        assert_eq!(part_files(&dir), reachable(&*s, &head.parts));
+        // Re-adding a sealed entry replaces it.
+        let mut again = entry(0, 400, 400);
+        again.size = 1;
+        manifest::update(&*s, &[again.clone()], &[]).unwrap();
+        let (full, _) = manifest::load(&*s).unwrap().unwrap();
+        assert_eq!(full.get(&key_of(&again)), Some(&again));
+        assert_eq!(full.files.len(), want.len());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn removing_entries_under_an_index_part_opens_it() {
+        let (dir, s) = store();
+        for b in 0..200u64 {
+            let batch: Vec<Entry> = (1..=10).map(|i| entry(0, b * 10 + i, b * 10 + i)).collect();
+            manifest::update(&*s, &batch, &[]).unwrap();
+        }
+        let (head, _) = manifest::load_head(&*s).unwrap().unwrap();
+        assert!(
+            head.parts.iter().any(|p| p.count > MAX_PART_ENTRIES),
+            "index parts"
+        );
+        let gone: Vec<FileKey> = (100..=1500).map(|t| key_of(&entry(0, t, t))).collect();
+        manifest::update(&*s, &[entry(1, 100, 1500)], &gone).unwrap();
+        let (full, _) = manifest::load(&*s).unwrap().unwrap();
+        let keys: Vec<_> = full.files.iter().map(key_of).collect();
+        let mut want: Vec<FileKey> = (1..100)
+            .chain(1501..=2000)
+            .map(|t| key_of(&entry(0, t, t)))
+            .collect();
+        want.push(key_of(&entry(1, 100, 1500)));
+        assert_eq!(keys, want);
+        let (head, _) = manifest::load_head(&*s).unwrap().unwrap();
+        assert_eq!(part_files(&dir), reachable(&*s, &head.parts));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_damaged_or_missing_part_is_an_error_that_says_what_to_do() {
+        let (dir, s) = store();
+        upload(&*s, 1, 100);
+        let (head, _) = manifest::load_head(&*s).unwrap().unwrap();
+        let part = dir.join(&head.parts[0].key);
+        let mut bytes = std::fs::read(&part).unwrap();
+        bytes[20] ^= 1;
+        std::fs::write(&part, &bytes).unwrap();
+        let e = manifest::load(&*s).unwrap_err().to_string();
+        assert!(e.contains("move manifest.json aside"), "{e}");
+        std::fs::remove_file(&part).unwrap();
+        assert!(matches!(
+            manifest::load(&*s),
+            Err(StoreError::NotFound { .. })
+        ));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn an_owner_check_still_fences_an_update() {
+        let (dir, s) = store();
+        upload(&*s, 1, 70);
+        let o = crate::history::Owner::new_history();
+        manifest::update_as(&*s, Expect::Claim(o), &[], &[]).unwrap();
+        let other = crate::history::Owner::new_history();
+        let e = manifest::update_as(&*s, Expect::Owner(other), &[entry(0, 71, 71)], &[]);
+        assert!(matches!(e, Err(StoreError::NotOwner { .. })));
+        let (head, _) = manifest::load_head(&*s).unwrap().unwrap();
+        assert_eq!(head.owner(), Some(o));
+        assert_eq!(
+            part_files(&dir),
+            head.parts.len(),
+            "a refused update leaves no part"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -20,6 +20,7 @@
 //! network.
 
 pub mod shm;
+pub mod wake;
 
 use crate::config::Settings;
 use crate::replication::Replication;

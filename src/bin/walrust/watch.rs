@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use walrust::config::Settings;
-use walrust::watch::{self, Watched};
+use walrust::watch::{self, wake, Watched};
 
 pub const HELP: &str = "\
 Usage: walrust watch DB... (--replica URL | --replica-root URL) [--sync-interval MS]
@@ -31,8 +31,8 @@ already, shadow directory), 2 usage, 4 the pending transactions could not be upl
 stopping (they stay in the shadow directory for the next run).
 ";
 
-/// How often each WAL is looked at.
-const POLL: Duration = Duration::from_millis(50);
+/// A hidden setting for the tests: the safety-net poll's interval while inotify works (ms).
+const FALLBACK_ENV: &str = "WALRUST_WATCH_FALLBACK_MS";
 /// How long the final upload may take at shutdown.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -98,8 +98,18 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
     }
 }
 
-/// Polls every database, and says when uploads stop or start working again.
+/// Polls every database whenever the waker says (a change, or the fallback interval), and
+/// says when uploads stop or start working again.
 fn poll_loop(watched: &[Arc<Watched>], stop: &AtomicBool) {
+    let fallback = std::env::var(FALLBACK_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(wake::FALLBACK, Duration::from_millis);
+    let paths: Vec<&std::path::Path> = watched.iter().map(|w| w.path.as_path()).collect();
+    let (mut waker, why) = wake::Waker::new(&paths, fallback);
+    if let Some(why) = why {
+        walrust::log::warn(&why);
+    }
     let mut failing = vec![false; watched.len()];
     while !stop.load(Ordering::Acquire) {
         for (i, w) in watched.iter().enumerate() {
@@ -114,7 +124,9 @@ fn poll_loop(watched: &[Arc<Watched>], stop: &AtomicBool) {
             }
             failing[i] = now_failing;
         }
-        std::thread::sleep(POLL);
+        if let Some(why) = waker.wait(stop) {
+            walrust::log::warn(&why);
+        }
     }
 }
 

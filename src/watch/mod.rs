@@ -19,6 +19,7 @@
 //! never released while a published frame is not in the log; nothing here waits on the
 //! network.
 
+pub mod config;
 pub mod shm;
 pub mod wake;
 

@@ -1,4 +1,5 @@
-//! `walrust watch DB... --replica URL | --replica-root URL`: the sidecar (SPEC section 7). The
+//! `walrust watch DB... --replica URL | --replica-root URL | --config FILE`: the sidecar (SPEC
+//! section 7). The
 //! work is in the library (`walrust::watch`); this file parses flags, runs the poll loop and
 //! waits for SIGINT/SIGTERM.
 
@@ -11,9 +12,9 @@ use walrust::config::Settings;
 use walrust::watch::{self, wake, Watched};
 
 pub const HELP: &str = "\
-Usage: walrust watch DB... (--replica URL | --replica-root URL) [--sync-interval MS]
-       [--snapshot-interval S] [--retention SPEC] [--compact-after-snapshot]
-       [--checkpoint off] [--shadow-dir DIR]
+Usage: walrust watch (DB... (--replica URL | --replica-root URL) | --config FILE)
+       [--sync-interval MS] [--snapshot-interval S] [--retention SPEC]
+       [--compact-after-snapshot] [--checkpoint off] [--shadow-dir DIR]
 
 Replicates databases whose applications do not load the walrust extension, into the same
 replica format with the same promises, until SIGINT or SIGTERM; then uploads what is pending
@@ -22,13 +23,25 @@ DB to URL/<file name>. It shares the shadow directory (DB-walrust) and the one-u
 with processes that load the extension on the same database; a second watch of the same
 database is refused.
 
+--config FILE reads the databases from Litestream's YAML format (the flags above apply to
+all of them):
+
+    dbs:
+      - path: /path/to/app.db
+        replicas:            # or `replica:` with `url:` under it
+          - url: s3://bucket/app
+
+One replica per database; any other key is refused with its line number. $VAR and ${VAR}
+in values are expanded.
+
 Checkpoints stay the application's (--checkpoint off, the only mode so far): the watch holds
 a read slot of SQLite's WAL index so that no checkpoint restarts the WAL past a frame it has
 not copied, and lets it go once everything is copied and checkpointed.
 
 Exit codes: 0 stopped with everything uploaded, 1 cannot start (not in WAL mode, watched
-already, shadow directory), 2 usage, 4 the pending transactions could not be uploaded before
-stopping (they stay in the shadow directory for the next run).
+already, shadow directory), 2 usage (or a --config FILE it cannot read or refuses), 4 the
+pending transactions could not be uploaded before stopping (they stay in the shadow
+directory for the next run).
 ";
 
 /// A hidden setting for the tests: the safety-net poll's interval while inotify works (ms).
@@ -47,22 +60,17 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
             "--retention",
             "--checkpoint",
             "--shadow-dir",
+            "--config",
         ],
         &["--compact-after-snapshot"],
     )?;
-    if a.positional.is_empty() {
-        return Err(Failure::usage(
-            "name at least one database: walrust watch DB...",
-        ));
-    }
-    let urls = replica_urls(&a)?;
+    let dbs = databases(&a)?;
     let settings = settings(&a)?;
     walrust::vfs::ffi::posix::block_termination_signals()
         .map_err(|e| Failure::new(1, format!("cannot block SIGINT/SIGTERM: {e}")))?;
     let mut watched: Vec<Arc<Watched>> = Vec::new();
-    for (db, url) in a.positional.iter().zip(urls) {
-        let w = watch::start(&PathBuf::from(db), &url, settings.clone())
-            .map_err(|e| Failure::new(1, e))?;
+    for (db, url) in dbs {
+        let w = watch::start(&db, &url, settings.clone()).map_err(|e| Failure::new(1, e))?;
         walrust::log::info(&format!(
             "watching {}, replicating to {} (TXID {} uploaded)",
             w.path.display(),
@@ -128,6 +136,26 @@ fn poll_loop(watched: &[Arc<Watched>], stop: &AtomicBool) {
             walrust::log::warn(&why);
         }
     }
+}
+
+/// The databases and their replicas' URLs: from --config FILE, or DB... and --replica(-root).
+fn databases(a: &Args) -> Result<Vec<(PathBuf, String)>, Failure> {
+    let Some(file) = a.value(&["--config"]) else {
+        if a.positional.is_empty() {
+            return Err(Failure::usage(
+                "name at least one database: walrust watch DB... or walrust watch --config FILE",
+            ));
+        }
+        let urls = replica_urls(a)?;
+        return Ok(a.positional.iter().map(PathBuf::from).zip(urls).collect());
+    };
+    if !a.positional.is_empty() || a.value(&["--replica", "--replica-root"]).is_some() {
+        return Err(Failure::usage(
+            "--config FILE names the databases and their replicas; give no DB, --replica or --replica-root with it",
+        ));
+    }
+    let dbs = watch::config::load(std::path::Path::new(file)).map_err(Failure::invalid)?;
+    Ok(dbs.into_iter().map(|d| (d.path, d.url)).collect())
 }
 
 fn replica_urls(a: &Args) -> Result<Vec<String>, Failure> {

@@ -9,8 +9,8 @@
 //! ```
 //!
 //! Accepted: block mappings and sequences (space indentation), `#` comments, blank lines,
-//! plain, 'single' and "double" quoted scalars, `$VAR` / `${VAR}` in values (as Litestream
-//! expands them). Everything else (another key, flow `[..]`/`{..}`, anchors, tags, block
+//! plain, 'single' and "double" quoted scalars, `$VAR` / `${VAR}` in values and `~/` at the
+//! start of a path (as Litestream expands them). Everything else (another key, flow `[..]`/`{..}`, anchors, tags, block
 //! scalars, tabs, more than one replica for a database) is refused with one line naming the
 //! line number: a setting walrust would silently ignore (credentials, a `type: s3` replica
 //! without `url:`) is worse than an error.
@@ -109,6 +109,14 @@ fn database(item: Node, env: &dyn Fn(&str) -> Option<String>) -> Result<DbConfig
         }
     }
     let path = path.ok_or(format!("line {at}: this database has no `path:`"))?;
+    // `~/` is the home directory, as Litestream expands it.
+    let path = match path.strip_prefix("~/") {
+        Some(rest) => {
+            let home = env("HOME").ok_or(format!("line {at}: `~/` with HOME not set"))?;
+            format!("{}/{rest}", home.trim_end_matches('/'))
+        }
+        None => path,
+    };
     let url = url.ok_or(format!(
         "line {at}: {path} has no `replica:` or `replicas:`"
     ))?;
@@ -386,7 +394,11 @@ mod tests {
     use super::*;
 
     fn env(v: &str) -> Option<String> {
-        (v == "BUCKET").then(|| "mybkt".to_string())
+        match v {
+            "BUCKET" => Some("mybkt".into()),
+            "HOME" => Some("/home/me/".into()),
+            _ => None,
+        }
     }
 
     fn ok(text: &str) -> Vec<DbConfig> {
@@ -428,6 +440,8 @@ dbs:
         assert_eq!(ok(flush), vec![db("/data/c.db", "file:///tmp/c")]);
         let compact = "dbs:\n- path: a.db\n  replica:\n    url: file:///r/$BUCKET/a\n";
         assert_eq!(ok(compact), vec![db("a.db", "file:///r/mybkt/a")]);
+        let home = "dbs:\n  - path: ~/app.db\n    replica:\n      url: s3://b/a\n";
+        assert_eq!(ok(home), vec![db("/home/me/app.db", "s3://b/a")]);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 # walrust. `make test` is the one command that runs every test; `make demo` shows walrust
-# working on a local-directory replica. See README.md.
+# working on a local-directory replica, `make demo-watch` the sidecar (`walrust watch`) doing
+# the same for a plain sqlite3 shell. See README.md.
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -10,7 +11,7 @@ EXT := $(TARGET_DIR)/release/libwalrust.$(SUFFIX)
 # The same extension with the failpoints feature (src/failpoint.rs), for the crash tests.
 FAILPOINT_EXT := $(TARGET_DIR)/failpoints/release/libwalrust.$(SUFFIX)
 
-.PHONY: all build build-failpoints test test-env test-unit test-sql test-py test-rusqlite demo wheel fmt lint bench clean
+.PHONY: all build build-failpoints test test-env test-unit test-sql test-py test-rusqlite demo demo-watch wheel fmt lint bench clean
 
 all: build
 
@@ -41,6 +42,10 @@ test-rusqlite: build
 
 demo: build
 	WALRUST_EXT=$(EXT) SQLITE3=$(SQLITE3) scripts/demo.sh
+
+# `walrust watch` beside a plain sqlite3 shell (no extension), then SIGTERM and restore.
+demo-watch: build
+	WALRUST_CLI=$(TARGET_DIR)/release/walrust SQLITE3=$(SQLITE3) scripts/demo-watch.sh
 
 # The Python package sqlite-walrust (dist/sqlite_walrust-VERSION-py3-none-PLATFORM.whl): the
 # extension, the walrust command, and sqlite_walrust.load(conn) / loadable_path().

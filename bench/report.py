@@ -569,6 +569,13 @@ if "many" in R:
 
     p(*many.render(R["many"]))
 
+# --- walrust watch beside an application (bench/sidecar.py renders it) ------------------------
+if "sidecar" in R:
+    sys.path.insert(0, str(BENCH))
+    import sidecar  # noqa: E402
+
+    p(*sidecar.render(R["sidecar"]))
+
 # --- summary and findings ---------------------------------------------------------------------
 body = md[:]
 md.clear()

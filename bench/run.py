@@ -2,7 +2,7 @@
 """walrust's benchmark: write overhead, replication lag, restore, memory, cost and scaling,
 against plain SQLite and Litestream 0.5.17. Not a test: nothing here passes or fails on time.
 
-    bench/run.py [--only write,lag,restore,profile,many] [--ext PATH] [--cli PATH]
+    bench/run.py [--only write,lag,restore,profile,many,sidecar] [--ext PATH] [--cli PATH]
 
 Run by `make bench` (after bench/setup.sh) with the project venv's python; every application
 process is Debian's /usr/bin/python3 running bench/workload.py. Results go to
@@ -14,7 +14,9 @@ BENCH_WRITE_SECONDS, BENCH_LAG_SECONDS, BENCH_RESTORE_MB (e.g. "10,100,1100"),
 BENCH_MAX_LOAD (1.2: the 1-minute load average to wait for before starting),
 BENCH_LOAD_WAIT (seconds to wait for it at most), BENCH_WORK (scratch directory); the "many"
 section (many databases in one process, through bench/latency_proxy.py) reads MANY_DBS_* (see
-bench/many.py; MANY_DBS_FULL=1 adds N = 1,000).
+bench/many.py; MANY_DBS_FULL=1 adds N = 1,000); the "sidecar" section (`walrust watch` and
+`litestream replicate` beside an application that loads nothing, bench/sidecar.py) reads
+BENCH_SIDECAR_SECONDS and BENCH_SIDECAR_ROUNDS.
 """
 
 import argparse
@@ -36,6 +38,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 import fswatch  # noqa: E402
 import many  # noqa: E402
+import sidecar  # noqa: E402
 
 PY = "/usr/bin/python3"
 WORKLOAD = str(BENCH / "workload.py")
@@ -855,7 +858,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--ext", default=str(ROOT / "target" / "release" / "libwalrust.so"))
     p.add_argument("--cli", default=None)
-    p.add_argument("--only", default="write,lag,restore,profile,many")
+    p.add_argument("--only", default="write,lag,restore,profile,many,sidecar")
     p.add_argument("--no-report", action="store_true")
     a = p.parse_args()
     ext = str(Path(a.ext).resolve())
@@ -882,7 +885,8 @@ def main():
              "lag": lambda: section_lag(ext, results),
              "restore": lambda: section_restore(ext, cli, results),
              "profile": lambda: section_profile(ext, results),
-             "many": lambda: many.section_many(sys.modules[__name__], ext, cli, results)}[name]()
+             "many": lambda: many.section_many(sys.modules[__name__], ext, cli, results),
+             "sidecar": lambda: sidecar.section_sidecar(sys.modules[__name__], cli, results)}[name]()
             results.setdefault("durations", {})[name] = round(time.monotonic() - t1, 1)
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
             RESULTS.write_text(json.dumps(results))

@@ -112,3 +112,18 @@ def test_the_demo_explains_what_it_shows(tmp_path, walrust_ext):
     assert "last_error     │ none" in out
     assert "rows: 300" in out, "Litestream (from .venv) did not restore the demo's replica"
     assert (tmp_path / "demo" / "restored.db").is_file()
+
+
+def test_the_watch_demo_restores_what_a_plain_sqlite3_shell_wrote(tmp_path, walrust_cli):
+    """`make demo-watch`: the sidecar beside the sqlite3 shell (no extension), SIGTERM, restore."""
+    root = walrust_cli.parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WALRUST_")}
+    env.update(WALRUST_CLI=str(walrust_cli), WALRUST_DEMO_DIR=str(tmp_path / "demo"))
+    proc = subprocess.run([str(root / "scripts" / "demo-watch.sh")], env=env, capture_output=True,
+                          text=True, timeout=300)
+    out = proc.stdout
+    assert proc.returncode == 0, proc.stderr + out
+    assert proc.stderr == "", proc.stderr
+    assert "stopped watching" in out and "TXID 6 uploaded" in out, out
+    assert "restored: 290|29|290" in out and "original: 290|29|290" in out, out
+    assert "the restored database has the same rows" in out

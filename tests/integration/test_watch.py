@@ -285,3 +285,106 @@ def test_watch_started_before_the_application_opens(tmp_path, walrust_cli, lites
         check_restores(tmp_path, walrust_cli, litestream, replica, db, newest)
     finally:
         app.close()
+
+
+def watch_status(cli, db):
+    r = subprocess.run([str(cli), "status", str(db)], capture_output=True, text=True, timeout=HANG_TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def wait_uploaded(cli, db, above, log):
+    """Waits (a generous deadline, no timing claim) until the replica has a TXID above `above`."""
+    deadline = time.monotonic() + HANG_TIMEOUT
+    while (st := watch_status(cli, db))["uploaded_txid"] <= above:
+        assert time.monotonic() < deadline, f"nothing above TXID {above} uploaded: {st}\n{log.read_text()}"
+        time.sleep(0.05)
+    return st["uploaded_txid"]
+
+
+def test_watch_wakes_on_inotify_not_the_fallback_poll(tmp_path, walrust_cli, replica):
+    """With the safety-net poll set to an hour (a hidden setting for this test), only inotify
+    can tell the idle sidecar that a commit came: each one is still uploaded."""
+    import sqlite3
+    db = tmp_path / "app.db"
+    c = sqlite3.connect(db, isolation_level=None)
+    c.execute("PRAGMA journal_mode=WAL")
+    c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, body BLOB)")
+    log = tmp_path / "watch.log"
+    env = dict(os.environ, WALRUST_WATCH_FALLBACK_MS="3600000")
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([str(walrust_cli), "watch", str(db), "--replica", replica.url,
+                                 "--sync-interval", "100"], stderr=out, env=env)
+    try:
+        seen = wait_uploaded(walrust_cli, db, 0, log)
+        for i in range(1, 4):
+            time.sleep(1.5)  # past the sidecar's quick looks after its last change
+            c.execute("INSERT INTO t(id, body) VALUES (?, randomblob(100))", (i,))
+            seen = wait_uploaded(walrust_cli, db, seen, log)
+        assert "polling every" not in log.read_text(), log.read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=HANG_TIMEOUT) == 0, log.read_text()
+        out = tmp_path / "restored.db"
+        r = subprocess.run([str(walrust_cli), "restore", replica.url, "-o", str(out)],
+                           capture_output=True, text=True, timeout=HANG_TIMEOUT)
+        assert r.returncode == 0, r.stderr
+        assert_same_contents(db_contents(db), db_contents(out), "restore after inotify wake-ups")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        c.close()
+
+
+def test_watch_with_a_litestream_config_file_of_two_databases(tmp_path, walrust_cli, replica, new_replica):
+    """`walrust watch --config FILE` in Litestream's format (`replicas:` for one database,
+    `replica:` for the other): both are replicated and restore; a second replica is refused
+    with its line number."""
+    import sqlite3
+    second = new_replica("second")
+    dbs = [tmp_path / "one.db", tmp_path / "two words.db"]
+    config = tmp_path / "litestream.yml"
+    config.write_text(f"""# as for litestream replicate -config
+dbs:
+  - path: {dbs[0]}
+    replicas:
+      - url: "{replica.url}"   # the first
+
+  - path: "{dbs[1]}"
+    replica:
+      url: '{second.url}'
+""")
+    conns = []
+    for db in dbs:
+        c = sqlite3.connect(db, isolation_level=None)
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, body BLOB)")
+        conns.append(c)
+    log = tmp_path / "watch.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([str(walrust_cli), "watch", "--config", str(config), "--sync-interval", "100"],
+                                stderr=out)
+    try:
+        for i in range(1, 201):
+            for c in conns:
+                c.execute("INSERT INTO t(id, body) VALUES (?, randomblob(200))", (i,))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=HANG_TIMEOUT) == 0, log.read_text()
+        for db, rep in zip(dbs, (replica, second)):
+            out = tmp_path / f"restored-{db.name}"
+            r = subprocess.run([str(walrust_cli), "restore", rep.url, "-o", str(out)],
+                               capture_output=True, text=True, timeout=HANG_TIMEOUT)
+            assert r.returncode == 0, r.stderr
+            assert_same_contents(db_contents(db), db_contents(out), f"restore of {db.name} from --config")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for c in conns:
+            c.close()
+    bad = tmp_path / "two-replicas.yml"
+    bad.write_text(f"dbs:\n  - path: {dbs[0]}\n    replicas:\n      - url: {replica.url}\n      - url: {second.url}\n")
+    r = subprocess.run([str(walrust_cli), "watch", "--config", str(bad)],
+                       capture_output=True, text=True, timeout=HANG_TIMEOUT)
+    assert r.returncode == 2 and "line 3: 2 replicas" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -1,4 +1,5 @@
-//! `walrust watch DB... --replica URL | --replica-root URL`: the sidecar (SPEC section 7). The
+//! `walrust watch DB... --replica URL | --replica-root URL | --config FILE`: the sidecar (SPEC
+//! section 7). The
 //! work is in the library (`walrust::watch`); this file parses flags, runs the poll loop and
 //! waits for SIGINT/SIGTERM.
 
@@ -8,12 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use walrust::config::{CheckpointMode, Settings};
-use walrust::watch::{self, Watched};
+use walrust::watch::{self, wake, Watched};
 
 pub const HELP: &str = "\
-Usage: walrust watch DB... (--replica URL | --replica-root URL) [--sync-interval MS]
-       [--snapshot-interval S] [--retention SPEC] [--compact-after-snapshot]
-       [--checkpoint background|off] [--shadow-dir DIR]
+Usage: walrust watch (DB... (--replica URL | --replica-root URL) | --config FILE)
+       [--sync-interval MS] [--snapshot-interval S] [--retention SPEC]
+       [--compact-after-snapshot] [--checkpoint background|off] [--shadow-dir DIR]
 
 Replicates databases whose applications do not load the walrust extension, into the same
 replica format with the same promises, until SIGINT or SIGTERM; then uploads what is pending
@@ -21,6 +22,17 @@ and exits. --replica names the replica of one database; --replica-root URL repli
 DB to URL/<file name>. It shares the shadow directory (DB-walrust) and the one-uploader rule
 with processes that load the extension on the same database; a second watch of the same
 database is refused.
+
+--config FILE reads the databases from Litestream's YAML format (the flags above apply to
+all of them):
+
+    dbs:
+      - path: /path/to/app.db
+        replicas:            # or `replica:` with `url:` under it
+          - url: s3://bucket/app
+
+One replica per database; any other key is refused with its line number. $VAR and ${VAR}
+in values are expanded.
 
 --checkpoint background (the default): the watch checkpoints the WAL itself (SQLite's
 PASSIVE checkpoint) once it has copied the frames, so the application's own checkpoints find
@@ -30,12 +42,13 @@ checkpoint restarts the WAL past a frame it has not copied, and lets it go once 
 is copied and checkpointed.
 
 Exit codes: 0 stopped with everything uploaded, 1 cannot start (not in WAL mode, watched
-already, shadow directory), 2 usage, 4 the pending transactions could not be uploaded before
-stopping (they stay in the shadow directory for the next run).
+already, shadow directory), 2 usage (or a --config FILE it cannot read or refuses), 4 the
+pending transactions could not be uploaded before stopping (they stay in the shadow
+directory for the next run).
 ";
 
-/// How often each WAL is looked at.
-const POLL: Duration = Duration::from_millis(50);
+/// A hidden setting for the tests: the safety-net poll's interval while inotify works (ms).
+const FALLBACK_ENV: &str = "WALRUST_WATCH_FALLBACK_MS";
 /// How long the final upload may take at shutdown.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -50,22 +63,17 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
             "--retention",
             "--checkpoint",
             "--shadow-dir",
+            "--config",
         ],
         &["--compact-after-snapshot"],
     )?;
-    if a.positional.is_empty() {
-        return Err(Failure::usage(
-            "name at least one database: walrust watch DB...",
-        ));
-    }
-    let urls = replica_urls(&a)?;
+    let dbs = databases(&a)?;
     let settings = settings(&a)?;
     walrust::vfs::ffi::posix::block_termination_signals()
         .map_err(|e| Failure::new(1, format!("cannot block SIGINT/SIGTERM: {e}")))?;
     let mut watched: Vec<Arc<Watched>> = Vec::new();
-    for (db, url) in a.positional.iter().zip(urls) {
-        let w = watch::start(&PathBuf::from(db), &url, settings.clone())
-            .map_err(|e| Failure::new(1, e))?;
+    for (db, url) in dbs {
+        let w = watch::start(&db, &url, settings.clone()).map_err(|e| Failure::new(1, e))?;
         walrust::log::info(&format!(
             "watching {}, replicating to {} (TXID {} uploaded)",
             w.path.display(),
@@ -101,8 +109,18 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
     }
 }
 
-/// Polls every database, and says when uploads stop or start working again.
+/// Polls every database whenever the waker says (a change, or the fallback interval), and
+/// says when uploads stop or start working again.
 fn poll_loop(watched: &[Arc<Watched>], stop: &AtomicBool) {
+    let fallback = std::env::var(FALLBACK_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(wake::FALLBACK, Duration::from_millis);
+    let paths: Vec<&std::path::Path> = watched.iter().map(|w| w.path.as_path()).collect();
+    let (mut waker, why) = wake::Waker::new(&paths, fallback);
+    if let Some(why) = why {
+        walrust::log::warn(&why);
+    }
     let mut failing = vec![false; watched.len()];
     while !stop.load(Ordering::Acquire) {
         for (i, w) in watched.iter().enumerate() {
@@ -117,8 +135,30 @@ fn poll_loop(watched: &[Arc<Watched>], stop: &AtomicBool) {
             }
             failing[i] = now_failing;
         }
-        std::thread::sleep(POLL);
+        if let Some(why) = waker.wait(stop) {
+            walrust::log::warn(&why);
+        }
     }
+}
+
+/// The databases and their replicas' URLs: from --config FILE, or DB... and --replica(-root).
+fn databases(a: &Args) -> Result<Vec<(PathBuf, String)>, Failure> {
+    let Some(file) = a.value(&["--config"]) else {
+        if a.positional.is_empty() {
+            return Err(Failure::usage(
+                "name at least one database: walrust watch DB... or walrust watch --config FILE",
+            ));
+        }
+        let urls = replica_urls(a)?;
+        return Ok(a.positional.iter().map(PathBuf::from).zip(urls).collect());
+    };
+    if !a.positional.is_empty() || a.value(&["--replica", "--replica-root"]).is_some() {
+        return Err(Failure::usage(
+            "--config FILE names the databases and their replicas; give no DB, --replica or --replica-root with it",
+        ));
+    }
+    let dbs = watch::config::load(std::path::Path::new(file)).map_err(Failure::invalid)?;
+    Ok(dbs.into_iter().map(|d| (d.path, d.url)).collect())
 }
 
 fn replica_urls(a: &Args) -> Result<Vec<String>, Failure> {

@@ -1,0 +1,477 @@
+//! `walrust watch --config FILE`: the part of Litestream's YAML configuration that names
+//! databases and their replicas, read by a small strict parser (no YAML crate):
+//!
+//! ```yaml
+//! dbs:
+//!   - path: /path/to/app.db
+//!     replicas:            # or `replica:` with one `url:`, as Litestream 0.5 allows
+//!       - url: s3://bucket/app
+//! ```
+//!
+//! Accepted: block mappings and sequences (space indentation), `#` comments, blank lines,
+//! plain, 'single' and "double" quoted scalars, `$VAR` / `${VAR}` in values and `~/` at the
+//! start of a path (as Litestream expands them). Everything else (another key, flow `[..]`/`{..}`, anchors, tags, block
+//! scalars, tabs, more than one replica for a database) is refused with one line naming the
+//! line number: a setting walrust would silently ignore (credentials, a `type: s3` replica
+//! without `url:`) is worse than an error.
+//!
+//! What must hold: `parse` returns each database once, with exactly one replica URL.
+
+use std::path::{Path, PathBuf};
+
+/// One database of the file and its replica's URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DbConfig {
+    pub path: PathBuf,
+    pub url: String,
+}
+
+/// Reads and parses FILE; errors are one line naming it (and the line number).
+pub fn load(file: &Path) -> Result<Vec<DbConfig>, String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("walrust: cannot read {}: {e}", file.display()))?;
+    parse(&text, &|v| std::env::var(v).ok()).map_err(|e| format!("walrust: {} {e}", file.display()))
+}
+
+/// Parses the text of a config file; `env` looks up `$VAR`s.
+pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<DbConfig>, String> {
+    let mut lines = tokenize(text)?;
+    let Some(first) = lines.first() else {
+        return Err("is empty: it needs a `dbs:` list".into());
+    };
+    if first.indent != 0 {
+        return Err(format!(
+            "line {}: the first key must not be indented",
+            first.no
+        ));
+    }
+    let mut i = 0;
+    let top = node(&mut lines, &mut i, 0)?;
+    if let Some(l) = lines.get(i) {
+        return Err(format!("line {}: unexpected indentation", l.no));
+    }
+    let Node::Map(entries, _) = top else {
+        return Err("line 1: expected `dbs:`".into());
+    };
+    let mut dbs = None;
+    for (key, value, no) in entries {
+        match key.as_str() {
+            "dbs" => dbs = Some(value),
+            _ => return Err(unsupported(&key, no, "dbs")),
+        }
+    }
+    let Some(Node::List(items, _)) = dbs else {
+        return Err("needs `dbs:` with a list of `- path: ...` items".into());
+    };
+    let mut out: Vec<DbConfig> = Vec::new();
+    for item in items {
+        let db = database(item, env)?;
+        if out.iter().any(|d| d.path == db.path) {
+            return Err(format!("names {} twice", db.path.display()));
+        }
+        out.push(db);
+    }
+    if out.is_empty() {
+        return Err("lists no database under `dbs:`".into());
+    }
+    Ok(out)
+}
+
+fn unsupported(key: &str, no: usize, allowed: &str) -> String {
+    format!("line {no}: `{key}` is not supported by walrust watch (only {allowed})")
+}
+
+fn database(item: Node, env: &dyn Fn(&str) -> Option<String>) -> Result<DbConfig, String> {
+    let Node::Map(entries, at) = item else {
+        return Err(format!("line {}: expected `- path: ...`", item.line()));
+    };
+    let (mut path, mut url) = (None, None);
+    for (key, value, no) in entries {
+        match key.as_str() {
+            "path" => path = Some(scalar(value, no, env)?),
+            "replica" => url = Some(replica(value, no, env)?),
+            "replicas" => {
+                let Node::List(items, _) = value else {
+                    return Err(format!(
+                        "line {no}: `replicas:` needs a list of `- url: ...`"
+                    ));
+                };
+                if items.len() != 1 {
+                    return Err(format!(
+                        "line {no}: {} replicas; walrust replicates a database to exactly one",
+                        items.len()
+                    ));
+                }
+                let r = items.into_iter().next().unwrap();
+                url = Some(replica(r, no, env)?);
+            }
+            _ => return Err(unsupported(&key, no, "path, replica, replicas")),
+        }
+    }
+    let path = path.ok_or(format!("line {at}: this database has no `path:`"))?;
+    // `~/` is the home directory, as Litestream expands it.
+    let path = match path.strip_prefix("~/") {
+        Some(rest) => {
+            let home = env("HOME").ok_or(format!("line {at}: `~/` with HOME not set"))?;
+            format!("{}/{rest}", home.trim_end_matches('/'))
+        }
+        None => path,
+    };
+    let url = url.ok_or(format!(
+        "line {at}: {path} has no `replica:` or `replicas:`"
+    ))?;
+    Ok(DbConfig {
+        path: PathBuf::from(path),
+        url,
+    })
+}
+
+fn replica(value: Node, no: usize, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let Node::Map(entries, at) = value else {
+        return Err(format!(
+            "line {no}: a replica needs `url: ...` indented under it"
+        ));
+    };
+    let mut url = None;
+    for (key, value, no) in entries {
+        match key.as_str() {
+            "url" => url = Some(scalar(value, no, env)?),
+            _ => return Err(unsupported(&key, no, "url in a replica")),
+        }
+    }
+    url.ok_or(format!("line {at}: this replica has no `url:`"))
+}
+
+fn scalar(value: Node, no: usize, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    match value {
+        Node::Scalar(s, no) if !s.is_empty() => expand(&s, no, env),
+        _ => Err(format!("line {no}: expected a value")),
+    }
+}
+
+/// Expands `$VAR` and `${VAR}`; an unset variable is an error.
+fn expand(s: &str, no: usize, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at + 1..];
+        let (name, after) = if let Some(r) = rest.strip_prefix('{') {
+            let end = r
+                .find('}')
+                .ok_or(format!("line {no}: `${{` without `}}`"))?;
+            (&r[..end], &r[end + 1..])
+        } else {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            (&rest[..end], &rest[end..])
+        };
+        if name.is_empty() {
+            return Err(format!("line {no}: `$` without a variable name"));
+        }
+        let v = env(name).ok_or(format!("line {no}: ${name} is not set"))?;
+        out.push_str(&v);
+        rest = after;
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A line with content: its number, indentation and text (comments and trailing spaces
+/// are still there; `value` takes them off).
+#[derive(Debug)]
+struct Line {
+    no: usize,
+    indent: usize,
+    text: String,
+}
+
+fn tokenize(text: &str) -> Result<Vec<Line>, String> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let no = i + 1;
+        let body = raw.trim_start_matches(' ');
+        let indent = raw.len() - body.len();
+        if body.starts_with('\t') {
+            return Err(format!(
+                "line {no}: a tab in the indentation; indent with spaces"
+            ));
+        }
+        let body = body.trim_end();
+        if body.is_empty() || body.starts_with('#') {
+            continue;
+        }
+        if body == "---" || body == "..." {
+            return Err(format!("line {no}: one document only, without `---`"));
+        }
+        out.push(Line {
+            no,
+            indent,
+            text: body.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+#[derive(Debug)]
+enum Node {
+    Scalar(String, usize),
+    Map(Vec<(String, Node, usize)>, usize),
+    List(Vec<Node>, usize),
+    /// A key with nothing after it and nothing indented under it.
+    Null(usize),
+}
+
+impl Node {
+    fn line(&self) -> usize {
+        match self {
+            Node::Scalar(_, n) | Node::Map(_, n) | Node::List(_, n) | Node::Null(n) => *n,
+        }
+    }
+}
+
+fn is_item(text: &str) -> bool {
+    text == "-" || text.starts_with("- ")
+}
+
+/// `key: rest` when the line starts with a plain key.
+fn split_key(text: &str) -> Option<(&str, &str)> {
+    let end = text.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))?;
+    let (key, rest) = text.split_at(end);
+    let rest = rest.strip_prefix(':')?;
+    (!key.is_empty() && (rest.is_empty() || rest.starts_with(' ')))
+        .then(|| (key, rest.trim_start()))
+}
+
+/// The block that starts at line `i` with indentation `indent`.
+fn node(lines: &mut [Line], i: &mut usize, indent: usize) -> Result<Node, String> {
+    let l = &lines[*i];
+    if is_item(&l.text) {
+        list(lines, i, indent)
+    } else if split_key(&l.text).is_some() {
+        map(lines, i, indent)
+    } else {
+        let n = l.no;
+        *i += 1;
+        Ok(Node::Scalar(value(&lines[*i - 1].text, n)?, n))
+    }
+}
+
+fn map(lines: &mut [Line], i: &mut usize, indent: usize) -> Result<Node, String> {
+    let start = lines[*i].no;
+    let mut entries: Vec<(String, Node, usize)> = Vec::new();
+    while *i < lines.len() && lines[*i].indent == indent && !is_item(&lines[*i].text) {
+        let no = lines[*i].no;
+        let text = lines[*i].text.clone();
+        let (key, rest) = split_key(&text).ok_or(format!("line {no}: expected `key: value`"))?;
+        if entries.iter().any(|(k, _, _)| k == key) {
+            return Err(format!("line {no}: `{key}` appears twice"));
+        }
+        *i += 1;
+        let child = if !rest.is_empty() && !rest.starts_with('#') {
+            Node::Scalar(value(rest, no)?, no)
+        } else {
+            match lines.get(*i) {
+                Some(n) if n.indent > indent => {
+                    let ind = n.indent;
+                    node(lines, i, ind)?
+                }
+                // YAML lets a list under a key start at the key's own indentation.
+                Some(n) if n.indent == indent && is_item(&n.text) => list(lines, i, indent)?,
+                _ => Node::Null(no),
+            }
+        };
+        entries.push((key.to_string(), child, no));
+    }
+    end_of_block(lines, *i, indent)?;
+    Ok(Node::Map(entries, start))
+}
+
+fn list(lines: &mut [Line], i: &mut usize, indent: usize) -> Result<Node, String> {
+    let start = lines[*i].no;
+    let mut items = Vec::new();
+    while *i < lines.len() && lines[*i].indent == indent && is_item(&lines[*i].text) {
+        let no = lines[*i].no;
+        let after = &lines[*i].text[1..];
+        let rest = after.trim_start();
+        if rest.is_empty() || rest.starts_with('#') {
+            *i += 1;
+            match lines.get(*i) {
+                Some(n) if n.indent > indent => {
+                    let ind = n.indent;
+                    items.push(node(lines, i, ind)?);
+                }
+                _ => items.push(Node::Null(no)),
+            }
+            continue;
+        }
+        // `- key: value`: the item's block starts on this line, at the key's column.
+        let col = indent + 1 + (after.len() - rest.len());
+        lines[*i] = Line {
+            no,
+            indent: col,
+            text: rest.to_string(),
+        };
+        items.push(node(lines, i, col)?);
+    }
+    end_of_block(lines, *i, indent)?;
+    Ok(Node::List(items, start))
+}
+
+/// After a block at `indent`, the next line must go back out (or the file end).
+fn end_of_block(lines: &[Line], i: usize, indent: usize) -> Result<(), String> {
+    match lines.get(i) {
+        Some(l) if l.indent > indent => Err(format!("line {}: unexpected indentation", l.no)),
+        Some(l) if l.indent == indent => Err(format!(
+            "line {}: a list item and a `key:` mixed at the same indentation",
+            l.no
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A scalar: plain (up to a ` #` comment) or quoted; flow collections, anchors, aliases,
+/// tags and block scalars are refused.
+fn value(text: &str, no: usize) -> Result<String, String> {
+    let text = text.trim();
+    let mut chars = text.chars();
+    match chars.next() {
+        Some('"') => quoted(&text[1..], '"', no),
+        Some('\'') => quoted(&text[1..], '\'', no),
+        Some(c) if "[]{}&*!|>%@`,".contains(c) => Err(format!(
+            "line {no}: `{c}` starts YAML this reader does not support (flow collections, anchors, tags, block scalars); write a plain or quoted value"
+        )),
+        _ => {
+            let plain = match text.find(" #") {
+                Some(at) => text[..at].trim_end(),
+                None => text,
+            };
+            if split_key(plain).is_some() || plain.contains(": ") {
+                return Err(format!(
+                    "line {no}: a `key: value` where a value was expected (quote it if it is one value)"
+                ));
+            }
+            Ok(plain.to_string())
+        }
+    }
+}
+
+fn quoted(body: &str, q: char, no: usize) -> Result<String, String> {
+    let mut out = String::new();
+    let mut it = body.char_indices();
+    while let Some((at, c)) = it.next() {
+        if c == q {
+            if q == '\'' && body[at + 1..].starts_with('\'') {
+                it.next();
+                out.push('\'');
+                continue;
+            }
+            let tail = body[at + 1..].trim_start();
+            if !(tail.is_empty() || tail.starts_with('#')) {
+                return Err(format!("line {no}: text after the closing quote"));
+            }
+            return Ok(out);
+        }
+        if c == '\\' && q == '"' {
+            match it.next().map(|(_, e)| e) {
+                Some('"') => out.push('"'),
+                Some('\\') => out.push('\\'),
+                Some('/') => out.push('/'),
+                Some('t') => out.push('\t'),
+                Some(e) => return Err(format!("line {no}: the escape \\{e} is not supported")),
+                None => break,
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    Err(format!("line {no}: a quoted value without its closing {q}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(v: &str) -> Option<String> {
+        match v {
+            "BUCKET" => Some("mybkt".into()),
+            "HOME" => Some("/home/me/".into()),
+            _ => None,
+        }
+    }
+
+    fn ok(text: &str) -> Vec<DbConfig> {
+        parse(text, &env).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    fn err(text: &str) -> String {
+        parse(text, &env).expect_err(text)
+    }
+
+    fn db(path: &str, url: &str) -> DbConfig {
+        DbConfig {
+            path: PathBuf::from(path),
+            url: url.to_string(),
+        }
+    }
+
+    #[test]
+    fn litestream_forms_parse() {
+        let text = "\
+# walrust watch --config
+dbs:
+  - path: /data/app.db   # the app
+    replicas:
+      - url: s3://bucket/app
+
+  - path: \"/data/two words.db\"
+    replica:
+      url: 's3://${BUCKET}/it''s'
+";
+        assert_eq!(
+            ok(text),
+            vec![
+                db("/data/app.db", "s3://bucket/app"),
+                db("/data/two words.db", "s3://mybkt/it's"),
+            ]
+        );
+        let flush = "dbs:\n- path: /data/c.db\n  replicas:\n  - url: \"file:///tmp/c\"\n";
+        assert_eq!(ok(flush), vec![db("/data/c.db", "file:///tmp/c")]);
+        let compact = "dbs:\n- path: a.db\n  replica:\n    url: file:///r/$BUCKET/a\n";
+        assert_eq!(ok(compact), vec![db("a.db", "file:///r/mybkt/a")]);
+        let home = "dbs:\n  - path: ~/app.db\n    replica:\n      url: s3://b/a\n";
+        assert_eq!(ok(home), vec![db("/home/me/app.db", "s3://b/a")]);
+    }
+
+    #[test]
+    fn everything_else_is_refused_with_its_line() {
+        let two =
+            "dbs:\n  - path: a.db\n    replicas:\n      - url: s3://b/a\n      - url: s3://c/a\n";
+        assert!(err(two).contains("line 3: 2 replicas"), "{}", err(two));
+        let cases = [
+            ("dbs:\n  - path: a.db\n    monitor-interval: 1s\n    replica:\n      url: x\n", "line 3: `monitor-interval` is not supported"),
+            ("dbs:\n  - path: a.db\n    replica:\n      type: s3\n      bucket: b\n", "line 4: `type` is not supported"),
+            ("access-key-id: K\ndbs:\n  - path: a.db\n", "line 1: `access-key-id` is not supported"),
+            ("dbs:\n  - path: a.db\n", "line 2: a.db has no `replica:`"),
+            ("dbs:\n  - replica:\n      url: x\n", "line 2: this database has no `path:`"),
+            ("dbs: [a, b]\n", "line 1: `[` starts YAML"),
+            ("dbs:\n  - path: &a a.db\n", "line 2: `&` starts YAML"),
+            ("dbs:\n\t- path: a.db\n", "line 2: a tab"),
+            ("dbs:\n  - path: \"a.db\n", "line 2: a quoted value without"),
+            ("dbs:\n  - path: a.db\n      url: x\n", "line 3: unexpected indentation"),
+            ("dbs:\n  - path: a.db\n    path: b.db\n", "line 3: `path` appears twice"),
+            ("dbs:\n  - path: a.db\n    replica:\n      url: s3://$NOPE/a\n", "line 4: $NOPE is not set"),
+            ("dbs:\n  - path: a.db\n    replica:\n      url: x\n  - path: a.db\n    replica:\n      url: y\n", "names a.db twice"),
+            ("dbs:\n  - path: a.db\n    replica: s3://b/a\n", "line 3: a replica needs `url: ...`"),
+            ("", "is empty"),
+            ("dbs:\n", "needs `dbs:` with a list"),
+            ("dbs:\n  - path: a: b\n", "line 2: a `key: value` where a value"),
+        ];
+        for (text, want) in cases {
+            let got = err(text);
+            assert!(got.contains(want), "{text:?}: {got:?} lacks {want:?}");
+            assert!(!got.contains('\n'));
+        }
+    }
+}

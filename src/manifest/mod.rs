@@ -217,7 +217,7 @@ pub fn load_head(store: &dyn Store) -> Result<Option<(Manifest, ETag)>, StoreErr
 
 /// Adds `add` and removes `remove` with a conditional write, re-reading and retrying when
 /// another writer got there first, so neither loses the other's entries. Returns the manifest
-/// as written. Whoever owns the replica stays its owner (compaction, tests).
+/// object as written (the entries of its parts are not read: `load` reads them). Whoever owns the replica stays its owner (compaction, tests).
 pub fn update(
     store: &dyn Store,
     add: &[Entry],
@@ -463,7 +463,8 @@ mod rfc3339 {
 mod tests {
     use super::*;
 
-    fn entry(level: u32, min: u64, max: u64) -> Entry {
+    /// An entry of a file at `level` covering `min..=max` (for the tests of `parts` too).
+    pub(super) fn entry(level: u32, min: u64, max: u64) -> Entry {
         let key = FileKey::new(level, Txid::new(min).unwrap(), Txid::new(max).unwrap()).unwrap();
         let info = FileInfo {
             key,

@@ -431,18 +431,8 @@ fn mergeable(m: &Manifest) -> Option<Vec<PartRef>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::tests::entry;
     use crate::manifest::{self, Expect};
-    use crate::store::{FileInfo, Layout};
-
-    fn entry(level: u32, min: u64, max: u64) -> Entry {
-        let key = FileKey::new(level, Txid::new(min).unwrap(), Txid::new(max).unwrap()).unwrap();
-        let info = FileInfo {
-            key,
-            size: 100 + max,
-            created_at_ms: 1_795_862_996_123,
-        };
-        Entry::new(Layout::Fs, &info, sha256_64(&max.to_be_bytes()))
-    }
 
     fn store() -> (std::path::PathBuf, std::sync::Arc<dyn Store>) {
         let dir = std::env::temp_dir().join(format!(

@@ -127,6 +127,15 @@ def run_with_kills(tmp_path, walrust_cli, replica, every):
     return db, app, log
 
 
+def assert_restores_to(walrust_cli, replica, tmp_path, db, what):
+    """`walrust restore` of the replica equals the database."""
+    out = tmp_path / "restored.db"
+    r = subprocess.run([str(walrust_cli), "restore", replica.url, "-o", str(out)],
+                       capture_output=True, text=True, timeout=HANG_TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    assert_same_contents(db_contents(db), db_contents(out), what)
+
+
 def check_restores(tmp_path, walrust_cli, litestream, replica, db, newest):
     expected = db_contents(db)
     out = tmp_path / "restored.db"
@@ -256,11 +265,7 @@ def test_watch_beside_a_process_that_loads_the_extension(tmp_path, walrust_cli, 
         newest = walrust.sync(ext)
         _, last = assert_contiguous(replica)
         assert last == newest
-        out = tmp_path / "restored.db"
-        r = subprocess.run([str(walrust_cli), "restore", replica.url, "-o", str(out)],
-                           capture_output=True, text=True, timeout=HANG_TIMEOUT)
-        assert r.returncode == 0, r.stderr
-        assert_same_contents(db_contents(db), db_contents(out), "restore of the shared replica")
+        assert_restores_to(walrust_cli, replica, tmp_path, db, "restore of the shared replica")
     finally:
         ext.close()
         app.close()
@@ -324,11 +329,7 @@ def test_watch_wakes_on_inotify_not_the_fallback_poll(tmp_path, walrust_cli, rep
         assert "polling every" not in log.read_text(), log.read_text()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=HANG_TIMEOUT) == 0, log.read_text()
-        out = tmp_path / "restored.db"
-        r = subprocess.run([str(walrust_cli), "restore", replica.url, "-o", str(out)],
-                           capture_output=True, text=True, timeout=HANG_TIMEOUT)
-        assert r.returncode == 0, r.stderr
-        assert_same_contents(db_contents(db), db_contents(out), "restore after inotify wake-ups")
+        assert_restores_to(walrust_cli, replica, tmp_path, db, "restore after inotify wake-ups")
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -44,7 +44,7 @@ total_skips=0
 
 command_for() {
     case "$1" in
-        unit) echo cargo test ;;
+        unit) echo cargo test --no-fail-fast ;;
         sql) echo tests/sql/run.sh ;;
         py) echo .venv/bin/python -m pytest ;;
         rusqlite) echo cargo test --manifest-path tests/rusqlite-client/Cargo.toml ;;

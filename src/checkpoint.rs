@@ -31,6 +31,13 @@ pub const PASSIVE_FRAMES: u32 = 1000;
 /// WAL sync is what the application waits for: at 4000 frames it cost 12% of a writer's time
 /// that never pauses, at 8000 about half that (see BENCHMARKS.md).
 pub const INLINE_FRAMES: u32 = 8 * PASSIVE_FRAMES;
+/// The same when commits sync the WAL (`synchronous=FULL`, SQLite's default): there a WAL
+/// that grows costs every commit more (each `fdatasync` of a file that grew commits its
+/// metadata too), and the inline checkpoint's sync is one among many. Measured with
+/// `bench/ab_commit.sh OLD NEW FULL 4` (one-row commits, 3 s rounds): FULL went from
+/// 0.63-0.80x plain SQLite at 8,000 frames to 0.88-0.94x at 2,000. At NORMAL, 2,000 for every
+/// commit cost 0.77x -> 0.65x, so NORMAL keeps 8,000 (unchanged there: 0.73-0.79x).
+pub const INLINE_FRAMES_SYNCED: u32 = 2 * PASSIVE_FRAMES;
 /// A database with no commit for this long is idle.
 const IDLE_MS: i64 = 1000;
 /// How often idle databases are looked at.
@@ -85,7 +92,12 @@ pub fn on_commit(path: &Path, frames: u32) -> bool {
     if !repl.background_checkpoints() {
         return false;
     }
-    if frames >= INLINE_FRAMES {
+    let inline = if repl.wal.commits_synced.load(Ordering::Relaxed) {
+        INLINE_FRAMES_SYNCED
+    } else {
+        INLINE_FRAMES
+    };
+    if frames >= inline {
         // The checkpoint thread has not caught up with this writer (it never pauses for the
         // thread to win the locks): let this commit run SQLite's own PASSIVE checkpoint, which
         // finds most frames already copied, so the WAL restarts and stays bounded.

@@ -65,6 +65,8 @@ pub struct WalActivity {
     pub checkpointed_at: AtomicU32,
     /// An idle checkpoint ran since the last commit.
     pub idle_done: AtomicBool,
+    /// The last commit synced the WAL (`synchronous=FULL` or EXTRA).
+    pub commits_synced: AtomicBool,
 }
 
 impl Replication {

@@ -488,6 +488,11 @@ impl Database {
             return;
         };
         let sync = std::mem::take(&mut st.pending_sync);
+        if let Some(r) = st.replication.as_ref() {
+            r.wal
+                .commits_synced
+                .store(sync, std::sync::atomic::Ordering::Relaxed);
+        }
         if st.wal_file.is_none() {
             st.wal_file = std::fs::File::open(self.wal_path()).ok();
         }

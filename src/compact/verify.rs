@@ -145,6 +145,13 @@ fn verify_once(store: &dyn Store) -> Result<VerifyReport, CompactError> {
         r.files_checked += 1;
         Ok::<(), CompactError>(())
     })?;
+    if r.files_checked == 0 && !vanished.is_empty() {
+        // Every file listed was gone when read (a compaction replaced them all meanwhile):
+        // nothing was verified, so look at the replica again rather than report it empty.
+        return Err(CompactError::from(StoreError::NotFound {
+            what: format!("the {} files listed in {url}", vanished.len()),
+        }));
+    }
     files.retain(|f| !vanished.contains(&f.key));
 
     // How the files fit together, from this look; where it finds a problem, from new looks

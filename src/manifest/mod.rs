@@ -293,10 +293,9 @@ pub fn update_as(
                 edit.abandon(store);
                 backoff(attempt)
             }
-            Err(e) => {
-                edit.abandon(store);
-                return Err(e);
-            }
+            // Any other failure may have come after the store took the write (an answer lost
+            // on the way back): the parts it names stay, at worst as leftovers.
+            Err(e) => return Err(e),
         }
     }
     Err(StoreError::Conflict {

@@ -559,6 +559,88 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// A store whose manifest writes land but whose answers are lost on the way back.
+    struct LostAnswers<'a>(&'a dyn Store);
+
+    impl Store for LostAnswers<'_> {
+        fn describe(&self) -> String {
+            self.0.describe()
+        }
+        fn layout(&self) -> crate::store::Layout {
+            self.0.layout()
+        }
+        fn list(
+            &self,
+            l: Option<u32>,
+            t: crate::store::Times,
+        ) -> Result<Vec<crate::store::FileInfo>, StoreError> {
+            self.0.list(l, t)
+        }
+        fn read(
+            &self,
+            k: &FileKey,
+            r: Option<std::ops::Range<u64>>,
+        ) -> Result<crate::store::FileReader, StoreError> {
+            self.0.read(k, r)
+        }
+        fn write(
+            &self,
+            k: &FileKey,
+            p: &std::path::Path,
+            m: &crate::store::WriteMeta,
+        ) -> Result<crate::store::FileInfo, StoreError> {
+            self.0.write(k, p, m)
+        }
+        fn create(
+            &self,
+            k: &FileKey,
+            p: &std::path::Path,
+            m: &crate::store::WriteMeta,
+        ) -> Result<crate::store::FileInfo, StoreError> {
+            self.0.create(k, p, m)
+        }
+        fn delete(&self, k: &[FileKey]) -> Result<(), StoreError> {
+            self.0.delete(k)
+        }
+        fn manifest_version(&self) -> Result<Option<ETag>, StoreError> {
+            self.0.manifest_version()
+        }
+        fn get_manifest(&self) -> Result<Option<crate::store::ManifestObject>, StoreError> {
+            self.0.get_manifest()
+        }
+        fn put_manifest(&self, body: &[u8], expected: Option<&ETag>) -> Result<ETag, StoreError> {
+            self.0.put_manifest(body, expected)?;
+            Err(StoreError::Unavailable {
+                what: "writing manifest.json".into(),
+                why: "the answer was lost".into(),
+            })
+        }
+        fn put_part(&self, rel: &str, body: &[u8]) -> Result<(), StoreError> {
+            self.0.put_part(rel, body)
+        }
+        fn get_part(&self, rel: &str) -> Result<Vec<u8>, StoreError> {
+            self.0.get_part(rel)
+        }
+        fn delete_parts(&self, rels: &[String]) -> Result<(), StoreError> {
+            self.0.delete_parts(rels)
+        }
+    }
+
+    #[test]
+    fn a_manifest_write_whose_answer_is_lost_keeps_the_parts_it_names() {
+        let (dir, s) = store();
+        upload(&*s, 1, 3);
+        let lossy = LostAnswers(&*s);
+        let batch: Vec<Entry> = (4..=40).map(|t| entry(0, t, t)).collect();
+        assert!(manifest::update(&lossy, &batch, &[]).is_err());
+        // The write landed: every part it names is there, and every entry loads.
+        let (full, _) = manifest::load(&*s).unwrap().unwrap();
+        assert_eq!(full.files.len(), 40);
+        let (head, _) = manifest::load_head(&*s).unwrap().unwrap();
+        assert!(!head.parts.is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[test]
     fn a_damaged_or_missing_part_is_an_error_that_says_what_to_do() {
         let (dir, s) = store();

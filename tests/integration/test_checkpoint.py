@@ -11,20 +11,29 @@ def wal_size(db):
     return os.path.getsize(wal) if os.path.exists(wal) else 0
 
 
-def test_sustained_writes_keep_the_wal_bounded(tmp_path, walrust, connect, replica, restore_and_compare):
-    db = tmp_path / "app.db"
+def biggest_wal_while_writing(walrust, connect, replica, restore_and_compare, db, synchronous,
+                              rounds, commits):
+    """The largest the WAL grows over `rounds` x `commits` one-row commits, each round synced
+    and restored."""
     conn = connect(db, replica, sync_interval=100)
+    conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
     biggest = 0
-    for round_ in range(4):
-        for _ in range(6000):
+    for _ in range(rounds):
+        for _ in range(commits):
             conn.execute("INSERT INTO t(v) VALUES (randomblob(300))")
             biggest = max(biggest, wal_size(db))
         walrust.sync(conn)
         restore_and_compare(replica, conn)
+    return biggest
+
+
+def test_sustained_writes_keep_the_wal_bounded(tmp_path, walrust, connect, replica, restore_and_compare):
+    biggest = biggest_wal_while_writing(walrust, connect, replica, restore_and_compare,
+                                        tmp_path / "app.db", "NORMAL", 4, 6000)
     # 24,000 commits of ~1 page each: without checkpoints the WAL would pass 96 MB. The
-    # background checkpointer starts at 1000 frames and the WAL restarts past 8000 (33 MB);
-    # allow it to lag behind that on a busy machine.
+    # background checkpointer starts at 1000 frames and, at NORMAL, the WAL restarts past 8000
+    # (33 MB); allow it to lag behind that on a busy machine.
     assert biggest < 48 << 20, f"WAL grew to {biggest} bytes"
 
 
@@ -32,16 +41,8 @@ def test_at_synchronous_full_the_wal_restarts_sooner(tmp_path, walrust, connect,
                                                      restore_and_compare):
     """At FULL (SQLite's default) a WAL that grows costs every commit's fsync more, so the
     committing connection checkpoints at 2,000 frames (8 MB) instead of 8,000 (33 MB)."""
-    db = tmp_path / "app.db"
-    conn = connect(db, replica, sync_interval=100)
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
-    biggest = 0
-    for _ in range(12000):
-        conn.execute("INSERT INTO t(v) VALUES (randomblob(300))")
-        biggest = max(biggest, wal_size(db))
-    walrust.sync(conn)
-    restore_and_compare(replica, conn)
+    biggest = biggest_wal_while_writing(walrust, connect, replica, restore_and_compare,
+                                        tmp_path / "app.db", "FULL", 1, 12000)
     # Well below what 8,000 frames would make (33 MB), with room for a busy machine.
     assert biggest < 24 << 20, f"WAL grew to {biggest} bytes"
 

@@ -241,20 +241,26 @@ impl Watched {
     /// Copies what the WAL holds past the shadow log into it (one poll of the watch loop).
     pub fn poll(&self) {
         let mut st = self.lock();
-        let mut result = self.poll_locked(&mut st);
+        let mut result = self.poll_locked(&mut st).map_err(|e| {
+            format!(
+                "walrust: cannot copy the WAL of {} into the shadow log: {e}; will retry",
+                self.path.display()
+            )
+        });
         if let Some(ix) = st.index.as_mut() {
             let _ = ix.release_write();
         }
         if result.is_ok() {
-            result = self.checkpoint(&mut st);
+            result = self.checkpoint(&mut st).map_err(|e| {
+                format!(
+                    "walrust: cannot checkpoint the WAL of {} into the database file: {e}; every frame stays in the WAL, will retry (or run with --checkpoint off)",
+                    self.path.display()
+                )
+            });
         }
         match result {
             Ok(()) => st.said = None,
-            Err(e) => {
-                let msg = format!(
-                    "walrust: cannot copy the WAL of {} into the shadow log: {e}; will retry",
-                    self.path.display()
-                );
+            Err(msg) => {
                 if st.said.as_deref() != Some(msg.as_str()) {
                     crate::log::error(&msg);
                     st.said = Some(msg.clone());

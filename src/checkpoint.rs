@@ -185,6 +185,17 @@ fn step(e: &mut Entry) {
     if frames < PASSIVE_FRAMES && !idle_pass_due {
         return;
     }
+    if idle_pass_due {
+        db.release_idle_files();
+        if wal_is_empty(&db) {
+            // Nothing to copy (a database opened and not written): no connection is opened,
+            // so an idle database costs no descriptors or cache for it.
+            w.idle_done.store(true, Ordering::Relaxed);
+            e.conn = None;
+            keep_spare(&db, &repl.shadow.log_dir(), true);
+            return;
+        }
+    }
     keep_spare(&db, &repl.shadow.log_dir(), idle_pass_due);
     if e.conn.is_none() {
         match crate::upload::snapshot::open_internal(&db) {
@@ -213,6 +224,11 @@ fn step(e: &mut Entry) {
         // it rewrites the WAL header, which fails with SQLITE_BUSY_SNAPSHOT any application
         // transaction that read before and writes after; RESTART and PASSIVE do not.)
         w.idle_done.store(done, Ordering::Relaxed);
+        if done {
+            // Idle and checkpointed: the connection (its cache, its schema) is opened again
+            // when writes come back.
+            e.conn = None;
+        }
     }
     // Wake again once the WAL has grown another PASSIVE_FRAMES past this checkpoint; one a
     // reader blocks is retried then, or at the next poll.
@@ -244,6 +260,11 @@ fn keep_spare(db: &Database, log_dir: &Path, idle: bool) {
             crate::log::trace(|| format!("spare segment not written: {e}"));
         }
     }
+}
+
+/// The WAL holds no frame (absent, or a header alone).
+fn wal_is_empty(db: &Database) -> bool {
+    std::fs::metadata(db.wal_path()).map_or(true, |m| m.len() <= crate::vfs::wal::HEADER_SIZE)
 }
 
 /// Runs one checkpoint; true when every WAL frame was copied into the database.

@@ -200,6 +200,9 @@ pub struct Appender {
     /// Segments this appender wrote since the last `files_to_sync` (or `forget_unsynced`):
     /// numbers, not handles, so that a sealed segment the uploader deletes frees its space.
     unsynced: Vec<u64>,
+    /// Where the segment stood when its file was let go (`release_file`): reopened there,
+    /// already checked, so an idle database holds no descriptor for its log.
+    released: Option<(u64, u64)>,
     /// The newest TXID known to be in the replica when this appender started (`state.json`).
     /// A log whose newest record is older lost its tail (a power failure at
     /// `synchronous=NORMAL`, segments deleted by hand): its history is unknown, and TXIDs go on
@@ -216,6 +219,7 @@ impl Appender {
             buf: Vec::new(),
             page: Vec::new(),
             unsynced: Vec::new(),
+            released: None,
             floor: 0,
         }
     }
@@ -233,7 +237,40 @@ impl Appender {
 
     /// The segment being appended to and where its records end, as of the last append.
     pub fn position(&self) -> Option<(u64, u64)> {
-        self.seg.as_ref().map(|s| (s.seq, s.end))
+        self.seg.as_ref().map(|s| (s.seq, s.end)).or(self.released)
+    }
+
+    /// Lets go of the segment's file (the database went idle); the next append or `refresh`
+    /// opens it again where it stood. What it knows stays true meanwhile: records before its
+    /// end never change, and other processes' appends are probed for past it, as always.
+    pub fn release_file(&mut self) {
+        if let Some(seg) = self.seg.take() {
+            self.released = Some((seg.seq, seg.end));
+        }
+    }
+
+    /// Opens the segment let go by `release_file`, unless it is gone (sealed by another
+    /// process, then uploaded and deleted): then the newest one is looked at afresh.
+    fn reopen_released(&mut self) -> io::Result<bool> {
+        let Some((seq, end)) = self.released.take() else {
+            return Ok(false);
+        };
+        match open_segment(&self.dir, seq, false) {
+            Ok(file) => {
+                self.seg = Some(OpenSegment {
+                    seq,
+                    file: Arc::new(file),
+                    end,
+                    checked: true,
+                });
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => {
+                self.released = Some((seq, end));
+                Err(e)
+            }
+        }
     }
 
     /// The newest record (never a `Roll`), as of the last `refresh`; `None` when the log is
@@ -247,7 +284,7 @@ impl Appender {
     /// torn tail left by a process that died mid-append.
     pub fn refresh(&mut self) -> io::Result<()> {
         loop {
-            if self.seg.is_none() {
+            if self.seg.is_none() && !self.reopen_released()? {
                 self.open_newest()?;
             }
             let seg = self.seg.as_mut().unwrap();
@@ -586,6 +623,11 @@ impl Reader {
         Ok((out, cursor))
     }
 
+    /// Lets go of the open segment's file (nothing waits to be read); reading opens it again.
+    pub fn release_file(&mut self) {
+        self.open = None;
+    }
+
     /// Reads one page image of a record.
     pub fn read_page(&mut self, rec: &RecordRef, i: usize, buf: &mut [u8]) -> io::Result<()> {
         let off = rec.page_data_offset(i);
@@ -727,6 +769,42 @@ mod tests {
         let mut page = vec![0u8; 512];
         r.read_page(&recs[0], 0, &mut page).unwrap();
         assert!(page.iter().all(|&b| b == 3));
+    }
+
+    #[test]
+    fn a_released_segment_is_reopened_where_it_stood() {
+        let d = tmpdir("release");
+        let mut a = Appender::new(d.clone());
+        let mut b = Appender::new(d.clone());
+        append(&mut a, 1, 2);
+        a.release_file();
+        assert_eq!(a.position(), Some((1, a.position().unwrap().1)));
+        // Another process appends while the file is let go: the reopened appender finds it.
+        b.refresh().unwrap();
+        append(&mut b, 2, 1);
+        append(&mut a, 3, 1);
+        let txids = |d: &Path| {
+            let (recs, _) = Reader::new(d.to_path_buf())
+                .read_from(Cursor::default())
+                .unwrap();
+            recs.iter().map(|r| r.header.txid).collect::<Vec<_>>()
+        };
+        assert_eq!(txids(&d), vec![1, 2, 3]);
+        // The let-go segment was sealed by another process and deleted once uploaded: the
+        // appender goes on in the newest segment, after the other's records.
+        a.release_file();
+        b.refresh().unwrap();
+        let mut per = 3;
+        while b.position().unwrap().1 < ROLL_BYTES {
+            per += 1;
+            append(&mut b, per, 400);
+        }
+        append(&mut b, per + 1, 1); // rolls into segment 2
+        assert_eq!(list_segments(&d).unwrap(), vec![1, 2]);
+        fs::remove_file(segment_path(&d, 1)).unwrap();
+        append(&mut a, per + 2, 1);
+        assert_eq!(a.position().unwrap().0, 2);
+        assert_eq!(txids(&d), vec![per + 1, per + 2]);
     }
 
     #[test]

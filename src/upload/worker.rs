@@ -472,6 +472,10 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
     // else every MANIFEST_EVERY_MS. (Writing it whenever the log went quiet made a database
     // committing less than once a second read and rewrite the manifest after every batch.)
     write_manifest(e, db.is_none() || !e.waiters.is_empty())?;
+    if e.pending.is_empty() {
+        // Caught up: an idle database holds no descriptor for its log.
+        e.reader.release_file();
+    }
     Ok(())
 }
 

@@ -697,6 +697,20 @@ impl Database {
         st.capture = Capture::default();
     }
 
+    /// The database went idle: its WAL read-back handle and shadow-log segment are let go, so
+    /// that an idle database holds no descriptor of walrust's beyond the uploader's lock. The
+    /// next commit opens them again.
+    pub fn release_idle_files(&self) {
+        let mut st = self.lock();
+        if st.in_write_txn || st.pending.is_some() {
+            return;
+        }
+        st.wal_file = None;
+        if let Some(app) = st.appender.as_mut() {
+            app.release_file();
+        }
+    }
+
     /// Whether `catch_up_locked` would find work: read-only, no lock taken, so the uploader
     /// only takes the write lock when a commit really is missing from the log.
     pub fn needs_catch_up(&self) -> io::Result<bool> {

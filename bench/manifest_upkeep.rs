@@ -105,6 +105,14 @@ impl Store for Memory {
         }
         Ok(())
     }
+    fn list_parts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let objects = self.objects.lock().unwrap();
+        Ok(objects
+            .keys()
+            .filter(|k| k.starts_with("manifest/"))
+            .map(|k| (k.clone(), 0))
+            .collect())
+    }
 }
 
 fn entry(level: u32, min: u64, max: u64, at_ms: i64) -> Entry {

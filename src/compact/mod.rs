@@ -323,6 +323,12 @@ fn compact_once(
         }
         store.delete(&keys)?;
     }
+    if !dry_run && manifest.is_some() {
+        // Garbage of killed writers; a failure leaves it for the next run. Parts' times are
+        // the store's, so the wall clock judges their age, never a simulated one.
+        let wall = crate::clock::now_ms();
+        let _ = manifest::parts::sweep_unnamed(store, wall, manifest::parts::SWEEP_AGE_MS);
+    }
     Ok(report(store, opts, now, dry_run, &created, &decision))
 }
 

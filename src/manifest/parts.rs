@@ -43,6 +43,8 @@ const MAX_PART_ENTRIES: usize = PART_ENTRIES * FANOUT * FANOUT * FANOUT;
 /// Parts sealed by one update at most, so that the first update of a large manifest written
 /// before parts existed spreads its work over several updates.
 const SEALS_PER_UPDATE: usize = 32;
+/// A part nothing names is deleted once it is this old (see `sweep_unnamed`).
+pub const SWEEP_AGE_MS: i64 = 3_600_000;
 /// How many times a reader reads the manifest again when a part it names is gone.
 const LOAD_ATTEMPTS: u32 = 5;
 
@@ -383,6 +385,54 @@ impl Edit {
     }
 }
 
+/// Parts no manifest names are garbage once old enough: a writer killed between writing its
+/// parts and the manifest naming them, or a failed delete of parts a manifest stopped naming.
+/// A writer names the parts it writes within one manifest write (seconds, a minute at worst
+/// with retries), so a part younger than `min_age_ms` may be about to be named and is kept.
+/// Returns how many parts were deleted. A part the manifest names but that cannot be read
+/// (the manifest changed meanwhile) ends the sweep without deleting anything.
+pub fn sweep_unnamed(store: &dyn Store, now_ms: i64, min_age_ms: i64) -> Result<usize, StoreError> {
+    let Some((m, _)) = super::load_head(store)? else {
+        return Ok(0);
+    };
+    let mut named = BTreeSet::new();
+    for r in &m.parts {
+        match name_all(store, r, 0, &mut named) {
+            Ok(()) => {}
+            Err(StoreError::NotFound { .. }) => return Ok(0),
+            Err(e) => return Err(e),
+        }
+    }
+    let unnamed: Vec<String> = store
+        .list_parts()?
+        .into_iter()
+        .filter(|(key, modified)| !named.contains(key) && now_ms - modified >= min_age_ms)
+        .map(|(key, _)| key)
+        .collect();
+    if !unnamed.is_empty() {
+        store.delete_parts(&unnamed)?;
+    }
+    Ok(unnamed.len())
+}
+
+/// Adds `r`'s key, and those of the parts an index part names, to `named`.
+fn name_all(
+    store: &dyn Store,
+    r: &PartRef,
+    depth: u32,
+    named: &mut BTreeSet<String>,
+) -> Result<(), StoreError> {
+    named.insert(r.key.clone());
+    // Only an index part names others; it alone holds more than a part of entries may.
+    if r.count <= MAX_PART_ENTRIES || depth >= MAX_DEPTH {
+        return Ok(());
+    }
+    for child in read_body(store, r)?.parts {
+        name_all(store, &child, depth + 1, named)?;
+    }
+    Ok(())
+}
+
 /// Takes out of `m` the parts that may hold one of `touched`.
 fn take_touched(m: &mut Manifest, touched: &[FileKey]) -> Vec<PartRef> {
     let (hit, kept): (Vec<PartRef>, Vec<PartRef>) = std::mem::take(&mut m.parts)
@@ -471,6 +521,32 @@ mod tests {
         for t in from..from + n {
             manifest::update(s, &[entry(0, t, t)], &[]).unwrap();
         }
+    }
+
+    #[test]
+    fn the_sweep_deletes_old_unnamed_parts_and_nothing_named_or_young() {
+        let (dir, s) = store();
+        manifest::update(&*s, &[entry(9, 1, 1)], &[]).unwrap();
+        upload(&*s, 2, 5000); // index parts too: their children are named through them
+        let named = part_files(&dir);
+        assert_eq!(
+            named,
+            reachable(&*s, &manifest::load_head(&*s).unwrap().unwrap().0.parts)
+        );
+        // A writer killed between its parts and its manifest: two parts nothing names.
+        let orphan = write(&*s, 0, vec![entry(0, 9000, 9000)]).unwrap();
+        write(&*s, 0, vec![entry(0, 9001, 9001)]).unwrap();
+        let now = crate::clock::now_ms();
+        // Young: they may be about to be named.
+        assert_eq!(sweep_unnamed(&*s, now, 3_600_000).unwrap(), 0);
+        assert_eq!(part_files(&dir), named + 2);
+        // An hour later they go, and only they.
+        assert_eq!(sweep_unnamed(&*s, now + 3_700_000, 3_600_000).unwrap(), 2);
+        assert_eq!(part_files(&dir), named);
+        assert!(s.get_part(&orphan.key).is_err());
+        let (all, _) = manifest::load(&*s).unwrap().unwrap();
+        assert_eq!(all.files.len(), 5001);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
@@ -621,6 +697,10 @@ mod tests {
         fn get_part(&self, rel: &str) -> Result<Vec<u8>, StoreError> {
             self.0.get_part(rel)
         }
+        fn list_parts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+            self.0.list_parts()
+        }
+
         fn delete_parts(&self, rels: &[String]) -> Result<(), StoreError> {
             self.0.delete_parts(rels)
         }

@@ -284,6 +284,37 @@ impl FsStore {
     }
 }
 
+/// The `.json` files under `dir` (a writer's temporary files end otherwise), with their
+/// modification times, as keys relative to `root`.
+fn list_json_under(root: &Path, dir: &Path, out: &mut Vec<(String, i64)>) -> io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path();
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if meta.is_dir() {
+            list_json_under(root, &path, out)?;
+        } else if path.extension().is_some_and(|x| x == "json") {
+            let rel = path.strip_prefix(root).expect("under the root");
+            let modified = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_millis() as i64);
+            out.push((rel.to_string_lossy().into_owned(), modified));
+        }
+    }
+    Ok(())
+}
+
 impl Store for FsStore {
     fn describe(&self) -> String {
         self.url.clone()
@@ -451,6 +482,15 @@ impl Store for FsStore {
     fn get_part(&self, rel: &str) -> Result<Vec<u8>, StoreError> {
         let path = self.part_path(rel)?;
         fs::read(&path).map_err(|e| StoreError::io(format!("reading {rel} in {}", self.url), e))
+    }
+
+    fn list_parts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut out = Vec::new();
+        let top = self.root.join(crate::manifest::PARTS_DIR);
+        list_json_under(&self.root, &top, &mut out).map_err(|e| {
+            StoreError::io(format!("listing the manifest's parts in {}", self.url), e)
+        })?;
+        Ok(out)
     }
 
     fn delete_parts(&self, rels: &[String]) -> Result<(), StoreError> {

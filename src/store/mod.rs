@@ -157,6 +157,10 @@ pub trait Store: Send + Sync {
 
     /// Deletes parts; ones already gone are not an error.
     fn delete_parts(&self, rels: &[String]) -> Result<(), StoreError>;
+
+    /// Every part in the replica, named or not: (key relative to the replica root, last
+    /// modified in ms since the epoch). For the sweep of parts no manifest names.
+    fn list_parts(&self) -> Result<Vec<(String, i64)>, StoreError>;
 }
 
 /// Why a store operation failed. `Display` is one line: what failed, why, and what to do; no

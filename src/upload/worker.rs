@@ -435,6 +435,8 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
                 .update_status(|s| s.last_upload_at_ms = Some(now_ms()));
             if e.repl.settings().compact_after_snapshot {
                 super::compact_later(e.repl.clone());
+            } else {
+                sweep_parts(e);
             }
             for w in e.snapshot_waiters.drain(..) {
                 let _ = w.send(Ok(txid));
@@ -477,6 +479,29 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
         e.reader.release_file();
     }
     Ok(())
+}
+
+/// Deletes the manifest's parts that no manifest names (see `manifest::parts::sweep_unnamed`),
+/// once per snapshot: compaction does it too, but runs only when asked for. A failure only
+/// leaves garbage for the next time.
+fn sweep_parts(e: &Entry) {
+    let store = e.repl.store.as_ref();
+    match crate::manifest::parts::sweep_unnamed(
+        store,
+        now_ms(),
+        crate::manifest::parts::SWEEP_AGE_MS,
+    ) {
+        Ok(0) => {}
+        Ok(n) => {
+            crate::log::trace(|| format!("swept {n} unnamed manifest parts of {}", e.repl.url))
+        }
+        Err(err) => crate::log::trace(|| {
+            format!(
+                "sweep of unnamed manifest parts of {} failed: {err}",
+                e.repl.url
+            )
+        }),
+    }
 }
 
 /// Each transaction in the log has the TXID after its predecessor's. A log that skips numbers

@@ -61,3 +61,40 @@ def test_a_replica_of_hundreds_of_batches_keeps_a_small_manifest_and_restores(
                          for p in (replica.objects / "manifest").rglob("*.json"))
         assert on_disk == sorted(p["key"] for p in head["parts"])
     conn.close()
+
+
+def test_parts_no_manifest_names_are_swept_once_an_hour_old(tmp_path, walrust, connect, replica):
+    """A writer killed between writing its parts and the manifest naming them leaves parts
+    nothing names: the uploader deletes them after its next snapshot once they are an hour
+    old (younger ones may be about to be named), and never a part the manifest names."""
+    import os
+    import time
+
+    db = tmp_path / "app.db"
+    conn = connect(db, replica, sync_interval=0)
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, body BLOB)")
+    for _ in range(80):
+        conn.execute("INSERT INTO t(body) VALUES (randomblob(100))")
+        walrust.sync(conn)
+    parts_dir = replica.objects / "manifest" / "0"
+    named = sorted(p["key"] for p in manifest_object(replica)["parts"])
+    assert named, "80 batches make parts"
+    old = parts_dir / "1-2-00000000000000aa.json"
+    young = parts_dir / "1-2-00000000000000bb.json"
+    for p in (old, young):
+        p.write_text('{"version": 3, "level": 0, "files": []}')
+    hour_ago = time.time() - 3700
+    os.utime(old, (hour_ago, hour_ago))
+
+    conn.execute("SELECT walrust_snapshot()").fetchone()
+    walrust.sync(conn)
+    on_disk = sorted(str(p.relative_to(replica.objects))
+                     for p in (replica.objects / "manifest").rglob("*.json"))
+    assert str(old.relative_to(replica.objects)) not in on_disk, "an hour-old orphan is swept"
+    assert str(young.relative_to(replica.objects)) in on_disk, "a young part is kept"
+    head = manifest_object(replica)
+    assert all(p["key"] in on_disk for p in head["parts"]), "every named part is kept"
+    out = tmp_path / "restored.db"
+    walrust.restore(replica, out)
+    assert_same_contents(db_contents(db), db_contents(out), "restore after the sweep")
+    conn.close()

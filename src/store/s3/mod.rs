@@ -473,6 +473,11 @@ impl Store for S3Store {
         read_body(resp.body, XML_MAX).map_err(|e| self.client.body_error(&what, e))
     }
 
+    fn list_parts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let found = self.list_objects(crate::manifest::PARTS_DIR)?;
+        Ok(found.into_iter().map(|(rel, _, at)| (rel, at)).collect())
+    }
+
     fn delete_parts(&self, rels: &[String]) -> Result<(), StoreError> {
         let bucket = self.client.bucket();
         for rel in rels {

@@ -411,7 +411,8 @@ def render(m):
     c, cells = m["config"], m["cells"]
     L = ["## Many databases", "",
          f"Measured {m['date']} with `.venv/bin/python bench/run.py --only many` (part of "
-         "`make bench`; `MANY_DBS_FULL=1` adds N = 1,000). One Debian /usr/bin/python3 process "
+         "`make bench`; `MANY_DBS_FULL=1` adds N = 1,000; `MANY_ROWS` picks among the grid, "
+         "the restore, the hung-replica and the idle rows). One Debian /usr/bin/python3 process "
          f"holds N databases and commits {c['tps']:g} one-row transactions per second in total, "
          f"round-robin, for {c['seconds']:g} s, replicating to s3s-fs behind "
          f"bench/latency_proxy.py ({c['delay_ms']:g} ms added to every request); walrust with "
@@ -520,7 +521,7 @@ def render_hung(c, cells):
     rows = []
     w = cells.get(f"walrust_{n}")
     if w:
-        rows.append([f"{n}, all answer (the cell above)", f"{w['tps']:,.0f}", *lag_cols(w),
+        rows.append([f"{n}, all answer (the grid's cell, same run)", f"{w['tps']:,.0f}", *lag_cols(w),
                      w["proc_end"]["Threads"]])
     rows.append([f"{n - 1} of {n}, database 0 hung", f"{h['tps']:,.0f}", *lag_cols(h),
                  h["proc_end"]["Threads"]])

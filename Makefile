@@ -61,8 +61,9 @@ lint:
 	$(CARGO) fmt --check --manifest-path tests/rusqlite-client/Cargo.toml
 	$(CARGO) clippy --all-targets -- -D warnings
 
-# The benchmark (BENCHMARKS.md, bench/plots/): about 25 minutes, 8 of them the "many"
-# section (bench/many.py; MANY_DBS_FULL=1 adds N = 1,000); BENCH_QUICK=1 for a 3-minute
+# The benchmark (BENCHMARKS.md, bench/plots/): about 27 minutes, 10 of them the "many"
+# section (bench/many.py; MANY_DBS_FULL=1 adds N = 1,000, MANY_ROWS picks its rows: grid,
+# restore, hung, idle); BENCH_QUICK=1 for a 3-minute
 # smoke run. Needs the test environment (scripts/setup-test-env.sh); bench/setup.sh adds
 # matplotlib to .venv. See bench/run.py for the BENCH_* sizes.
 bench: build

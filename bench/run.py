@@ -13,8 +13,8 @@ Sizes come from the environment: BENCH_QUICK=1 (a 2-minute smoke run), BENCH_ROU
 BENCH_WRITE_SECONDS, BENCH_LAG_SECONDS, BENCH_RESTORE_MB (e.g. "10,100,1100"),
 BENCH_MAX_LOAD (1.2: the 1-minute load average to wait for before starting),
 BENCH_LOAD_WAIT (seconds to wait for it at most), BENCH_WORK (scratch directory); the "many"
-section (many databases in one process, through bench/latency_proxy.py) reads MANY_DBS_* (see
-bench/many.py; MANY_DBS_FULL=1 adds N = 1,000); the "sidecar" section (`walrust watch` and
+section (many databases in one process, through bench/latency_proxy.py) reads MANY_DBS_*,
+MANY_ROWS, MANY_HUNG_N and MANY_IDLE_N (see bench/many.py; MANY_DBS_FULL=1 adds N = 1,000); the "sidecar" section (`walrust watch` and
 `litestream replicate` beside an application that loads nothing, bench/sidecar.py) reads
 BENCH_SIDECAR_SECONDS and BENCH_SIDECAR_ROUNDS.
 """

@@ -543,6 +543,23 @@ fn last_record_before(dir: &Path, below: u64) -> io::Result<Option<Header>> {
     Ok(None)
 }
 
+/// Whether a record (or at least its header) lies at `cursor`: the cheap look of an uploader
+/// with nothing to do, one read of a few bytes. True when it cannot tell (no such segment, a
+/// read error): the caller then reads the log properly.
+pub fn record_at(dir: &Path, cursor: Cursor) -> bool {
+    if cursor.seq == 0 {
+        return true;
+    }
+    let Ok(file) = File::open(segment_path(dir, cursor.seq)) else {
+        return true;
+    };
+    let mut hb = [0u8; HEADER_LEN];
+    match file.read_exact_at(&mut hb, cursor.offset) {
+        Ok(()) => Header::decode(&hb, cursor.seq).is_some(),
+        Err(e) => e.kind() != io::ErrorKind::UnexpectedEof,
+    }
+}
+
 /// Where a reader stands: the next record to read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Cursor {

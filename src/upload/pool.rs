@@ -15,7 +15,9 @@
 //! - One endpoint (an S3 endpoint, or one local directory) never occupies more than
 //!   `PER_ENDPOINT` threads, so databases on other endpoints always have threads left when
 //!   one endpoint hangs (a hung request holds its thread until the store's timeouts end it).
-//! - The scheduler itself never does I/O: no database, slow or not, can stall it.
+//! - The scheduler never touches the network: no replica, slow or not, can stall it. Its only
+//!   I/O is the housekeeping poll of a database with nothing to do (`worker::quiet_poll`):
+//!   one read of a record header in the local shadow log, instead of a pool thread's step.
 //! - Compaction after a snapshot runs here too: one at a time per replica, at most
 //!   `COMPACTIONS` at once and `COMPACTIONS_PER_ENDPOINT` per endpoint.
 //! - Due entries are served first come first served; an entry at rest costs nothing until its
@@ -274,6 +276,15 @@ impl Pool {
                 continue; // stale
             }
             slot.timer_at = i64::MAX;
+            if slot.inbox.is_empty() {
+                if let Some(e) = slot.entry.as_deref_mut() {
+                    // Nothing to do: no thread for it (see `worker::quiet_poll`).
+                    if worker::quiet_poll(e, now) {
+                        self.touch(id, now);
+                        continue;
+                    }
+                }
+            }
             self.settle(id, now);
         }
         self.dispatch_compactions();

@@ -146,6 +146,39 @@ pub(super) fn due_at(e: &Entry) -> i64 {
     at.max(e.retry_at_ms)
 }
 
+/// The housekeeping poll of a database with nothing to do, answered on the scheduler without
+/// a pool thread (with thousands of idle databases, handing each to a thread every second was
+/// most of their cost): true when nothing is asked of it, nothing waits in memory, no
+/// snapshot or retry is due, and no record follows the cursor in the log (one small read,
+/// which is how other processes' commits are seen). Then the next look is a poll later.
+pub(super) fn quiet_poll(e: &mut Entry, now: i64) -> bool {
+    let nothing_asked = e.takeovers.is_empty()
+        && e.waiters.is_empty()
+        && e.snapshot_waiters.is_empty()
+        && !e.force
+        && !e.catch_up
+        && !e.snapshot_requested
+        && !e.batch_full;
+    let nothing_held = e.pending.is_empty()
+        && e.manifest_backlog.is_empty()
+        && e.fresh_snapshot_above.is_none()
+        && e.failures == 0
+        && e.refused.is_none();
+    let settled = e.lock.is_some()
+        && e.replica_checked
+        && now < e.next_snapshot_ms
+        && e.repl.status().local_txid <= e.level0
+        && e.db.upgrade().is_some_and(|d| d.in_use());
+    let quiet = nothing_asked
+        && nothing_held
+        && settled
+        && !log::record_at(&e.repl.shadow.log_dir(), e.read_cursor);
+    if quiet {
+        e.next_tick_ms = now + POLL_MS;
+    }
+    quiet
+}
+
 /// Applies a message for this entry (on the pool's scheduler: never blocks, no I/O).
 pub(super) fn handle(e: &mut Entry, msg: Msg) {
     match msg {

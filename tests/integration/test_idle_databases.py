@@ -47,26 +47,28 @@ for i, url in enumerate(urls):
     conns.append(c)
 for c in conns:
     c.execute("SELECT walrust_sync()").fetchone()
-# Idle: the checkpoint thread lets go of what it holds after a second without commits.
-counts = []
-deadline = time.time() + 30
-while time.time() < deadline:
-    time.sleep(0.5)
-    counts.append(fds() - before)
-    if len(counts) >= 6 and counts[-1] == counts[-4]:
-        break
+# Idle: the checkpoint thread and the uploader let go of what they hold after a second
+# without commits. Wait for the count to come down to what the test expects (or give up).
+target = int(sys.argv[5])
+deadline = time.time() + 60
+extra = fds() - before
+while extra > target and time.time() < deadline:
+    time.sleep(0.25)
+    extra = fds() - before
 status = [json.loads(c.execute("SELECT walrust_status()").fetchone()[0]) for c in conns]
-print(json.dumps({"extra": counts[-1], "errors": [s["last_error"] for s in status
+print(json.dumps({"extra": extra, "errors": [s["last_error"] for s in status
                                                    if s["last_error"]]}))
 for c in conns:
     c.close()
 """
 
 
-def run_phase(walrust_ext, base, urls, write):
+def run_phase(walrust_ext, base, urls, write, per_db):
+    """Runs one process over the databases; returns its descriptors on their files once they
+    came down to `per_db` each (or after a minute)."""
     out = subprocess.run(
         [SYSTEM_PYTHON, "-c", CHILD, str(walrust_ext), str(base), json.dumps(urls),
-         "1" if write else "0"],
+         "1" if write else "0", str(per_db * len(urls))],
         capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -78,7 +80,7 @@ def test_an_idle_database_holds_one_descriptor_and_a_restart_uploads_no_snapshot
 ):
     replicas = [replica] + [new_replica(f"idle{i}") for i in range(1, N_DBS)]
     urls = [r.url for r in replicas]
-    first = run_phase(walrust_ext, tmp_path, urls, write=True)
+    first = run_phase(walrust_ext, tmp_path, urls, write=True, per_db=PLAIN + 4)
     assert first["errors"] == []
     # Written, then idle: the uploader's lock, plus the database descriptors SQLite keeps
     # pending for walrust's closed connections while the application holds its locks (at
@@ -87,9 +89,9 @@ def test_an_idle_database_holds_one_descriptor_and_a_restart_uploads_no_snapshot
     before = {r.url: sorted((f.min_txid, f.max_txid) for f in snapshots(r)) for r in replicas}
     assert all(before.values()), before
 
-    again = run_phase(walrust_ext, tmp_path, urls, write=False)
+    again = run_phase(walrust_ext, tmp_path, urls, write=False, per_db=PLAIN + 1)
     assert again["errors"] == []
     # Reopened and idle: the uploader's lock alone (at most two, SPEC 6 "Scale").
-    assert again["extra"] - PLAIN * N_DBS == N_DBS, again
+    assert again["extra"] - PLAIN * N_DBS <= N_DBS, again
     after = {r.url: sorted((f.min_txid, f.max_txid) for f in snapshots(r)) for r in replicas}
     assert after == before, "a clean restart uploaded a snapshot"

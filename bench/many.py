@@ -15,7 +15,8 @@
   SQLite alone needs 3 descriptors per open WAL database and RLIMIT_NOFILE's hard limit here is
   20,000; render() projects to 10,000 instead.
 
-Sizes: MANY_DBS_N ("10,100"; MANY_DBS_FULL=1 adds 1000), MANY_DBS_SECONDS (10),
+MANY_KINDS ("sqlite,walrust,litestream") picks the grid's columns. Sizes: MANY_DBS_N ("10,100";
+MANY_DBS_FULL=1 adds 1000), MANY_DBS_SECONDS (10),
 MANY_DBS_TPS (1000), MANY_DBS_DELAY_MS (30), MANY_DBS_CHAIN (1000 files for the restore row),
 MANY_HUNG_N (100), MANY_HUNG_WAIT (45 s at most for database 0's last_error, which the S3
 client's 30 s inactivity timeout sets), MANY_IDLE_N (2000); BENCH_QUICK=1 makes it N = 10 for
@@ -345,8 +346,10 @@ def idle_row(R, ext, c, root):
 
 
 def grid_cells(R, ext, c, proxy, root, cells):
+    # MANY_KINDS=walrust (say) runs one column alone, for a quick look at one change.
+    kinds = os.environ.get("MANY_KINDS", "sqlite,walrust,litestream").split(",")
     for n in c["n"]:
-        for kind in ("sqlite", "walrust", "litestream"):
+        for kind in [k for k in ("sqlite", "walrust", "litestream") if k in kinds]:
             R.log(f"many: N={n} {kind}: {c['tps']:g} tps for {c['seconds']:g} s "
                   f"through {c['delay_ms']:g} ms")
             res = one_cell(R, ext, kind, n, c, proxy, root)

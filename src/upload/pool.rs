@@ -35,10 +35,12 @@ use std::time::Duration;
 
 /// Pool threads at most. Steps are network-bound (a level-0 batch is two requests, a manifest
 /// write two more every 10 s): at 30 ms per request, 1,000 databases committing about once a
-/// second need about 1,000 × 2 × 30 ms = 60 thread-seconds per second. Each idle thread costs
-/// its stack's touched pages (tens of KB), so 64 is cheap, and a process with few databases
-/// starts only the threads it uses.
-pub(super) const THREADS: usize = 64;
+/// second need about 1,000 × 2 × 30 ms = 60 thread-seconds per second on their endpoint. With
+/// 64 (48 per endpoint) that was more than one endpoint could have, and the lag of 1,000
+/// databases grew to 8 s (BENCHMARKS.md, "Many databases"); 128 (96 per endpoint) leave
+/// headroom. Each idle thread costs its stack's touched pages (tens of KB), and a process with
+/// few databases starts only the threads it uses.
+pub(super) const THREADS: usize = 128;
 
 /// Threads one endpoint may hold at once: a hung endpoint leaves the rest to the others.
 const PER_ENDPOINT: usize = THREADS * 3 / 4;

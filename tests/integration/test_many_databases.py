@@ -73,7 +73,7 @@ def test_many_databases_upload_concurrently_and_each_replica_stays_whole(
     assert not errors, errors
     for conn in conns:
         walrust.sync(conn)
-    assert 1 <= len(pool_threads()) <= 64, pool_threads()
+    assert 1 <= len(pool_threads()) <= 128, pool_threads()
     for i, conn in enumerate(conns):
         txid, _ = restore_and_compare(replicas[i], conn)
         first = snapshots(replicas[i])[0].max_txid

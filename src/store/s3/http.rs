@@ -348,10 +348,10 @@ fn shared_agent(opts: &S3Options, bundle: Option<&std::path::Path>) -> Result<Ag
         .timeout_per_read(Some(opts.io_timeout))
         .timeout_per_write(Some(opts.io_timeout))
         .timeout_recv_response(Some(opts.response_timeout))
-        // As many as the upload pool may use at once on one endpoint (`upload::pool`: 48 of
-        // its 64 threads), so concurrent uploads reuse their connections instead of reopening.
+        // As many as the upload pool may use at once on one endpoint (`upload::pool`: 96 of
+        // its 128 threads), so concurrent uploads reuse their connections instead of reopening.
         .max_idle_connections(256)
-        .max_idle_connections_per_host(64)
+        .max_idle_connections_per_host(96)
         .tls_config(tls)
         .build()
         .into();

@@ -264,7 +264,7 @@ fn keep_spare(db: &Database, log_dir: &Path, idle: bool) {
 
 /// The WAL holds no frame (absent, or a header alone).
 fn wal_is_empty(db: &Database) -> bool {
-    std::fs::metadata(db.wal_path()).map_or(true, |m| m.len() <= crate::vfs::wal::HEADER_SIZE)
+    std::fs::metadata(db.wal_path()).map_or(true, |m| m.len() <= crate::wal::HEADER_SIZE)
 }
 
 /// Runs one checkpoint; true when every WAL frame was copied into the database.

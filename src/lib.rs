@@ -26,6 +26,7 @@ pub mod store;
 pub mod types;
 pub mod upload;
 pub mod vfs;
+pub mod wal;
 pub mod watch;
 
 pub use types::{Checksum, PageNo, Txid};

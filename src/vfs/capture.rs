@@ -9,7 +9,7 @@
 //! the commit frame, are never reported; and pages rewritten in place within a transaction are
 //! reported with their final contents.
 
-use super::wal::{self, FramePart, Salts, WalHeader};
+use crate::wal::{self, FramePart, Salts, WalHeader};
 
 /// A committed transaction found in the WAL: the frames that hold its pages.
 #[derive(Clone, Debug, PartialEq, Eq)]

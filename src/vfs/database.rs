@@ -8,11 +8,11 @@
 
 use super::capture::Capture;
 use super::commit::{self, Appended};
-use super::wal::{self, WalHeader};
 use crate::config::{self, Settings};
 use crate::replication::Replication;
 use crate::shadow::log::Appender;
 use crate::shadow::{ShadowDir, State};
+use crate::wal::{self, WalHeader};
 use once_cell::sync::Lazy;
 use std::collections::HashMap;
 use std::io;

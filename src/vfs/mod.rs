@@ -4,7 +4,8 @@
 //!
 //! `ffi/` holds every `unsafe` line of the crate (C callbacks, the extension entry point);
 //! `database` holds the safe hooks those callbacks call; `capture` and `commit` are the pure
-//! logic of recognising commits and proving the log's continuity; `wal` is SQLite's WAL format.
+//! logic of recognising commits and proving the log's continuity; SQLite's WAL format is
+//! `crate::wal`.
 //! What must hold: the VFS never fails or delays the application's I/O for replication's sake,
 //! and never touches the network.
 
@@ -12,6 +13,5 @@ pub mod capture;
 pub mod commit;
 pub mod database;
 pub mod ffi;
-pub mod wal;
 
 pub use ffi::RawFile;

@@ -31,7 +31,7 @@ use crate::shadow::{fingerprint, Kind, ShadowDir, State, WalPos};
 use crate::types::Txid;
 use crate::upload::snapshot::{self, Error};
 use crate::vfs::commit::{self, Appended};
-use crate::vfs::wal::{self, Salts, WalHeader};
+use crate::wal::{self, Salts, WalHeader};
 use shm::{IndexHeader, WalIndex};
 use std::fs::File;
 use std::io;

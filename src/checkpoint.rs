@@ -15,7 +15,7 @@
 //! SQLite's checkpointer lock keeps checkpoints of several processes from overlapping.
 
 use crate::clock::now_ms;
-use crate::vfs::database::{self, Database};
+use crate::database::{self, Database};
 use flume::Sender;
 use once_cell::sync::Lazy;
 use rusqlite::Connection;

@@ -7,11 +7,13 @@
 //! Reading back: `restore`. `sql` is a thin layer of SQL functions over these; `replication`
 //! ties one database's stages together.
 
+pub mod capture;
 pub mod checkpoint;
 pub mod cleanup;
 pub mod clock;
 pub mod compact;
 pub mod config;
+pub mod database;
 pub mod failpoint;
 pub mod history;
 pub mod log;

@@ -1,13 +1,12 @@
 //! One `Database` per database file per process: the safe side of the VFS. The FFI callbacks in
-//! `ffi/` call these hooks; every connection of the process to the same file shares one.
+//! `vfs::ffi` call these hooks; every connection of the process to the same file shares one.
 //!
 //! It owns the capture state and the shadow-log appender, and decides when replication starts
 //! (URI parameter, PRAGMA, environment, or a shadow directory that already names a replica).
 //! What must hold: a hook never fails the application's I/O and never waits on the network; a
 //! database with no replica configured gets no capture, no files, no threads.
 
-use super::capture::Capture;
-use super::commit::{self, Appended};
+use crate::capture::{commit, Appended, Capture};
 use crate::config::{self, Settings};
 use crate::replication::Replication;
 use crate::shadow::log::Appender;
@@ -86,7 +85,7 @@ struct DbState {
     /// A commit seen at xWrite, appended when the write lock is released: only then has SQLite
     /// published it in the WAL index, so a process that dies before that leaves no phantom
     /// transaction in the log.
-    pending: Option<super::capture::Committed>,
+    pending: Option<crate::capture::Committed>,
     /// The WAL handle (one per connection) that wrote the pending commit.
     pending_writer: WalHandle,
     /// That handle synced the WAL for the pending commit (`synchronous=FULL`).
@@ -221,6 +220,12 @@ impl Database {
 
     fn lock(&self) -> MutexGuard<'_, DbState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The database file, opened for reading through the wrapped VFS (see `RawFile`: a
+    /// `std::fs::File` would drop the application's POSIX locks when closed).
+    pub fn open_file_readonly(&self) -> io::Result<crate::vfs::RawFile> {
+        crate::vfs::RawFile::open_db_readonly(&self.path)
     }
 
     pub fn wal_path(&self) -> PathBuf {

@@ -10,7 +10,7 @@
 //! Everything here runs on SQLite's thread with the WAL write lock held: it touches local files
 //! only, never the network.
 
-use super::capture::Committed;
+use super::Committed;
 use crate::clock;
 use crate::shadow::log::Appender;
 use crate::shadow::{Header, Kind, WalPos};

@@ -2,10 +2,11 @@
 //! extension.
 //!
 //! Data flow, one module per stage:
-//! `vfs` (capture committed transactions at xWrite; all FFI) → `shadow` (durable local queue) →
-//! `upload` (batching, retries) → `ltx` (codec) → `store` (one narrow trait; `fs` and `s3`).
-//! Reading back: `restore`. `sql` is a thin layer of SQL functions over these; `replication`
-//! ties one database's stages together.
+//! `vfs` (the VFS; all FFI) → `database` (per-database wiring: the hooks the VFS calls) →
+//! `capture` (committed transactions from WAL writes; SQLite's WAL format is `wal`) → `shadow`
+//! (durable local queue) → `upload` (batching, retries) → `ltx` (codec) → `store` (one narrow
+//! trait; `fs` and `s3`). Reading back: `restore`. `sql` is a thin layer of SQL functions over
+//! these; `replication` holds one database's running stages.
 
 pub mod capture;
 pub mod checkpoint;

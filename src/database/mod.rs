@@ -13,7 +13,8 @@
 //! Edges: `vfs::ffi` calls the hooks (the callback boundary); this module calls `capture`,
 //! `wal`, `shadow`, `replication`, `upload`, `checkpoint`, `config`, `store`, `cleanup`, and of
 //! `vfs` only `RawFile` (a leaf of `vfs::ffi`, for `open_file_readonly`), never the callbacks.
-//! `upload`, `checkpoint`, `sql` and `watch` reach a database through here, never through `vfs`.
+//! `upload`, `checkpoint` and `sql` reach a database through here, never through `vfs`; `watch`
+//! (no SQLite, no `Database`) uses only `conflict_message` and `record_replica`.
 //! What must hold: a hook never fails the application's I/O and never waits on the network; a
 //! database with no replica configured gets no capture, no files, no threads.
 

@@ -15,7 +15,7 @@
 //! SQLite's checkpointer lock keeps checkpoints of several processes from overlapping.
 
 use crate::clock::now_ms;
-use crate::vfs::database::{self, Database};
+use crate::database::{self, Database};
 use flume::Sender;
 use once_cell::sync::Lazy;
 use rusqlite::Connection;
@@ -264,7 +264,7 @@ fn keep_spare(db: &Database, log_dir: &Path, idle: bool) {
 
 /// The WAL holds no frame (absent, or a header alone).
 fn wal_is_empty(db: &Database) -> bool {
-    std::fs::metadata(db.wal_path()).map_or(true, |m| m.len() <= crate::vfs::wal::HEADER_SIZE)
+    std::fs::metadata(db.wal_path()).map_or(true, |m| m.len() <= crate::wal::HEADER_SIZE)
 }
 
 /// Runs one checkpoint; true when every WAL frame was copied into the database.

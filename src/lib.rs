@@ -2,16 +2,19 @@
 //! extension.
 //!
 //! Data flow, one module per stage:
-//! `vfs` (capture committed transactions at xWrite; all FFI) → `shadow` (durable local queue) →
-//! `upload` (batching, retries) → `ltx` (codec) → `store` (one narrow trait; `fs` and `s3`).
-//! Reading back: `restore`. `sql` is a thin layer of SQL functions over these; `replication`
-//! ties one database's stages together.
+//! `vfs` (the VFS; all FFI) → `database` (per-database wiring: the hooks the VFS calls) →
+//! `capture` (committed transactions from WAL writes; SQLite's WAL format is `wal`) → `shadow`
+//! (durable local queue) → `upload` (batching, retries) → `ltx` (codec) → `store` (one narrow
+//! trait; `fs` and `s3`). Reading back: `restore`. `sql` is a thin layer of SQL functions over
+//! these; `replication` holds one database's running stages.
 
+pub mod capture;
 pub mod checkpoint;
 pub mod cleanup;
 pub mod clock;
 pub mod compact;
 pub mod config;
+pub mod database;
 pub mod failpoint;
 pub mod history;
 pub mod log;
@@ -26,6 +29,7 @@ pub mod store;
 pub mod types;
 pub mod upload;
 pub mod vfs;
+pub mod wal;
 pub mod watch;
 
 pub use types::{Checksum, PageNo, Txid};

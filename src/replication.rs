@@ -1,11 +1,11 @@
-//! One database's replication, shared by the VFS (which appends to its shadow log) and the
-//! upload thread (which drains it): the shadow directory, the store, the settings, and the
-//! counters `walrust_status()` reports.
+//! One database's replication, shared by the capture hooks (`database`, which append to its
+//! shadow log) and the upload thread (which drains it): the shadow directory, the store, the
+//! settings, and the counters `walrust_status()` reports.
 
+use crate::capture::Appended;
 use crate::config::Settings;
 use crate::shadow::ShadowDir;
 use crate::store::Store;
-use crate::vfs::commit::Appended;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

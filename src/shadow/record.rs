@@ -14,7 +14,7 @@
 //! appender overwrites or cuts off. The trailer is written last, so a reader never mistakes a
 //! record still being written for a complete one.
 
-use crate::vfs::wal::Salts;
+use crate::wal::Salts;
 
 pub const HEADER_LEN: usize = 80;
 pub const TRAILER_LEN: usize = 16;

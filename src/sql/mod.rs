@@ -1,6 +1,6 @@
 //! The SQL surface: a thin layer of functions over the stages (SPEC section 4). PRAGMAs are
-//! handled by the VFS (`vfs::database::Database::pragma`), since SQLite hands unknown PRAGMAs to
-//! the database file.
+//! handled through the VFS (`vfs::ffi` calls `database::Database::pragma`), since SQLite hands
+//! unknown PRAGMAs to the database file.
 //!
 //! `register_all` registers every function on a connection; the functions that act or reach
 //! outside the database are `SQLITE_DIRECTONLY`, so a trigger or view in a crafted database
@@ -73,7 +73,7 @@ pub fn register_all(conn: &Connection) -> rusqlite::Result<()> {
 /// with its message (a replica conflict).
 pub fn on_connection_open(conn: &Connection) -> Result<(), String> {
     if let Some(path) = conn.path().filter(|p| !p.is_empty()) {
-        if let Some(db) = crate::vfs::database::lookup(std::path::Path::new(path)) {
+        if let Some(db) = crate::database::lookup(std::path::Path::new(path)) {
             if let Some(msg) = db.take_conflict() {
                 return Err(msg);
             }

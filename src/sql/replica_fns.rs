@@ -82,7 +82,7 @@ pub(super) fn walrust_compact(ctx: &Context<'_>) -> rusqlite::Result<String> {
 /// its shadow directory for temporary files), else the process default (`WALRUST_RETENTION`).
 fn options_for(ctx: &Context<'_>, store: &dyn Store) -> CompactOptions {
     let repl = crate::vfs::ffi::schema_path(ctx, "main")
-        .and_then(|p| crate::vfs::database::lookup(&p))
+        .and_then(|p| crate::database::lookup(&p))
         .and_then(|db| db.replication())
         .filter(|r| r.url == store.describe());
     match repl {

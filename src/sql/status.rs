@@ -11,7 +11,7 @@ pub(super) fn schema_arg(ctx: &Context<'_>, i: usize, func: &str) -> rusqlite::R
 }
 
 /// Why a database the application opened does not replicate, in the user's terms.
-pub(super) fn not_replicating(db: &crate::vfs::database::Database) -> String {
+pub(super) fn not_replicating(db: &crate::database::Database) -> String {
     if let Some(p) = db.problem() {
         return p;
     }
@@ -35,13 +35,13 @@ pub(super) fn not_replicating(db: &crate::vfs::database::Database) -> String {
 pub(super) fn database(
     ctx: &Context<'_>,
     schema: &str,
-) -> rusqlite::Result<std::sync::Arc<crate::vfs::database::Database>> {
+) -> rusqlite::Result<std::sync::Arc<crate::database::Database>> {
     let path = crate::vfs::ffi::schema_path(ctx, schema).ok_or_else(|| {
         err(format!(
             "no database file for schema '{schema}' (in-memory or temporary)"
         ))
     })?;
-    crate::vfs::database::lookup(&path).ok_or_else(|| {
+    crate::database::lookup(&path).ok_or_else(|| {
         err(format!(
             "{} was not opened through the walrust VFS; load walrust before opening the database",
             path.display()

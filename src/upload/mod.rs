@@ -21,8 +21,8 @@ mod pool;
 pub mod snapshot;
 mod worker;
 
+use crate::database::Database;
 use crate::replication::Replication;
-use crate::vfs::database::Database;
 use flume::{Receiver, Sender};
 use once_cell::sync::Lazy;
 use std::sync::{Arc, Weak};
@@ -124,7 +124,7 @@ fn send(msg: Msg) -> bool {
 
 /// Starts uploading a database's shadow log.
 pub fn register(repl: Arc<Replication>, db: &Database) {
-    let weak: Weak<dyn Source> = match crate::vfs::database::lookup(&db.path) {
+    let weak: Weak<dyn Source> = match crate::database::lookup(&db.path) {
         Some(a) => Arc::downgrade(&a) as Weak<dyn Source>,
         None => Weak::<Database>::new(),
     };

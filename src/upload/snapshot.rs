@@ -9,15 +9,14 @@
 //! view already includes, so what we read is exactly the database at that TXID.
 
 use super::batch::{put_with_manifest, HashingWriter, TempFile};
+use crate::database::Database;
 use crate::ltx::{self, Encoder};
 use crate::manifest::Hasher64;
 use crate::replication::Replication;
 use crate::shadow::{Kind, WalPos};
 use crate::store::FileKey;
 use crate::types::{PageNo, Txid};
-use crate::vfs::database::Database;
-use crate::vfs::wal;
-use crate::vfs::RawFile;
+use crate::wal;
 use rusqlite::{Connection, OpenFlags};
 use std::collections::HashMap;
 use std::io::{BufWriter, Write};
@@ -210,7 +209,7 @@ fn stream(
         Some(f) => wal_overlay(f, upto, page_size)?,
         None => HashMap::new(),
     };
-    let dbfile = RawFile::open_db_readonly(&db.path).map_err(|e| e.to_string())?;
+    let dbfile = db.open_file_readonly().map_err(|e| e.to_string())?;
     let mut read = |pgno: u32, buf: &mut [u8]| -> Result<(), String> {
         match (in_wal.get(&pgno), &wal_file) {
             (Some(&off), Some(f)) => f

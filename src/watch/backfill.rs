@@ -18,7 +18,7 @@
 
 use super::shm::{read_lock, IndexHeader, WalIndex, CKPT_LOCK, NREADER, READMARK_NOT_USED};
 use crate::vfs::ffi::posix::{self, Lock};
-use crate::vfs::wal;
+use crate::wal;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;

@@ -3,7 +3,7 @@
 //!
 //! Each poll copies the commits the WAL holds past the shadow log's last position into the
 //! log, with the same continuity proof and the same `Appender` as the extension's recovery path
-//! (`vfs::commit::catch_up`), under SQLite's WAL write lock (so appends never race an
+//! (`capture::commit::catch_up`), under SQLite's WAL write lock (so appends never race an
 //! extension process's), bounded by the WAL index's `mxFrame` (what SQLite itself has
 //! published as committed). The upload thread (`upload`) then uploads the log exactly as for
 //! the extension; this module is its `Source` for catch-ups and snapshots.
@@ -24,14 +24,14 @@ pub mod config;
 pub mod shm;
 pub mod wake;
 
+use crate::capture::{commit, Appended};
 use crate::config::{CheckpointMode, Settings};
 use crate::replication::Replication;
 use crate::shadow::log::Appender;
 use crate::shadow::{fingerprint, Kind, ShadowDir, State, WalPos};
 use crate::types::Txid;
 use crate::upload::snapshot::{self, Error};
-use crate::vfs::commit::{self, Appended};
-use crate::vfs::wal::{self, Salts, WalHeader};
+use crate::wal::{self, Salts, WalHeader};
 use shm::{IndexHeader, WalIndex};
 use std::fs::File;
 use std::io;
@@ -168,14 +168,14 @@ pub fn start(db: &Path, url: &str, settings: Settings) -> Result<Arc<Watched>, S
     let watch_lock = lock_watch(&shadow, &path)?;
     let mut state: State = shadow.state_or_default();
     if !state.replica.is_empty() && !crate::store::url::same_replica(&state.replica, &described) {
-        return Err(crate::vfs::database::conflict_message(
+        return Err(crate::database::conflict_message(
             &path,
             &state.replica,
             &described,
         ));
     }
     if state.replica.is_empty() {
-        state = crate::vfs::database::record_replica(&shadow, state, &described)?;
+        state = crate::database::record_replica(&shadow, state, &described)?;
     }
     crate::cleanup::at_replication_start(&shadow, &described);
     let repl = Arc::new(Replication::new(

@@ -25,7 +25,7 @@
 //! on its byte, as SQLite does.
 
 use crate::vfs::ffi::posix::{self, Lock};
-use crate::vfs::wal::{self, Salts};
+use crate::wal::{self, Salts};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;

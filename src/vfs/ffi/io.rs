@@ -3,7 +3,7 @@
 //! `-wal` file also call the safe hooks of their `Database`.
 
 use super::{cstr, guard, sqlite_string, PANIC_RC};
-use crate::vfs::database::{PragmaOutcome, Role, WalHandle};
+use crate::database::{PragmaOutcome, Role, WalHandle};
 use rusqlite::ffi;
 use std::ffi::{c_char, c_int, c_void};
 

@@ -3,7 +3,7 @@
 
 use super::io::{WFile, INNER_OFFSET, IO_METHODS};
 use super::{cstr, guard, PANIC_RC};
-use crate::vfs::database::{self, Role};
+use crate::database::{self, Role};
 use once_cell::sync::OnceCell;
 use rusqlite::ffi;
 use std::ffi::{c_char, c_int, c_void};

@@ -8,8 +8,17 @@
 //! written; frames of rolled-back transactions (never followed by a commit), and frames beyond
 //! the commit frame, are never reported; and pages rewritten in place within a transaction are
 //! reported with their final contents.
+//!
+//! `commit` turns those transactions into shadow-log records. The module depends on nothing above
+//! `shadow`: only `wal` (the format), `shadow` (the log it appends to) and `clock`. It is
+//! driven by `database` (the extension's hooks at xWrite) and by `watch` (the sidecar, which
+//! reads the WAL instead of seeing its writes); it never calls back into either.
 
-use super::wal::{self, FramePart, Salts, WalHeader};
+pub mod commit;
+
+pub use commit::Appended;
+
+use crate::wal::{self, FramePart, Salts, WalHeader};
 
 /// A committed transaction found in the WAL: the frames that hold its pages.
 #[derive(Clone, Debug, PartialEq, Eq)]

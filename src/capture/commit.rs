@@ -10,11 +10,11 @@
 //! Everything here runs on SQLite's thread with the WAL write lock held: it touches local files
 //! only, never the network.
 
-use super::capture::Committed;
-use super::wal::{self, WalHeader};
+use super::Committed;
 use crate::clock;
 use crate::shadow::log::Appender;
 use crate::shadow::{Header, Kind, WalPos};
+use crate::wal::{self, WalHeader};
 use std::io;
 
 /// Reads bytes of the `-wal` file at an offset; returns how many were read (short at EOF).

@@ -1,0 +1,53 @@
+//! What the uploader asks of a database from its own thread: whether the shadow log lacks a
+//! commit that is in the WAL, and bringing it up to date under the WAL write lock that the
+//! uploader took through its own connection (for a snapshot's point, or a marker record).
+
+use super::{read_full, read_wal_header, Database};
+use crate::capture::commit;
+use crate::shadow::fingerprint;
+use std::io;
+
+impl Database {
+    /// only takes the write lock when a commit really is missing from the log.
+    pub fn needs_catch_up(&self) -> io::Result<bool> {
+        let Some(repl) = self.replication() else {
+            return Ok(false);
+        };
+        let last = crate::shadow::log::last_record(&repl.shadow.log_dir())?;
+        let file = std::fs::File::open(self.wal_path()).ok();
+        let mut read = |buf: &mut [u8], off: u64| read_full(file.as_ref(), buf, off);
+        let hdr = read_wal_header(&mut read);
+        let fp = || fingerprint(&self.path);
+        commit::has_uncaptured(last.as_ref(), hdr.as_ref(), &mut read, &fp)
+    }
+
+    /// Under the WAL write lock (the caller holds it through its own connection): appends every
+    /// transaction the log lacks, then, if `marker` is given, a marker record with a TXID of at
+    /// least `min_txid`. Returns the last TXID in the log and the WAL position.
+    pub fn catch_up_locked(
+        &self,
+        marker: Option<(crate::shadow::Kind, u64, u32, u32)>,
+    ) -> io::Result<(u64, crate::shadow::WalPos)> {
+        let mut st = self.lock();
+        let Some(_) = st.replication else {
+            return Err(io::Error::other("not replicating"));
+        };
+        let wal_path = self.wal_path();
+        let file = std::fs::File::open(&wal_path).ok();
+        let mut read = |buf: &mut [u8], off: u64| read_full(file.as_ref(), buf, off);
+        let hdr = read_wal_header(&mut read);
+        let fp = || fingerprint(&self.path);
+        let result = commit::catch_up(st.appender.as_mut().unwrap(), hdr.as_ref(), &mut read, &fp);
+        self.account(&mut st, result);
+        if let Some((kind, min_txid, page_size, commit_pages)) = marker {
+            let app = st.appender.as_mut().unwrap();
+            let a = commit::mark_at_least(app, kind, min_txid, page_size, commit_pages)?;
+            self.account(&mut st, Ok(a));
+        }
+        let last = st.appender.as_ref().unwrap().last().copied();
+        Ok((
+            last.map_or(0, |h| h.txid),
+            last.map_or(crate::shadow::WalPos::Unknown, |h| h.pos),
+        ))
+    }
+}

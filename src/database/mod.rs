@@ -1,0 +1,256 @@
+//! The extension's per-database wiring: one `Database` per database file per process, shared
+//! by every connection of the process to that file. It owns the capture state and the
+//! shadow-log appender of a database and ties its stages together.
+//!
+//! - this file: the registry (`lookup`, `get_or_create`) and what other threads read of a
+//!   database (settings, status, paths);
+//! - `start`: deciding when replication starts (URI parameter, PRAGMA, environment, or a shadow
+//!   directory that already names a replica) and the `walrust_*` PRAGMAs;
+//! - `hooks`: what the VFS's callbacks call (open, WAL writes, syncs, locks, deletion), where
+//!   WAL writes become shadow-log records through `capture`;
+//! - `catch_up`: what the uploader asks under the WAL write lock it took itself.
+//!
+//! Edges: `vfs::ffi` calls the hooks (the callback boundary); this module calls `capture`,
+//! `wal`, `shadow`, `replication`, `upload`, `checkpoint`, `config`, `store`, `cleanup`, and of
+//! `vfs` only `RawFile` (a leaf of `vfs::ffi`, for `open_file_readonly`), never the callbacks.
+//! `upload`, `checkpoint` and `sql` reach a database through here, never through `vfs`; `watch`
+//! (no SQLite, no `Database`) uses only `conflict_message` and `record_replica`.
+//! What must hold: a hook never fails the application's I/O and never waits on the network; a
+//! database with no replica configured gets no capture, no files, no threads.
+
+mod catch_up;
+mod hooks;
+mod start;
+
+pub use hooks::{before_delete, open_main, open_wal};
+pub(crate) use start::{conflict_message, record_replica};
+
+use crate::capture::{Capture, Committed};
+use crate::config::Settings;
+use crate::replication::Replication;
+use crate::shadow::log::Appender;
+use crate::vfs::RawFile;
+use crate::wal::{self, WalHeader};
+use once_cell::sync::Lazy;
+use std::collections::HashMap;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+/// Which connection's `-wal` file handle a call came through (each connection opens its own).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalHandle(pub usize);
+
+/// What an open file is to walrust.
+pub enum Role {
+    /// A main database file; `AppFile` is set for the application's connections (not
+    /// walrust's own).
+    Main(Arc<Database>, Option<AppFile>),
+    Wal(Arc<Database>),
+    Other,
+}
+
+/// Counts an application connection's main file for as long as it is open.
+pub struct AppFile(Arc<Database>);
+
+impl Drop for AppFile {
+    fn drop(&mut self) {
+        // While the count still says open, so the uploader may take a snapshot if one is due.
+        if self.0.app_files.load(std::sync::atomic::Ordering::Acquire) == 1 {
+            self.0.before_last_close();
+        }
+        self.0
+            .app_files
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+pub enum PragmaOutcome {
+    /// Not a walrust PRAGMA: let SQLite handle it.
+    NotOurs,
+    Value(Option<String>),
+    Error(String),
+}
+
+static DATABASES: Lazy<Mutex<HashMap<PathBuf, Weak<Database>>>> =
+    Lazy::new(|| Mutex::new(HashMap::new()));
+
+pub struct Database {
+    pub path: PathBuf,
+    state: Mutex<DbState>,
+    /// Main files of the application's connections open now. walrust's own connections do not
+    /// count: when this drops to zero they close, and the database is forgotten.
+    app_files: std::sync::atomic::AtomicUsize,
+}
+
+#[derive(Default)]
+struct DbState {
+    capture: Capture,
+    appender: Option<Appender>,
+    replication: Option<Arc<Replication>>,
+    /// A replica asked for before the database was in WAL mode.
+    wanted: Option<String>,
+    settings: Option<Settings>,
+    /// Why replication is not running although it was asked for.
+    problem: Option<String>,
+    /// An open that asked for a different replica than the one in use.
+    conflict: Option<String>,
+    /// The WAL was deleted while the database stayed open (`PRAGMA journal_mode=DELETE`):
+    /// replication is paused until a `-wal` file is opened again.
+    left_wal: bool,
+    /// A connection of this process holds the WAL write lock.
+    in_write_txn: bool,
+    /// A commit seen at xWrite, appended when the write lock is released: only then has SQLite
+    /// published it in the WAL index, so a process that dies before that leaves no phantom
+    /// transaction in the log.
+    pending: Option<Committed>,
+    /// The WAL handle (one per connection) that wrote the pending commit.
+    pending_writer: WalHandle,
+    /// That handle synced the WAL for the pending commit (`synchronous=FULL`).
+    pending_sync: bool,
+    /// Records of commits whose WAL SQLite synced (`synchronous=FULL`) are in the log, not yet
+    /// synced. The commit path adds no fsync: the WAL holds those commits durably until its
+    /// generation ends, and the log is synced then (`sync_log_at_generation_end`), before
+    /// the WAL is restarted, truncated or deleted.
+    log_owes_sync: bool,
+    /// Without shared-memory locks (`locking_mode=EXCLUSIVE`) a commit is appended as soon as
+    /// its frame is written: the handle that wrote it, until its WAL sync (if any) came.
+    appended_unsynced: Option<WalHandle>,
+    /// The `-wal` file, for reading pending commits' pages (no locks live on it).
+    wal_file: Option<std::fs::File>,
+}
+
+/// The database a path names, if this process has it open.
+pub fn lookup(path: &Path) -> Option<Arc<Database>> {
+    DATABASES.lock().unwrap().get(path).and_then(Weak::upgrade)
+}
+
+fn get_or_create(path: &Path) -> Arc<Database> {
+    let mut map = DATABASES.lock().unwrap();
+    if let Some(db) = map.get(path).and_then(Weak::upgrade) {
+        return db;
+    }
+    map.retain(|_, w| w.strong_count() > 0);
+    let db = Arc::new(Database {
+        path: path.to_path_buf(),
+        state: Mutex::new(DbState::default()),
+        app_files: std::sync::atomic::AtomicUsize::new(0),
+    });
+    map.insert(path.to_path_buf(), Arc::downgrade(&db));
+    db
+}
+
+/// The database header says WAL mode (read and write versions 2).
+fn is_wal_mode(read: &mut dyn FnMut(&mut [u8], u64) -> io::Result<usize>) -> bool {
+    let mut hdr = [0u8; 100];
+    matches!(read(&mut hdr, 0), Ok(100)) && hdr[18] == 2 && hdr[19] == 2
+}
+
+fn read_wal_header(read: &mut dyn FnMut(&mut [u8], u64) -> io::Result<usize>) -> Option<WalHeader> {
+    let mut b = [0u8; wal::HEADER_SIZE as usize];
+    match read(&mut b, 0) {
+        Ok(n) if n == b.len() => wal::parse_header(&b),
+        _ => None,
+    }
+}
+
+impl Database {
+    /// The application has this database open in this process.
+    pub fn in_use(&self) -> bool {
+        self.app_files.load(std::sync::atomic::Ordering::Acquire) > 0
+    }
+
+    /// The application's last connection in this process is closing: upload what this process
+    /// committed, waiting at most `walrust_close_timeout` (SPEC 6, nothing stranded). What is
+    /// left is in the shadow log for the next process that opens the database.
+    fn before_last_close(&self) {
+        let Some(repl) = self.replication() else {
+            return;
+        };
+        let timeout = repl.settings().close_timeout_ms;
+        let status = repl.status();
+        if timeout == 0 || status.local_txid <= status.uploaded_txid {
+            return;
+        }
+        let wait = std::time::Duration::from_millis(timeout);
+        let Err(e) = crate::upload::sync(&repl, status.local_txid, wait) else {
+            return;
+        };
+        // A refusal was said already, in those words.
+        if repl.status().last_error.as_deref() != Some(e.as_str()) {
+            crate::log::warn(&format!(
+                "{e} (at the last close of {}; walrust_close_timeout is {timeout} ms)",
+                self.path.display()
+            ));
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, DbState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn wal_path(&self) -> PathBuf {
+        let mut p = self.path.clone().into_os_string();
+        p.push("-wal");
+        PathBuf::from(p)
+    }
+
+    /// The replication of this database, if it is running.
+    pub fn replication(&self) -> Option<Arc<Replication>> {
+        self.lock().replication.clone()
+    }
+
+    /// Where this process's appends to the shadow log have reached: (segment, offset).
+    pub fn log_position(&self) -> Option<(u64, u64)> {
+        self.lock().appender.as_ref()?.position()
+    }
+
+    /// Settings: the database's own (URI, PRAGMA) over the environment's.
+    pub fn settings(&self) -> Settings {
+        self.lock()
+            .settings
+            .clone()
+            .unwrap_or_else(Settings::from_env)
+    }
+
+    /// Why replication is not running although it was asked for (for `walrust_status`).
+    pub fn problem(&self) -> Option<String> {
+        self.lock().problem.clone()
+    }
+
+    /// The replica asked for that waits for WAL mode, if any (for `walrust_status`).
+    pub fn wanted_replica(&self) -> Option<String> {
+        self.lock().wanted.clone()
+    }
+
+    /// Why replication is paused although it runs: the database left WAL mode.
+    pub fn paused(&self) -> Option<String> {
+        let st = self.lock();
+        (st.replication.is_some() && st.left_wal).then(|| {
+            format!(
+                "walrust: replication of {} is paused: the database is not in WAL mode; run PRAGMA journal_mode=WAL to resume (a snapshot then brings the replica up to date)",
+                self.path.display()
+            )
+        })
+    }
+
+    /// The database file, opened for reading through the wrapped VFS (see `RawFile`: a
+    /// `std::fs::File` would drop the application's POSIX locks when closed).
+    pub fn open_file_readonly(&self) -> io::Result<RawFile> {
+        RawFile::open_db_readonly(&self.path)
+    }
+}
+
+/// Reads exactly `buf.len()` bytes at `off`, or reports 0 (short or absent file).
+fn read_full(file: Option<&std::fs::File>, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    let Some(f) = file else { return Ok(0) };
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read_at(&mut buf[n..], off + n as u64)? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(if n == buf.len() { n } else { 0 })
+}

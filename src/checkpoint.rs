@@ -163,7 +163,7 @@ fn step(e: &mut Entry) {
         return;
     };
     let Some(repl) = db.replication() else { return };
-    let _ = crate::shadow::growth::check(&repl, now_ms());
+    let _ = crate::growth::check(&repl, now_ms());
     if now_ms() < e.hold_until_ms || db.paused().is_some() {
         e.conn = None;
         return;

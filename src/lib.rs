@@ -16,6 +16,7 @@ pub mod compact;
 pub mod config;
 pub mod database;
 pub mod failpoint;
+pub mod growth;
 pub mod history;
 pub mod log;
 pub mod ltx;

@@ -45,8 +45,8 @@ pub struct Replication {
     pub wal: WalActivity,
     /// A snapshot waiting for the application's next commit (see `upload::snapshot::take`).
     pub handoff: Mutex<Option<crate::upload::snapshot::Handoff>>,
-    /// Whether the shadow log's size was reported (`shadow::growth`).
-    pub growth: crate::shadow::growth::Watch,
+    /// Whether the shadow log's size was reported (`growth`).
+    pub growth: crate::growth::Watch,
 }
 
 /// What the checkpoint thread needs to know about the WAL, updated by every commit with

@@ -8,7 +8,6 @@
 //! returns; nothing is removed from the log before it is durable in the replica; and nothing
 //! here ever waits for the network.
 
-pub mod growth;
 pub mod log;
 pub mod record;
 pub mod restored;

@@ -75,7 +75,7 @@ pub(super) fn walrust_status(ctx: &Context<'_>) -> rusqlite::Result<String> {
         "notice": s.notice,
         "last_upload_at": s.last_upload_at_ms.map(format_rfc3339_ms),
         "uploader": s.uploading,
-        "warning": crate::shadow::growth::warning(&repl),
+        "warning": crate::growth::warning(&repl),
     });
     Ok(v.to_string())
 }

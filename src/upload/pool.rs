@@ -162,8 +162,8 @@ impl Pool {
             }
         };
         if let Msg::Register(repl, db) = &msg {
-            if !self.slots.contains_key(&id) {
-                let slot = Slot {
+            if let std::collections::hash_map::Entry::Vacant(v) = self.slots.entry(id) {
+                v.insert(Slot {
                     entry: Some(Box::new(Entry::new(repl.clone(), db.clone()))),
                     repl: repl.clone(),
                     endpoint: endpoint_of(&repl.url),
@@ -173,8 +173,7 @@ impl Pool {
                     timer_at: i64::MAX,
                     compact_wanted: false,
                     compacting: false,
-                };
-                self.slots.insert(id, slot);
+                });
             }
         }
         let Some(slot) = self.slots.get_mut(&id) else {

@@ -265,6 +265,9 @@ pub fn wal_overlay(
     Ok(in_wal)
 }
 
+/// Reads page `n` (1-based) of the database being streamed into the buffer.
+pub type ReadPage<'a> = dyn FnMut(u32, &mut [u8]) -> Result<(), String> + 'a;
+
 /// Streams pages `1..=pages` (each read by `read_page`) into a level-9 LTX file at `txid`
 /// and uploads it with its manifest entry. Both snapshot sources (the extension's, the
 /// sidecar's) end here.
@@ -274,7 +277,7 @@ pub fn stream_pages(
     txid: Txid,
     page_size: u32,
     pages: u32,
-    read_page: &mut dyn FnMut(u32, &mut [u8]) -> Result<(), String>,
+    read_page: &mut ReadPage,
 ) -> Result<Txid, Error> {
     let max = txid;
     let name = ltx::file_name(Txid::ONE, max);

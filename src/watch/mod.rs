@@ -292,7 +292,7 @@ impl Watched {
             Some(WalPos::At { salts, frame }) if salts == hdr.salts => frame,
             _ => return Ok(()),
         };
-        let seen = std::mem::replace(&mut st.ckpt_seen, Some((hdr.salts, copied)));
+        let seen = st.ckpt_seen.replace((hdr.salts, copied));
         let backlog = copied.saturating_sub(ix.ckpt()?.n_backfill);
         let paused = seen == Some((hdr.salts, copied));
         if backlog == 0 || (!paused && backlog < CHECKPOINT_FRAMES) {

@@ -106,6 +106,7 @@ pub fn on_commit(path: &Path, frames: u32) -> bool {
     repl.wal.frames.store(frames, Ordering::Relaxed);
     repl.wal.last_commit_ms.store(now_ms(), Ordering::Relaxed);
     repl.wal.idle_done.store(false, Ordering::Relaxed);
+    repl.wal.files_released.store(false, Ordering::Relaxed);
     let since = repl.wal.checkpointed_at.load(Ordering::Relaxed);
     let grown = frames < since || frames - since >= PASSIVE_FRAMES;
     if frames >= PASSIVE_FRAMES && grown && !repl.wal.signaled.swap(true, Ordering::AcqRel) {
@@ -182,11 +183,13 @@ fn step(e: &mut Entry) {
     // checkpointed by the committing connection itself, see `on_commit`.)
     let mode = "PASSIVE";
     let idle_pass_due = idle && !w.idle_done.load(Ordering::Relaxed);
+    if idle && !w.files_released.load(Ordering::Relaxed) && db.release_idle_files() {
+        w.files_released.store(true, Ordering::Relaxed);
+    }
     if frames < PASSIVE_FRAMES && !idle_pass_due {
         return;
     }
     if idle_pass_due {
-        db.release_idle_files();
         if wal_is_empty(&db) {
             // Nothing to copy (a database opened and not written): no connection is opened,
             // so an idle database costs no descriptors or cache for it.

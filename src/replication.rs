@@ -67,6 +67,8 @@ pub struct WalActivity {
     pub idle_done: AtomicBool,
     /// The last commit synced the WAL (`synchronous=FULL` or EXTRA).
     pub commits_synced: AtomicBool,
+    /// The database's files were let go since the last commit (`release_idle_files`).
+    pub files_released: AtomicBool,
 }
 
 impl Replication {

@@ -337,15 +337,17 @@ impl Database {
     /// The database went idle: its WAL read-back handle and shadow-log segment are let go, so
     /// that an idle database holds no descriptor of walrust's beyond the uploader's lock. The
     /// next commit opens them again.
-    pub fn release_idle_files(&self) {
+    /// Returns false when a commit is under way (try again later).
+    pub fn release_idle_files(&self) -> bool {
         let mut st = self.lock();
         if st.in_write_txn || st.pending.is_some() {
-            return;
+            return false;
         }
         st.wal_file = None;
         if let Some(app) = st.appender.as_mut() {
             app.release_file();
         }
+        true
     }
 }
 

@@ -56,8 +56,19 @@ while extra > target and time.time() < deadline:
     time.sleep(0.25)
     extra = fds() - before
 status = [json.loads(c.execute("SELECT walrust_status()").fetchone()[0]) for c in conns]
-print(json.dumps({"extra": extra, "errors": [s["last_error"] for s in status
-                                                   if s["last_error"]]}))
+kinds = {}
+for fd in os.listdir("/proc/self/fd"):
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        flags = open(f"/proc/self/fdinfo/{fd}").read().split()[3]
+    except OSError:
+        continue
+    if target.startswith(base + "/"):
+        name = target[len(base) + 1:].split("/", 1)[-1] if "-walrust/" in target else "db*" + target[target.rfind("."):]
+        key = f"{name} (flags {flags})"
+        kinds[key] = kinds.get(key, 0) + 1
+print(json.dumps({"extra": extra, "kinds": kinds,
+                  "errors": [s["last_error"] for s in status if s["last_error"]]}))
 for c in conns:
     c.close()
 """
@@ -80,12 +91,13 @@ def test_an_idle_database_holds_one_descriptor_and_a_restart_uploads_no_snapshot
 ):
     replicas = [replica] + [new_replica(f"idle{i}") for i in range(1, N_DBS)]
     urls = [r.url for r in replicas]
-    first = run_phase(walrust_ext, tmp_path, urls, write=True, per_db=PLAIN + 4)
+    first = run_phase(walrust_ext, tmp_path, urls, write=True, per_db=PLAIN + 5)
     assert first["errors"] == []
     # Written, then idle: the uploader's lock, plus the database descriptors SQLite keeps
-    # pending for walrust's closed connections while the application holds its locks (at
-    # most one per connection walrust had open at once). It was 9 per database before.
-    assert first["extra"] - PLAIN * N_DBS <= 4 * N_DBS, first
+    # pending for walrust's closed files while the application holds its locks, one per file
+    # walrust had open at once: the checkpoint's connection, and a snapshot's two connections
+    # and its page reader (4 when all overlap, as they do on a loaded machine). It was 9.
+    assert first["extra"] - PLAIN * N_DBS <= 5 * N_DBS, first
     before = {r.url: sorted((f.min_txid, f.max_txid) for f in snapshots(r)) for r in replicas}
     assert all(before.values()), before
 

@@ -114,10 +114,14 @@ def test_a_busy_database_gets_a_spare_log_segment_and_gives_it_back_when_idle(
     conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
     spare = tmp_path / "app.db-walrust" / "log" / "spare"
     seen = False
-    for _ in range(8000):
+    # Each 8 MiB segment gives the checkpoint thread a window (from half full to the roll) to
+    # write the spare; on a loaded machine it may miss one, so keep filling, within a bound.
+    for _ in range(32000):
         conn.execute("INSERT INTO t(v) VALUES (randomblob(2000))")
-        seen = seen or spare.exists()
-    assert seen, "no spare segment was written while the log filled"
+        if spare.exists():
+            seen = True
+            break
+    assert seen, "no spare segment was written while the log filled (about 16 segments)"
     deadline = time.time() + 30
     while spare.exists() and time.time() < deadline:
         time.sleep(0.2)

@@ -17,6 +17,7 @@ use crate::shadow::{Kind, WalPos};
 use crate::store::FileKey;
 use crate::types::{PageNo, Txid};
 use crate::wal;
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 use std::collections::HashMap;
 use std::io::{BufWriter, Write};
@@ -36,6 +37,11 @@ pub fn open_internal(db: &Database) -> Result<Connection, String> {
     let conn = Connection::open_with_flags(&uri, flags)
         .map_err(|e| format!("cannot open {}: {e}", db.path.display()))?;
     conn.busy_timeout(Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    // Closing must never checkpoint and delete the WAL: when no application connection holds
+    // its lock yet (one just opened, before its first read), SQLite's close of the last
+    // connection would, and replication would pause as if the database had left WAL mode.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
         .map_err(|e| e.to_string())?;
     Ok(conn)
 }

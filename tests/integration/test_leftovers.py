@@ -29,9 +29,14 @@ def temp_files(*dirs):
     for d in dirs:
         for p in Path(d).rglob("*"):
             m = TEMP_NAME.search(p.name)
-            if m and p.is_file():
-                pid = int(next(g for g in m.groups()[1:] if g))
-                found[p] = (pid, p.stat().st_size)
+            if not m:
+                continue
+            try:
+                size = p.stat().st_size  # a live writer may rename it meanwhile: then gone
+            except FileNotFoundError:
+                continue
+            if p.is_file():
+                found[p] = (int(next(g for g in m.groups()[1:] if g)), size)
     return found
 
 

@@ -189,15 +189,13 @@ fn step(e: &mut Entry) {
     if frames < PASSIVE_FRAMES && !idle_pass_due {
         return;
     }
-    if idle_pass_due {
-        if wal_is_empty(&db) {
-            // Nothing to copy (a database opened and not written): no connection is opened,
-            // so an idle database costs no descriptors or cache for it.
-            w.idle_done.store(true, Ordering::Relaxed);
-            e.conn = None;
-            keep_spare(&db, &repl.shadow.log_dir(), true);
-            return;
-        }
+    if idle_pass_due && wal_is_empty(&db) {
+        // Nothing to copy (a database opened and not written): no connection is opened, so
+        // an idle database costs no descriptors or cache for it.
+        w.idle_done.store(true, Ordering::Relaxed);
+        e.conn = None;
+        keep_spare(&db, &repl.shadow.log_dir(), true);
+        return;
     }
     keep_spare(&db, &repl.shadow.log_dir(), idle_pass_due);
     if e.conn.is_none() {

@@ -66,6 +66,10 @@ pub struct Manifest {
     pub parts: Vec<parts::PartRef>,
     #[serde(default)]
     pub files: Vec<Entry>,
+    /// Set anew by each sweep of unnamed parts (`parts::sweep_unnamed`), so that the sweep's
+    /// write changes the manifest's version even on a store whose ETag is the content's hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<String>,
 }
 
 /// One file walrust wrote.
@@ -113,6 +117,7 @@ impl Manifest {
             generation: None,
             parts: Vec::new(),
             files: Vec::new(),
+            sweep: None,
         }
     }
 

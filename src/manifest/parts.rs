@@ -389,10 +389,16 @@ impl Edit {
 /// parts and the manifest naming them, or a failed delete of parts a manifest stopped naming.
 /// A writer names the parts it writes within one manifest write (seconds, a minute at worst
 /// with retries), so a part younger than `min_age_ms` may be about to be named and is kept.
-/// Returns how many parts were deleted. A part the manifest names but that cannot be read
-/// (the manifest changed meanwhile) ends the sweep without deleting anything.
+///
+/// A writer paused longer than that (a suspended machine, a stopped process) between its parts
+/// and its manifest write could still name them when it resumes, since its write is
+/// conditional only on the manifest's version. So before deleting anything the sweep writes
+/// the manifest again, conditionally, with a new `sweep` token: every such pending write then
+/// fails, and its writer starts over from the new manifest, which names none of the parts
+/// deleted. Returns how many parts were deleted. A part the manifest names but that cannot be
+/// read, or a manifest changed under the sweep, ends it without deleting anything.
 pub fn sweep_unnamed(store: &dyn Store, now_ms: i64, min_age_ms: i64) -> Result<usize, StoreError> {
-    let Some((m, _)) = super::load_head(store)? else {
+    let Some((mut m, etag)) = super::load_head(store)? else {
         return Ok(0);
     };
     let mut named = BTreeSet::new();
@@ -409,9 +415,16 @@ pub fn sweep_unnamed(store: &dyn Store, now_ms: i64, min_age_ms: i64) -> Result<
         .filter(|(key, modified)| !named.contains(key) && now_ms - modified >= min_age_ms)
         .map(|(key, _)| key)
         .collect();
-    if !unnamed.is_empty() {
-        store.delete_parts(&unnamed)?;
+    if unnamed.is_empty() {
+        return Ok(0);
     }
+    m.sweep = Some(format!("{:016x}", HistoryId::random().0));
+    match store.put_manifest(&m.to_json(), Some(&etag)) {
+        Ok(_) => {}
+        Err(StoreError::Conflict { .. }) => return Ok(0), // a writer was busy: next time
+        Err(e) => return Err(e),
+    }
+    store.delete_parts(&unnamed)?;
     Ok(unnamed.len())
 }
 
@@ -540,8 +553,18 @@ mod tests {
         // Young: they may be about to be named.
         assert_eq!(sweep_unnamed(&*s, now, 3_600_000).unwrap(), 0);
         assert_eq!(part_files(&dir), named + 2);
+        // A writer that wrote the first of them and was then paused for hours still holds the
+        // manifest's version it read.
+        let (_, seen_by_paused_writer) = manifest::load_head(&*s).unwrap().unwrap();
         // An hour later they go, and only they.
         assert_eq!(sweep_unnamed(&*s, now + 3_700_000, 3_600_000).unwrap(), 2);
+        // The sweep wrote the manifest anew first: the paused writer's conditional write,
+        // which would name a deleted part, now fails, and it starts over.
+        let resumed = s.put_manifest(b"{}", Some(&seen_by_paused_writer));
+        assert!(
+            matches!(resumed, Err(StoreError::Conflict { .. })),
+            "{resumed:?}"
+        );
         assert_eq!(part_files(&dir), named);
         assert!(s.get_part(&orphan.key).is_err());
         let (all, _) = manifest::load(&*s).unwrap().unwrap();

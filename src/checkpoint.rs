@@ -134,8 +134,8 @@ fn run(rx: flume::Receiver<Msg>) {
             }),
             Ok(Msg::Release(path, reply)) => {
                 for e in dbs.iter_mut() {
-                    if e.db.upgrade().is_some_and(|d| d.path == path) {
-                        e.conn = None;
+                    if let Some(d) = e.db.upgrade().filter(|d| d.path == path) {
+                        close(e, d.replication().as_deref());
                         e.hold_until_ms = now_ms() + RELEASE_HOLD_MS;
                     }
                 }
@@ -165,8 +165,11 @@ fn step(e: &mut Entry) {
     };
     let Some(repl) = db.replication() else { return };
     let _ = crate::growth::check(&repl, now_ms());
-    if now_ms() < e.hold_until_ms || db.paused().is_some() {
-        e.conn = None;
+    if now_ms() < e.hold_until_ms
+        || db.paused().is_some()
+        || repl.wal.internal_users.load(Ordering::SeqCst) > 0
+    {
+        close(e, Some(&repl));
         return;
     }
     crate::log::trace(|| {
@@ -193,15 +196,23 @@ fn step(e: &mut Entry) {
         // Nothing to copy (a database opened and not written): no connection is opened, so
         // an idle database costs no descriptors or cache for it.
         w.idle_done.store(true, Ordering::Relaxed);
-        e.conn = None;
+        close(e, Some(&repl));
         keep_spare(&db, &repl.shadow.log_dir(), true);
         return;
     }
     keep_spare(&db, &repl.shadow.log_dir(), idle_pass_due);
     if e.conn.is_none() {
+        // Announced before it is opened, and given up if a snapshot or catch-up came first
+        // (see `keep_away`).
+        w.ckpt_conn_open.store(true, Ordering::SeqCst);
+        if w.internal_users.load(Ordering::SeqCst) > 0 {
+            close(e, Some(&repl));
+            return;
+        }
         match crate::upload::snapshot::open_internal(&db) {
             Ok(c) => e.conn = Some(c),
             Err(err) => {
+                w.ckpt_conn_open.store(false, Ordering::SeqCst);
                 crate::log::warn(&format!(
                     "walrust: background checkpoint of {} skipped: {err}",
                     db.path.display()
@@ -228,7 +239,7 @@ fn step(e: &mut Entry) {
         if done {
             // Idle and checkpointed: the connection (its cache, its schema) is opened again
             // when writes come back.
-            e.conn = None;
+            close(e, Some(&repl));
         }
     }
     // Wake again once the WAL has grown another PASSIVE_FRAMES past this checkpoint; one a
@@ -240,6 +251,48 @@ fn step(e: &mut Entry) {
         let _ = w
             .frames
             .compare_exchange(frames, 0, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
+/// Closes the thread's connection to a database and says so (`WalActivity::ckpt_conn_open`).
+fn close(e: &mut Entry, repl: Option<&crate::replication::Replication>) {
+    e.conn = None;
+    if let Some(r) = repl {
+        r.wal.ckpt_conn_open.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Keeps the checkpoint thread's connection to a database closed while it lives.
+///
+/// SQLite's unix VFS cannot close a descriptor of a database file while this process holds
+/// POSIX locks on it (the application's connection always does, in WAL mode): it keeps the
+/// descriptor pending and reuses it for the next open with the same flags. So walrust's own
+/// connections leave as many pending descriptors per database as it ever had open at once.
+/// A snapshot or a catch-up takes this guard before it opens its connection, and waits (up to
+/// `KEEP_AWAY_WAIT`) for the checkpoint thread to close its own: walrust then never has two
+/// connections of its own to a database, and an idle database written since it was opened
+/// holds one pending descriptor, not four. Waiting longer would only cost a descriptor, never
+/// correctness.
+pub struct KeepAway<'a>(&'a crate::replication::WalActivity);
+
+const KEEP_AWAY_WAIT: Duration = Duration::from_secs(2);
+
+pub fn keep_away(repl: &crate::replication::Replication) -> KeepAway<'_> {
+    let w = &repl.wal;
+    w.internal_users.fetch_add(1, Ordering::SeqCst);
+    if w.ckpt_conn_open.load(Ordering::SeqCst) {
+        let _ = CHANNEL.try_send(Msg::Wake);
+        let deadline = std::time::Instant::now() + KEEP_AWAY_WAIT;
+        while w.ckpt_conn_open.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    KeepAway(w)
+}
+
+impl Drop for KeepAway<'_> {
+    fn drop(&mut self) {
+        self.0.internal_users.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -5,6 +5,8 @@
 //! it); without it `hit` is an empty inline function. With it, `WALRUST_FAILPOINTS=a,b` names
 //! the points that abort the process (`std::process::abort`: no destructor, no buffered write,
 //! no exit handler runs), and `WALRUST_FAILPOINTS=name@N` aborts at the N-th hit.
+//! `WALRUST_FAILPOINTS=name~MS` sleeps MS milliseconds there instead, at every hit: it widens a
+//! window a race needs (another process's commit between two steps) so a test can hit it.
 
 /// Dies here if the test asked for it (see the module doc).
 #[cfg(feature = "failpoints")]
@@ -15,6 +17,12 @@ pub fn hit(name: &str) {
         return;
     };
     for item in spec.split(',').map(str::trim) {
+        if let Some((point, ms)) = item.split_once('~') {
+            if point == name {
+                std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
+            }
+            continue;
+        }
         let (point, nth) = match item.split_once('@') {
             Some((p, n)) => (p, n.parse().unwrap_or(1)),
             None => (item, 1),

@@ -69,6 +69,11 @@ pub struct WalActivity {
     pub commits_synced: AtomicBool,
     /// The database's files were let go since the last commit (`release_idle_files`).
     pub files_released: AtomicBool,
+    /// The checkpoint thread has (or is opening) a connection to the database.
+    pub ckpt_conn_open: AtomicBool,
+    /// Snapshots and catch-ups under way that keep the checkpoint thread's connection closed
+    /// (`checkpoint::keep_away`).
+    pub internal_users: std::sync::atomic::AtomicU32,
 }
 
 impl Replication {

@@ -12,7 +12,7 @@
 //!
 //! Edges: `vfs::ffi` calls the hooks (the callback boundary); this module calls `capture`,
 //! `wal`, `shadow`, `replication`, `upload`, `checkpoint`, `config`, `store`, `cleanup`, and of
-//! `vfs` only `RawFile` (a leaf of `vfs::ffi`, for `open_file_readonly`), never the callbacks.
+//! `vfs` only `MainFile` (a leaf of `vfs::ffi`, re-exported for the snapshot), never the callbacks.
 //! `upload`, `checkpoint` and `sql` reach a database through here, never through `vfs`; `watch`
 //! (no SQLite, no `Database`) uses only `conflict_message` and `record_replica`.
 //! What must hold: a hook never fails the application's I/O and never waits on the network; a
@@ -29,7 +29,7 @@ use crate::capture::{Capture, Committed};
 use crate::config::Settings;
 use crate::replication::Replication;
 use crate::shadow::log::Appender;
-use crate::vfs::RawFile;
+pub use crate::vfs::MainFile;
 use crate::wal::{self, WalHeader};
 use once_cell::sync::Lazy;
 use std::collections::HashMap;
@@ -233,12 +233,6 @@ impl Database {
                 self.path.display()
             )
         })
-    }
-
-    /// The database file, opened for reading through the wrapped VFS (see `RawFile`: a
-    /// `std::fs::File` would drop the application's POSIX locks when closed).
-    pub fn open_file_readonly(&self) -> io::Result<RawFile> {
-        RawFile::open_db_readonly(&self.path)
     }
 }
 

@@ -1,10 +1,11 @@
 //! Full snapshots: every page of the database as of one TXID, as a level-9 LTX file.
 //!
-//! Consistency without blocking writers for long: an internal connection takes the WAL write
-//! lock (`BEGIN IMMEDIATE`) just long enough to bring the shadow log up to date and fix the
-//! snapshot's TXID; a second internal connection opens a read transaction at that moment; the
-//! lock is released and the pages are streamed from that read snapshot's view: the newest WAL
-//! frame of each page up to the captured position, else the database file. While the read
+//! Consistency without blocking writers for long: with the WAL write lock held (by the
+//! application's next commit, or for an instant by the snapshot's own connection) the shadow
+//! log is brought up to date and the snapshot's TXID fixed; the reader connection's read
+//! transaction is opened at that point (`fix_point`, `fix_point_alone`); the lock is released
+//! and the pages are streamed from that read view, through the reader's own file handle: the
+//! newest WAL frame of each page up to the captured position, else the database file. While the read
 //! transaction is open SQLite cannot restart the WAL, and a checkpoint can only copy frames this
 //! view already includes, so what we read is exactly the database at that TXID.
 
@@ -65,6 +66,8 @@ pub fn with_write_lock<T>(
     busy: Duration,
     f: impl FnOnce(&Connection) -> Result<T, String>,
 ) -> Result<T, String> {
+    let repl = db.replication().ok_or("not replicating")?;
+    let _alone = crate::checkpoint::keep_away(&repl);
     let conn = open_internal(db)?;
     conn.busy_timeout(busy).map_err(|e| e.to_string())?;
     conn.execute_batch("BEGIN IMMEDIATE")
@@ -76,6 +79,7 @@ pub fn with_write_lock<T>(
 
 /// Where a snapshot's read view was fixed: its TXID, the WAL position of that TXID, and the
 /// database's page size and page count in that view.
+#[derive(Clone, Copy)]
 pub struct Point {
     pub txid: u64,
     pub pos: WalPos,
@@ -92,6 +96,12 @@ pub fn fix_point(db: &Database, reader: &Connection, min_txid: u64) -> Result<Po
     reader
         .execute_batch("BEGIN; SELECT count(*) FROM sqlite_schema;")
         .map_err(|e| format!("cannot start the snapshot's read transaction: {e}"))?;
+    point_here(db, reader, min_txid)
+}
+
+/// With the write lock held and `reader` in a transaction: brings the shadow log up to date,
+/// appends the snapshot's marker and says where the reader's view stands.
+fn point_here(db: &Database, reader: &Connection, min_txid: u64) -> Result<Point, String> {
     let page_size: u32 = reader
         .query_row("PRAGMA page_size", [], |r| r.get(0))
         .map_err(|e| e.to_string())?;
@@ -110,6 +120,45 @@ pub fn fix_point(db: &Database, reader: &Connection, min_txid: u64) -> Result<Po
     })
 }
 
+/// Without a commit to fix the point (`fix_point` at the application's commit), the reader
+/// fixes it alone, with one connection: it takes the write lock (`BEGIN IMMEDIATE`), brings
+/// the shadow log up to date and fixes the TXID, lets the lock go, and opens its read
+/// transaction. `PRAGMA data_version` changes when another connection commits, so an
+/// unchanged value proves the read view is the point fixed under the lock; otherwise a commit
+/// came in between and `None` is returned (the next commit, or the next attempt, fixes it).
+/// A second connection holding the lock while the reader opened its view would do the same
+/// with one more descriptor (see `checkpoint::keep_away`).
+pub fn fix_point_alone(
+    db: &Database,
+    reader: &Connection,
+    min_txid: u64,
+) -> Result<Option<Point>, String> {
+    reader
+        .busy_timeout(Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    reader
+        .execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| format!("cannot lock {} for writing: {e}", db.path.display()))?;
+    let fixed = data_version(reader).and_then(|v| Ok((v, point_here(db, reader, min_txid)?)));
+    let _ = reader.execute_batch("ROLLBACK");
+    let (version, point) = fixed?;
+    crate::failpoint::hit("snapshot.alone_unlocked");
+    let _ = reader.busy_timeout(Duration::ZERO);
+    reader
+        .execute_batch("BEGIN; SELECT count(*) FROM sqlite_schema;")
+        .map_err(|e| format!("cannot start the snapshot's read transaction: {e}"))?;
+    if data_version(reader)? != version {
+        let _ = reader.execute_batch("ROLLBACK");
+        return Ok(None);
+    }
+    Ok(Some(point))
+}
+
+fn data_version(conn: &Connection) -> Result<i64, String> {
+    conn.query_row("PRAGMA data_version", [], |r| r.get(0))
+        .map_err(|e| format!("cannot read the data version: {e}"))
+}
+
 /// Takes a snapshot. With `fresh_txid_above = Some(n)` the snapshot gets a TXID greater than
 /// `n` (after a divergence, or onto an empty replica); otherwise it carries the log's last
 /// TXID. Returns the snapshot's TXID.
@@ -125,6 +174,7 @@ pub fn take(
     owner: Option<crate::history::Owner>,
 ) -> Result<Txid, Error> {
     let min_txid = fresh_txid_above.map_or(1, |n| n + 1);
+    let _alone = crate::checkpoint::keep_away(repl);
     let reader = open_internal(db)?;
     let (tx, rx) = flume::bounded(1);
     *repl.handoff.lock().unwrap() = Some(Handoff {
@@ -133,8 +183,8 @@ pub fn take(
         reply: tx,
     });
     crate::log::trace(|| format!("snapshot of {} waits for a commit", db.path.display()));
-    // Wait for a commit to fix the point; without one for a second, take the write lock. A
-    // commit that could not fix it puts the request back, so look again each second.
+    // Wait for a commit to fix the point; without one for a second, fix it alone. A commit
+    // that could not fix it puts the request back, so look again each second.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let answer = loop {
         if let Ok(a) = rx.recv_timeout(Duration::from_secs(1)) {
@@ -143,10 +193,12 @@ pub fn take(
         let taken = repl.handoff.lock().unwrap().take();
         if let Some(h) = taken {
             crate::log::trace(|| "snapshot takes the write lock itself".to_string());
-            let point = with_write_lock(db, Duration::from_secs(5), |_| {
-                fix_point(db, &h.reader, h.min_txid)
-            });
-            break point.map(|p| (h.reader, p));
+            match fix_point_alone(db, &h.reader, h.min_txid) {
+                Ok(Some(point)) => break Ok((h.reader, point)),
+                // A commit came in between: the next one fixes the point.
+                Ok(None) => *repl.handoff.lock().unwrap() = Some(h),
+                Err(e) => break Err(e),
+            }
         }
         if std::time::Instant::now() > deadline {
             return Err(Error::Other(
@@ -156,15 +208,7 @@ pub fn take(
     };
     let (reader, point) = answer?;
     let expect = owner.map_or(crate::manifest::Expect::Any, crate::manifest::Expect::Owner);
-    let result = stream(
-        db,
-        repl,
-        expect,
-        Txid::new(point.txid).unwrap(),
-        point.pos,
-        point.page_size,
-        point.pages,
-    );
+    let result = stream(db, &reader, repl, expect, &point);
     let _ = reader.execute_batch("ROLLBACK");
     result
 }
@@ -199,13 +243,18 @@ pub fn serve_handoff(db: &Database, repl: &Replication, h: Handoff) {
 }
 fn stream(
     db: &Database,
+    reader: &Connection,
     repl: &Replication,
     expect: crate::manifest::Expect,
-    txid: Txid,
-    pos: WalPos,
-    page_size: u32,
-    pages: u32,
+    point: &Point,
 ) -> Result<Txid, Error> {
+    let Point {
+        txid,
+        pos,
+        page_size,
+        pages,
+    } = *point;
+    let txid = Txid::new(txid).ok_or("a snapshot needs a TXID above 0")?;
     let wal_file = std::fs::File::open(db.wal_path()).ok();
     let upto = match pos {
         WalPos::At { salts, frame } => Some((salts, frame)),
@@ -215,7 +264,9 @@ fn stream(
         Some(f) => wal_overlay(f, upto, page_size)?,
         None => HashMap::new(),
     };
-    let dbfile = db.open_file_readonly().map_err(|e| e.to_string())?;
+    // Through the reader's own handle: no descriptor beyond the connection's (see
+    // `checkpoint::keep_away` for why that matters).
+    let dbfile = crate::database::MainFile::of(reader).map_err(|e| e.to_string())?;
     let mut read = |pgno: u32, buf: &mut [u8]| -> Result<(), String> {
         match (in_wal.get(&pgno), &wal_file) {
             (Some(&off), Some(f)) => f

@@ -1,13 +1,13 @@
 //! Every `unsafe` line of walrust lives under this module: the `walrust` VFS's C callbacks, the
-//! extension entry point, a small handle for reading a database file through the wrapped VFS
-//! (`RawFile`), the POSIX calls of `walrust watch` (`posix`), and `schema_path`.
+//! extension entry point, a small handle for reading a database file through a connection's own
+//! handle (`MainFile`), the POSIX calls of `walrust watch` (`posix`), and `schema_path`.
 //!
 //! Rules: every callback runs its body through [`guard`], which catches panics and turns them
 //! into an SQLite error code (a panic must never unwind into C); callbacks only translate
 //! pointers into safe values and call the safe hooks in `crate::database`; and a hook's failure
-//! is never allowed to fail the application's I/O unless SQLite's own I/O failed. `RawFile`,
-//! `posix` and `schema_path` are leaves: they call no walrust code outside this module (`RawFile`
-//! only reads the wrapped VFS's pointer), so `database`, `watch` and `sql` use them without a
+//! is never allowed to fail the application's I/O unless SQLite's own I/O failed. `MainFile`,
+//! `posix` and `schema_path` are leaves: they call no walrust code outside this module (`MainFile`
+//! only reads through a connection's file pointer), so `database`, `watch` and `sql` use them without a
 //! cycle through the callbacks.
 
 mod entry;
@@ -16,7 +16,7 @@ mod methods;
 pub mod posix;
 mod raw;
 
-pub use raw::RawFile;
+pub use raw::MainFile;
 
 use rusqlite::ffi;
 use std::ffi::c_int;

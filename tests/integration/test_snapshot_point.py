@@ -1,0 +1,62 @@
+"""A snapshot fixes its TXID alone when its own process does not commit (issue 15, item 6: one
+connection of walrust's per database at a time). It takes the write lock to bring the shadow log
+up to date, lets it go, then opens its read view, and keeps it only if `PRAGMA data_version`
+shows no commit came in between. Here another process, without walrust, commits one row per
+transaction while the idle process takes snapshots, and every snapshot must restore exactly the
+database of its TXID. With the failpoint sleep the unlocked window is 40 ms wide, so commits
+land in it and the snapshot retries. (The pages streamed are bounded by the fixed WAL position,
+so a view one commit too new shows only if a checkpoint copies that commit's pages into the
+database file meanwhile; the data_version check closes that window, which this test does not
+reach deterministically.)"""
+
+import subprocess
+
+import pytest
+
+from test_history import PYTHON, Child, restored
+
+WRITER = r"""
+import random, sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+# No checkpoint of its own: this writer has no walrust, and a WAL it restarted would lose
+# commits walrust had not read yet (that case is a Resync, tested elsewhere).
+c.execute("PRAGMA wal_autocheckpoint=0")
+rng = random.Random(7)
+for _ in range(int(sys.argv[2])):
+    c.execute("INSERT INTO t(pad) VALUES (randomblob(40))")
+    time.sleep(rng.uniform(0, 0.03))
+c.close()
+"""
+
+
+@pytest.mark.parametrize("window_ms", [0, 40])
+def test_a_snapshot_fixed_alone_labels_exactly_what_it_read(tmp_path, walrust, failpoint_ext,
+                                                           replica, window_ms):
+    db = tmp_path / "app.db"
+    env = {"WALRUST_FAILPOINTS": f"snapshot.alone_unlocked~{window_ms}"} if window_ms else {}
+    # No checkpoint either: a WAL the writer restarts after walrust's idle checkpoint would lose
+    # commits not read yet, and their Resync would merge many commits into one TXID.
+    a = Child(failpoint_ext, db, replica, env_extra=env, checkpoint="app")
+    a.sql("PRAGMA journal_mode=WAL")
+    a.sql("CREATE TABLE t(id INTEGER PRIMARY KEY, pad BLOB)")
+    a.sql("INSERT INTO t(pad) VALUES (x'00')")
+    a.one("SELECT walrust_sync()")
+    writer = subprocess.Popen([PYTHON, "-c", WRITER, str(db), "300"])
+    taken = []
+    try:
+        while writer.poll() is None and len(taken) < 6:
+            taken.append(a.one("SELECT walrust_snapshot('main', 60000)"))
+    finally:
+        writer.wait(timeout=120)
+    assert writer.returncode == 0
+    last = a.one("SELECT walrust_sync()")
+    rows = a.one("SELECT count(*) FROM t")
+    a.exit()
+    assert taken, "no snapshot was taken while the writer ran"
+    # Every commit of the writer is one row and one TXID: a snapshot at TXID t holds exactly
+    # `rows - (last - t)` rows, or its pages are another TXID's.
+    for t in sorted(set(taken)):
+        got, contents = restored(walrust, replica, tmp_path, f"at-{t}.db", target=t)
+        assert got == t
+        n = len(contents["tables"]["t"])
+        assert n == rows - (last - t), f"snapshot at TXID {t} holds {n} rows; expected {rows - (last - t)} (last TXID {last}, {rows} rows)"

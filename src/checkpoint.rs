@@ -7,7 +7,9 @@
 //! checkpoint cannot catch up with a writer that never pauses) the committing connection runs
 //! SQLite's own checkpoint, which finds most frames already copied (so Litestream's TRUNCATE at
 //! 121359 frames is never needed); and a PASSIVE checkpoint when a database has been idle for a
-//! moment, so the next write starts the WAL over from its beginning. The commit path only
+//! moment, so the next write starts the WAL over from its beginning. When commits sync the WAL
+//! (`synchronous=FULL`, SQLite's default) the committing connection checkpoints at 1000 frames,
+//! as SQLite alone does, and this thread runs only the idle pass (see `INLINE_FRAMES`). The commit path only
 //! stores the WAL size in atomics and wakes this thread when a threshold is crossed. What must
 //! hold: a checkpoint never runs ahead of capture (every committed frame is in the shadow log
 //! before SQLite reports the commit, and the WAL is read once more before any restart or
@@ -31,13 +33,17 @@ pub const PASSIVE_FRAMES: u32 = 1000;
 /// WAL sync is what the application waits for: at 4000 frames it cost 12% of a writer's time
 /// that never pauses, at 8000 about half that (see BENCHMARKS.md).
 pub const INLINE_FRAMES: u32 = 8 * PASSIVE_FRAMES;
-/// The same when commits sync the WAL (`synchronous=FULL`, SQLite's default): there a WAL
-/// that grows costs every commit more (each `fdatasync` of a file that grew commits its
-/// metadata too), and the inline checkpoint's sync is one among many. Measured with
-/// `bench/ab_commit.sh OLD NEW FULL 4` (one-row commits, 3 s rounds): FULL went from
-/// 0.63-0.80x plain SQLite at 8,000 frames to 0.88-0.94x at 2,000. At NORMAL, 2,000 for every
-/// commit cost 0.77x -> 0.65x, so NORMAL keeps 8,000 (unchanged there: 0.73-0.79x).
-pub const INLINE_FRAMES_SYNCED: u32 = 2 * PASSIVE_FRAMES;
+/// When commits sync the WAL (`synchronous=FULL`, SQLite's default) the committing connection
+/// checkpoints at `PASSIVE_FRAMES`, as SQLite alone does, and the thread's PASSIVE passes are
+/// not asked for. There each commit waits for an `fdatasync`, and what costs is disk work
+/// overlapping it: a WAL that grows past its old size (each `fdatasync` then commits the
+/// file's metadata too) and the thread's own syncs of the WAL and the database while commits
+/// wait for theirs. Measured with `bench/ab_commit.sh OLD NEW FULL 8` (one-row commits, 3 s
+/// rounds, two runs): at 2,000 frames with the thread's passes at 1,000, 0.885x and 0.855x
+/// plain SQLite (medians); at 1,000 inline and no passes, 0.945x and 0.90x. Bulk commits
+/// (1,000 rows) were unchanged (0.74x and 0.75x). At 8,000 frames it had been 0.63-0.80x.
+/// At NORMAL the thread's passes pay (the inline checkpoint's sync is what a commit would
+/// wait for): 8,000 stays.
 /// A database with no commit for this long is idle.
 const IDLE_MS: i64 = 1000;
 /// How often idle databases are looked at.
@@ -92,15 +98,17 @@ pub fn on_commit(path: &Path, frames: u32) -> bool {
     if !repl.background_checkpoints() {
         return false;
     }
-    let inline = if repl.wal.commits_synced.load(Ordering::Relaxed) {
-        INLINE_FRAMES_SYNCED
+    let synced = repl.wal.commits_synced.load(Ordering::Relaxed);
+    let inline = if synced {
+        PASSIVE_FRAMES
     } else {
         INLINE_FRAMES
     };
     if frames >= inline {
-        // The checkpoint thread has not caught up with this writer (it never pauses for the
-        // thread to win the locks): let this commit run SQLite's own PASSIVE checkpoint, which
-        // finds most frames already copied, so the WAL restarts and stays bounded.
+        // At FULL, SQLite's own point; otherwise the checkpoint thread has not caught up with
+        // this writer (it never pauses for the thread to win the locks): let this commit run
+        // SQLite's own PASSIVE checkpoint, which finds most frames already copied, so the WAL
+        // restarts and stays bounded.
         return false;
     }
     repl.wal.frames.store(frames, Ordering::Relaxed);
@@ -190,6 +198,11 @@ fn step(e: &mut Entry) {
         w.files_released.store(true, Ordering::Relaxed);
     }
     if frames < PASSIVE_FRAMES && !idle_pass_due {
+        // No pass due (at FULL the committing connection checkpoints), but a busy log still
+        // gets its spare segment.
+        if !idle {
+            keep_spare(&db, &repl.shadow.log_dir(), false);
+        }
         return;
     }
     if idle_pass_due && wal_is_empty(&db) {

@@ -39,12 +39,14 @@ def test_sustained_writes_keep_the_wal_bounded(tmp_path, walrust, connect, repli
 
 def test_at_synchronous_full_the_wal_restarts_sooner(tmp_path, walrust, connect, replica,
                                                      restore_and_compare):
-    """At FULL (SQLite's default) a WAL that grows costs every commit's fsync more, so the
-    committing connection checkpoints at 2,000 frames (8 MB) instead of 8,000 (33 MB)."""
+    """At FULL (SQLite's default) every commit waits for an fsync and disk work beside it
+    costs more than a checkpoint saves, so the committing connection checkpoints at 1,000
+    frames (4 MB), as SQLite alone does, instead of 8,000 (33 MB)."""
     biggest = biggest_wal_while_writing(walrust, connect, replica, restore_and_compare,
                                         tmp_path / "app.db", "FULL", 1, 12000)
-    # Well below what 8,000 frames would make (33 MB), with room for a busy machine.
-    assert biggest < 24 << 20, f"WAL grew to {biggest} bytes"
+    # Well below what 8,000 frames would make (33 MB), with room for a snapshot's read view
+    # holding the WAL back on a busy machine.
+    assert biggest < 16 << 20, f"WAL grew to {biggest} bytes"
 
 
 def wal_frames(conn):

@@ -7,6 +7,8 @@
 //! no exit handler runs), and `WALRUST_FAILPOINTS=name@N` aborts at the N-th hit.
 //! `WALRUST_FAILPOINTS=name~MS` sleeps MS milliseconds there instead, at every hit: it widens a
 //! window a race needs (another process's commit between two steps) so a test can hit it.
+//! `WALRUST_FAILPOINTS=name!N` makes the N-th call of `fails(name)` return true: an I/O call
+//! there fails as a failing disk would make it (`wal.sync`: the WAL's fsync).
 
 /// Dies here if the test asked for it (see the module doc).
 #[cfg(feature = "failpoints")]
@@ -40,6 +42,38 @@ pub fn hit(name: &str) {
     }
 }
 
+/// True when the test asked this call to fail (see the module doc).
+#[cfg(feature = "failpoints")]
+pub fn fails(name: &str) -> bool {
+    static CALLS: once_cell::sync::Lazy<std::sync::Mutex<std::collections::HashMap<String, u64>>> =
+        once_cell::sync::Lazy::new(Default::default);
+    let Ok(spec) = std::env::var("WALRUST_FAILPOINTS") else {
+        return false;
+    };
+    for item in spec.split(',').map(str::trim) {
+        let Some((point, nth)) = item.split_once('!') else {
+            continue;
+        };
+        if point != name {
+            continue;
+        }
+        let mut calls = CALLS.lock().unwrap_or_else(|e| e.into_inner());
+        let n = calls.entry(name.to_string()).or_insert(0);
+        *n += 1;
+        if *n == nth.parse().unwrap_or(1) {
+            eprintln!("walrust: failpoint {name}: this call fails");
+            return true;
+        }
+    }
+    false
+}
+
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub fn hit(_name: &str) {}
+
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn fails(_name: &str) -> bool {
+    false
+}

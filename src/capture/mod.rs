@@ -185,6 +185,14 @@ impl Capture {
         }
     }
 
+    /// SQLite failed to sync the WAL for the commit `c` (the last this process captured): the
+    /// commit was never published, and the next transaction writes its frames again.
+    pub fn unpublished(&mut self, c: &Committed) {
+        if self.last_commit == c.last && self.header.map(|h| h.salts) == Some(c.salts) {
+            self.last_commit = c.first - 1;
+        }
+    }
+
     /// Called before a write to the WAL reaches the disk. Returns the new header when this write
     /// starts a new WAL generation; the caller must settle the old one before letting it through.
     pub fn header_write(&self, offset: u64, data: &[u8]) -> Option<WalHeader> {
@@ -314,6 +322,22 @@ mod tests {
                 None
             })
             .is_none());
+    }
+
+    #[test]
+    fn a_commit_whose_sync_failed_is_written_again() {
+        let mut c = Capture::default();
+        c.start_generation(hdr());
+        c.on_write_lock();
+        write_frame(&mut c, 1, 2, 0);
+        let failed = write_frame(&mut c, 2, 3, 10).unwrap();
+        c.unpublished(&failed);
+        // The next transaction reuses frames 1 and 2: they are its own, not checksum rewrites.
+        c.on_write_lock();
+        write_frame(&mut c, 1, 4, 0);
+        let got = write_frame(&mut c, 2, 5, 10).unwrap();
+        assert_eq!((got.first, got.last), (1, 2));
+        assert_eq!(got.pages, vec![(4, 1), (5, 2)]);
     }
 
     #[test]

@@ -261,15 +261,28 @@ impl Database {
         }
     }
 
-    /// SQLite synced the WAL. With a commit pending, that is `synchronous=FULL` (or EXTRA)
+    /// SQLite synced the WAL (`ok`), or failed to. With a commit pending, that is `synchronous=FULL` (or EXTRA)
     /// making the commit durable: the log owes a sync before this WAL generation ends
     /// (`log_owes_sync`); the commit itself waits for no other fsync. Otherwise it is a
     /// checkpoint's sync (`synchronous=NORMAL` syncs nothing else), and the log is left to the
     /// page cache: see "Durability" in README.md. `handle` tells the committing connection's
     /// sync from another connection's (the checkpoint thread's, say) that happens to come
     /// while a commit is pending.
-    pub fn wal_synced(&self, handle: WalHandle) {
+    /// If the sync failed and a commit of that handle is pending, SQLite did not publish it
+    /// (it reports the error, and the next writer reuses the frames): it never becomes a
+    /// record, so no restore can return a transaction the application was told failed.
+    pub fn wal_synced(&self, handle: WalHandle, ok: bool) {
         let mut st = self.lock();
+        if !ok {
+            if st.pending.is_some() && st.pending_writer == handle {
+                if let Some(c) = st.pending.take() {
+                    st.capture.unpublished(&c);
+                    st.capture.recycle(c.images);
+                }
+                st.pending_sync = false;
+            }
+            return;
+        }
         if st.pending.is_some() && st.pending_writer == handle {
             st.pending_sync = true;
             return;

@@ -140,9 +140,12 @@ unsafe extern "C" fn x_truncate(f: *mut ffi::sqlite3_file, size: i64) -> c_int {
 unsafe extern "C" fn x_sync(f: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
     guard(PANIC_RC, || unsafe {
         let (role, inner, m) = parts(f);
-        let rc = (m.xSync.unwrap())(inner, flags);
-        if let (Role::Wal(db), ffi::SQLITE_OK) = (role, rc) {
-            db.wal_synced(WalHandle(f as usize));
+        let rc = match role {
+            Role::Wal(_) if crate::failpoint::fails("wal.sync") => ffi::SQLITE_IOERR_FSYNC,
+            _ => (m.xSync.unwrap())(inner, flags),
+        };
+        if let Role::Wal(db) = role {
+            db.wal_synced(WalHandle(f as usize), rc == ffi::SQLITE_OK);
         }
         rc
     })

@@ -13,7 +13,8 @@
 //! stores the WAL size in atomics and wakes this thread when a threshold is crossed. What must
 //! hold: a checkpoint never runs ahead of capture (every committed frame is in the shadow log
 //! before SQLite reports the commit, and the WAL is read once more before any restart or
-//! truncation); S3 trouble never stops checkpoints (this thread never touches the network);
+//! truncation; while appends fail, as on a full disk, walrust checkpoints nothing:
+//! `WalActivity::log_behind`); S3 trouble never stops checkpoints (this thread never touches the network);
 //! SQLite's checkpointer lock keeps checkpoints of several processes from overlapping.
 
 use crate::clock::now_ms;
@@ -44,6 +45,13 @@ pub const INLINE_FRAMES: u32 = 8 * PASSIVE_FRAMES;
 /// (1,000 rows) were unchanged (0.74x and 0.75x). At 8,000 frames it had been 0.63-0.80x.
 /// At NORMAL the thread's passes pay (the inline checkpoint's sync is what a commit would
 /// wait for): 8,000 stays.
+/// While shadow-log appends fail (a full shadow directory), walrust checkpoints nothing, so
+/// that the commits the log lacks stay in the WAL until space returns and an append catches
+/// them up. Past this many frames (256 MB of WAL at 4 KiB pages) the committing connection
+/// checkpoints anyway: the WAL must not grow without bound, and the replica then resyncs
+/// with a snapshot once the log works again (nothing committed is lost: it is in the
+/// database).
+pub const BEHIND_FRAMES: u32 = 64 * PASSIVE_FRAMES;
 /// A database with no commit for this long is idle.
 const IDLE_MS: i64 = 1000;
 /// How often idle databases are looked at.
@@ -104,6 +112,11 @@ pub fn on_commit(path: &Path, frames: u32) -> bool {
     } else {
         INLINE_FRAMES
     };
+    if repl.wal.log_behind.load(Ordering::Acquire) && frames < BEHIND_FRAMES {
+        // The shadow log could not take the last commits: they are in the WAL alone, which
+        // must not restart. It grows until an append succeeds (or up to `BEHIND_FRAMES`).
+        return true;
+    }
     if frames >= inline {
         // At FULL, SQLite's own point; otherwise the checkpoint thread has not caught up with
         // this writer (it never pauses for the thread to win the locks): let this commit run
@@ -176,6 +189,7 @@ fn step(e: &mut Entry) {
     if now_ms() < e.hold_until_ms
         || db.paused().is_some()
         || repl.wal.internal_users.load(Ordering::SeqCst) > 0
+        || repl.wal.log_behind.load(Ordering::Acquire)
     {
         close(e, Some(&repl));
         return;

@@ -69,6 +69,11 @@ pub struct WalActivity {
     pub commits_synced: AtomicBool,
     /// The database's files were let go since the last commit (`release_idle_files`).
     pub files_released: AtomicBool,
+    /// The last append to the shadow log failed (a full or failing disk): commits are in the
+    /// WAL alone, so walrust checkpoints nothing until an append succeeds. A checkpoint would
+    /// let SQLite restart the WAL over them, and the log could then only resync with a
+    /// snapshot, which a full shadow directory may never have room for.
+    pub log_behind: AtomicBool,
     /// The checkpoint thread has (or is opening) a connection to the database.
     pub ckpt_conn_open: AtomicBool,
     /// Snapshots and catch-ups under way that keep the checkpoint thread's connection closed

@@ -243,6 +243,11 @@ impl Database {
     /// catch-up to repair from the WAL; it never fails the application's commit.
     pub(super) fn account(&self, st: &mut DbState, result: io::Result<Appended>) {
         let repl = st.replication.as_ref().unwrap();
+        // A failed append leaves commits in the WAL alone: no checkpoint may let SQLite
+        // restart it until an append succeeds (which catches them up first).
+        repl.wal
+            .log_behind
+            .store(result.is_err(), std::sync::atomic::Ordering::Release);
         match result {
             Ok(a) if a.records > 0 => {
                 if repl.appended(a) {

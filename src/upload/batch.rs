@@ -151,14 +151,7 @@ pub fn upload_level0(
         written: 0,
     };
     let header = ltx::Header::new(page_size, commit, min, max, last.header.timestamp_ms);
-    // The file is built in the shadow directory: a failure here (a full disk) is local, and
-    // the message must say where, not blame the replica.
-    let local = |e: &dyn std::fmt::Display| {
-        format!(
-            "cannot write {} in the shadow directory: {e}; free space there (the commits are safe in the shadow log)",
-            tmp.path.display()
-        )
-    };
+    let local = |e: &dyn std::fmt::Display| local_write_error(&tmp.path, e);
     let mut enc = Encoder::new(writer, header).map_err(|e| local(&e))?;
     let mut buf = vec![0u8; page_size as usize];
     for (&pgno, &(ri, pi)) in &pages {
@@ -187,6 +180,15 @@ pub fn upload_level0(
         bytes,
         entry,
     }))
+}
+
+/// An LTX file is built in the shadow directory before it is uploaded: a failure to write it
+/// (a full disk) is local, and the message must say where, not blame the replica.
+pub(super) fn local_write_error(path: &Path, e: &dyn std::fmt::Display) -> String {
+    format!(
+        "cannot write {} in the shadow directory: {e}; free space there (the commits are safe in the shadow log)",
+        path.display()
+    )
 }
 
 /// Writes a finished LTX file to the store, then records it in the manifest as `expect`'s

@@ -339,18 +339,24 @@ pub fn stream_pages(
     let max = txid;
     let name = ltx::file_name(Txid::ONE, max);
     let tmp_dir = repl.shadow.tmp_dir();
-    let (tmp, file) = TempFile::create(&tmp_dir, &name).map_err(|e| e.to_string())?;
+    let (tmp, file) = TempFile::create(&tmp_dir, &name).map_err(|e| {
+        format!(
+            "cannot create a temporary file in {}: {e}",
+            tmp_dir.display()
+        )
+    })?;
     let writer = HashingWriter {
         inner: BufWriter::new(file),
         hasher: Hasher64::new(),
         written: 0,
     };
+    let local = |e: &dyn std::fmt::Display| super::batch::local_write_error(&tmp.path, e);
     let ts = crate::clock::now_ms();
     let mut enc = Encoder::new(
         writer,
         ltx::Header::new(page_size, pages, Txid::ONE, max, ts),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| local(&e))?;
     let lock_page = crate::types::lock_page(page_size);
     let mut buf = vec![0u8; page_size as usize];
     for pgno in 1..=pages {
@@ -359,12 +365,12 @@ pub fn stream_pages(
         }
         read_page(pgno, &mut buf)?;
         enc.write_page(PageNo::new(pgno).unwrap(), &buf)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| local(&e))?;
     }
     let (mut writer, _) = enc
         .finish(crate::types::Checksum(0))
-        .map_err(|e| e.to_string())?;
-    writer.flush().map_err(|e| e.to_string())?;
+        .map_err(|e| local(&e))?;
+    writer.flush().map_err(|e| local(&e))?;
     let HashingWriter { hasher, .. } = writer;
     let sha = hasher.finish();
     let key = FileKey::new(crate::store::SNAPSHOT_LEVEL, Txid::ONE, max).unwrap();

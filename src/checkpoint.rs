@@ -8,14 +8,15 @@
 //! SQLite's own checkpoint, which finds most frames already copied (so Litestream's TRUNCATE at
 //! 121359 frames is never needed); and a PASSIVE checkpoint when a database has been idle for a
 //! moment, so the next write starts the WAL over from its beginning. When commits sync the WAL
-//! (`synchronous=FULL`, SQLite's default) the committing connection checkpoints at 1000 frames,
-//! as SQLite alone does, and this thread runs only the idle pass (see `INLINE_FRAMES`). The commit path only
-//! stores the WAL size in atomics and wakes this thread when a threshold is crossed. What must
-//! hold: a checkpoint never runs ahead of capture (every committed frame is in the shadow log
-//! before SQLite reports the commit, and the WAL is read once more before any restart or
-//! truncation; while appends fail, as on a full disk, walrust checkpoints nothing:
-//! `WalActivity::log_behind`); S3 trouble never stops checkpoints (this thread never touches the network);
-//! SQLite's checkpointer lock keeps checkpoints of several processes from overlapping.
+//! (`synchronous=FULL`, SQLite's default) the committing connection checkpoints at 1000
+//! frames, as SQLite alone does, and this thread runs only the idle pass (see
+//! `INLINE_FRAMES`). The commit path only stores the WAL size in atomics and wakes this thread
+//! when a threshold is crossed. What must hold: a checkpoint never runs ahead of capture (every
+//! committed frame is in the shadow log before SQLite reports the commit, and the WAL is read
+//! once more before any restart or truncation; while appends fail, as on a full disk, walrust
+//! checkpoints nothing: `WalActivity::log_behind`); S3 trouble never stops checkpoints (this
+//! thread never touches the network); SQLite's checkpointer lock keeps checkpoints of several
+//! processes from overlapping.
 
 use crate::clock::now_ms;
 use crate::database::{self, Database};
@@ -33,7 +34,7 @@ pub const PASSIVE_FRAMES: u32 = 1000;
 /// committing connection runs SQLite's own checkpoint, which then has little left to copy. Its
 /// WAL sync is what the application waits for: at 4000 frames it cost 12% of a writer's time
 /// that never pauses, at 8000 about half that (see BENCHMARKS.md).
-pub const INLINE_FRAMES: u32 = 8 * PASSIVE_FRAMES;
+///
 /// When commits sync the WAL (`synchronous=FULL`, SQLite's default) the committing connection
 /// checkpoints at `PASSIVE_FRAMES`, as SQLite alone does, and the thread's PASSIVE passes are
 /// not asked for. There each commit waits for an `fdatasync`, and what costs is disk work
@@ -45,6 +46,7 @@ pub const INLINE_FRAMES: u32 = 8 * PASSIVE_FRAMES;
 /// (1,000 rows) were unchanged (0.74x and 0.75x). At 8,000 frames it had been 0.63-0.80x.
 /// At NORMAL the thread's passes pay (the inline checkpoint's sync is what a commit would
 /// wait for): 8,000 stays.
+pub const INLINE_FRAMES: u32 = 8 * PASSIVE_FRAMES;
 /// While shadow-log appends fail (a full shadow directory), walrust checkpoints nothing, so
 /// that the commits the log lacks stay in the WAL until space returns and an append catches
 /// them up. Past this many frames (256 MB of WAL at 4 KiB pages) the committing connection

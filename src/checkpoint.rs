@@ -173,7 +173,7 @@ fn run(rx: flume::Receiver<Msg>) {
                 crate::log::error(
                     "walrust: internal error in the checkpoint thread (panic); will retry",
                 );
-                e.conn = None;
+                close_known(e);
             }
         }
         // An entry whose application connections are gone has closed its own (in `step`).
@@ -183,7 +183,7 @@ fn run(rx: flume::Receiver<Msg>) {
 
 fn step(e: &mut Entry) {
     let Some(db) = e.db.upgrade().filter(|d| d.in_use()) else {
-        e.conn = None;
+        close_known(e);
         return;
     };
     let Some(repl) = db.replication() else { return };
@@ -289,6 +289,14 @@ fn close(e: &mut Entry, repl: Option<&crate::replication::Replication>) {
     if let Some(r) = repl {
         r.wal.ckpt_conn_open.store(false, Ordering::SeqCst);
     }
+}
+
+/// `close` for an entry whose replication is not at hand (its application connections are
+/// closing, or a step panicked): a flag left saying "open" would make every `keep_away` of the
+/// database wait its whole `KEEP_AWAY_WAIT`, at the application's close among others.
+fn close_known(e: &mut Entry) {
+    let repl = e.db.upgrade().and_then(|d| d.replication());
+    close(e, repl.as_deref());
 }
 
 /// Keeps the checkpoint thread's connection to a database closed while it lives.

@@ -12,12 +12,13 @@
 //! (docs/DESIGN.md, decision 11).
 //!
 //! Parts (`parts`): keeping the manifest current must not cost more as the replica ages (SPEC
-//! 5), so a level's oldest entries are moved, 64 at a time, into immutable part objects under
-//! `manifest/` that the manifest names with their own hash (see `parts`); the manifest itself
-//! stays a few kilobytes. `load` returns every entry (parts read back and checked);
+//! 5), so a level's oldest entries are moved, 32 at a time, into immutable part objects under
+//! `manifest/` that the manifest names with their own hash (see `parts`), packed at about 14
+//! bytes an entry (`packed`); the manifest itself stays a few kilobytes. `load` returns every entry (parts read back and checked);
 //! `load_head` only the manifest object, for its owner and newest TXID.
 //!
-//! Format (version 2; version 1 had no `history`/`generation`; version 3 adds `parts`):
+//! Format (version 2; version 1 had no `history`/`generation`; version 3 adds `parts`, version
+//! 4 packs the parts of entries):
 //! ```json
 //! {"version":2,"history":"5f0c3a9e1b2d4c6f","generation":1,"files":[{"key":"ltx/9/0000000000000001-0000000000000020.ltx","level":9,
 //!   "min_txid":"0000000000000001","max_txid":"0000000000000020",
@@ -26,6 +27,8 @@
 //! `key` is relative to the replica root (the directory or bucket prefix), in the store's
 //! layout. Entries are sorted by (level, min_txid, max_txid); one entry per file.
 
+pub mod cadence;
+pub mod packed;
 pub mod parts;
 
 pub use parts::PARTS_DIR;
@@ -43,8 +46,9 @@ use crate::Txid;
 
 /// The format version this walrust writes. A manifest with a higher version is not rewritten.
 /// Version 2 added the owner (`history`, `generation`): a walrust that knows only version 1
-/// refuses to rewrite it, so it cannot drop the owner.
-pub const VERSION: u32 = 3;
+/// refuses to rewrite it, so it cannot drop the owner. Version 3 added parts; version 4 writes
+/// parts of entries packed (`packed`), which a walrust that knows only version 3 cannot read.
+pub const VERSION: u32 = 4;
 
 /// The version written while a manifest has no parts: walrust releases that know version 2
 /// can still rewrite it.

@@ -1,14 +1,14 @@
 //! `manifest.json`'s parts: what keeps the manifest's upkeep from growing with the replica's
 //! age (SPEC 5).
 //!
-//! Every manifest write rewrites the manifest object, so it must stay small: once 32 entries of
-//! a level wait in it, the oldest 32 move into a part, an immutable JSON object under
-//! `manifest/<level>/` that the manifest names by key, TXID range, entry count, size and
-//! SHA-256. Eight parts of one level and size are merged into one eight times larger, up to
-//! 16,384 entries (about 4 MB); past that, eight parts are named by an index part instead of
-//! copied. So the manifest object names at most seven parts per level and size (a few dozen
-//! references in all, a logarithm of the replica's age), and each entry is written about five
-//! times in its life.
+//! Every manifest write rewrites the manifest object, so it must stay small: once 16 entries of
+//! a level wait in it, the oldest 16 move into a part, an immutable object under
+//! `manifest/<level>/` (packed, `packed`) that the manifest names by key, TXID range, entry
+//! count, size and SHA-256. Eight parts of one level and size are merged into one eight times
+//! larger, up to 8,192 entries (about 115 KB); past that, eight parts are named by a JSON index
+//! part instead of copied. So the manifest object names at most seven parts per level and size
+//! (a few dozen references in all, a logarithm of the replica's age), and each entry is
+//! written about five times in its life, at about 14 bytes each time.
 //!
 //! What must hold: an entry is either in the manifest object or in exactly one part it names
 //! (an entry in the object wins over a part's of the same key); a part is written, under a
@@ -17,7 +17,7 @@
 //! the manifest just before a writer replaced it, and reads the manifest again; a writer that
 //! loses the conditional write deletes the parts it wrote for it.
 
-use super::{is_hex16, sha256_64, Entry, Manifest, VERSION};
+use super::{is_hex16, packed, sha256_64, Entry, Manifest, VERSION};
 use crate::history::HistoryId;
 use crate::store::{ETag, FileKey, Store, StoreError, MANIFEST_KEY, SNAPSHOT_LEVEL};
 use crate::Txid;
@@ -26,9 +26,15 @@ use std::collections::BTreeSet;
 
 /// Where parts live, relative to the replica root.
 pub const PARTS_DIR: &str = "manifest/";
-/// A level's entries in the manifest object are sealed into a part once this many wait.
+/// Whether a file under `PARTS_DIR` named so is a part (packed or JSON), not a temporary file.
+pub fn is_part_name(name: &str) -> bool {
+    name.ends_with(".wmp") || name.ends_with(".json")
+}
+
+/// A level's entries in the manifest object are sealed into a part once this many wait (16: each
+/// inline entry costs ~230 bytes of the object at every write, a reference ~195).
 #[cfg(not(test))]
-pub const PART_ENTRIES: usize = 32;
+pub const PART_ENTRIES: usize = 16;
 /// Parts of one level and size merged at once.
 #[cfg(not(test))]
 const FANOUT: usize = 8;
@@ -37,7 +43,7 @@ const FANOUT: usize = 8;
 pub const PART_ENTRIES: usize = 4;
 #[cfg(test)]
 const FANOUT: usize = 4;
-/// No merge of entries makes a part larger than this (16,384 entries, about 4 MB); past it,
+/// No merge of entries makes a part larger than this (8,192 entries, about 115 KB); past it,
 /// parts are merged into index parts that name them.
 const MAX_PART_ENTRIES: usize = PART_ENTRIES * FANOUT * FANOUT * FANOUT;
 /// Parts sealed by one update at most, so that the first update of a large manifest written
@@ -131,7 +137,9 @@ fn read_within(store: &dyn Store, r: &PartRef, depth: u32) -> Result<Vec<Entry>,
     Ok(out)
 }
 
-/// Reads one part object and checks it against its reference.
+/// Reads one part object and checks it against its reference. A packed part (`packed`, how
+/// parts of entries are written) comes back as a body of entries; a JSON one (index parts,
+/// and parts of entries as the first releases wrote them) as it is.
 fn read_body(store: &dyn Store, r: &PartRef) -> Result<Body, StoreError> {
     let body = store.get_part(&r.key)?;
     let damaged = |why: &str| StoreError::Invalid {
@@ -147,7 +155,18 @@ fn read_body(store: &dyn Store, r: &PartRef) -> Result<Body, StoreError> {
     if body.len() as u64 != r.size || sha256_64(&body) != r.sha256 {
         return Err(damaged("its size or SHA-256 is not what the manifest says"));
     }
-    let b: Body = serde_json::from_slice(&body).map_err(|_| damaged("it is not valid JSON"))?;
+    let b: Body = if packed::is_packed(&body) {
+        let files = packed::decode(&body, r.level, store.layout())
+            .ok_or_else(|| damaged("it is not a packed part of its level"))?;
+        Body {
+            version: VERSION,
+            level: r.level,
+            files,
+            parts: Vec::new(),
+        }
+    } else {
+        serde_json::from_slice(&body).map_err(|_| damaged("it is not valid JSON"))?
+    };
     let fits = |e: &Entry| e.file_key().is_some_and(|k| r.covers(&k)) && is_hex16(&e.sha256);
     let inside = |c: &PartRef| {
         c.plausible() && c.level == r.level && r.min_txid <= c.min_txid && c.max_txid <= r.max_txid
@@ -159,7 +178,7 @@ fn read_body(store: &dyn Store, r: &PartRef) -> Result<Body, StoreError> {
     Ok(b)
 }
 
-/// Writes `entries` (of one level, sorted) as a new part.
+/// Writes `entries` (of one level, sorted) as a new packed part.
 fn write(store: &dyn Store, level: u32, entries: Vec<Entry>) -> Result<PartRef, StoreError> {
     let min_txid = entries
         .iter()
@@ -172,17 +191,11 @@ fn write(store: &dyn Store, level: u32, entries: Vec<Entry>) -> Result<PartRef, 
         .max()
         .expect("a part has entries");
     let key = format!(
-        "{PARTS_DIR}{level}/{min_txid}-{max_txid}-{:016x}.json",
+        "{PARTS_DIR}{level}/{min_txid}-{max_txid}-{:016x}.wmp",
         HistoryId::random().0
     );
-    let count = entries.len();
-    let body = Body {
-        version: VERSION,
-        level,
-        files: entries,
-        parts: Vec::new(),
-    };
-    put(store, key, level, (min_txid, max_txid), count, &body)
+    let body = packed::encode(level, &entries);
+    put(store, key, level, (min_txid, max_txid), entries.len(), body)
 }
 
 /// Writes an index part naming `children` (of one level, sorted).
@@ -201,7 +214,8 @@ fn write_index(store: &dyn Store, children: Vec<PartRef>) -> Result<PartRef, Sto
         files: Vec::new(),
         parts: children,
     };
-    put(store, key, level, (min_txid, max_txid), count, &body)
+    let body = serde_json::to_vec(&body).expect("a part always serializes");
+    put(store, key, level, (min_txid, max_txid), count, body)
 }
 
 fn put(
@@ -210,9 +224,8 @@ fn put(
     level: u32,
     (min_txid, max_txid): (Txid, Txid),
     count: usize,
-    body: &Body,
+    body: Vec<u8>,
 ) -> Result<PartRef, StoreError> {
-    let body = serde_json::to_vec(body).expect("a part always serializes");
     store.put_part(&key, &body)?;
     Ok(PartRef {
         key,
@@ -343,11 +356,24 @@ impl Edit {
         Ok(())
     }
 
-    /// Merges the `FANOUT` oldest parts of a level and tier into one, when there are that many
-    /// (one merge per update).
+    /// Merges the `FANOUT` oldest parts of a level and tier into one while there are that
+    /// many. Bounded per update like sealing, but above the rate at which one update can seal
+    /// parts (`SEALS_PER_UPDATE`, and the merges they cascade into), so that parts never pile
+    /// up in the manifest object (one merge per update did, once an update sealed more than
+    /// `FANOUT - 1` parts).
     fn merge(&mut self, store: &dyn Store, m: &mut Manifest) -> Result<(), StoreError> {
+        for _ in 0..SEALS_PER_UPDATE {
+            if !self.merge_one(store, m)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// One merge, if there is one to do.
+    fn merge_one(&mut self, store: &dyn Store, m: &mut Manifest) -> Result<bool, StoreError> {
         let Some(group) = mergeable(m) else {
-            return Ok(());
+            return Ok(false);
         };
         let total: usize = group.iter().map(|p| p.count).sum();
         if total > MAX_PART_ENTRIES {
@@ -357,7 +383,7 @@ impl Edit {
             m.parts.retain(|p| !group.contains(p));
             m.parts.push(r);
             sort_parts(m);
-            return Ok(());
+            return Ok(true);
         }
         let mut entries = Vec::new();
         for p in &group {
@@ -370,7 +396,7 @@ impl Edit {
         self.dropped.extend(group.into_iter().map(|p| p.key));
         m.parts.push(r);
         sort_parts(m);
-        Ok(())
+        Ok(true)
     }
 
     /// The manifest naming the new parts was written: the replaced ones go.
@@ -603,6 +629,67 @@ mod tests {
         );
         // Merged and replaced parts were deleted: only the named ones remain.
         assert_eq!(part_files(&dir), reachable(&*s, &head.parts));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_json_part_as_version_3_wrote_it_is_read_and_replaced_packed() {
+        let (dir, s) = store();
+        let old: Vec<Entry> = (1..=2 * PART_ENTRIES as u64)
+            .map(|t| entry(0, t, t))
+            .collect();
+        let body = Body {
+            version: 3,
+            level: 0,
+            files: old.clone(),
+            parts: Vec::new(),
+        };
+        let key = format!("{PARTS_DIR}0/old-part.json");
+        let r = put(
+            &*s,
+            key.clone(),
+            0,
+            (old[0].min_txid, old[old.len() - 1].max_txid),
+            old.len(),
+            serde_json::to_vec(&body).unwrap(),
+        )
+        .unwrap();
+        let mut m = Manifest::new();
+        m.version = 3;
+        m.parts.push(r);
+        s.put_manifest(&m.to_json(), None).unwrap();
+        let (full, _) = manifest::load(&*s).unwrap().unwrap();
+        assert_eq!(full.files, old);
+        // Removing one of its entries rewrites what stays of it, packed.
+        manifest::update(&*s, &[], &[key_of(&old[0])]).unwrap();
+        let (head, _) = manifest::load_head(&*s).unwrap().unwrap();
+        assert_eq!(head.version, VERSION);
+        assert!(s.get_part(&key).is_err(), "the JSON part was replaced");
+        let (full, _) = manifest::load(&*s).unwrap().unwrap();
+        assert_eq!(full.files, old[1..]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn updates_that_seal_many_parts_at_once_do_not_pile_parts_up() {
+        // A manifest written every two minutes at one batch a second gets 120 entries an
+        // update: more parts sealed than one merge took away, when merges were one an update.
+        let (dir, s) = store();
+        let per_update = (PART_ENTRIES * (FANOUT + 2)) as u64;
+        let mut t = 1;
+        for _ in 0..40 {
+            let batch: Vec<Entry> = (t..t + per_update).map(|x| entry(0, x, x)).collect();
+            manifest::update(&*s, &batch, &[]).unwrap();
+            t += per_update;
+        }
+        let (head, _) = manifest::load_head(&*s).unwrap().unwrap();
+        let mut per_tier = std::collections::BTreeMap::<u32, usize>::new();
+        for p in &head.parts {
+            *per_tier.entry(p.tier()).or_default() += 1;
+        }
+        assert!(per_tier.values().all(|&n| n < FANOUT), "{per_tier:?}");
+        let (full, _) = manifest::load(&*s).unwrap().unwrap();
+        assert_eq!(full.files.len() as u64, t - 1);
         let _ = std::fs::remove_dir_all(dir);
     }
 

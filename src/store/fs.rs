@@ -286,7 +286,7 @@ impl FsStore {
 
 /// The `.json` files under `dir` (a writer's temporary files end otherwise), with their
 /// modification times, as keys relative to `root`.
-fn list_json_under(root: &Path, dir: &Path, out: &mut Vec<(String, i64)>) -> io::Result<()> {
+fn list_parts_under(root: &Path, dir: &Path, out: &mut Vec<(String, i64)>) -> io::Result<()> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -301,8 +301,8 @@ fn list_json_under(root: &Path, dir: &Path, out: &mut Vec<(String, i64)>) -> io:
             Err(e) => return Err(e),
         };
         if meta.is_dir() {
-            list_json_under(root, &path, out)?;
-        } else if path.extension().is_some_and(|x| x == "json") {
+            list_parts_under(root, &path, out)?;
+        } else if crate::manifest::parts::is_part_name(&path.to_string_lossy()) {
             let rel = path.strip_prefix(root).expect("under the root");
             let modified = meta
                 .modified()
@@ -487,7 +487,7 @@ impl Store for FsStore {
     fn list_parts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let mut out = Vec::new();
         let top = self.root.join(crate::manifest::PARTS_DIR);
-        list_json_under(&self.root, &top, &mut out).map_err(|e| {
+        list_parts_under(&self.root, &top, &mut out).map_err(|e| {
             StoreError::io(format!("listing the manifest's parts in {}", self.url), e)
         })?;
         Ok(out)

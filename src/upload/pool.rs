@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Pool threads at most. Steps are network-bound (a level-0 batch is two requests, a manifest
-/// write two more every 10 s): at 30 ms per request, 1,000 databases committing about once a
+/// write two more every 10 to 60 s): at 30 ms per request, 1,000 databases committing about once a
 /// second need about 1,000 × 2 × 30 ms = 60 thread-seconds per second on their endpoint. With
 /// 64 (48 per endpoint) that was more than one endpoint could have, and the lag of 1,000
 /// databases grew to 8 s (BENCHMARKS.md, "Many databases"); 128 (96 per endpoint) leave

@@ -60,10 +60,11 @@ pub(crate) struct Entry {
     /// When the entry next needs a look: the oldest unsent commit plus the sync interval, or
     /// the housekeeping poll.
     next_tick_ms: i64,
-    /// Manifest entries of uploaded level-0 files not yet written to `manifest.json`, and when
-    /// it was last written.
+    /// Manifest entries of uploaded level-0 files not yet written to `manifest.json`, when it
+    /// was last written, and the size of the object written then (`manifest::cadence`).
     pub(super) manifest_backlog: Vec<crate::manifest::Entry>,
     manifest_written_ms: i64,
+    manifest_head_bytes: u64,
     /// The last read stopped at `BATCH_RECORDS`: the log holds more, upload and read again.
     batch_full: bool,
 }
@@ -103,6 +104,7 @@ impl Entry {
             next_tick_ms: 0,
             manifest_backlog: Vec::new(),
             manifest_written_ms: now_ms(),
+            manifest_head_bytes: 0,
             batch_full: false,
         }
     }
@@ -504,7 +506,7 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
         }
     }
     // At once when someone waits in walrust_sync() or the application closed the database;
-    // else every MANIFEST_EVERY_MS. (Writing it whenever the log went quiet made a database
+    // else when `manifest::cadence` says so. (Writing it whenever the log went quiet made a database
     // committing less than once a second read and rewrite the manifest after every batch.)
     write_manifest(e, db.is_none() || !e.waiters.is_empty())?;
     if e.pending.is_empty() {
@@ -618,21 +620,16 @@ fn upload_pending(e: &mut Entry, before_snapshot: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// Level-0 entries go into `manifest.json` at most this often (and at once for `walrust_sync()`
-/// and when the application closes the database). The manifest lists every file of the
-/// replica, so rewriting it at each upload batch made its bytes grow with the square of the
-/// file count.
-/// An entry not written yet (the process died first) only means that file's SHA-256 is not
-/// checked at restore; its LTX checksum still is. Compaction never merges or removes a file
-/// the manifest does not name, so the backlog's files are safe until it is written
-/// (docs/DESIGN.md, decision 11).
-const MANIFEST_EVERY_MS: i64 = 10_000;
-
-/// Writes the manifest backlog if it is due (`force`: now).
+/// Writes the manifest backlog if it is due (`manifest::cadence`; `force`: now, for
+/// `walrust_sync()` and when the application closed the database). An entry not written yet
+/// (the process died first) only means that file's SHA-256 is not checked at restore; its LTX
+/// checksum still is. Compaction never merges or removes a file the manifest does not name, so
+/// the backlog's files are safe until it is written (docs/DESIGN.md, decision 11).
 fn write_manifest(e: &mut Entry, force: bool) -> Result<(), String> {
-    if e.manifest_backlog.is_empty()
-        || (!force && now_ms() - e.manifest_written_ms < MANIFEST_EVERY_MS)
-    {
+    let age = now_ms() - e.manifest_written_ms;
+    let due =
+        crate::manifest::cadence::backlog_due(&e.manifest_backlog, age, e.manifest_head_bytes);
+    if e.manifest_backlog.is_empty() || !(force || due) {
         return Ok(());
     }
     let Some(me) = e.owner else {
@@ -640,9 +637,10 @@ fn write_manifest(e: &mut Entry, force: bool) -> Result<(), String> {
     };
     let expect = crate::manifest::Expect::Owner(me);
     match crate::manifest::update_as(e.repl.store.as_ref(), expect, &e.manifest_backlog, &[]) {
-        Ok((_, version)) => {
+        Ok((written, version)) => {
             crate::failpoint::hit("upload.manifest_written");
-            e.manifest_version = Some(version)
+            e.manifest_version = Some(version);
+            e.manifest_head_bytes = written.to_json().len() as u64;
         }
         Err(crate::store::StoreError::NotOwner { found, .. }) => {
             owner::lost(e, found);

@@ -1,5 +1,5 @@
-"""manifest.json's parts (SPEC 5, issue 15): past 64 files of a level the manifest names parts
-instead of every file, so keeping it current does not cost more as the replica ages. A replica
+"""manifest.json's parts (SPEC 5, issue 15): past 16 files of a level the manifest names parts
+(packed, `src/manifest/packed.rs`) instead of every file, so keeping it current does not cost more as the replica ages. A replica
 with hundreds of upload batches restores with walrust and with Litestream, verifies, compacts
 and restores again; the manifest object stays small throughout."""
 
@@ -14,6 +14,13 @@ def manifest_object(replica):
     return json.loads((replica.objects / "manifest.json").read_bytes())
 
 
+def part_files(replica):
+    """Parts on disk, relative to the replica's root: packed (.wmp) and JSON (index parts)."""
+    return sorted(str(p.relative_to(replica.objects))
+                  for p in (replica.objects / "manifest").rglob("*")
+                  if p.suffix in (".wmp", ".json"))
+
+
 def test_a_replica_of_hundreds_of_batches_keeps_a_small_manifest_and_restores(
         tmp_path, walrust, connect, replica, litestream):
     db = tmp_path / "app.db"
@@ -25,7 +32,7 @@ def test_a_replica_of_hundreds_of_batches_keeps_a_small_manifest_and_restores(
     head = manifest_object(replica)
     level0 = [f for f in replica.ltx_files() if f.level == 0]
     assert len(level0) >= BATCHES - 2  # the first commits go into the first snapshot
-    assert head["parts"], "past 64 files of a level the manifest names parts"
+    assert head["parts"], "past 16 files of a level the manifest names parts"
     assert len(head["files"]) < 64 + 2, len(head["files"])
     assert len((replica.objects / "manifest.json").read_bytes()) < 24 << 10
     named = len(head["files"]) + sum(p["count"] for p in head["parts"])
@@ -57,8 +64,7 @@ def test_a_replica_of_hundreds_of_batches_keeps_a_small_manifest_and_restores(
     named = len(head["files"]) + sum(p["count"] for p in head["parts"])
     assert named == len(replica.ltx_files())
     if replica.kind == "file":
-        on_disk = sorted(str(p.relative_to(replica.objects))
-                         for p in (replica.objects / "manifest").rglob("*.json"))
+        on_disk = part_files(replica)
         assert on_disk == sorted(p["key"] for p in head["parts"])
     conn.close()
 
@@ -88,8 +94,7 @@ def test_parts_no_manifest_names_are_swept_once_an_hour_old(tmp_path, walrust, c
 
     conn.execute("SELECT walrust_snapshot()").fetchone()
     walrust.sync(conn)
-    on_disk = sorted(str(p.relative_to(replica.objects))
-                     for p in (replica.objects / "manifest").rglob("*.json"))
+    on_disk = part_files(replica)
     assert str(old.relative_to(replica.objects)) not in on_disk, "an hour-old orphan is swept"
     assert str(young.relative_to(replica.objects)) in on_disk, "a young part is kept"
     head = manifest_object(replica)

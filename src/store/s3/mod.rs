@@ -450,7 +450,11 @@ impl Store for S3Store {
         let bucket = self.client.bucket();
         let cmd = Command::PutObject {
             content: body,
-            content_type: "application/json",
+            content_type: if rel.ends_with(".json") {
+                "application/json"
+            } else {
+                OCTET_STREAM
+            },
             custom_headers: None,
             multipart: None,
         };

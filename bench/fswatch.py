@@ -45,6 +45,7 @@ class Watcher:
         self._wd = {}
         self._seen_dirs = set()
         self._written = {}  # path -> last CLOSE_WRITE time, to tell a write from a rename
+        self._listed = {}  # path -> when a new directory's listing recorded it
         self._stop = threading.Event()
         self._fd = None
         self._thread = None
@@ -67,7 +68,7 @@ class Watcher:
         return self.events
 
     def _add_tree(self, d, record_existing):
-        for dirpath, dirnames, filenames in os.walk(d):
+        for dirpath, _dirnames, _filenames in os.walk(d):
             if dirpath in self._seen_dirs:
                 continue
             wd = _libc.inotify_add_watch(
@@ -78,10 +79,19 @@ class Watcher:
             self._wd[wd] = dirpath
             self._seen_dirs.add(dirpath)
             if record_existing:
-                # Files that landed in a new directory before its watch existed.
-                for f in filenames:
-                    if not is_temp(f):
-                        self._record(os.path.join(dirpath, f))
+                # Files that landed in a new directory before its watch existed, listed after
+                # the watch is in place (os.walk listed it before: a file renamed into place in
+                # between was in neither, and its database's first upload went unseen until
+                # the second). A file both listed and reported by events counts once.
+                try:
+                    names = os.listdir(dirpath)
+                except FileNotFoundError:
+                    continue
+                for f in names:
+                    path = os.path.join(dirpath, f)
+                    if not is_temp(f) and os.path.isfile(path):
+                        self._record(path)
+                        self._listed[path] = time.monotonic()
 
     def _record(self, path):
         try:
@@ -128,6 +138,9 @@ class Watcher:
                 if is_temp(name):
                     continue
                 if mask & (IN_MOVED_TO | IN_CLOSE_WRITE):
+                    listed = self._listed.get(path)
+                    if listed is not None and time.monotonic() - listed < 1.0:
+                        continue  # its own events (s3s-fs sends two), around the listing
                     self._record(path)
 
 

@@ -13,10 +13,17 @@ One thread per direction per connection: a delay holds up only its own connectio
 """
 
 import argparse
+import os
 import socket
 import sys
 import threading
 import time
+
+
+# LATENCY_PROXY_LOG=FILE: one line per request (monotonic time, method and path), to see
+# which requests a run makes when (a diagnostic; the benchmarks leave it unset).
+LOG = open(os.environ["LATENCY_PROXY_LOG"], "a", buffering=1) if os.environ.get(
+    "LATENCY_PROXY_LOG") else None
 
 
 def pipe(src, dst, before_send, after_send):
@@ -25,7 +32,7 @@ def pipe(src, dst, before_send, after_send):
             data = src.recv(65536)
             if not data:
                 break
-            before_send()
+            before_send(data)
             dst.sendall(data)
             after_send()
     except OSError:
@@ -48,9 +55,11 @@ def serve(client, upstream, delay):
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     turn = {"server_spoke": True}  # the next client bytes begin a request
 
-    def request_start():
+    def request_start(data=b""):
         if turn["server_spoke"]:
             turn["server_spoke"] = False
+            if LOG:
+                LOG.write(f"{time.monotonic():.3f} {data.split(b' HTTP/')[0][:160].decode('latin-1')}\n")
             time.sleep(delay)
 
     def server_spoke():
@@ -60,7 +69,7 @@ def serve(client, upstream, delay):
                           daemon=True)
     up.start()
     # Marked before the answer is forwarded, so the client's next request always sees it.
-    pipe(server, client, server_spoke, lambda: None)
+    pipe(server, client, lambda _data: server_spoke(), lambda: None)
     up.join()
     client.close()
     server.close()

@@ -27,12 +27,23 @@ pub const MAX_MS: i64 = 120_000;
 /// (so that rewriting the object costs at most 2% of them).
 pub const LTX_PER_HEAD_BYTE: u64 = 50;
 
+/// The size assumed for a manifest object this uploader has not written yet (a replica with a
+/// few parts). Assuming nothing made every database's first batch after a start rewrite the
+/// manifest: with 1,000 databases starting together, twice the requests in the first
+/// seconds of their writes, and 3 s of lag (BENCHMARKS.md, "Many databases").
+pub const ASSUMED_HEAD_BYTES: u64 = 8 << 10;
+
 /// Whether a backlog is due `age_ms` after the last write of a manifest object of
 /// `head_bytes` (0: none written by this uploader yet).
 pub fn backlog_due(backlog: &[Entry], age_ms: i64, head_bytes: u64) -> bool {
     if backlog.is_empty() || age_ms < MIN_MS {
         return false;
     }
+    let head_bytes = if head_bytes == 0 {
+        ASSUMED_HEAD_BYTES
+    } else {
+        head_bytes
+    };
     let ltx: u64 = backlog.iter().map(|e| e.size).sum();
     age_ms >= MAX_MS || ltx >= head_bytes.saturating_mul(LTX_PER_HEAD_BYTE)
 }
@@ -69,6 +80,9 @@ mod tests {
         assert!(backlog_due(&backlog(10, 50_000), 10_000, head));
         // Nothing to write, or the first write of this uploader.
         assert!(!backlog_due(&[], 3_600_000, head));
-        assert!(backlog_due(&backlog(1, 1), 10_000, 0));
+        // The first write of this uploader: as for an object of 8 KB.
+        assert!(!backlog_due(&backlog(10, 4_300), 10_000, 0));
+        assert!(backlog_due(&backlog(10, 50_000), 10_000, 0));
+        assert!(backlog_due(&backlog(1, 1), 120_000, 0));
     }
 }

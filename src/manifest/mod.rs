@@ -235,6 +235,23 @@ pub fn update(
     update_as(store, Expect::Any, add, remove).map(|(m, _)| m)
 }
 
+/// What a writer keeps of its own manifest write: the version it made (so that a later `HEAD`
+/// finding it unchanged proves nobody wrote since) and the object's size (`cadence`).
+#[derive(Clone, Debug)]
+pub struct Written {
+    pub version: ETag,
+    pub bytes: u64,
+}
+
+impl Written {
+    pub fn of(m: &Manifest, version: ETag) -> Written {
+        Written {
+            version,
+            bytes: m.to_json().len() as u64,
+        }
+    }
+}
+
 /// Whose manifest an update may change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Expect {

@@ -192,7 +192,7 @@ pub(super) fn local_write_error(path: &Path, e: &dyn std::fmt::Display) -> Strin
 }
 
 /// Writes a finished LTX file to the store, then records it in the manifest as `expect`'s
-/// owner.
+/// owner; returns what the uploader keeps of that write.
 pub fn put_with_manifest(
     store: &dyn Store,
     expect: manifest::Expect,
@@ -200,13 +200,13 @@ pub fn put_with_manifest(
     path: &Path,
     timestamp_ms: i64,
     sha256: String,
-) -> Result<(), Error> {
+) -> Result<manifest::Written, Error> {
     let entry = put(store, key, path, timestamp_ms, sha256)?;
     crate::failpoint::hit("snapshot.file_written");
     match manifest::update_as(store, expect, &[entry], &[]) {
-        Ok(_) => {
+        Ok((m, version)) => {
             crate::failpoint::hit("snapshot.manifest_written");
-            Ok(())
+            Ok(manifest::Written::of(&m, version))
         }
         Err(StoreError::NotOwner { found, .. }) => Err(Error::NotOwner(found)),
         Err(e) => Err(Error::Other(e.to_string())),

@@ -39,13 +39,13 @@ pub trait Source: Send + Sync {
     /// Appends to the shadow log every commit it lacks, if that can be done without waiting
     /// (a busy WAL write lock means its holder captures its own commit).
     fn catch_up(&self);
-    /// Takes a snapshot (see `snapshot::take` for the TXID rules); returns its TXID.
+    /// Takes a snapshot (see `snapshot::take` for the TXID rules).
     fn snapshot(
         &self,
         repl: &Replication,
         fresh_txid_above: Option<u64>,
         owner: Option<crate::history::Owner>,
-    ) -> Result<crate::types::Txid, snapshot::Error>;
+    ) -> Result<snapshot::Taken, snapshot::Error>;
 }
 
 impl Source for Database {
@@ -71,7 +71,7 @@ impl Source for Database {
         repl: &Replication,
         fresh_txid_above: Option<u64>,
         owner: Option<crate::history::Owner>,
-    ) -> Result<crate::types::Txid, snapshot::Error> {
+    ) -> Result<snapshot::Taken, snapshot::Error> {
         snapshot::take(self, repl, fresh_txid_above, owner)
     }
 }

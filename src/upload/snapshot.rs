@@ -172,7 +172,7 @@ pub fn take(
     repl: &Replication,
     fresh_txid_above: Option<u64>,
     owner: Option<crate::history::Owner>,
-) -> Result<Txid, Error> {
+) -> Result<Taken, Error> {
     let min_txid = fresh_txid_above.map_or(1, |n| n + 1);
     let _alone = crate::checkpoint::keep_away(repl);
     let reader = open_internal(db)?;
@@ -216,6 +216,14 @@ pub fn take(
 /// Why a snapshot failed: the same reasons as any upload.
 pub use super::batch::Error;
 
+/// A snapshot uploaded: its TXID, and its manifest write (the uploader's fence goes on from
+/// its version, so the next batch needs no read of the manifest).
+#[derive(Debug)]
+pub struct Taken {
+    pub txid: Txid,
+    pub manifest: crate::manifest::Written,
+}
+
 /// A snapshot waiting for the application's next commit to fix its point.
 pub struct Handoff {
     pub reader: Connection,
@@ -247,7 +255,7 @@ fn stream(
     repl: &Replication,
     expect: crate::manifest::Expect,
     point: &Point,
-) -> Result<Txid, Error> {
+) -> Result<Taken, Error> {
     let Point {
         txid,
         pos,
@@ -335,7 +343,7 @@ pub fn stream_pages(
     page_size: u32,
     pages: u32,
     read_page: &mut ReadPage,
-) -> Result<Txid, Error> {
+) -> Result<Taken, Error> {
     let max = txid;
     let name = ltx::file_name(Txid::ONE, max);
     let tmp_dir = repl.shadow.tmp_dir();
@@ -374,6 +382,9 @@ pub fn stream_pages(
     let HashingWriter { hasher, .. } = writer;
     let sha = hasher.finish();
     let key = FileKey::new(crate::store::SNAPSHOT_LEVEL, Txid::ONE, max).unwrap();
-    put_with_manifest(repl.store.as_ref(), expect, &key, &tmp.path, ts, sha)?;
-    Ok(max)
+    let manifest = put_with_manifest(repl.store.as_ref(), expect, &key, &tmp.path, ts, sha)?;
+    Ok(Taken {
+        txid: max,
+        manifest,
+    })
 }

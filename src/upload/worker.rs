@@ -441,7 +441,12 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
                 return Ok(());
             }
             let txid = match db.snapshot(&e.repl, e.fresh_snapshot_above, e.owner) {
-                Ok(t) => t.get(),
+                Ok(taken) => {
+                    // Our own write: the next batch's fence needs no read of the manifest.
+                    e.manifest_version = Some(taken.manifest.version);
+                    e.manifest_head_bytes = taken.manifest.bytes;
+                    taken.txid.get()
+                }
                 Err(super::snapshot::Error::NotOwner(found)) => {
                     owner::lost(e, found);
                     return Ok(());

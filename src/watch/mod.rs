@@ -598,7 +598,7 @@ impl Watched {
         repl: &Replication,
         min_txid: u64,
         expect: crate::manifest::Expect,
-    ) -> Result<Txid, Error> {
+    ) -> Result<snapshot::Taken, Error> {
         // Wait for the write lock without holding our own mutex, so that polls go on (a
         // TRUNCATE checkpoint holding the write lock waits for our read slot to go).
         let deadline = Instant::now() + SNAPSHOT_LOCK_WAIT;
@@ -635,7 +635,7 @@ impl Watched {
         repl: &Replication,
         min_txid: u64,
         expect: crate::manifest::Expect,
-    ) -> Result<Txid, Error> {
+    ) -> Result<snapshot::Taken, Error> {
         let err = |e: io::Error| Error::Other(e.to_string());
         self.ensure_locks(st).map_err(err)?;
         let joined = st.index.as_ref().is_some_and(|ix| ix.joined());
@@ -695,7 +695,7 @@ impl Watched {
         crate::log::info(&format!(
             "walrust: snapshot of {} at TXID {} uploaded to {}",
             self.path.display(),
-            out.get(),
+            out.txid.get(),
             repl.url
         ));
         Ok(out)
@@ -784,7 +784,7 @@ impl crate::upload::Source for Watched {
         repl: &Replication,
         fresh_txid_above: Option<u64>,
         owner: Option<crate::history::Owner>,
-    ) -> Result<Txid, Error> {
+    ) -> Result<snapshot::Taken, Error> {
         let min_txid = fresh_txid_above.map_or(1, |n| n + 1);
         let expect = owner.map_or(crate::manifest::Expect::Any, crate::manifest::Expect::Owner);
         self.take_snapshot(repl, min_txid, expect)

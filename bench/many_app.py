@@ -101,6 +101,11 @@ def cmd_write(a):
         t0 = time.monotonic()
         on_all(live, "SELECT walrust_sync(NULL, 600000)")
         res["first_sync_s"] = time.monotonic() - t0
+        # Each commit gets the next TXID: with the TXID before the clock and every commit's
+        # time, bench/many.py tells from a level-0 file's name which commits it holds.
+        res["base_txids"] = [json.loads(c.execute("SELECT walrust_status()").fetchone()[0])["txid"]
+                             for c in conns]
+    commit_times = [[] for _ in conns]
     res["proc_before"] = proc()
 
     samples = []  # (t, worst lag_ms over the databases)
@@ -130,6 +135,7 @@ def cmd_write(a):
         if due > now:
             time.sleep(due - now)
         conns[k % a.n].execute("INSERT INTO t(ts, payload) VALUES (?, ?)", (time.time(), PAYLOAD))
+        commit_times[k % a.n].append(time.monotonic())
     t_stop = time.monotonic()
     cpu1 = cpu_s()
     stop.set()
@@ -143,6 +149,9 @@ def cmd_write(a):
         t0 = time.monotonic()
         on_all(live, "SELECT walrust_sync(NULL, 600000)")
         res["sync_all_s"] = time.monotonic() - t0
+        res["commit_times"] = commit_times
+        res["final_txids"] = [json.loads(c.execute("SELECT walrust_status()").fetchone()[0])["txid"]
+                              for c in conns]
         res["statuses_last_error"] = sum(
             1 for c in live
             if json.loads(c.execute("SELECT walrust_status()").fetchone()[0]).get("last_error"))

@@ -255,11 +255,43 @@ pub(super) fn load_full(store: &dyn Store) -> Result<Option<(Manifest, ETag)>, S
 }
 
 fn expand(store: &dyn Store, m: &mut Manifest) -> Result<(), StoreError> {
-    for r in m.parts.clone() {
-        let entries = read(store, &r)?;
-        insert_older(m, entries);
+    let refs = m.parts.clone();
+    for got in read_many(store, &refs) {
+        insert_older(m, got?);
     }
     Ok(())
+}
+
+/// Parts a reader fetches at once. Read one after the other, the 13 parts of a replica of
+/// 1,000 level-0 files took 0.9 s of a 3 s restore through a 30 ms proxy.
+const READ_THREADS: usize = 16;
+
+/// `read` of every reference, several at once; the results in the references' order.
+fn read_many(store: &dyn Store, refs: &[PartRef]) -> Vec<Result<Vec<Entry>, StoreError>> {
+    if refs.len() <= 1 {
+        return refs.iter().map(|r| read(store, r)).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    type Slot = std::sync::Mutex<Option<Result<Vec<Entry>, StoreError>>>;
+    let slots: Vec<Slot> = refs.iter().map(|_| Default::default()).collect();
+    std::thread::scope(|s| {
+        for _ in 0..READ_THREADS.min(refs.len()) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(r) = refs.get(i) else { break };
+                let got = read(store, r);
+                *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(got);
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .expect("every reference was read")
+        })
+        .collect()
 }
 
 /// Adds a part's entries to the manifest object's, where it has none of the same key.

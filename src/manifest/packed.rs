@@ -156,7 +156,7 @@ mod tests {
         let key = FileKey::new(level, Txid::new(min).unwrap(), Txid::new(max).unwrap()).unwrap();
         let info = crate::store::FileInfo {
             key,
-            size: 4000 + max,
+            size: 4000 + max % 1000,
             created_at_ms: at,
         };
         Entry::new(layout, &info, super::super::sha256_64(&max.to_be_bytes()))

@@ -54,20 +54,35 @@ fn report(r: Removed, place: &str) {
     }
 }
 
-/// A local-directory replica's root (the manifest's temporary files) and level folders.
+/// A local-directory replica's root (the manifest's temporary files), level folders and the
+/// folders of the manifest's parts.
 fn sweep_replica(url: &str, r: &mut Removed) {
     if let Ok(ReplicaUrl::Dir(root)) = ReplicaUrl::parse(url) {
         for dir in replica_dirs(&root) {
             sweep(&dir, names::replica_tmp, r);
         }
+        for dir in subdirs(&root.join(crate::manifest::PARTS_DIR)) {
+            sweep(&dir, names::part_tmp, r);
+        }
     }
+}
+
+fn subdirs(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir).map_or_else(
+        |_| Vec::new(),
+        |entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        },
+    )
 }
 
 fn replica_dirs(root: &Path) -> Vec<PathBuf> {
     let mut dirs = vec![root.to_path_buf()];
-    if let Ok(levels) = std::fs::read_dir(root.join("ltx")) {
-        dirs.extend(levels.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
-    }
+    dirs.extend(subdirs(&root.join("ltx")));
     dirs
 }
 
@@ -108,6 +123,8 @@ mod tests {
         let shadow = ShadowDir::create(root.join("app.db-walrust")).unwrap();
         let replica = root.join("replica");
         std::fs::create_dir_all(replica.join("ltx/0")).unwrap();
+        std::fs::create_dir_all(replica.join("manifest/0")).unwrap();
+        let part = "manifest/0/0000000000000001-0000000000000010-00000000000000aa.wmp";
         let me = std::process::id();
         let ltx = "0000000000000001-0000000000000002.ltx";
         let dead = [
@@ -118,6 +135,7 @@ mod tests {
             shadow.log_dir().join(format!("spare.tmp.{DEAD}")),
             replica.join(format!("ltx/0/{ltx}.{DEAD}-3.tmp")),
             replica.join(format!("manifest.json.{DEAD}-4.tmp")),
+            replica.join(format!("{part}.{DEAD}-5.tmp")),
         ];
         let kept = [
             shadow.tmp_dir().join(format!("{ltx}.{me}.tmp")),
@@ -128,6 +146,9 @@ mod tests {
             replica.join(format!("ltx/0/{ltx}.tmp")),
             replica.join(format!("ltx/0/{ltx}.{me}-0.tmp")),
             replica.join("manifest.json"),
+            replica.join(part),
+            replica.join(format!("{part}.{me}-1.tmp")),
+            replica.join(format!("manifest/0/notes.txt.{DEAD}-1.tmp")),
         ];
         for p in dead.iter().chain(&kept) {
             std::fs::write(p, b"12345").unwrap();
@@ -136,8 +157,8 @@ mod tests {
         assert_eq!(
             r,
             Removed {
-                files: 5,
-                bytes: 25
+                files: 6,
+                bytes: 30
             }
         );
         for p in &dead {

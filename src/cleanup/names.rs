@@ -5,7 +5,8 @@
 //! - `<db>-walrust/tmp/<min>-<max>.ltx.<pid>.tmp`: an LTX file being built (`upload::batch`).
 //! - `<db>-walrust/state.json.<pid>-<n>.tmp`: `state.json` being replaced (`shadow::state`).
 //! - `<db>-walrust/log/spare.tmp.<pid>`: a spare log segment being written (`shadow::log`).
-//! - a local-directory replica's `<name>.<pid>-<n>.tmp`: a file being written (`store::fs`).
+//! - a local-directory replica's `<name>.<pid>-<n>.tmp`: a file being written (`store::fs`):
+//!   an LTX file, `manifest.json`, or a part of it under `manifest/<level>/`.
 //! - `walrust-compact-<pid>-<n>.<what>.tmp` in the temporary directory of a compaction (the
 //!   system's for `walrust compact`, the shadow directory's `tmp/` otherwise).
 
@@ -54,6 +55,18 @@ pub fn replica_tmp(name: &str) -> Option<Pid> {
     (!final_name.is_empty() && digits(n).is_some()).then_some(())?;
     let ours = final_name.ends_with(".ltx") || final_name == "manifest.json";
     ours.then(|| digits(pid).map(Pid)).flatten()
+}
+
+/// `<part name>.<pid>-<n>.tmp` in a local-directory replica's `manifest/<level>/` folder: a
+/// part of the manifest being written (`manifest::parts`).
+pub fn part_tmp(name: &str) -> Option<Pid> {
+    let rest = name.strip_suffix(".tmp")?;
+    let (final_name, tag) = rest.rsplit_once('.')?;
+    let (pid, n) = tag.split_once('-')?;
+    digits(n)?;
+    crate::manifest::parts::is_part_name(final_name)
+        .then(|| digits(pid).map(Pid))
+        .flatten()
 }
 
 /// `walrust-compact-<pid>-<n>.<what>.tmp`: a compaction's spool or merged file.

@@ -74,7 +74,13 @@ pub(super) fn check_replica(e: &mut Entry) -> Result<(), String> {
             e.level0 = e.uploaded;
             o
         }
-        Verdict::Continue => st.owner.expect("decide continues only its own history"),
+        Verdict::Continue => {
+            // state.json recorded every upload, but the process may have died before its
+            // backlog of entries reached the manifest (`manifest::cadence` holds it up to two
+            // minutes): name those files now, or compaction never touches them.
+            name_unnamed(e, manifest.as_ref().map(|(m, _)| m), &files)?;
+            st.owner.expect("decide continues only its own history")
+        }
         Verdict::Resume { replica_max } => {
             resume(e, replica_max, manifest.as_ref().map(|(m, _)| m), &files)?;
             st.owner.expect("decide resumes only its own history")
@@ -188,12 +194,18 @@ fn resume(
         return Ok(());
     }
     e.uploaded = replica_max;
+    name_unnamed(e, manifest, files)
+}
+
+/// Files of this history past the newest TXID the manifest names (uploaded, then the process
+/// died before it named them) go into the manifest backlog, each hashed by reading it back.
+fn name_unnamed(
+    e: &mut Entry,
+    manifest: Option<&Manifest>,
+    files: &[FileInfo],
+) -> Result<(), String> {
     let named = manifest.map_or(0, Manifest::max_txid);
-    let unnamed: Vec<&FileInfo> = files
-        .iter()
-        .filter(|f| f.key.max_txid.get() > named)
-        .collect();
-    for f in unnamed {
+    for f in files.iter().filter(|f| f.key.max_txid.get() > named) {
         e.manifest_backlog.push(entry_for(e, f)?);
     }
     Ok(())

@@ -77,8 +77,15 @@ pub(super) fn check_replica(e: &mut Entry) -> Result<(), String> {
         Verdict::Continue => {
             // state.json recorded every upload, but the process may have died before its
             // backlog of entries reached the manifest (`manifest::cadence` holds it up to two
-            // minutes): name those files now, or compaction never touches them.
-            name_unnamed(e, manifest.as_ref().map(|(m, _)| m), &files)?;
+            // minutes): name those files now, or compaction never touches them. Only the
+            // level-0 files that continue the named chain and that state.json recorded: an old
+            // primary's one batch after a takeover starts at or below the takeover snapshot's
+            // TXID, which the manifest names, so it is left alone (decision 12).
+            let named = manifest.as_ref().map_or(0, |(m, _)| m.max_txid());
+            let recorded = st.uploaded_txid;
+            name_unnamed(e, &files, |k| {
+                k.level == 0 && k.min_txid.get() > named && k.max_txid.get() <= recorded
+            })?;
             st.owner.expect("decide continues only its own history")
         }
         Verdict::Resume { replica_max } => {
@@ -194,18 +201,18 @@ fn resume(
         return Ok(());
     }
     e.uploaded = replica_max;
-    name_unnamed(e, manifest, files)
+    let named = manifest.map_or(0, Manifest::max_txid);
+    name_unnamed(e, files, |k| k.max_txid.get() > named)
 }
 
-/// Files of this history past the newest TXID the manifest names (uploaded, then the process
-/// died before it named them) go into the manifest backlog, each hashed by reading it back.
+/// Files of this history the manifest does not name (uploaded, then the process died before it
+/// named them), chosen by `ours`, go into the manifest backlog, each hashed by reading it back.
 fn name_unnamed(
     e: &mut Entry,
-    manifest: Option<&Manifest>,
     files: &[FileInfo],
+    ours: impl Fn(&crate::store::FileKey) -> bool,
 ) -> Result<(), String> {
-    let named = manifest.map_or(0, Manifest::max_txid);
-    for f in files.iter().filter(|f| f.key.max_txid.get() > named) {
+    for f in files.iter().filter(|f| ours(&f.key)) {
         e.manifest_backlog.push(entry_for(e, f)?);
     }
     Ok(())

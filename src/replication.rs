@@ -28,6 +28,9 @@ pub struct Status {
     pub last_upload_at_ms: Option<i64>,
     /// This process holds the uploader lock.
     pub uploading: bool,
+    /// Files this process uploaded that `manifest.json` does not name yet (the backlog that
+    /// `manifest::cadence` holds back): the last close waits for them to be named too.
+    pub unnamed: usize,
 }
 
 pub struct Replication {

@@ -162,15 +162,19 @@ impl Database {
     }
 
     /// The application's last connection in this process is closing: upload what this process
-    /// committed, waiting at most `walrust_close_timeout` (SPEC 6, nothing stranded). What is
-    /// left is in the shadow log for the next process that opens the database.
+    /// committed, and name in `manifest.json` every file it uploaded, waiting at most
+    /// `walrust_close_timeout` (SPEC 6, nothing stranded). What is left is in the shadow log
+    /// for the next process that opens the database. (A file left unnamed is still restored,
+    /// but compaction and retention never touch it, and the next process names only files
+    /// past the manifest's newest TXID: `upload::owner`.)
     fn before_last_close(&self) {
         let Some(repl) = self.replication() else {
             return;
         };
         let timeout = repl.settings().close_timeout_ms;
         let status = repl.status();
-        if timeout == 0 || status.local_txid <= status.uploaded_txid {
+        let done = status.local_txid <= status.uploaded_txid && status.unnamed == 0;
+        if timeout == 0 || done {
             return;
         }
         let wait = std::time::Duration::from_millis(timeout);

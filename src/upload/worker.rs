@@ -287,7 +287,10 @@ pub(super) fn tick(e: &mut Entry) {
             e.pending.len()
         )
     });
-    if let Err(err) = step(e, now) {
+    let stepped = step(e, now);
+    let unnamed = e.manifest_backlog.len();
+    e.repl.update_status(|s| s.unnamed = unnamed);
+    if let Err(err) = stepped {
         fail(e, err);
         return;
     }

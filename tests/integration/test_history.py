@@ -393,6 +393,42 @@ def test_an_uploader_killed_at_each_step_is_resumed(tmp_path, walrust, failpoint
         assert got["tables"]["t"] == rows, f"restore at TXID {txid}"
 
 
+def names_every_file(replica):
+    """Whether manifest.json names every LTX file of the replica (inline or in a part)."""
+    head = json.loads((replica.objects / "manifest.json").read_bytes())
+    named = len(head["files"]) + sum(p["count"] for p in head.get("parts", []))
+    return named == len(replica.ltx_files())
+
+
+def test_a_clean_close_names_every_file_it_uploaded(tmp_path, walrust, replica):
+    """A snapshot taken while level 0 lags behind is followed by the level-0 file below its
+    TXID. That file's manifest entry waits in the backlog (`manifest::cadence`); the last close
+    writes it. The next process names only files past the manifest's newest TXID, so an entry
+    left behind here would never be written, and compaction and retention never touch a file
+    the manifest does not name."""
+    db = tmp_path / "app.db"
+    c = Child(walrust.ext, db, replica, sync_interval=60000)
+    c.sql("PRAGMA journal_mode=WAL")
+    c.sql("CREATE TABLE t(x)")
+    c.sql("INSERT INTO t VALUES (0)")
+    first = c.one("SELECT walrust_sync()")
+    for i in range(1, 4):
+        c.sql("INSERT INTO t VALUES (?)", i)
+    snap = c.one("SELECT walrust_snapshot()")
+    c.exit()
+    assert any(f.level == 0 and f.min_txid > first and f.max_txid <= snap
+               for f in replica.ltx_files()), replica.ltx_files()
+    assert names_every_file(replica), replica.ltx_files()
+    c = Child(walrust.ext, db, replica, sync_interval=0)
+    c.sql("INSERT INTO t VALUES (4)")
+    last = c.one("SELECT walrust_sync()")
+    rows = [tuple(r) for r in c.sql("SELECT * FROM t ORDER BY rowid")]
+    c.exit()
+    assert names_every_file(replica), replica.ltx_files()
+    txid, got = restored(walrust, replica, tmp_path, "r.db")
+    assert txid == last and got["tables"]["t"] == rows
+
+
 @pytest.mark.parametrize("point", ["upload.claimed", "snapshot.file_written",
                                    "snapshot.manifest_written"])
 def test_a_snapshot_killed_at_each_step_is_not_repeated(tmp_path, walrust, failpoint_ext, replica,

@@ -105,7 +105,11 @@ impl Database {
             store,
             settings,
         ));
-        st.appender = Some(Appender::new(shadow.log_dir()).with_floor(state.uploaded_txid));
+        st.appender = Some(
+            Appender::new(shadow.log_dir())
+                .with_floor(state.uploaded_txid)
+                .with_floor_source(shadow.floor_source()),
+        );
         st.replication = Some(repl.clone());
         st.problem = None;
         crate::upload::register(repl.clone(), self);

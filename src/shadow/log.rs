@@ -208,7 +208,13 @@ pub struct Appender {
     /// `synchronous=NORMAL`, segments deleted by hand): its history is unknown, and TXIDs go on
     /// past this one, never reusing a TXID the replica has.
     floor: u64,
+    /// Reads the newest TXID `state.json` says the replica holds, when the log has no record
+    /// left to number from (see `refresh`).
+    floor_source: Option<FloorSource>,
 }
+
+/// Where `Appender::refresh` learns the replica's newest TXID: `state.json`, read afresh.
+pub type FloorSource = Box<dyn Fn() -> Option<u64> + Send>;
 
 impl Appender {
     pub fn new(dir: PathBuf) -> Appender {
@@ -221,13 +227,32 @@ impl Appender {
             unsynced: Vec::new(),
             released: None,
             floor: 0,
+            floor_source: None,
         }
+    }
+
+    /// See `floor_source`.
+    pub fn with_floor_source(mut self, source: FloorSource) -> Appender {
+        self.floor_source = Some(source);
+        self
     }
 
     /// See `floor`.
     pub fn with_floor(mut self, floor: u64) -> Appender {
         self.floor = floor;
         self
+    }
+
+    /// No record is left before an empty newest segment: the uploader trimmed the sealed
+    /// segments once it had uploaded them, and it wrote `state.json` before it trimmed. So
+    /// `state.json`, read now, holds their newest TXID; the floor given at start may be older
+    /// (a process that started right after a roll, whose uploader then uploaded and trimmed
+    /// what its predecessor had appended), and numbering from it would give a new transaction
+    /// a TXID the replica already has.
+    fn raise_floor_from_state(&mut self) {
+        if let Some(txid) = self.floor_source.as_ref().and_then(|f| f()) {
+            self.floor = self.floor.max(txid);
+        }
     }
 
     /// The TXID the next transaction gets.
@@ -325,6 +350,9 @@ impl Appender {
                 // newest record is in a sealed segment before it. Not knowing it would number
                 // the next transaction as if the log were empty.
                 self.last = last_record_before(&self.dir, seq)?;
+                if self.last.is_none() {
+                    self.raise_floor_from_state();
+                }
             }
             return Ok(());
         }
@@ -425,6 +453,7 @@ impl Appender {
             let _ = fs::rename(self.dir.join(SPARE), &path);
         }
         let file = Arc::new(open_segment(&self.dir, next, true)?);
+        crate::failpoint::hit("log.rolled");
         self.seg = Some(OpenSegment {
             seq: next,
             file,
@@ -750,6 +779,29 @@ mod tests {
             Ok(i as u32 + 1)
         })
         .unwrap();
+    }
+
+    #[test]
+    fn an_empty_segment_after_a_trimmed_one_numbers_past_what_the_state_recorded() {
+        let d = tmpdir("trimmed-floor");
+        let mut a = Appender::new(d.clone());
+        for txid in 1..=3 {
+            append(&mut a, txid, 1);
+        }
+        a.roll().unwrap();
+        // The uploader uploaded 1..=3, wrote state.json, and trimmed the sealed segment.
+        assert_eq!(trim_before(&d, Cursor { seq: 2, offset: 0 }).unwrap(), 1);
+        // A process that started before that, with an older state.json (floor 0).
+        let mut stale = Appender::new(d.clone());
+        stale.refresh().unwrap();
+        assert_eq!(
+            stale.next_txid(),
+            1,
+            "without a source the TXIDs would repeat"
+        );
+        let mut b = Appender::new(d.clone()).with_floor_source(Box::new(|| Some(3)));
+        b.refresh().unwrap();
+        assert_eq!(b.next_txid(), 4);
     }
 
     #[test]

@@ -78,6 +78,13 @@ impl ShadowDir {
         state::read(&self.state_path())
     }
 
+    /// Reads `state.json`'s uploaded TXID afresh each time: the appender's floor when the log
+    /// has no record left to number from (`log::Appender::refresh`).
+    pub fn floor_source(&self) -> log::FloorSource {
+        let path = self.state_path();
+        Box::new(move || state::read(&path).ok().flatten().map(|s| s.uploaded_txid))
+    }
+
     /// `state.json`, or the state of a database that never uploaded when there is none (or
     /// it cannot be read: the uploader then checks the replica from scratch).
     pub fn state_or_default(&self) -> State {

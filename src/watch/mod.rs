@@ -188,7 +188,9 @@ pub fn start(db: &Path, url: &str, settings: Settings) -> Result<Arc<Watched>, S
         path: path.clone(),
         repl: repl.clone(),
         inner: Mutex::new(Inner {
-            appender: Appender::new(shadow.log_dir()).with_floor(state.uploaded_txid),
+            appender: Appender::new(shadow.log_dir())
+                .with_floor(state.uploaded_txid)
+                .with_floor_source(shadow.floor_source()),
             db: file,
             db_shared: false,
             index: None,

@@ -400,6 +400,42 @@ def names_every_file(replica):
     return named == len(replica.ltx_files())
 
 
+def test_a_crash_right_after_a_roll_never_reuses_a_txid(tmp_path, walrust, failpoint_ext,
+                                                        replica):
+    """Killed right after the shadow log rolled to a new, empty segment (before the commit
+    that rolled it was appended), with the sealed segment's transactions not uploaded yet. The
+    next process recovers that commit from the WAL, uploads everything, trims the sealed
+    segment, and numbers its next commit right after: no TXID reused, no second snapshot, no
+    warning. (The appender's side of this, a log with no record left before an empty newest
+    segment, is `shadow::log`'s unit test
+    `an_empty_segment_after_a_trimmed_one_numbers_past_what_the_state_recorded`.)"""
+    db = tmp_path / "app.db"
+    c = Child(walrust.ext, db, replica, sync_interval=0)
+    c.sql("PRAGMA journal_mode=WAL")
+    c.sql("CREATE TABLE t(x)")
+    first = c.one("SELECT walrust_sync()")
+    c.exit()
+    c = Child(failpoint_ext, db, replica, sync_interval=3600000,
+              env_extra={"WALRUST_FAILPOINTS": "log.rolled"})
+    with pytest.raises(ChildDied):  # ~80 commits of 100 KB fill the 8 MiB segment
+        for _ in range(400):
+            c.sql("INSERT INTO t VALUES (randomblob(100000))")
+    log = tmp_path / "stderr.log"
+    c = Child(walrust.ext, db, replica, stderr_log=log, sync_interval=0)
+    recovered = c.one("SELECT walrust_sync()")
+    assert recovered > first
+    c.sql("INSERT INTO t VALUES (1)")
+    last = c.one("SELECT walrust_sync()")
+    count = c.one("SELECT count(*) FROM t")
+    c.exit()
+    assert last == recovered + 1, (recovered, last, log.read_text())
+    assert "goes from TXID" not in log.read_text(), log.read_text()
+    assert len(snapshots(replica)) == 1, replica.ltx_files()
+    assert_level0_contiguous(replica)
+    _, got = restored(walrust, replica, tmp_path, "r.db")
+    assert len(got["tables"]["t"]) == count
+
+
 def test_a_clean_close_names_every_file_it_uploaded(tmp_path, walrust, replica):
     """A snapshot taken while level 0 lags behind is followed by the level-0 file below its
     TXID. That file's manifest entry waits in the backlog (`manifest::cadence`); the last close

@@ -183,6 +183,9 @@ impl Database {
         data: &[u8],
         read: &mut dyn FnMut(&mut [u8], u64) -> io::Result<usize>,
     ) {
+        if off != 0 {
+            return; // a frame: only a header write starts a generation (no lock taken)
+        }
         let mut st = self.lock();
         if st.replication.is_none() {
             return;

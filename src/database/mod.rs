@@ -121,9 +121,22 @@ struct DbState {
     wal_file: Option<std::fs::File>,
 }
 
-/// The database a path names, if this process has it open.
+/// The database a path names, if this process has it open. Each thread remembers the last one
+/// it found: the WAL hook asks at every commit, and a byte-equal path names the same open
+/// database as the registry would (one live `Database` per path), without its lock and hash.
 pub fn lookup(path: &Path) -> Option<Arc<Database>> {
-    DATABASES.lock().unwrap().get(path).and_then(Weak::upgrade)
+    thread_local! {
+        static RECENT: std::cell::RefCell<Weak<Database>> = const { std::cell::RefCell::new(Weak::new()) };
+    }
+    let recent = RECENT.with(|r| r.borrow().upgrade());
+    if let Some(db) = recent.filter(|d| d.path.as_os_str() == path.as_os_str()) {
+        return Some(db);
+    }
+    let found = DATABASES.lock().unwrap().get(path).and_then(Weak::upgrade);
+    if let Some(db) = &found {
+        RECENT.with(|r| *r.borrow_mut() = Arc::downgrade(db));
+    }
+    found
 }
 
 fn get_or_create(path: &Path) -> Arc<Database> {

@@ -288,8 +288,7 @@ pub(super) fn tick(e: &mut Entry) {
         )
     });
     let stepped = step(e, now);
-    let unnamed = e.manifest_backlog.len();
-    e.repl.update_status(|s| s.unnamed = unnamed);
+    note_unnamed(e);
     if let Err(err) = stepped {
         fail(e, err);
         return;
@@ -606,6 +605,8 @@ fn upload_pending(e: &mut Entry, before_snapshot: bool) -> Result<(), String> {
             e.level0 = up.max.get();
             e.uploaded = e.uploaded.max(e.level0);
             e.manifest_backlog.push(up.entry);
+            // At once: a snapshot waiter answered later in this step may close the database.
+            note_unnamed(e);
             e.repl
                 .update_status(|s| s.last_upload_at_ms = Some(now_ms()));
         }
@@ -664,6 +665,13 @@ fn write_manifest(e: &mut Entry, force: bool) -> Result<(), String> {
     e.manifest_backlog.clear();
     e.manifest_written_ms = now_ms();
     Ok(())
+}
+
+/// Tells the status how many uploaded files the manifest does not name yet: the last close
+/// waits for them (`Status::unnamed`).
+fn note_unnamed(e: &Entry) {
+    let unnamed = e.manifest_backlog.len();
+    e.repl.update_status(|s| s.unnamed = unnamed);
 }
 
 /// Writes progress to `state.json` and trims what is uploaded from the shadow log.

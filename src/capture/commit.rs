@@ -52,6 +52,7 @@ fn marker(kind: Kind, txid: u64, pos: WalPos, fingerprint: (u64, i64)) -> Header
         pos,
         timestamp_ms: clock::now_ms(),
         fingerprint,
+        continued: false,
     }
 }
 
@@ -89,24 +90,11 @@ fn append_txn(app: &mut Appender, c: &Committed, wal: &mut WalRead) -> io::Resul
         },
         timestamp_ms: clock::now_ms(),
         fingerprint: (0, 0),
+        continued: false,
     };
     let bytes = app.append(header, &mut |i, page| {
         let (pgno, frame) = c.pages[i];
-        if let Some(image) = c
-            .images
-            .as_ref()
-            .and_then(|img| img.get(frame, c.page_size))
-        {
-            page.copy_from_slice(image);
-            return Ok(pgno);
-        }
-        let off = wal::frame_offset(frame, c.page_size) + wal::FRAME_HEADER_SIZE;
-        if wal(page, off)? < page.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "WAL frame vanished during capture",
-            ));
-        }
+        fill_page(c, frame, page, wal)?;
         Ok(pgno)
     })?;
     Ok(Appended {
@@ -115,6 +103,26 @@ fn append_txn(app: &mut Appender, c: &Committed, wal: &mut WalRead) -> io::Resul
         last_txid: txid,
         resync: false,
     })
+}
+
+/// Copies the image `c` wrote in `frame` into `page`: kept at capture, or read from the WAL.
+fn fill_page(c: &Committed, frame: u32, page: &mut [u8], wal: &mut WalRead) -> io::Result<()> {
+    if let Some(image) = c
+        .images
+        .as_ref()
+        .and_then(|img| img.get(frame, c.page_size))
+    {
+        page.copy_from_slice(image);
+        return Ok(());
+    }
+    let off = wal::frame_offset(frame, c.page_size) + wal::FRAME_HEADER_SIZE;
+    if wal(page, off)? < page.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "WAL frame vanished during capture",
+        ));
+    }
+    Ok(())
 }
 
 /// The WAL position the log's last record leaves us at, if the current WAL continues it.
@@ -152,6 +160,15 @@ pub fn catch_up(
     fingerprint: &dyn Fn() -> (u64, i64),
 ) -> io::Result<Appended> {
     app.refresh()?;
+    catch_up_refreshed(app, hdr, wal, fingerprint)
+}
+
+fn catch_up_refreshed(
+    app: &mut Appender,
+    hdr: Option<&WalHeader>,
+    wal: &mut WalRead,
+    fingerprint: &dyn Fn() -> (u64, i64),
+) -> io::Result<Appended> {
     let Some(hdr) = hdr else {
         let last = app.last().copied();
         return match last {
@@ -224,16 +241,157 @@ pub fn append_commit(
     wal: &mut WalRead,
     fingerprint: &dyn Fn() -> (u64, i64),
 ) -> io::Result<Appended> {
-    let mut out = Appended::default();
     app.refresh()?;
-    let contiguous = |app: &Appender| {
-        matches!(app.last().map(|h| h.pos), Some(WalPos::At { salts, frame }) if salts == c.salts && frame + 1 == c.first)
-            || (c.first == 1
-                && matches!(
-                    continuity(app.last(), hdr, fingerprint),
-                    Continuity::From(0)
-                ))
+    append_refreshed(app, hdr, c, wal, fingerprint)
+}
+
+/// Appends commits this process made under successive holds of the write lock, oldest first,
+/// as one group: one write, one record and one TXID per commit, every page once (its newest
+/// image, in the group's last record; the others are `continued`). `hdr` is the WAL's header
+/// now: commits of an ended generation, and commits the log already holds (another process
+/// caught them up from the WAL), are left out. If the rest does not follow the log's last
+/// record, each is appended on its own, catching up what precedes it.
+pub fn append_group(
+    app: &mut Appender,
+    hdr: &WalHeader,
+    cs: &[Committed],
+    wal: &mut WalRead,
+    fingerprint: &dyn Fn() -> (u64, i64),
+) -> io::Result<Appended> {
+    app.refresh()?;
+    let live: Vec<&Committed> = cs
+        .iter()
+        .filter(|c| c.salts == hdr.salts && !logged(app, c))
+        .collect();
+    let Some(first) = live.first() else {
+        return Ok(Appended::default());
     };
+    let unbroken = live
+        .windows(2)
+        .all(|w| w[0].salts == w[1].salts && w[0].last + 1 == w[1].first);
+    if live.len() == 1 || !unbroken || !follows(app, hdr, first, fingerprint) {
+        let mut out = Appended::default();
+        for c in live {
+            if !logged(app, c) {
+                out.add(append_refreshed(app, hdr, c, wal, fingerprint)?);
+            }
+        }
+        return Ok(out);
+    }
+    app.stage()?;
+    match append_staged_group(app, &live, wal) {
+        Ok(out) => app.unstage().map(|()| out),
+        Err(e) => {
+            app.abandon_stage();
+            Err(e)
+        }
+    }
+}
+
+fn append_staged_group(
+    app: &mut Appender,
+    cs: &[&Committed],
+    wal: &mut WalRead,
+) -> io::Result<Appended> {
+    let (last, earlier) = cs.split_last().expect("a group has commits");
+    let mut out = Appended::default();
+    let now = clock::now_ms();
+    for c in earlier {
+        let txid = next_txid(app);
+        let h = Header {
+            kind: Kind::Txn,
+            txid,
+            page_size: c.page_size,
+            commit: c.commit,
+            n_pages: 0,
+            pos: WalPos::At {
+                salts: c.salts,
+                frame: c.last,
+            },
+            timestamp_ms: now,
+            fingerprint: (0, 0),
+            continued: true,
+        };
+        let bytes = app.append(h, &mut |_, _| {
+            unreachable!("a continued record has no pages")
+        })?;
+        out.add(Appended {
+            records: 1,
+            bytes,
+            last_txid: txid,
+            resync: false,
+        });
+    }
+    // Each page once: its newest image in the group, none past the final size.
+    let mut newest: std::collections::BTreeMap<u32, (usize, u32)> = Default::default();
+    for (i, c) in cs.iter().enumerate() {
+        for &(pgno, frame) in &c.pages {
+            newest.insert(pgno, (i, frame));
+        }
+    }
+    let pages: Vec<(u32, usize, u32)> = newest
+        .into_iter()
+        .filter(|&(pgno, _)| pgno <= last.commit)
+        .map(|(pgno, (i, frame))| (pgno, i, frame))
+        .collect();
+    let txid = next_txid(app);
+    let h = Header {
+        kind: Kind::Txn,
+        txid,
+        page_size: last.page_size,
+        commit: last.commit,
+        n_pages: pages.len() as u32,
+        pos: WalPos::At {
+            salts: last.salts,
+            frame: last.last,
+        },
+        timestamp_ms: now,
+        fingerprint: (0, 0),
+        continued: false,
+    };
+    let bytes = app.append(h, &mut |i, page| {
+        let (pgno, c, frame) = pages[i];
+        fill_page(cs[c], frame, page, wal)?;
+        Ok(pgno)
+    })?;
+    out.add(Appended {
+        records: 1,
+        bytes,
+        last_txid: txid,
+        resync: false,
+    });
+    Ok(out)
+}
+
+/// The log's last position is at or past the commit's last frame, in its generation.
+fn logged(app: &Appender, c: &Committed) -> bool {
+    matches!(app.last().map(|h| h.pos), Some(WalPos::At { salts, frame }) if salts == c.salts && frame >= c.last)
+}
+
+/// The commit's first frame follows the log's last position.
+fn follows(
+    app: &Appender,
+    hdr: &WalHeader,
+    c: &Committed,
+    fingerprint: &dyn Fn() -> (u64, i64),
+) -> bool {
+    matches!(app.last().map(|h| h.pos), Some(WalPos::At { salts, frame }) if salts == c.salts && frame + 1 == c.first)
+        || (c.first == 1
+            && matches!(
+                continuity(app.last(), hdr, fingerprint),
+                Continuity::From(0)
+            ))
+}
+
+fn append_refreshed(
+    app: &mut Appender,
+    hdr: &WalHeader,
+    c: &Committed,
+    wal: &mut WalRead,
+    fingerprint: &dyn Fn() -> (u64, i64),
+) -> io::Result<Appended> {
+    let mut out = Appended::default();
+    let contiguous = |app: &Appender| follows(app, hdr, c, fingerprint);
     if !contiguous(app) {
         // Commits before ours that the log lacks: recover them from the WAL (stopping before ours).
         let mut bounded = |buf: &mut [u8], off: u64| -> io::Result<usize> {
@@ -242,7 +400,12 @@ pub fn append_commit(
             }
             wal(buf, off)
         };
-        out.add(catch_up(app, Some(hdr), &mut bounded, fingerprint)?);
+        out.add(catch_up_refreshed(
+            app,
+            Some(hdr),
+            &mut bounded,
+            fingerprint,
+        )?);
         if !contiguous(app) {
             let pos = WalPos::At {
                 salts: c.salts,
@@ -286,6 +449,7 @@ pub fn mark_at_least(
         pos: last.map_or(WalPos::Empty, |h| h.pos),
         timestamp_ms: clock::now_ms(),
         fingerprint: last.map_or((0, 0), |h| h.fingerprint),
+        continued: false,
     };
     let bytes = app.append(h, &mut |_, _| unreachable!("markers have no pages"))?;
     Ok(Appended {

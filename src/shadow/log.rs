@@ -211,6 +211,15 @@ pub struct Appender {
     /// Reads the newest TXID `state.json` says the replica holds, when the log has no record
     /// left to number from (see `refresh`).
     floor_source: Option<FloorSource>,
+    /// While a group is staged (`stage`): its bytes, where they go, and what `last` was.
+    staged: Option<Staged>,
+}
+
+/// Records built in memory, written by `Appender::unstage` with one `pwrite`.
+struct Staged {
+    buf: Vec<u8>,
+    start: u64,
+    last_before: Option<Header>,
 }
 
 /// Where `Appender::refresh` learns the replica's newest TXID: `state.json`, read afresh.
@@ -228,6 +237,7 @@ impl Appender {
             released: None,
             floor: 0,
             floor_source: None,
+            staged: None,
         }
     }
 
@@ -318,6 +328,9 @@ impl Appender {
                 true => u64::MAX,
             };
             let mut rolled = false;
+            // Where the log stands after its last complete record (a group counts once its
+            // last record is there).
+            let mut complete = (seg.end, self.last);
             let end = loop {
                 match probe(&seg.file, seg.seq, seg.end, len)? {
                     Found::Record(rec) => {
@@ -327,18 +340,30 @@ impl Appender {
                             break Found::Nothing;
                         }
                         self.last = Some(rec.header);
+                        if !rec.header.continued {
+                            complete = (seg.end, self.last);
+                        }
                     }
                     other => break other,
                 }
             };
             if rolled {
+                // Never after an incomplete group (groups are sealed whole), but its records
+                // would not count.
+                self.last = complete.1;
                 let sealed = seg.seq;
                 self.follow_roll(sealed)?;
                 continue;
             }
+            // A group whose last record is missing (torn by a crash): its commits are still
+            // in the WAL, and the next append catches them up from there.
+            let torn_group = seg.end != complete.0;
+            if torn_group {
+                (seg.end, self.last) = complete;
+            }
             let cut = match seg.checked {
                 false => seg.end < len,
-                true => matches!(end, Found::Torn),
+                true => matches!(end, Found::Torn) || torn_group,
             };
             if cut {
                 seg.file.set_len(seg.end)?;
@@ -398,7 +423,8 @@ impl Appender {
         if self.seg.is_none() {
             self.refresh()?;
         }
-        if self.seg.as_ref().is_some_and(|s| s.end >= ROLL_BYTES) {
+        // A group never spans segments: `stage` rolls before it starts.
+        if self.staged.is_none() && self.seg.as_ref().is_some_and(|s| s.end >= ROLL_BYTES) {
             self.roll()?;
         }
         let seg = self.seg.as_mut().expect("refresh opens a segment");
@@ -415,7 +441,7 @@ impl Appender {
                 let pgno = fill(i, &mut page)?;
                 buf.extend_from_slice(&pgno.to_be_bytes());
                 buf.extend_from_slice(&page);
-                if buf.len() >= WRITE_CHUNK {
+                if buf.len() >= WRITE_CHUNK && self.staged.is_none() {
                     digest.update(&buf);
                     seg.file.write_all_at(&buf, at)?;
                     at += buf.len() as u64;
@@ -424,7 +450,13 @@ impl Appender {
             }
             digest.update(&buf);
             buf.extend_from_slice(&record::encode_trailer(digest.finalize(), total));
-            seg.file.write_all_at(&buf, at)
+            match self.staged.as_mut() {
+                Some(st) => {
+                    st.buf.extend_from_slice(&buf);
+                    Ok(())
+                }
+                None => seg.file.write_all_at(&buf, at),
+            }
         })();
         if buf.capacity() <= 2 * WRITE_CHUNK {
             self.buf = buf;
@@ -436,6 +468,53 @@ impl Appender {
         self.note_unsynced(seq);
         self.last = Some(header);
         Ok(total)
+    }
+
+    /// Starts a group: the records appended until `unstage` are built in memory and written
+    /// together. Rolls first if the segment is full, so that a group lies in one segment.
+    pub fn stage(&mut self) -> io::Result<()> {
+        if self.seg.is_none() {
+            self.refresh()?;
+        }
+        if self.seg.as_ref().is_some_and(|s| s.end >= ROLL_BYTES) {
+            self.roll()?;
+        }
+        let start = self.seg.as_ref().expect("refresh opens a segment").end;
+        self.staged = Some(Staged {
+            buf: Vec::new(),
+            start,
+            last_before: self.last,
+        });
+        Ok(())
+    }
+
+    /// Writes the staged group. On failure none of it counts: the log's end and last record
+    /// go back to where they stood before it.
+    pub fn unstage(&mut self) -> io::Result<()> {
+        let Some(st) = self.staged.take() else {
+            return Ok(());
+        };
+        if st.buf.is_empty() {
+            return Ok(());
+        }
+        let seg = self.seg.as_mut().expect("a staged group has a segment");
+        if let Err(e) = seg.file.write_all_at(&st.buf, st.start) {
+            seg.end = st.start;
+            self.last = st.last_before;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Drops the staged group unwritten: the log's end and last record go back to where they
+    /// stood before it.
+    pub fn abandon_stage(&mut self) {
+        if let Some(st) = self.staged.take() {
+            if let Some(seg) = self.seg.as_mut() {
+                seg.end = st.start;
+            }
+            self.last = st.last_before;
+        }
     }
 
     fn roll(&mut self) -> io::Result<()> {
@@ -509,6 +588,7 @@ fn roll_record(txid: u64, seq: u64) -> Vec<u8> {
         pos: record::WalPos::Unknown,
         timestamp_ms: 0,
         fingerprint: (0, 0),
+        continued: false,
     };
     let mut digest = record::Digest::new();
     let hb = roll.encode(seq);
@@ -529,13 +609,15 @@ fn seal_if_open(dir: &Path, seq: u64) -> io::Result<()> {
         Err(e) => return Err(e),
     };
     let len = file.metadata()?.len();
-    let (mut end, mut last) = (0, 0);
-    while let Some(rec) = read_record(&file, seq, end, len)? {
+    let (mut at, mut end, mut last) = (0, 0, 0);
+    while let Some(rec) = read_record(&file, seq, at, len)? {
         if rec.header.kind == Kind::Roll {
             return Ok(());
         }
-        end += rec.header.total_len();
-        last = rec.header.txid;
+        at += rec.header.total_len();
+        if !rec.header.continued {
+            (end, last) = (at, rec.header.txid);
+        }
     }
     file.set_len(end)?;
     file.write_all_at(&roll_record(last, seq), end)?;
@@ -561,7 +643,7 @@ fn last_record_before(dir: &Path, below: u64) -> io::Result<Option<Header>> {
         let (mut at, mut last) = (0, None);
         while let Some(rec) = read_record(&file, seq, at, len)? {
             at += rec.header.total_len();
-            if rec.header.kind != Kind::Roll {
+            if rec.header.kind != Kind::Roll && !rec.header.continued {
                 last = Some(rec.header);
             }
         }
@@ -645,7 +727,10 @@ impl Reader {
             };
             let len = file.metadata()?.len();
             let mut sealed = false;
-            while out.len() < limit {
+            // Records are returned up to the end of a group only (past `limit` if need be):
+            // a group's pages are in its last record.
+            let mut complete = (out.len(), cursor);
+            while out.len() < limit || out.last().is_some_and(|r: &RecordRef| r.header.continued) {
                 let Some(rec) = read_record(file, cursor.seq, cursor.offset, len)? else {
                     break;
                 };
@@ -654,7 +739,17 @@ impl Reader {
                     sealed = true;
                     break;
                 }
+                let done = !rec.header.continued;
                 out.push(rec);
+                if done {
+                    complete = (out.len(), cursor);
+                }
+            }
+            // A group not complete yet (being written, or torn by a crash and about to be
+            // cut): it is read again from its start next time. (Before a Roll it never is.)
+            out.truncate(complete.0);
+            if !sealed {
+                cursor = complete.1;
             }
             // Only the segment's own Roll record says it is complete: its successor can appear
             // while we read, before the last records of this one are visible to us.
@@ -769,6 +864,7 @@ mod tests {
             pos: WalPos::Unknown,
             timestamp_ms: 1,
             fingerprint: (0, 0),
+            continued: false,
         }
     }
 
@@ -802,6 +898,127 @@ mod tests {
         let mut b = Appender::new(d.clone()).with_floor_source(Box::new(|| Some(3)));
         b.refresh().unwrap();
         assert_eq!(b.next_txid(), 4);
+    }
+
+    fn continued(txid: u64) -> Header {
+        Header {
+            n_pages: 0,
+            continued: true,
+            ..txn(txid, 0)
+        }
+    }
+
+    /// Records 1 (alone), then the group 2, 3, 4 (pages in 4), written with one write.
+    fn log_with_a_group(d: &Path) -> Appender {
+        let mut a = Appender::new(d.to_path_buf());
+        append(&mut a, 1, 1);
+        a.refresh().unwrap();
+        a.stage().unwrap();
+        for txid in 2..=3 {
+            a.append(continued(txid), &mut |_, _| unreachable!())
+                .unwrap();
+        }
+        a.append(txn(4, 2), &mut |i, p| {
+            p.fill(4);
+            Ok(i as u32 + 1)
+        })
+        .unwrap();
+        a.unstage().unwrap();
+        a
+    }
+
+    fn txids(recs: &[RecordRef]) -> Vec<u64> {
+        recs.iter().map(|r| r.header.txid).collect()
+    }
+
+    #[test]
+    fn a_group_is_read_whole_even_past_the_limit() {
+        let d = tmpdir("group-read");
+        log_with_a_group(&d);
+        let mut r = Reader::new(d.clone());
+        let (recs, cur) = r.read_at_most(Cursor { seq: 1, offset: 0 }, 2).unwrap();
+        assert_eq!(
+            txids(&recs),
+            vec![1, 2, 3, 4],
+            "a limit inside a group reads to its end"
+        );
+        assert!(recs[1].header.continued && !recs[3].header.continued);
+        assert_eq!(recs[3].pgnos, vec![1, 2]);
+        let (more, _) = r.read_at_most(cur, 10).unwrap();
+        assert!(more.is_empty());
+        assert_eq!(last_record(&d).unwrap().unwrap().txid, 4);
+    }
+
+    #[test]
+    fn a_group_torn_by_a_crash_is_never_read_and_is_cut() {
+        let d = tmpdir("group-torn");
+        let a = log_with_a_group(&d);
+        let (seq, end) = a.position().unwrap();
+        drop(a);
+        // The group's last record did not make it to the file.
+        let f = OpenOptions::new()
+            .write(true)
+            .open(segment_path(&d, seq))
+            .unwrap();
+        let last_len = txn(4, 2).total_len();
+        f.set_len(end - last_len).unwrap();
+        let mut r = Reader::new(d.clone());
+        let (recs, cur) = r.read_at_most(Cursor { seq: 1, offset: 0 }, 10).unwrap();
+        assert_eq!(
+            txids(&recs),
+            vec![1],
+            "a group without its last record is not read"
+        );
+        assert_eq!(last_record(&d).unwrap().unwrap().txid, 1);
+        // The next appender cuts the group and numbers on from the last complete record.
+        let mut b = Appender::new(d.clone());
+        b.refresh().unwrap();
+        assert_eq!(b.next_txid(), 2);
+        append(&mut b, 2, 1);
+        let (recs, _) = r.read_at_most(cur, 10).unwrap();
+        assert_eq!(txids(&recs), vec![2]);
+        assert!(!recs[0].header.continued);
+    }
+
+    #[test]
+    fn an_abandoned_group_leaves_the_log_as_it_was() {
+        let d = tmpdir("group-abandoned");
+        let mut a = Appender::new(d.clone());
+        append(&mut a, 1, 1);
+        let before = a.position();
+        a.stage().unwrap();
+        a.append(continued(2), &mut |_, _| unreachable!()).unwrap();
+        a.abandon_stage();
+        assert_eq!(a.position(), before);
+        assert_eq!(a.next_txid(), 2);
+        append(&mut a, 2, 1);
+        let (recs, _) = Reader::new(d.clone())
+            .read_at_most(Cursor { seq: 1, offset: 0 }, 10)
+            .unwrap();
+        assert_eq!(txids(&recs), vec![1, 2]);
+    }
+
+    #[test]
+    fn sealing_a_segment_drops_a_torn_group() {
+        let d = tmpdir("group-seal");
+        let a = log_with_a_group(&d);
+        let (seq, end) = a.position().unwrap();
+        drop(a);
+        let f = OpenOptions::new()
+            .write(true)
+            .open(segment_path(&d, seq))
+            .unwrap();
+        f.set_len(end - txn(4, 2).total_len()).unwrap();
+        seal_if_open(&d, seq).unwrap();
+        let (recs, cur) = Reader::new(d.clone())
+            .read_at_most(Cursor { seq: 1, offset: 0 }, 10)
+            .unwrap();
+        assert_eq!(txids(&recs), vec![1]);
+        assert_eq!(
+            cur,
+            Cursor { seq: 2, offset: 0 },
+            "the roll record follows record 1"
+        );
     }
 
     #[test]

@@ -125,6 +125,11 @@ pub struct Header {
     /// Size and mtime (ns) of the database file, on `Position` records written after a full
     /// checkpoint; lets the next process prove nobody wrote the file in between.
     pub fingerprint: (u64, i64),
+    /// A `Txn` of a group of commits appended together whose pages are all in the group's
+    /// last record (the one not continued). A run of continued records without that last
+    /// record (a group torn by a crash) is no part of the log: `log` cuts it and readers
+    /// never return it.
+    pub continued: bool,
 }
 
 impl Header {
@@ -142,6 +147,7 @@ impl Header {
         b[44..48].copy_from_slice(&segment_tag(seq).to_be_bytes());
         b[0..4].copy_from_slice(MAGIC);
         b[4] = self.kind as u8;
+        b[5] = self.continued as u8;
         b[8..16].copy_from_slice(&self.txid.to_be_bytes());
         b[16..20].copy_from_slice(&self.page_size.to_be_bytes());
         b[20..24].copy_from_slice(&self.commit.to_be_bytes());
@@ -190,6 +196,11 @@ impl Header {
             pos,
             timestamp_ms: u64_at(48) as i64,
             fingerprint: (u64_at(56), u64_at(64) as i64),
+            continued: match b[5] {
+                0 => false,
+                1 if b[4] == Kind::Txn as u8 => true,
+                _ => return None,
+            },
         };
         if h.n_pages > 0 && !crate::types::is_valid_page_size(h.page_size) {
             return None;
@@ -258,6 +269,7 @@ mod tests {
             },
             timestamp_ms: 1_700_000_000_123,
             fingerprint: (0, 0),
+            continued: false,
         };
         assert_eq!(Header::decode(&h.encode(7), 7), Some(h));
         assert_eq!(h.total_len(), 80 + 16 + 3 * 4100);

@@ -34,6 +34,7 @@ pub fn record(db: &Path, replica: &str, txid: u64) -> io::Result<()> {
         pos: WalPos::Empty,
         timestamp_ms: crate::clock::now_ms(),
         fingerprint: super::fingerprint(db),
+        continued: false,
     };
     log.append(marker, &mut |_, _| unreachable!("a marker has no pages"))?;
     super::log::sync_files(&log.files_to_sync())?;

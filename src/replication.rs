@@ -33,6 +33,13 @@ pub struct Status {
     pub unnamed: usize,
 }
 
+/// A group of commits is appended at the application's first release of the write lock once
+/// it is this old (ms) (`database::hooks`)...
+pub const GROUP_MS: i64 = 5;
+/// ...and by the uploader once it is this old: the application stopped committing
+/// (`upload::worker`). Under a steady stream of commits the uploader never takes the lock.
+pub const GROUP_STALL_MS: i64 = 4 * GROUP_MS;
+
 pub struct Replication {
     pub id: u64,
     pub db_path: PathBuf,
@@ -77,6 +84,13 @@ pub struct WalActivity {
     /// let SQLite restart the WAL over them, and the log could then only resync with a
     /// snapshot, which a full shadow directory may never have room for.
     pub log_behind: AtomicBool,
+    /// When the oldest commit of a group not appended yet was made (`database::hooks`), 0
+    /// when there is none: the uploader appends a group that waited `GROUP_MS`.
+    pub group_since_ms: AtomicI64,
+    /// How many commits of that group follow the log's last record with nothing between
+    /// them (0 when another process's commit came in between): the TXIDs they will get are
+    /// the log's next ones, which `walrust_status()` reports as committed.
+    pub grouped: std::sync::atomic::AtomicU64,
     /// The checkpoint thread has (or is opening) a connection to the database.
     pub ckpt_conn_open: AtomicBool,
     /// Snapshots and catch-ups under way that keep the checkpoint thread's connection closed

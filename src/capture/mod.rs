@@ -106,8 +106,12 @@ impl Committed {
     }
 }
 
+/// Image buffers kept for reuse (a group of commits holds one each until it is appended).
+const SPARE_IMAGES: usize = 64;
+
 #[derive(Default)]
 pub struct Capture {
+    spare_images: Vec<Images>,
     header: Option<WalHeader>,
     /// (frame, page number) of the frames written since the write lock was taken, by frame; a
     /// frame written again (in place, or after a savepoint rollback) keeps its newest page.
@@ -145,7 +149,7 @@ impl Capture {
     fn reset_images(&mut self) {
         match &mut self.images {
             Some(img) => img.clear(),
-            None => self.images = Some(Images::default()),
+            None => self.images = Some(self.spare_images.pop().unwrap_or_default()),
         }
     }
 
@@ -155,9 +159,15 @@ impl Capture {
             .images
             .as_ref()
             .is_some_and(|i| i.at.is_empty() && i.bytes.capacity() == 0);
-        if let (true, Some(mut img)) = (unused, images) {
-            img.clear();
+        let Some(mut img) = images else {
+            return;
+        };
+        img.clear();
+        if unused {
             self.images = Some(img);
+        } else if self.spare_images.len() < SPARE_IMAGES {
+            // Commits appended as a group each held their own buffers.
+            self.spare_images.push(img);
         }
     }
 

@@ -21,6 +21,45 @@ impl Database {
         commit::has_uncaptured(last.as_ref(), hdr.as_ref(), &mut read, &fp)
     }
 
+    /// If a connection of this process holds the WAL write lock, catches up under it (it
+    /// cannot be released meanwhile: its release hook waits for the database's mutex) and
+    /// says whether the log now holds every commit; `None` if none holds it.
+    pub fn catch_up_if_writing(&self) -> Option<bool> {
+        let mut st = self.lock();
+        if !st.in_write_txn || st.replication.is_none() {
+            return None;
+        }
+        Some(self.catch_up_in(&mut st))
+    }
+
+    /// `catch_up_if_writing` for a caller that holds the write lock through its own
+    /// connection.
+    pub fn catch_up_under_lock(&self) -> bool {
+        let mut st = self.lock();
+        st.replication.is_some() && self.catch_up_in(&mut st)
+    }
+
+    /// This process's group, then every commit of the WAL the log lacks; true if all went in.
+    fn catch_up_in(&self, st: &mut super::DbState) -> bool {
+        // The group first: from memory, not read back from the WAL.
+        self.flush_group(st, false);
+        let file = std::fs::File::open(self.wal_path()).ok();
+        let mut read = |buf: &mut [u8], off: u64| read_full(file.as_ref(), buf, off);
+        let hdr = read_wal_header(&mut read);
+        let fp = || fingerprint(&self.path);
+        let result = commit::catch_up(st.appender.as_mut().unwrap(), hdr.as_ref(), &mut read, &fp);
+        let caught_up = result.is_ok() && st.group.is_empty();
+        self.account(st, result);
+        if caught_up {
+            // Whatever a failed group append left in the WAL alone is in the log now.
+            let r = st.replication.as_ref().unwrap();
+            r.wal
+                .group_since_ms
+                .store(0, std::sync::atomic::Ordering::Release);
+        }
+        caught_up
+    }
+
     /// Under the WAL write lock (the caller holds it through its own connection): appends every
     /// transaction the log lacks, then, if `marker` is given, a marker record with a TXID of at
     /// least `min_txid`. Returns the last TXID in the log and the WAL position.
@@ -32,13 +71,7 @@ impl Database {
         let Some(_) = st.replication else {
             return Err(io::Error::other("not replicating"));
         };
-        let wal_path = self.wal_path();
-        let file = std::fs::File::open(&wal_path).ok();
-        let mut read = |buf: &mut [u8], off: u64| read_full(file.as_ref(), buf, off);
-        let hdr = read_wal_header(&mut read);
-        let fp = || fingerprint(&self.path);
-        let result = commit::catch_up(st.appender.as_mut().unwrap(), hdr.as_ref(), &mut read, &fp);
-        self.account(&mut st, result);
+        self.catch_up_in(&mut st);
         if let Some((kind, min_txid, page_size, commit_pages)) = marker {
             let app = st.appender.as_mut().unwrap();
             let a = commit::mark_at_least(app, kind, min_txid, page_size, commit_pages)?;

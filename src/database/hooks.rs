@@ -8,11 +8,25 @@ use super::{get_or_create, is_wal_mode, lookup, read_full, read_wal_header};
 use super::{AppFile, Database, DbState, Role, WalHandle};
 use crate::capture::{commit, Appended, Capture};
 use crate::replication::Replication;
-use crate::shadow::fingerprint;
+use crate::shadow::{fingerprint, WalPos};
 use crate::wal;
 use std::io;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Commits released within this of the one before are grouped (see `group_pending`); slower
+/// ones are appended at their release.
+const GROUP_GAP: Duration = Duration::from_millis(1);
+/// A group is appended once it holds this many commits, this many page bytes, or its oldest
+/// commit is this old (at the next release, or by the uploader if none comes).
+const GROUP_MAX: usize = 64;
+const GROUP_BYTES: usize = 512 << 10;
+use crate::replication::GROUP_MS;
+/// With a shorter sync interval than this, commits are not grouped: the uploader would take
+/// the write lock to append young groups.
+const GROUP_MIN_SYNC_INTERVAL_MS: u64 = 50;
 
 /// A main database file was opened. `uri` reads the open's URI parameters, `read` the file.
 /// A database already in WAL mode starts replicating now (if a replica is configured).
@@ -105,7 +119,7 @@ impl Database {
         let repl = {
             let mut st = self.lock();
             st.in_write_txn = false;
-            self.flush_pending(&mut st);
+            self.group_pending(&mut st);
             st.replication.clone()
         };
         // A snapshot that could not get the write lock fixes its point here, while this
@@ -118,42 +132,141 @@ impl Database {
         }
     }
 
-    /// Appends the commit waiting for the write lock's release, if any. Nothing is synced
-    /// here, whatever `synchronous` says: see `log_owes_sync`.
-    fn flush_pending(&self, st: &mut DbState) {
+    /// At the write lock's release: the commit joins the group, which is appended now unless
+    /// commits are coming fast (released within `GROUP_GAP` of each other) and it is still
+    /// small and young. Grouped, each page is written to the log once per group instead of
+    /// once per commit.
+    fn group_pending(&self, st: &mut DbState) {
         let Some(c) = st.pending.take() else {
             return;
         };
         let sync = std::mem::take(&mut st.pending_sync);
+        let Some(repl) = st.replication.clone() else {
+            return;
+        };
+        repl.wal.commits_synced.store(sync, Ordering::Relaxed);
+        let now = Instant::now();
+        let burst = st
+            .last_release
+            .is_some_and(|t| now.duration_since(t) < GROUP_GAP);
+        st.last_release = Some(now);
+        let small = c.images.is_some();
+        crate::failpoint::hit("commit.grouping");
+        if st
+            .group
+            .last()
+            .is_some_and(|prev| prev.salts != c.salts || prev.last + 1 != c.first)
+        {
+            // Another process committed between (or the WAL started over): a group is a run
+            // of frames with nothing between, so the one before goes in first. (The commit in
+            // between is caught up from the WAL before this one is appended.)
+            self.flush_group(st, false);
+        }
+        let follows = match st.group.last() {
+            Some(prev) => prev.salts == c.salts && prev.last + 1 == c.first,
+            None => match st.appender.as_ref().and_then(|a| a.last()).map(|h| h.pos) {
+                Some(WalPos::At { salts, frame }) => salts == c.salts && frame + 1 == c.first,
+                // The WAL started over after the log's last record.
+                Some(WalPos::Empty) => c.first == 1,
+                _ => false,
+            },
+        };
+        let counted = repl.wal.grouped.load(Ordering::Relaxed);
+        let grouped = if follows && (st.group.is_empty() || counted > 0) {
+            counted + 1
+        } else {
+            0
+        };
+        st.group_bytes += c.pages.len() * c.page_size as usize;
+        st.group.push(c);
+        st.group_sync |= sync;
+        let since = repl.wal.group_since_ms.load(Ordering::Relaxed);
+        let now_ms = crate::clock::now_ms();
+        let wait = burst
+            && small
+            && st.group.len() < GROUP_MAX
+            && st.group_bytes < GROUP_BYTES
+            && (since == 0 || now_ms - since < GROUP_MS)
+            && repl.settings.lock().unwrap().sync_interval_ms >= GROUP_MIN_SYNC_INTERVAL_MS;
+        if !wait {
+            self.flush_group(st, true);
+            return;
+        }
+        repl.wal.grouped.store(grouped, Ordering::Release);
+        if since == 0 {
+            repl.wal.group_since_ms.store(now_ms, Ordering::Relaxed);
+            // The uploader appends the group if no release comes to do it.
+            crate::upload::notify(&repl);
+        }
+    }
+
+    /// Appends the commit waiting for the write lock's release, if any, after the group.
+    /// Nothing is synced here, whatever `synchronous` says: see `log_owes_sync`.
+    fn flush_pending(&self, st: &mut DbState) {
+        if let Some(c) = st.pending.take() {
+            let sync = std::mem::take(&mut st.pending_sync);
+            if let Some(r) = st.replication.as_ref() {
+                r.wal.commits_synced.store(sync, Ordering::Relaxed);
+            }
+            st.group_bytes += c.pages.len() * c.page_size as usize;
+            st.group.push(c);
+            st.group_sync |= sync;
+        }
+        self.flush_group(st, false);
+    }
+
+    /// Appends the group, if any, with the WAL's header read afresh (so that commits of a
+    /// generation another process ended meanwhile, and caught up, are left out); but for one
+    /// commit appended at its own release (`at_release`), where nobody can have written since
+    /// it, and our header is the WAL's.
+    pub(super) fn flush_group(&self, st: &mut DbState, at_release: bool) {
+        if st.group.is_empty() {
+            return;
+        }
+        let group = std::mem::take(&mut st.group);
+        let sync = std::mem::take(&mut st.group_sync);
+        st.group_bytes = 0;
         if let Some(r) = st.replication.as_ref() {
-            r.wal
-                .commits_synced
-                .store(sync, std::sync::atomic::Ordering::Relaxed);
+            // Counted by `account` from here on (never twice: a status may lag a moment).
+            r.wal.grouped.store(0, Ordering::Release);
         }
         if st.wal_file.is_none() {
             st.wal_file = std::fs::File::open(self.wal_path()).ok();
         }
         let file = st.wal_file.take();
         let mut read = |buf: &mut [u8], off: u64| read_full(file.as_ref(), buf, off);
-        let hdr = match st.capture.header() {
-            Some(h) if h.salts == c.salts => *h,
-            _ => match read_wal_header(&mut read) {
-                Some(h) => h,
-                None => {
-                    // The commit stays in the WAL; the next append's catch-up recovers it.
-                    let err = io::Error::other("the WAL header could not be read");
-                    st.wal_file = file;
-                    self.account(st, Err(err));
-                    return;
-                }
-            },
+        let hdr = match (st.capture.header(), group.as_slice()) {
+            // One commit appended at its own release: nobody can have written since.
+            (Some(h), [c]) if at_release && h.salts == c.salts => Some(*h),
+            _ => read_wal_header(&mut read),
+        };
+        let Some(hdr) = hdr else {
+            // The commits stay in the WAL; the next append's catch-up recovers them.
+            let err = io::Error::other("the WAL header could not be read");
+            st.wal_file = file;
+            for c in group {
+                st.capture.recycle(c.images);
+            }
+            self.account(st, Err(err));
+            return;
         };
         let fp = || fingerprint(&self.path);
-        let result = commit::append_commit(st.appender.as_mut().unwrap(), &hdr, &c, &mut read, &fp);
+        let result =
+            commit::append_group(st.appender.as_mut().unwrap(), &hdr, &group, &mut read, &fp);
         st.wal_file = file;
-        st.capture.recycle(c.images);
+        for c in group {
+            st.capture.recycle(c.images);
+        }
+        let appended = result.is_ok();
         self.account(st, result);
         self.owe_sync(st, sync);
+        if appended {
+            // After `account` made their TXIDs the status's: a `walrust_sync()` waiting for
+            // the group reads them once this says the group is in (`upload::worker`). A failed
+            // append leaves it set: the commits are in the WAL only, until a catch-up.
+            let r = st.replication.as_ref().unwrap();
+            r.wal.group_since_ms.store(0, Ordering::Release);
+        }
     }
 
     /// After an append: a commit SQLite made durable (`synced`) puts the log in debt until
@@ -228,12 +341,16 @@ impl Database {
         };
         if st.in_write_txn {
             // A second commit under one lock: the first goes in first.
-            self.flush_pending(&mut st);
+            if st.pending.is_some() {
+                self.flush_pending(&mut st);
+            }
             st.pending = Some(c);
             st.pending_writer = writer;
             return;
         }
-        // No shared-memory locks (locking_mode=EXCLUSIVE): nobody else can write, append now.
+        // No shared-memory locks (locking_mode=EXCLUSIVE): nobody else can write, append now
+        // (after any group of commits made before the mode changed).
+        self.flush_group(&mut st, false);
         let hdr = *st.capture.header().expect("a commit implies a header");
         let fp = || fingerprint(&self.path);
         let result = commit::append_commit(st.appender.as_mut().unwrap(), &hdr, &c, read, &fp);
@@ -361,7 +478,7 @@ impl Database {
     /// Returns false when a commit is under way (try again later).
     pub fn release_idle_files(&self) -> bool {
         let mut st = self.lock();
-        if st.in_write_txn || st.pending.is_some() {
+        if st.in_write_txn || st.pending.is_some() || !st.group.is_empty() {
             return false;
         }
         st.wal_file = None;

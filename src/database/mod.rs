@@ -105,6 +105,17 @@ struct DbState {
     /// published it in the WAL index, so a process that dies before that leaves no phantom
     /// transaction in the log.
     pending: Option<Committed>,
+    /// Commits of earlier holds of the write lock not in the log yet, appended together
+    /// (`hooks::group_pending`). They are in the WAL meanwhile, which no restart, truncation or
+    /// deletion can lose before a hook of this process appends them, or another process's
+    /// catch-up copies them from the WAL (the group then finds them logged and leaves them).
+    group: Vec<Committed>,
+    group_bytes: usize,
+    /// Some commit of the group was made durable by SQLite's WAL sync (`log_owes_sync`).
+    group_sync: bool,
+    /// When the last commit was released: commits that follow each other within
+    /// `GROUP_GAP` are grouped, others appended at once.
+    last_release: Option<std::time::Instant>,
     /// The WAL handle (one per connection) that wrote the pending commit.
     pending_writer: WalHandle,
     /// That handle synced the WAL for the pending commit (`synchronous=FULL`).
@@ -186,7 +197,12 @@ impl Database {
         };
         let timeout = repl.settings().close_timeout_ms;
         let status = repl.status();
-        let done = status.local_txid <= status.uploaded_txid && status.unnamed == 0;
+        let grouped = repl
+            .wal
+            .group_since_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
+            != 0;
+        let done = status.local_txid <= status.uploaded_txid && status.unnamed == 0 && !grouped;
         if timeout == 0 || done {
             return;
         }

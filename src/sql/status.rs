@@ -62,7 +62,8 @@ pub(super) fn walrust_status(ctx: &Context<'_>) -> rusqlite::Result<String> {
         return Ok(v.to_string());
     };
     let s = repl.status();
-    let txid = s.local_txid.max(s.uploaded_txid);
+    let grouped = repl.wal.grouped.load(std::sync::atomic::Ordering::Acquire);
+    let txid = (s.local_txid + grouped).max(s.uploaded_txid);
     let v = json!({
         "database": db.path.display().to_string(),
         "replica": repl.url,

@@ -37,8 +37,9 @@ pub trait Source: Send + Sync {
     /// sidecar running): this process keeps its uploader lock and may take snapshots.
     fn in_use(&self) -> bool;
     /// Appends to the shadow log every commit it lacks, if that can be done without waiting
-    /// (a busy WAL write lock means its holder captures its own commit).
-    fn catch_up(&self);
+    /// (a busy WAL write lock means its holder captures its own commit). True when the log
+    /// holds every commit the WAL held when it looked (nothing was missing, or it caught up).
+    fn catch_up(&self) -> bool;
     /// Takes a snapshot (see `snapshot::take` for the TXID rules).
     fn snapshot(
         &self,
@@ -53,17 +54,30 @@ impl Source for Database {
         Database::in_use(self)
     }
 
-    fn catch_up(&self) {
+    fn catch_up(&self) -> bool {
         // Take the write lock only when a commit is really missing from the log (a process
-        // died between its WAL write and its append); busy is fine, the writer holding the
-        // lock captures its own commit.
-        if self.needs_catch_up().unwrap_or(true) {
-            let _ = snapshot::with_write_lock(self, Duration::from_millis(200), |_| {
-                self.catch_up_locked(None)
-                    .map(|_| ())
-                    .map_err(|err| err.to_string())
-            });
+        // died between its WAL write and its append, or holds it in a group); busy is fine
+        // for the log, the writer holding the lock captures its own commit.
+        // A group of this process's commits waiting in memory is appended (or, if another
+        // process caught its commits up from the WAL meanwhile, let go) under the lock too.
+        let grouped = self.replication().is_some_and(|r| {
+            r.wal
+                .group_since_ms
+                .load(std::sync::atomic::Ordering::Acquire)
+                != 0
+        });
+        if grouped || self.needs_catch_up().unwrap_or(true) {
+            if let Some(done) = self.catch_up_if_writing() {
+                // A connection of this process writes (`walrust_sync()` inside a write
+                // transaction, say): under its lock, as a snapshot's handoff does.
+                return done;
+            }
+            return snapshot::with_write_lock(self, Duration::from_millis(200), |_| {
+                Ok(self.catch_up_under_lock())
+            })
+            .unwrap_or(false);
         }
+        true
     }
 
     fn snapshot(

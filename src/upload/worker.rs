@@ -14,6 +14,7 @@ use crate::shadow::log::{self, Cursor, Reader, RecordRef};
 use crate::shadow::{Kind, State};
 use flume::Sender;
 use std::fs::File;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 type Reply = Sender<Result<u64, String>>;
@@ -51,7 +52,10 @@ pub(crate) struct Entry {
     failures: u32,
     force: bool,
     catch_up: bool,
-    waiters: Vec<(u64, Reply)>,
+    /// `walrust_sync()` callers: the TXID each waits for, and whether it still waits for a
+    /// catch-up (every commit made before the call, in a group of some process or in the
+    /// WAL alone, is in the log only after one: then its TXID is the log's newest).
+    waiters: Vec<(u64, Reply, bool)>,
     snapshot_waiters: Vec<Reply>,
     /// `walrust_takeover()` callers, served at the start of the next step.
     takeovers: Vec<Reply>,
@@ -162,6 +166,7 @@ pub(super) fn quiet_poll(e: &mut Entry, now: i64) -> bool {
         && !e.snapshot_requested
         && !e.batch_full;
     let nothing_held = e.pending.is_empty()
+        && e.repl.wal.group_since_ms.load(Ordering::Acquire) == 0
         && e.manifest_backlog.is_empty()
         && e.fresh_snapshot_above.is_none()
         && e.failures == 0
@@ -190,7 +195,7 @@ pub(super) fn handle(e: &mut Entry, msg: Msg) {
         }
         Msg::Notify(_) => notified(e),
         Msg::Sync { txid, reply, .. } => {
-            e.waiters.push((txid, reply));
+            e.waiters.push((txid, reply, true));
             e.force = true;
             e.catch_up = true;
             e.retry_at_ms = 0;
@@ -258,10 +263,17 @@ pub(super) fn tick(e: &mut Entry) {
     }
     let now = now_ms();
     e.last_tick_ms = now;
+    settle_group(e, now);
     if now < e.retry_at_ms {
         return;
     }
     e.next_tick_ms = now + POLL_MS;
+    let since = e.repl.wal.group_since_ms.load(Ordering::Acquire);
+    if since != 0 {
+        e.next_tick_ms = e
+            .next_tick_ms
+            .min(since + crate::replication::GROUP_STALL_MS);
+    }
     if e.lock.is_none() && !take_lock(e) {
         // Nothing to upload here while another process does: look again at the poll.
         e.force = false;
@@ -269,7 +281,7 @@ pub(super) fn tick(e: &mut Entry) {
         return;
     }
     if let Some(why) = &e.refused {
-        for (_, w) in e.waiters.drain(..) {
+        for (_, w, _) in e.waiters.drain(..) {
             let _ = w.send(Err(why.clone()));
         }
         for w in e.snapshot_waiters.drain(..) {
@@ -340,6 +352,33 @@ fn take_lock(e: &mut Entry) -> bool {
     }
 }
 
+/// A group of this process's commits waits in memory (`database::hooks`): appended by the
+/// application's next release of the write lock, or here, under the write lock, once it is
+/// `GROUP_STALL_MS` old. A `walrust_sync()` caller waits for a catch-up (whichever process
+/// uploads): commits made before its call may be in a group, of this process or another, or
+/// in the WAL alone; after the catch-up its TXID is the log's newest.
+fn settle_group(e: &mut Entry, now: i64) {
+    let since = e.repl.wal.group_since_ms.load(Ordering::Acquire);
+    let wanted = e.waiters.iter().any(|w| w.2);
+    let stalled = since != 0 && now - since >= crate::replication::GROUP_STALL_MS;
+    if !wanted && !stalled {
+        return;
+    }
+    // With the database closed nothing of this process is in memory any more.
+    let caught_up = e.db.upgrade().is_none_or(|db| db.catch_up());
+    if caught_up {
+        e.catch_up = false; // the step need not look again
+    }
+    if wanted && caught_up {
+        let local = e.repl.status().local_txid;
+        for w in e.waiters.iter_mut().filter(|w| w.2) {
+            w.0 = w.0.max(local);
+            w.2 = false;
+        }
+        e.force = true;
+    }
+}
+
 /// Another process uploads: report its progress and answer our waiters from `state.json`.
 fn follow_other_uploader(e: &mut Entry) {
     if let Ok(Some(st)) = e.repl.shadow.read_state() {
@@ -356,7 +395,7 @@ fn follow_other_uploader(e: &mut Entry) {
     }
     if !e.db.upgrade().is_some_and(|d| d.in_use()) {
         e.pending.clear();
-        for (_, w) in e.waiters.drain(..) {
+        for (_, w, _) in e.waiters.drain(..) {
             let _ = w.send(Err(
                 "walrust: the database was closed before its transactions were uploaded".into(),
             ));
@@ -368,14 +407,14 @@ fn answer_waiters(e: &mut Entry) {
     // Refused during this step (a manifest write found a new owner): the batch just uploaded
     // is in no restore of the newest state, so nothing may be acknowledged.
     if let Some(why) = &e.refused {
-        for (_, w) in e.waiters.drain(..) {
+        for (_, w, _) in e.waiters.drain(..) {
             let _ = w.send(Err(why.clone()));
         }
         return;
     }
     let uploaded = e.uploaded;
-    e.waiters.retain(|(txid, w)| {
-        if *txid <= uploaded {
+    e.waiters.retain(|(txid, w, grouped)| {
+        if !*grouped && *txid <= uploaded {
             let _ = w.send(Ok(uploaded));
             false
         } else {

@@ -777,8 +777,9 @@ impl crate::upload::Source for Watched {
         self.running.load(Ordering::Acquire)
     }
 
-    fn catch_up(&self) {
+    fn catch_up(&self) -> bool {
         self.poll();
+        true
     }
 
     fn snapshot(

@@ -6,6 +6,8 @@ exit at a chosen step.
 Reads one JSON line per request from stdin: `["SQL", [params]]`, answers one JSON line on
 stdout: `{"rows": [...]}` or `{"error": "..."}`. `["exit"]` closes the connection and
 exits 0; end of input returns without closing anything (as a script that forgets to close).
+`["repeat", "SQL", N]` runs SQL N times in a tight loop, binding 0..N-1 (commits that follow
+each other as fast as SQLite takes them).
 """
 
 import argparse
@@ -44,6 +46,11 @@ def main():
             loader.close()
             print(json.dumps({"rows": []}), flush=True)
             return
+        if req[0] == "repeat":
+            for i in range(req[2]):
+                conn.execute(req[1], (i,))
+            print(json.dumps({"rows": []}), flush=True)
+            continue
         sql, bind = req[0], req[1] if len(req) > 1 else []
         try:
             rows = [list(r) for r in conn.execute(sql, bind).fetchall()]

@@ -68,6 +68,15 @@ class Child:
             raise sqlite3.Error(out["error"])
         return out["rows"]
 
+    def repeat(self, sql, n):
+        """Runs `sql` n times in the child without a round trip between (binding 0..n-1)."""
+        try:
+            self.proc.stdin.write(json.dumps(["repeat", sql, n]) + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass
+        self._answer()
+
     def one(self, sql, *params):
         return self.sql(sql, *params)[0][0]
 
@@ -391,6 +400,51 @@ def test_an_uploader_killed_at_each_step_is_resumed(tmp_path, walrust, failpoint
     for txid, rows in points.items():
         _, got = restored(walrust, replica, tmp_path, f"r{txid}.db", txid)
         assert got["tables"]["t"] == rows, f"restore at TXID {txid}"
+
+
+def test_commits_grouped_in_memory_survive_a_kill(tmp_path, walrust, failpoint_ext, replica):
+    """Commits that follow each other closely wait in memory to be appended to the shadow
+    log together; they are in the WAL meanwhile. A process killed with such a group pending
+    leaves them to the next one, which finds them in the WAL: every committed row is restored,
+    TXIDs stay contiguous, one TXID per commit, and no second snapshot is taken."""
+    db = tmp_path / "app.db"
+    c = Child(walrust.ext, db, replica)
+    c.sql("PRAGMA journal_mode=WAL")
+    c.sql("CREATE TABLE t(x)")
+    first = c.one("SELECT walrust_sync()")
+    c.exit()
+    c = Child(failpoint_ext, db, replica, env_extra={"WALRUST_FAILPOINTS": "commit.grouping@1500"})
+    with pytest.raises(ChildDied):  # at the 1,500th commit's release
+        c.repeat("INSERT INTO t VALUES (?)", 3000)
+    c = Child(walrust.ext, db, replica)
+    count = c.one("SELECT count(*) FROM t")
+    # The 1,500th was published in the WAL index before its release: committed.
+    assert count == 1500, count
+    last = c.one("SELECT walrust_sync()")
+    c.exit()
+    assert last == first + count, (first, count, last)
+    assert len(snapshots(replica)) == 1, replica.ltx_files()
+    assert_level0_contiguous(replica)
+    _, got = restored(walrust, replica, tmp_path, "r.db")
+    assert len(got["tables"]["t"]) == count
+
+
+def test_a_sync_counts_the_commits_grouped_before_it(tmp_path, walrust, replica):
+    """walrust_sync() right after a burst of commits (some of them still in a group in
+    memory) returns only once all of them are in the replica."""
+    db = tmp_path / "app.db"
+    c = Child(walrust.ext, db, replica)
+    c.sql("PRAGMA journal_mode=WAL")
+    c.sql("CREATE TABLE t(x)")
+    first = c.one("SELECT walrust_sync()")
+    for n in (1, 7, 500):
+        c.repeat("INSERT INTO t VALUES (?)", n)
+        last = c.one("SELECT walrust_sync()")
+        count = c.one("SELECT count(*) FROM t")
+        assert last == first + count, (first, count, last)
+        _, got = restored(walrust, replica, tmp_path, f"r{n}.db")
+        assert len(got["tables"]["t"]) == count
+    c.exit()
 
 
 def names_every_file(replica):

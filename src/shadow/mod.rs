@@ -32,6 +32,12 @@ pub fn fingerprint(path: &Path) -> (u64, i64) {
 }
 
 /// Paths of one database's shadow directory.
+/// See `ShadowDir::ensure_reserve`.
+const RESERVE: &str = "reserve";
+const RESERVE_BYTES: usize = 64 << 10;
+/// A full disk (`io::ErrorKind::StorageFull`).
+const ENOSPC: i32 = 28;
+
 #[derive(Clone, Debug)]
 pub struct ShadowDir {
     pub root: PathBuf,
@@ -45,7 +51,23 @@ impl ShadowDir {
         b.create(&root)?;
         b.create(root.join("log"))?;
         b.create(root.join("tmp"))?;
-        Ok(ShadowDir { root })
+        let dir = ShadowDir { root };
+        dir.ensure_reserve();
+        Ok(dir)
+    }
+
+    /// Keeps `reserve` (a few zero blocks) in the directory, if there is room: space that a
+    /// log which filled the disk gives back so that `state.json` can still record the upload
+    /// that frees the log's space (`write_state`).
+    pub fn ensure_reserve(&self) {
+        let path = self.root.join(RESERVE);
+        if path.exists() {
+            return;
+        }
+        let zeros = vec![0u8; RESERVE_BYTES];
+        if fs::write(&path, zeros).is_err() {
+            let _ = fs::remove_file(&path);
+        }
     }
 
     /// The default location: `<db>-walrust` beside the database, or `<dir>/<db name>-walrust`.
@@ -92,7 +114,17 @@ impl ShadowDir {
     }
 
     pub fn write_state(&self, s: &State) -> io::Result<()> {
-        state::write(&self.state_path(), s)
+        match state::write(&self.state_path(), s) {
+            // The disk is full (the log filled it while uploads lagged): the reserve makes
+            // room for this one write, and is written again once trimming frees space.
+            Err(e)
+                if e.raw_os_error() == Some(ENOSPC)
+                    && fs::remove_file(self.root.join(RESERVE)).is_ok() =>
+            {
+                state::write(&self.state_path(), s)
+            }
+            other => other,
+        }
     }
 
     /// Creates `state.json` unless it exists; false if it did.

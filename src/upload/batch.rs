@@ -138,6 +138,46 @@ pub fn upload_level0(
     let lock_page = crate::types::lock_page(page_size);
     pages.retain(|&pgno, _| pgno <= commit && pgno != lock_page);
 
+    let build = |dir: &Path, reader: &mut Reader| {
+        build_level0(&txns, &pages, reader, dir, (page_size, commit, min, max))
+    };
+    let (tmp, bytes, sha) = match build(tmp_dir, reader) {
+        // The shadow directory is full (the log outgrew it while the replica lagged): build
+        // the file in the system's temporary directory, so that the upload that frees the
+        // log's space can still happen.
+        Err(e) if e.to_string().contains(ENOSPC) => {
+            build(&std::env::temp_dir(), reader).map_err(|again| {
+                Error::from(format!(
+                    "{e}; and in the system's temporary directory: {again}"
+                ))
+            })?
+        }
+        other => other?,
+    };
+    let key = FileKey::new(0, min, max).unwrap();
+    let entry = put(store, &key, &tmp.path, last.header.timestamp_ms, sha)?;
+    crate::failpoint::hit("upload.level0_written");
+    Ok(Some(Uploaded {
+        min,
+        max,
+        bytes,
+        entry,
+    }))
+}
+
+/// How the OS words a full disk (`io::ErrorKind::StorageFull`) in the messages that reach here.
+const ENOSPC: &str = "(os error 28)";
+
+/// Builds the level-0 file of `txns` (newest image of each page in `pages`) in `dir`; returns
+/// it with its size and SHA-256.
+fn build_level0(
+    txns: &[&RecordRef],
+    pages: &BTreeMap<u32, (usize, usize)>,
+    reader: &mut Reader,
+    tmp_dir: &Path,
+    (page_size, commit, min, max): (u32, u32, Txid, Txid),
+) -> Result<(TempFile, u64, String), Error> {
+    let last = txns.last().expect("a batch has transactions");
     let name = ltx::file_name(min, max);
     let (tmp, file) = TempFile::create(tmp_dir, &name).map_err(|e| {
         format!(
@@ -154,7 +194,7 @@ pub fn upload_level0(
     let local = |e: &dyn std::fmt::Display| local_write_error(&tmp.path, e);
     let mut enc = Encoder::new(writer, header).map_err(|e| local(&e))?;
     let mut buf = vec![0u8; page_size as usize];
-    for (&pgno, &(ri, pi)) in &pages {
+    for (&pgno, &(ri, pi)) in pages {
         reader
             .read_page(txns[ri], pi, &mut buf)
             .map_err(|e| format!("cannot read the shadow log: {e}"))?;
@@ -171,15 +211,7 @@ pub fn upload_level0(
         ..
     } = writer;
     let sha = hasher.finish();
-    let key = FileKey::new(0, min, max).unwrap();
-    let entry = put(store, &key, &tmp.path, last.header.timestamp_ms, sha)?;
-    crate::failpoint::hit("upload.level0_written");
-    Ok(Some(Uploaded {
-        min,
-        max,
-        bytes,
-        entry,
-    }))
+    Ok((tmp, bytes, sha))
 }
 
 /// An LTX file is built in the shadow directory before it is uploaded: a failure to write it

@@ -730,7 +730,9 @@ fn persist(e: &mut Entry) -> Result<(), String> {
     crate::failpoint::hit("upload.state_written");
     if all_done {
         e.pending.clear();
-        let _ = log::trim_before(&e.repl.shadow.log_dir(), e.read_cursor);
+        if log::trim_before(&e.repl.shadow.log_dir(), e.read_cursor).is_ok_and(|n| n > 0) {
+            e.repl.shadow.ensure_reserve();
+        }
         crate::failpoint::hit("upload.trimmed");
     }
     let uploaded = e.uploaded;

@@ -107,6 +107,24 @@ def test_no_room_for_the_spare_segment(tmp_path, walrust, connect, restore_and_c
     restore_and_compare(replica, conn)
 
 
+def test_a_shadow_directory_filled_by_the_log_still_uploads(tmp_path, walrust, connect,
+                                                           restore_and_compare, small_fs):
+    """With uploads an hour apart, 16 MB of commits fill a 12 MiB shadow directory: appends
+    fail (the commits stay in the WAL) and no LTX file fits there either. walrust_sync() must
+    still get everything up: the file is built in the system's temporary directory, and the
+    upload frees the log's space."""
+    shadow = small_fs("shadow", "12m")
+    replica = Replica.file(tmp_path / "replica")
+    conn = connect(tmp_path / "app.db", replica, sync_interval=3600000, shadow_dir=shadow)
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+    walrust.sync(conn)
+    insert_rows(conn, 320)
+    walrust.sync(conn)
+    walrust.sync(conn)  # the commits the log could not take, caught up from the WAL
+    assert walrust.status(conn)["last_error"] is None
+    restore_and_compare(replica, conn)
+
+
 def test_a_full_replica_directory(tmp_path, walrust, connect, restore_and_compare, small_fs):
     root = small_fs("replica", "1m")
     replica = Replica.file(root / "app")

@@ -78,20 +78,8 @@ pub fn append_marker(
 /// Appends one committed transaction, reading its page images from the WAL.
 fn append_txn(app: &mut Appender, c: &Committed, wal: &mut WalRead) -> io::Result<Appended> {
     let txid = next_txid(app);
-    let header = Header {
-        kind: Kind::Txn,
-        txid,
-        page_size: c.page_size,
-        commit: c.commit,
-        n_pages: c.pages.len() as u32,
-        pos: WalPos::At {
-            salts: c.salts,
-            frame: c.last,
-        },
-        timestamp_ms: clock::now_ms(),
-        fingerprint: (0, 0),
-        continued: false,
-    };
+    let n_pages = c.pages.len() as u32;
+    let header = txn_header(c, txid, n_pages, clock::now_ms(), false);
     let bytes = app.append(header, &mut |i, page| {
         let (pgno, frame) = c.pages[i];
         fill_page(c, frame, page, wal)?;
@@ -103,6 +91,31 @@ fn append_txn(app: &mut Appender, c: &Committed, wal: &mut WalRead) -> io::Resul
         last_txid: txid,
         resync: false,
     })
+}
+
+/// The record of commit `c` as TXID `txid`, with `n_pages` page images (0 for a continued
+/// record of a group, whose pages are in the group's last).
+fn txn_header(
+    c: &Committed,
+    txid: u64,
+    n_pages: u32,
+    timestamp_ms: i64,
+    continued: bool,
+) -> Header {
+    Header {
+        kind: Kind::Txn,
+        txid,
+        page_size: c.page_size,
+        commit: c.commit,
+        n_pages,
+        pos: WalPos::At {
+            salts: c.salts,
+            frame: c.last,
+        },
+        timestamp_ms,
+        fingerprint: (0, 0),
+        continued,
+    }
 }
 
 /// Copies the image `c` wrote in `frame` into `page`: kept at capture, or read from the WAL.
@@ -298,20 +311,7 @@ fn append_staged_group(
     let now = clock::now_ms();
     for c in earlier {
         let txid = next_txid(app);
-        let h = Header {
-            kind: Kind::Txn,
-            txid,
-            page_size: c.page_size,
-            commit: c.commit,
-            n_pages: 0,
-            pos: WalPos::At {
-                salts: c.salts,
-                frame: c.last,
-            },
-            timestamp_ms: now,
-            fingerprint: (0, 0),
-            continued: true,
-        };
+        let h = txn_header(c, txid, 0, now, true);
         let bytes = app.append(h, &mut |_, _| {
             unreachable!("a continued record has no pages")
         })?;
@@ -335,20 +335,7 @@ fn append_staged_group(
         .map(|(pgno, (i, frame))| (pgno, i, frame))
         .collect();
     let txid = next_txid(app);
-    let h = Header {
-        kind: Kind::Txn,
-        txid,
-        page_size: last.page_size,
-        commit: last.commit,
-        n_pages: pages.len() as u32,
-        pos: WalPos::At {
-            salts: last.salts,
-            frame: last.last,
-        },
-        timestamp_ms: now,
-        fingerprint: (0, 0),
-        continued: false,
-    };
+    let h = txn_header(last, txid, pages.len() as u32, now, false);
     let bytes = app.append(h, &mut |i, page| {
         let (pgno, c, frame) = pages[i];
         fill_page(cs[c], frame, page, wal)?;

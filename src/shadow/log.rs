@@ -927,6 +927,20 @@ mod tests {
         a
     }
 
+    /// `log_with_a_group` whose group lost its last record (a crash tore the write); returns
+    /// the segment's number.
+    fn log_with_a_torn_group(d: &Path) -> u64 {
+        let a = log_with_a_group(d);
+        let (seq, end) = a.position().unwrap();
+        drop(a);
+        let f = OpenOptions::new()
+            .write(true)
+            .open(segment_path(d, seq))
+            .unwrap();
+        f.set_len(end - txn(4, 2).total_len()).unwrap();
+        seq
+    }
+
     fn txids(recs: &[RecordRef]) -> Vec<u64> {
         recs.iter().map(|r| r.header.txid).collect()
     }
@@ -952,16 +966,7 @@ mod tests {
     #[test]
     fn a_group_torn_by_a_crash_is_never_read_and_is_cut() {
         let d = tmpdir("group-torn");
-        let a = log_with_a_group(&d);
-        let (seq, end) = a.position().unwrap();
-        drop(a);
-        // The group's last record did not make it to the file.
-        let f = OpenOptions::new()
-            .write(true)
-            .open(segment_path(&d, seq))
-            .unwrap();
-        let last_len = txn(4, 2).total_len();
-        f.set_len(end - last_len).unwrap();
+        log_with_a_torn_group(&d);
         let mut r = Reader::new(d.clone());
         let (recs, cur) = r.read_at_most(Cursor { seq: 1, offset: 0 }, 10).unwrap();
         assert_eq!(
@@ -1001,14 +1006,7 @@ mod tests {
     #[test]
     fn sealing_a_segment_drops_a_torn_group() {
         let d = tmpdir("group-seal");
-        let a = log_with_a_group(&d);
-        let (seq, end) = a.position().unwrap();
-        drop(a);
-        let f = OpenOptions::new()
-            .write(true)
-            .open(segment_path(&d, seq))
-            .unwrap();
-        f.set_len(end - txn(4, 2).total_len()).unwrap();
+        let seq = log_with_a_torn_group(&d);
         seal_if_open(&d, seq).unwrap();
         let (recs, cur) = Reader::new(d.clone())
             .read_at_most(Cursor { seq: 1, offset: 0 }, 10)

@@ -230,6 +230,16 @@ fn step(e: &mut Entry) {
         return;
     }
     keep_spare(&db, &repl.shadow.log_dir(), idle_pass_due);
+    if db.log_pinned_to_file() {
+        // Commits the log lacks, after a record that vouches for the database file: into the
+        // log before a checkpoint changes the file (the uploader's catch-up may not have run
+        // yet, as right after an open). Our connection is closed first: the catch-up's own
+        // connection waits for it (`keep_away`).
+        close(e, Some(&repl));
+        if !crate::upload::Source::catch_up(&*db) {
+            return; // busy: at the next poll
+        }
+    }
     if e.conn.is_none() {
         // Announced before it is opened, and given up if a snapshot or catch-up came first
         // (see `keep_away`).

@@ -75,7 +75,7 @@ pub struct WalActivity {
     pub checkpointed_at: AtomicU32,
     /// An idle checkpoint ran since the last commit.
     pub idle_done: AtomicBool,
-    /// The last commit synced the WAL (`synchronous=FULL` or EXTRA).
+    /// The last commit synced the WAL (`synchronous=FULL` or EXTRA; true before any commit).
     pub commits_synced: AtomicBool,
     /// The database's files were let go since the last commit (`release_idle_files`).
     pub files_released: AtomicBool,
@@ -125,7 +125,11 @@ impl Replication {
             settings: Mutex::new(settings),
             status: Mutex::new(status),
             notified: AtomicBool::new(false),
-            wal: WalActivity::default(),
+            wal: WalActivity {
+                // SQLite's default (FULL) until a commit says otherwise.
+                commits_synced: AtomicBool::new(true),
+                ..Default::default()
+            },
             handoff: Mutex::new(None),
             growth: Default::default(),
         }

@@ -21,6 +21,27 @@ impl Database {
         commit::has_uncaptured(last.as_ref(), hdr.as_ref(), &mut read, &fp)
     }
 
+    /// The log's last record vouches for the database file as a WAL generation left it
+    /// (`WalPos::Empty` with the file's fingerprint) and the WAL holds commits the log lacks
+    /// (a power failure cut them from the log, or a writer without walrust made them): a
+    /// checkpoint now would change the file, the log could no longer be shown to go on into
+    /// this WAL, and a snapshot would stand in for those commits. They are caught up first.
+    pub fn log_pinned_to_file(&self) -> bool {
+        let pinned = |h: Option<&crate::shadow::Header>| {
+            h.is_some_and(|h| h.pos == crate::shadow::WalPos::Empty && h.fingerprint != (0, 0))
+        };
+        // What this process appended last, first: a cheap answer for a busy database.
+        let known = self.lock().appender.as_ref().and_then(|a| a.last().copied());
+        if known.is_some_and(|h| !pinned(Some(&h))) {
+            return false;
+        }
+        let Some(repl) = self.replication() else {
+            return false;
+        };
+        let last = crate::shadow::log::last_record(&repl.shadow.log_dir()).ok().flatten();
+        pinned(last.as_ref()) && self.needs_catch_up().unwrap_or(true)
+    }
+
     /// If a connection of this process holds the WAL write lock, catches up under it (it
     /// cannot be released meanwhile: its release hook waits for the database's mutex) and
     /// says whether the log now holds every commit; `None` if none holds it.

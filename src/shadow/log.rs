@@ -776,6 +776,20 @@ impl Reader {
     }
 }
 
+/// Makes durable every record in the segments numbered `from` to `upto` that still exist (a
+/// trimmed one is in the replica). The uploader calls it before the replica or `state.json`
+/// relies on those records: a power failure then never cuts the log below either.
+pub fn sync_segments(dir: &Path, from: u64, upto: u64) -> io::Result<()> {
+    for seq in list_segments(dir)?.into_iter().filter(|s| (from..=upto).contains(s)) {
+        match File::open(segment_path(dir, seq)) {
+            Ok(f) => f.sync_data()?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Syncs the files `Appender::files_to_sync` returned.
 pub fn sync_files(files: &[Arc<File>]) -> io::Result<()> {
     files.iter().try_for_each(|f| f.sync_data())

@@ -26,6 +26,8 @@ pub(crate) struct Entry {
     lock: Option<File>,
     pub(super) reader: Reader,
     pub(super) read_cursor: Cursor,
+    /// The log is durable up to here (`sync_log`).
+    log_synced: Cursor,
     /// Where the last record read from the log lies, and its TXID: the next one's must be above
     /// it (see `note_order`).
     pub(super) last_read: Option<((u64, u64), u64)>,
@@ -82,6 +84,7 @@ impl Entry {
             db,
             lock: None,
             read_cursor: Cursor::default(),
+            log_synced: Cursor::default(),
             last_read: None,
             pending: Vec::new(),
             uploaded: 0,
@@ -638,6 +641,9 @@ fn upload_pending(e: &mut Entry, before_snapshot: bool) -> Result<(), String> {
     if fresh.iter().any(|r| r.header.kind == Kind::Txn) && !owner::fence(e)? {
         return Ok(());
     }
+    if !fresh.is_empty() {
+        sync_log(e)?;
+    }
     let tmp = e.repl.shadow.tmp_dir();
     match batch::upload_level0(&fresh, &mut e.reader, &tmp, e.repl.store.as_ref()) {
         Ok(Some(up)) => {
@@ -713,6 +719,29 @@ fn note_unnamed(e: &Entry) {
     e.repl.update_status(|s| s.unnamed = unnamed);
 }
 
+/// Syncs the log up to the read cursor, before the replica gets records read from it or
+/// `state.json` records the cursor, when commits sync the WAL (`synchronous=FULL`, SQLite's
+/// default): the commit path leaves the log to the page cache (the WAL holds each commit until
+/// the log is synced), and a power failure must not leave the log short of what the replica
+/// or the cursor assume, or a snapshot would stand in for commits the WAL kept. One
+/// `fdatasync` per upload, on this thread. At `synchronous=NORMAL` the WAL can lose its tail
+/// too: a log cut below the cursor is noticed and a snapshot follows (`owner::settle_cursor`),
+/// and uploaded segments are deleted without ever being written to disk.
+fn sync_log(e: &mut Entry) -> Result<(), String> {
+    if e.log_synced == e.read_cursor || !e.repl.wal.commits_synced.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let from = e.log_synced.seq.min(e.read_cursor.seq);
+    log::sync_segments(&e.repl.shadow.log_dir(), from, e.read_cursor.seq).map_err(|err| {
+        format!(
+            "walrust: cannot sync the shadow log in {}: {err}; will retry",
+            e.repl.shadow.root.display()
+        )
+    })?;
+    e.log_synced = e.read_cursor;
+    Ok(())
+}
+
 /// Writes progress to `state.json` and trims what is uploaded from the shadow log.
 fn persist(e: &mut Entry) -> Result<(), String> {
     let all_done = e.pending.iter().all(|r| r.header.txid <= e.level0);
@@ -723,6 +752,7 @@ fn persist(e: &mut Entry) -> Result<(), String> {
     st.uploaded_at_ms = now_ms();
     st.last_error = None;
     if all_done {
+        sync_log(e)?;
         st.cursor_seq = e.read_cursor.seq;
         st.cursor_offset = e.read_cursor.offset;
     }

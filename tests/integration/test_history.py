@@ -328,6 +328,44 @@ def test_a_power_failure_at_full_loses_no_commit_the_wal_made_durable(tmp_path, 
     assert level0_ranges(replica)[-1][1] == txid
 
 
+def test_a_power_failure_with_commits_grouped_in_memory_loses_none(tmp_path, walrust,
+                                                                    failpoint_ext, replica):
+    """synchronous=FULL, a burst of commits: each returned once the WAL's fsync did, while the
+    log got them in groups, some still in memory, none synced. The power fails: the process
+    dies in the middle of the burst and the log loses all it was given since the uploader
+    last synced it. The next open finds every one of those commits in the WAL and copies
+    them in order, one TXID each, without a snapshot."""
+    db = tmp_path / "app.db"
+    c = Child(walrust.ext, db, replica, sync_interval=86_400_000)
+    c.sql("PRAGMA journal_mode=WAL")
+    c.sql("CREATE TABLE t(x)")
+    c.exit()
+    c = Child(failpoint_ext, db, replica, sync_interval=86_400_000,
+              env_extra={"WALRUST_FAILPOINTS": "commit.grouping@200"})
+    assert c.one("PRAGMA synchronous") == 2, "FULL is the default"
+    acknowledged = c.one("SELECT walrust_sync()")  # the log is synced up to here
+    saved = tmp_path / "disk"
+    shutil.copytree(shadow(db) / "log", saved / "log")
+    with pytest.raises(ChildDied):  # at the 200th commit's release, with 200 frames in the WAL
+        c.repeat("INSERT INTO t VALUES (?)", 400)
+    shutil.rmtree(shadow(db) / "log")
+    shutil.copytree(saved / "log", shadow(db) / "log")
+    Path(str(db) + "-shm").unlink(missing_ok=True)
+    snaps = len(snapshots(replica))
+    c = Child(walrust.ext, db, replica, sync_interval=86_400_000)
+    count = c.one("SELECT count(*) FROM t")
+    assert count == 200, "each commit was durable in the WAL when it returned"
+    txid = c.one("SELECT walrust_sync()")
+    status = json.loads(c.one("SELECT walrust_status()"))
+    assert status["notice"] is None, status
+    assert txid == acknowledged + count, (acknowledged, count, txid)
+    c.exit()
+    _, got = restored(walrust, replica, tmp_path, "r.db")
+    assert_same_contents(db_contents(db), got)
+    assert len(snapshots(replica)) == snaps, "recovered from the WAL, no snapshot needed"
+    assert_level0_contiguous(replica)
+
+
 def test_deleted_log_segments_are_noticed(tmp_path, walrust, replica):
     """The application closed, someone removed the shadow log, the application came back."""
     db = tmp_path / "app.db"

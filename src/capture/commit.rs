@@ -30,6 +30,16 @@ pub struct Appended {
 }
 
 impl Appended {
+    /// One record of `bytes` with TXID `txid` (a `Resync` marker if `resync`).
+    fn one(bytes: u64, txid: u64, resync: bool) -> Appended {
+        Appended {
+            records: 1,
+            bytes,
+            last_txid: txid,
+            resync,
+        }
+    }
+
     fn add(&mut self, other: Appended) {
         self.records += other.records;
         self.bytes += other.bytes;
@@ -67,12 +77,7 @@ pub fn append_marker(
     let bytes = app.append(marker(kind, txid, pos, fp), &mut |_, _| {
         unreachable!("markers have no pages")
     })?;
-    Ok(Appended {
-        records: 1,
-        bytes,
-        last_txid: txid,
-        resync: kind == Kind::Resync,
-    })
+    Ok(Appended::one(bytes, txid, kind == Kind::Resync))
 }
 
 /// Appends one committed transaction, reading its page images from the WAL.
@@ -85,12 +90,7 @@ fn append_txn(app: &mut Appender, c: &Committed, wal: &mut WalRead) -> io::Resul
         fill_page(c, frame, page, wal)?;
         Ok(pgno)
     })?;
-    Ok(Appended {
-        records: 1,
-        bytes,
-        last_txid: txid,
-        resync: false,
-    })
+    Ok(Appended::one(bytes, txid, false))
 }
 
 /// The record of commit `c` as TXID `txid`, with `n_pages` page images (0 for a continued
@@ -315,12 +315,7 @@ fn append_staged_group(
         let bytes = app.append(h, &mut |_, _| {
             unreachable!("a continued record has no pages")
         })?;
-        out.add(Appended {
-            records: 1,
-            bytes,
-            last_txid: txid,
-            resync: false,
-        });
+        out.add(Appended::one(bytes, txid, false));
     }
     // Each page once: its newest image in the group, none past the final size.
     let mut newest: std::collections::BTreeMap<u32, (usize, u32)> = Default::default();
@@ -341,12 +336,7 @@ fn append_staged_group(
         fill_page(cs[c], frame, page, wal)?;
         Ok(pgno)
     })?;
-    out.add(Appended {
-        records: 1,
-        bytes,
-        last_txid: txid,
-        resync: false,
-    });
+    out.add(Appended::one(bytes, txid, false));
     Ok(out)
 }
 
@@ -439,12 +429,7 @@ pub fn mark_at_least(
         continued: false,
     };
     let bytes = app.append(h, &mut |_, _| unreachable!("markers have no pages"))?;
-    Ok(Appended {
-        records: 1,
-        bytes,
-        last_txid: txid,
-        resync: kind == Kind::Resync,
-    })
+    Ok(Appended::one(bytes, txid, kind == Kind::Resync))
 }
 
 /// Records that the current WAL generation ended with everything captured (the WAL is being
@@ -465,12 +450,7 @@ pub fn end_generation(
             marker(Kind::Position, txid, WalPos::Empty, fp),
             &mut |_, _| unreachable!(),
         )?;
-        out.add(Appended {
-            records: 1,
-            bytes,
-            last_txid: txid,
-            resync: false,
-        });
+        out.add(Appended::one(bytes, txid, false));
     }
     Ok(out)
 }

@@ -467,6 +467,48 @@ def test_commits_grouped_in_memory_survive_a_kill(tmp_path, walrust, failpoint_e
     assert len(got["tables"]["t"]) == count
 
 
+def test_truncating_checkpoints_without_walrust_while_commits_are_grouped(tmp_path, walrust,
+                                                                          replica):
+    """Another process, without walrust, runs `PRAGMA wal_checkpoint(TRUNCATE)` over and over
+    while this one commits in bursts (its commits wait in groups, in memory and in the WAL):
+    the WAL is emptied under groups not yet in the log. Nothing is lost: a group whose commits
+    left the WAL gives way to a snapshot, and the replica restores equal to the database."""
+    db = tmp_path / "app.db"
+    c = Child(walrust.ext, db, replica)
+    c.sql("PRAGMA journal_mode=WAL")
+    c.sql("CREATE TABLE t(x)")
+    c.one("SELECT walrust_sync()")
+    truncator = subprocess.Popen(
+        [PYTHON, "-c", (
+            "import sqlite3, sys, time\n"
+            "c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=0)\n"
+            "print('ready', flush=True)\n"
+            "n = 0\n"
+            "end = time.time() + 3\n"
+            "while time.time() < end:\n"
+            "    try:\n"
+            "        busy, _, _ = c.execute('PRAGMA wal_checkpoint(TRUNCATE)').fetchone()\n"
+            "        n += busy == 0\n"
+            "    except sqlite3.OperationalError:\n"
+            "        pass\n"
+            "print(n, flush=True)\n"
+        ), str(db)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert truncator.stdout.readline().strip() == "ready"
+    for _ in range(10):
+        c.repeat("INSERT INTO t VALUES (?)", 300)
+    truncations = int(truncator.stdout.readline())
+    truncator.wait(timeout=30)
+    assert truncations > 0, "no truncating checkpoint got through"
+    c.sql("INSERT INTO t VALUES ('after')")
+    c.one("SELECT walrust_sync()")
+    c.exit()
+    _, got = restored(walrust, replica, tmp_path, "r.db")
+    assert_same_contents(db_contents(db), got)
+    assert len(got["tables"]["t"]) == 3001
+
+
 def test_a_sync_counts_the_commits_grouped_before_it(tmp_path, walrust, replica):
     """walrust_sync() right after a burst of commits (some of them still in a group in
     memory) returns only once all of them are in the replica."""

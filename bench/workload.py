@@ -13,7 +13,8 @@ measurement and reads the JSON it prints last.
 
 Options shared by the writing modes: --ext EXT (load walrust; without it, plain SQLite),
 --replica URL, --setting name=value (URI parameters, e.g. walrust_sync_interval=0),
---nockpt (wal_autocheckpoint=0).
+--nockpt (wal_autocheckpoint=0), --idle-thread (plain SQLite in a
+multi-threaded process).
 """
 
 import argparse
@@ -128,6 +129,11 @@ def cmd_init(a):
 
 
 def cmd_write(a):
+    if a.idle_thread:
+        # Plain SQLite in a process that has a second thread, as walrust's process has (and
+        # most servers do): glibc then makes every mutex SQLite takes an atomic operation,
+        # which it skips in a single-threaded process.
+        threading.Thread(target=threading.Event().wait, daemon=True).start()
     anchor = load_ext(a.ext) if a.ext else None
     conn = open_db(a)
     conn.execute(SCHEMA)
@@ -373,6 +379,7 @@ def main():
     p.add_argument("--replica")
     p.add_argument("--setting", action="append")
     p.add_argument("--nockpt", action="store_true")
+    p.add_argument("--idle-thread", action="store_true")
     p.add_argument("--kind", default="small")
     p.add_argument("--sync", default=None)
     p.add_argument("--seconds", type=float, default=5)

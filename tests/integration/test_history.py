@@ -259,10 +259,12 @@ def shadow(db):
 
 
 def test_a_lost_log_tail_after_a_power_failure_is_noticed(tmp_path, walrust, replica):
-    """state.json survives, the log's unsynced tail does not (synchronous=NORMAL)."""
+    """state.json survives, the log's unsynced tail does not (synchronous=NORMAL: the log is
+    never synced, not even before an upload)."""
     db = tmp_path / "app.db"
     c = Child(walrust.ext, db, replica, sync_interval=0)
     c.sql("PRAGMA journal_mode=WAL")
+    c.sql("PRAGMA synchronous=NORMAL")
     c.sql("CREATE TABLE t(x)")
     for i in range(10):
         c.sql("INSERT INTO t VALUES (?)", i)

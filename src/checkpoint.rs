@@ -126,9 +126,6 @@ pub fn on_commit(path: &Path, frames: u32) -> bool {
         // restarts and stays bounded.
         return false;
     }
-    if synced {
-        presync_if_due(&repl.wal, frames);
-    }
     repl.wal.frames.store(frames, Ordering::Relaxed);
     repl.wal.last_commit_ms.store(now_ms(), Ordering::Relaxed);
     repl.wal.idle_done.store(false, Ordering::Relaxed);
@@ -140,21 +137,6 @@ pub fn on_commit(path: &Path, frames: u32) -> bool {
         let _ = CHANNEL.try_send(Msg::Wake);
     }
     true
-}
-
-/// At `synchronous=FULL` the log is synced when the WAL generation ends, on the committing
-/// thread (before SQLite restarts the WAL). This thread syncs it ahead every `PRESYNC_FRAMES`
-/// frames, so that little is left to write then.
-const PRESYNC_FRAMES: u32 = 256;
-
-fn presync_if_due(w: &crate::replication::WalActivity, frames: u32) {
-    let at = w.presynced_at.load(Ordering::Relaxed);
-    if frames < at || frames - at >= PRESYNC_FRAMES {
-        w.presynced_at.store(frames, Ordering::Relaxed);
-        if !w.presync_due.swap(true, Ordering::AcqRel) {
-            let _ = CHANNEL.try_send(Msg::Wake);
-        }
-    }
 }
 
 struct Entry {
@@ -205,9 +187,6 @@ fn step(e: &mut Entry) {
         return;
     };
     let Some(repl) = db.replication() else { return };
-    if repl.wal.presync_due.swap(false, Ordering::AcqRel) {
-        db.presync_log();
-    }
     let _ = crate::growth::check(&repl, now_ms());
     if now_ms() < e.hold_until_ms
         || db.paused().is_some()

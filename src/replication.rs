@@ -75,10 +75,6 @@ pub struct WalActivity {
     pub checkpointed_at: AtomicU32,
     /// An idle checkpoint ran since the last commit.
     pub idle_done: AtomicBool,
-    /// The WAL's frame count when the checkpoint thread was last asked to sync the log ahead
-    /// (`Database::presync_log`), and whether it is asked now.
-    pub presynced_at: AtomicU32,
-    pub presync_due: AtomicBool,
     /// The last commit synced the WAL (`synchronous=FULL` or EXTRA; true before any commit).
     pub commits_synced: AtomicBool,
     /// The database's files were let go since the last commit (`release_idle_files`).

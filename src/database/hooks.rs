@@ -293,22 +293,6 @@ impl Database {
         SyncDue(files).run(st.replication.as_deref());
     }
 
-    /// Syncs ahead, off the commit path, the log records that a WAL generation's end will
-    /// owe (`sync_log_at_generation_end` then finds little left to write). Called by the
-    /// checkpoint thread while commits sync the WAL. A failure is left to that end.
-    pub fn presync_log(&self) {
-        let files = {
-            let st = &mut *self.lock();
-            match st.appender.as_mut() {
-                Some(app) if st.log_owes_sync => app.files_to_presync(),
-                _ => return,
-            }
-        };
-        if let Err(e) = crate::shadow::log::sync_files(&files) {
-            crate::log::trace(|| format!("walrust: shadow log not synced ahead: {e}"));
-        }
-    }
-
     /// Before a WAL write: a new header means a new generation; settle the old one first.
     pub fn before_wal_write(
         &self,

@@ -200,10 +200,6 @@ pub struct Appender {
     /// Segments this appender wrote since the last `files_to_sync` (or `forget_unsynced`):
     /// numbers, not handles, so that a sealed segment the uploader deletes frees its space.
     unsynced: Vec<u64>,
-    /// Segments synced ahead (`files_to_presync`) since the last `files_to_sync`, which
-    /// syncs them again: a sync ahead may still be running, and only a sync that starts after
-    /// the last append covers it.
-    presynced: Vec<u64>,
     /// Where the segment stood when its file was let go (`release_file`): reopened there,
     /// already checked, so an idle database holds no descriptor for its log.
     released: Option<(u64, u64)>,
@@ -238,7 +234,6 @@ impl Appender {
             buf: Vec::new(),
             page: Vec::new(),
             unsynced: Vec::new(),
-            presynced: Vec::new(),
             released: None,
             floor: 0,
             floor_source: None,
@@ -553,34 +548,12 @@ impl Appender {
         }
     }
 
-    /// The segment files holding records appended since the last call (and those synced
-    /// ahead since): syncing them (`sync_files`) makes every record appended so far durable.
+    /// The segment files holding records appended since the last call: syncing them
+    /// (`sync_files`) makes every record appended so far durable. A sealed segment is opened
+    /// again by its number; one the uploader deleted meanwhile needs no sync (its records are
+    /// in the replica).
     pub fn files_to_sync(&mut self) -> Vec<Arc<File>> {
-        let mut seqs = std::mem::take(&mut self.unsynced);
-        for seq in std::mem::take(&mut self.presynced) {
-            if !seqs.contains(&seq) {
-                seqs.push(seq);
-            }
-        }
-        self.files_of(seqs)
-    }
-
-    /// The segment files holding records appended since the last call, to be synced ahead by
-    /// another thread while the WAL generation goes on, so that `files_to_sync` finds little
-    /// left to write when it ends. They stay owed to `files_to_sync`.
-    pub fn files_to_presync(&mut self) -> Vec<Arc<File>> {
         let seqs = std::mem::take(&mut self.unsynced);
-        for &seq in &seqs {
-            if !self.presynced.contains(&seq) {
-                self.presynced.push(seq);
-            }
-        }
-        self.files_of(seqs)
-    }
-
-    /// Handles on segments `seqs`. A sealed segment is opened again by its number; one the
-    /// uploader deleted meanwhile needs no sync (its records are in the replica).
-    fn files_of(&self, seqs: Vec<u64>) -> Vec<Arc<File>> {
         let mut files = Vec::with_capacity(seqs.len());
         for seq in seqs {
             match &self.seg {
@@ -601,7 +574,6 @@ impl Appender {
     /// to the page cache).
     pub fn forget_unsynced(&mut self) {
         self.unsynced.clear();
-        self.presynced.clear();
     }
 }
 
@@ -940,27 +912,6 @@ mod tests {
         let mut b = Appender::new(d.clone()).with_floor_source(Box::new(|| Some(3)));
         b.refresh().unwrap();
         assert_eq!(b.next_txid(), 4);
-    }
-
-    #[test]
-    fn a_segment_synced_ahead_is_synced_again_at_the_generation_end() {
-        let d = tmpdir("presync");
-        let mut a = Appender::new(d.clone());
-        append(&mut a, 1, 1);
-        assert_eq!(a.files_to_presync().len(), 1);
-        // Nothing appended since: the generation's end still syncs it (a sync ahead may be
-        // running, and only one that starts after the last append covers it).
-        assert_eq!(a.files_to_sync().len(), 1);
-        assert!(a.files_to_sync().is_empty() && a.files_to_presync().is_empty());
-        append(&mut a, 2, 1);
-        a.roll().unwrap();
-        append(&mut a, 3, 1);
-        assert_eq!(a.files_to_presync().len(), 2, "the sealed segment and the new one");
-        append(&mut a, 4, 1);
-        assert_eq!(a.files_to_sync().len(), 2);
-        append(&mut a, 5, 1);
-        a.forget_unsynced();
-        assert!(a.files_to_sync().is_empty());
     }
 
     fn continued(txid: u64) -> Header {

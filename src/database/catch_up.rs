@@ -31,14 +31,20 @@ impl Database {
             h.is_some_and(|h| h.pos == crate::shadow::WalPos::Empty && h.fingerprint != (0, 0))
         };
         // What this process appended last, first: a cheap answer for a busy database.
-        let known = self.lock().appender.as_ref().and_then(|a| a.last().copied());
+        let known = self
+            .lock()
+            .appender
+            .as_ref()
+            .and_then(|a| a.last().copied());
         if known.is_some_and(|h| !pinned(Some(&h))) {
             return false;
         }
         let Some(repl) = self.replication() else {
             return false;
         };
-        let last = crate::shadow::log::last_record(&repl.shadow.log_dir()).ok().flatten();
+        let last = crate::shadow::log::last_record(&repl.shadow.log_dir())
+            .ok()
+            .flatten();
         pinned(last.as_ref()) && self.needs_catch_up().unwrap_or(true)
     }
 

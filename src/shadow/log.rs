@@ -780,7 +780,10 @@ impl Reader {
 /// trimmed one is in the replica). The uploader calls it before the replica or `state.json`
 /// relies on those records: a power failure then never cuts the log below either.
 pub fn sync_segments(dir: &Path, from: u64, upto: u64) -> io::Result<()> {
-    for seq in list_segments(dir)?.into_iter().filter(|s| (from..=upto).contains(s)) {
+    for seq in list_segments(dir)?
+        .into_iter()
+        .filter(|s| (from..=upto).contains(s))
+    {
         match File::open(segment_path(dir, seq)) {
             Ok(f) => f.sync_data()?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -200,6 +200,9 @@ pub struct Appender {
     /// Segments this appender wrote since the last `files_to_sync` (or `forget_unsynced`):
     /// numbers, not handles, so that a sealed segment the uploader deletes frees its space.
     unsynced: Vec<u64>,
+    /// A segment file was created (or renamed into place) since the last `files_to_sync`:
+    /// its directory entry survives a power failure only once the directory is synced.
+    dir_unsynced: bool,
     /// Where the segment stood when its file was let go (`release_file`): reopened there,
     /// already checked, so an idle database holds no descriptor for its log.
     released: Option<(u64, u64)>,
@@ -234,6 +237,7 @@ impl Appender {
             buf: Vec::new(),
             page: Vec::new(),
             unsynced: Vec::new(),
+            dir_unsynced: false,
             released: None,
             floor: 0,
             floor_source: None,
@@ -390,6 +394,7 @@ impl Appender {
             seal_if_open(&self.dir, seq - 1)?;
         }
         let file = Arc::new(open_segment(&self.dir, seq, true)?);
+        self.dir_unsynced = true;
         self.seg = Some(OpenSegment {
             seq,
             file,
@@ -402,6 +407,7 @@ impl Appender {
     /// A sealed segment's successor is the next number; create it if its creator died first.
     fn follow_roll(&mut self, sealed: u64) -> io::Result<()> {
         let file = Arc::new(open_segment(&self.dir, sealed + 1, true)?);
+        self.dir_unsynced = true;
         self.seg = Some(OpenSegment {
             seq: sealed + 1,
             file,
@@ -532,6 +538,7 @@ impl Appender {
             let _ = fs::rename(self.dir.join(SPARE), &path);
         }
         let file = Arc::new(open_segment(&self.dir, next, true)?);
+        self.dir_unsynced = true;
         crate::failpoint::hit("log.rolled");
         self.seg = Some(OpenSegment {
             seq: next,
@@ -548,13 +555,22 @@ impl Appender {
         }
     }
 
-    /// The segment files holding records appended since the last call: syncing them
-    /// (`sync_files`) makes every record appended so far durable. A sealed segment is opened
-    /// again by its number; one the uploader deleted meanwhile needs no sync (its records are
-    /// in the replica).
+    /// The segment files holding records appended since the last call, and their directory
+    /// if a segment was created since: syncing them (`sync_files`) makes every record
+    /// appended so far durable. A sealed segment is opened again by its number; one the
+    /// uploader deleted meanwhile needs no sync (its records are in the replica).
     pub fn files_to_sync(&mut self) -> Vec<Arc<File>> {
         let seqs = std::mem::take(&mut self.unsynced);
-        let mut files = Vec::with_capacity(seqs.len());
+        let mut files = Vec::with_capacity(seqs.len() + 1);
+        if !seqs.is_empty() && std::mem::take(&mut self.dir_unsynced) {
+            match File::open(&self.dir) {
+                Ok(d) => files.push(Arc::new(d)),
+                Err(e) => crate::log::error(&format!(
+                    "walrust: cannot open the shadow-log directory {} to sync it: {e}; committed transactions may not survive a power failure once the WAL is checkpointed",
+                    self.dir.display()
+                )),
+            }
+        }
         for seq in seqs {
             match &self.seg {
                 Some(open) if open.seq == seq => files.push(open.file.clone()),
@@ -574,6 +590,7 @@ impl Appender {
     /// to the page cache).
     pub fn forget_unsynced(&mut self) {
         self.unsynced.clear();
+        self.dir_unsynced = false;
     }
 }
 
@@ -780,6 +797,10 @@ impl Reader {
 /// trimmed one is in the replica). The uploader calls it before the replica or `state.json`
 /// relies on those records: a power failure then never cuts the log below either.
 pub fn sync_segments(dir: &Path, from: u64, upto: u64) -> io::Result<()> {
+    if from < upto {
+        // A segment was created since the last sync: its directory entry too.
+        File::open(dir)?.sync_all()?;
+    }
     for seq in list_segments(dir)?
         .into_iter()
         .filter(|s| (from..=upto).contains(s))
@@ -1128,6 +1149,34 @@ mod tests {
         assert_eq!(cur.seq, 2);
         assert_eq!(trim_before(&d, cur).unwrap(), 1);
         assert_eq!(list_segments(&d).unwrap(), vec![2]);
+    }
+
+    #[test]
+    fn a_created_segment_has_its_directory_synced_with_its_records() {
+        let is_dir = |f: &Arc<File>| f.metadata().unwrap().is_dir();
+        let d = tmpdir("dirsync");
+        let mut a = Appender::new(d.clone());
+        append(&mut a, 1, 1);
+        let first = a.files_to_sync();
+        assert_eq!(
+            first.iter().filter(|f| is_dir(f)).count(),
+            1,
+            "segment 1 was created"
+        );
+        append(&mut a, 2, 1);
+        assert!(
+            !a.files_to_sync().iter().any(is_dir),
+            "no segment created since"
+        );
+        let per = ROLL_BYTES / (516 * 400) + 1;
+        for t in 3..=per + 3 {
+            append(&mut a, t, 400);
+        }
+        let files = a.files_to_sync();
+        assert_eq!(list_segments(&d).unwrap(), vec![1, 2]);
+        assert_eq!(files.len(), 3, "both segments and their directory");
+        sync_files(&files).unwrap();
+        sync_segments(&d, 1, 2).unwrap();
     }
 
     #[test]

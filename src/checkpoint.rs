@@ -106,6 +106,9 @@ pub fn on_commit(path: &Path, frames: u32) -> bool {
         return false;
     };
     if !repl.background_checkpoints() {
+        // SQLite's own checkpoints (`walrust_checkpoint=app`); the thread still needs to know
+        // the database is busy, to keep its files and its spare segment (see `step`).
+        note_commit(&repl);
         return false;
     }
     let synced = repl.wal.commits_synced.load(Ordering::Relaxed);
@@ -127,9 +130,7 @@ pub fn on_commit(path: &Path, frames: u32) -> bool {
         return false;
     }
     repl.wal.frames.store(frames, Ordering::Relaxed);
-    repl.wal.last_commit_ms.store(now_ms(), Ordering::Relaxed);
-    repl.wal.idle_done.store(false, Ordering::Relaxed);
-    repl.wal.files_released.store(false, Ordering::Relaxed);
+    note_commit(&repl);
     let since = repl.wal.checkpointed_at.load(Ordering::Relaxed);
     let grown = frames < since || frames - since >= PASSIVE_FRAMES;
     if frames >= PASSIVE_FRAMES && grown && !repl.wal.signaled.swap(true, Ordering::AcqRel) {
@@ -137,6 +138,13 @@ pub fn on_commit(path: &Path, frames: u32) -> bool {
         let _ = CHANNEL.try_send(Msg::Wake);
     }
     true
+}
+
+/// A commit happened now: the database is not idle, and its next idle pass is due.
+fn note_commit(repl: &crate::replication::Replication) {
+    repl.wal.last_commit_ms.store(now_ms(), Ordering::Relaxed);
+    repl.wal.idle_done.store(false, Ordering::Relaxed);
+    repl.wal.files_released.store(false, Ordering::Relaxed);
 }
 
 struct Entry {
@@ -212,6 +220,14 @@ fn step(e: &mut Entry) {
     let idle_pass_due = idle && !w.idle_done.load(Ordering::Relaxed);
     if idle && !w.files_released.load(Ordering::Relaxed) && db.release_idle_files() {
         w.files_released.store(true, Ordering::Relaxed);
+    }
+    if !repl.background_checkpoints() {
+        // `walrust_checkpoint=app`: the application's connections checkpoint, as SQLite alone
+        // does, and this thread never (not even the idle pass: the WAL files must evolve as
+        // they would without walrust).
+        close(e, Some(&repl));
+        keep_spare(&db, &repl.shadow.log_dir(), idle);
+        return;
     }
     if frames < PASSIVE_FRAMES && !idle_pass_due {
         // No pass due (at FULL the committing connection checkpoints), but a busy log still

@@ -46,6 +46,7 @@ class Watcher:
         self._seen_dirs = set()
         self._written = {}  # path -> last CLOSE_WRITE time, to tell a write from a rename
         self._listed = {}  # path -> when a new directory's listing recorded it
+        self._created = {}  # path -> (index in events, when) of a file counted at IN_CREATE
         self._stop = threading.Event()
         self._fd = None
         self._thread = None
@@ -137,11 +138,33 @@ class Watcher:
                     continue
                 if is_temp(name):
                     continue
+                if mask & IN_CREATE:
+                    # A hard link to a complete file (walrust's local-directory store creates
+                    # LTX files so: never over an existing one) has no event but this one. A
+                    # file opened under its final name and written there is empty now, and
+                    # counted at its close.
+                    if self._size(path):
+                        self._record(path)
+                        self._created[path] = (len(self.events) - 1, time.monotonic())
+                    continue
                 if mask & (IN_MOVED_TO | IN_CLOSE_WRITE):
                     listed = self._listed.get(path)
                     if listed is not None and time.monotonic() - listed < 1.0:
                         continue  # its own events (s3s-fs sends two), around the listing
+                    at, when = self._created.pop(path, (None, 0.0))
+                    if at is not None and time.monotonic() - when < 1.0:
+                        # Counted at its creation (written fast): its size is known now.
+                        t, rel, _ = self.events[at]
+                        self.events[at] = (t, rel, self._size(path))
+                        continue
                     self._record(path)
+
+    @staticmethod
+    def _size(path):
+        try:
+            return os.stat(path).st_size
+        except FileNotFoundError:
+            return None
 
 
 def summarize(events, t0=None, t1=None):

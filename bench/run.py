@@ -574,6 +574,9 @@ def section_lag(ext, results):
             res = lag_cell(ext, name, opts, secs, WORK / f"lag-{name}")
             cells.setdefault(name, []).append(res)
             lags = [x for x in res["visible_lag_s"] if x is not None]
+            if not lags:
+                raise RuntimeError(f"lag cell {name}: no commit was seen in the replica "
+                                   f"({res['objects']} objects seen)")
             log(f"lag r{r + 1} {name:16} p50 {percentile(lags, 50) * 1000:7.1f} ms  "
                 f"p99 {percentile(lags, 99) * 1000:7.1f} ms  max {max(lags) * 1000:7.1f} ms  "
                 f"missing {res['visible_lag_s'].count(None)}  objects {res['objects']}")

@@ -562,15 +562,7 @@ impl Appender {
     pub fn files_to_sync(&mut self) -> Vec<Arc<File>> {
         let seqs = std::mem::take(&mut self.unsynced);
         let mut files = Vec::with_capacity(seqs.len() + 1);
-        if !seqs.is_empty() && std::mem::take(&mut self.dir_unsynced) {
-            match File::open(&self.dir) {
-                Ok(d) => files.push(Arc::new(d)),
-                Err(e) => crate::log::error(&format!(
-                    "walrust: cannot open the shadow-log directory {} to sync it: {e}; committed transactions may not survive a power failure once the WAL is checkpointed",
-                    self.dir.display()
-                )),
-            }
-        }
+        let sync_dir = !seqs.is_empty() && std::mem::take(&mut self.dir_unsynced);
         for seq in seqs {
             match &self.seg {
                 Some(open) if open.seq == seq => files.push(open.file.clone()),
@@ -581,6 +573,17 @@ impl Appender {
                         "walrust: cannot open shadow-log segment {seq:016x} to sync it: {e}; committed transactions may not survive a power failure once the WAL is checkpointed"
                     )),
                 },
+            }
+        }
+        if sync_dir {
+            // Last: on a journalling filesystem the segments' syncs have usually committed the
+            // new name already, and this one finds nothing left to do.
+            match File::open(&self.dir) {
+                Ok(d) => files.push(Arc::new(d)),
+                Err(e) => crate::log::error(&format!(
+                    "walrust: cannot open the shadow-log directory {} to sync it: {e}; committed transactions may not survive a power failure once the WAL is checkpointed",
+                    self.dir.display()
+                )),
             }
         }
         files
@@ -797,10 +800,6 @@ impl Reader {
 /// trimmed one is in the replica). The uploader calls it before the replica or `state.json`
 /// relies on those records: a power failure then never cuts the log below either.
 pub fn sync_segments(dir: &Path, from: u64, upto: u64) -> io::Result<()> {
-    if from < upto {
-        // A segment was created since the last sync: its directory entry too.
-        File::open(dir)?.sync_all()?;
-    }
     for seq in list_segments(dir)?
         .into_iter()
         .filter(|s| (from..=upto).contains(s))
@@ -810,6 +809,11 @@ pub fn sync_segments(dir: &Path, from: u64, upto: u64) -> io::Result<()> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
+    }
+    if from < upto {
+        // A segment was created since the last sync: its directory entry too (last, as in
+        // `Appender::files_to_sync`).
+        File::open(dir)?.sync_all()?;
     }
     Ok(())
 }

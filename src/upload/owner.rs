@@ -182,13 +182,17 @@ fn claim(e: &mut Entry, o: Owner) -> Result<bool, String> {
 /// The replica has files past what `state.json` recorded: an uploader wrote them and died
 /// before it could say so. They came from this shadow log, so uploading goes on after them if
 /// the log still holds their last transaction; if not, the log lost its tail, and a snapshot
-/// past them follows.
+/// past them follows. Either way they are named in the manifest: they hold commits of this
+/// history (after a lost tail, the only copy of them), restorable by TXID, and compaction and
+/// retention see only named files.
 fn resume(
     e: &mut Entry,
     replica_max: u64,
     manifest: Option<&Manifest>,
     files: &[FileInfo],
 ) -> Result<(), String> {
+    let named = manifest.map_or(0, Manifest::max_txid);
+    name_unnamed(e, files, |k| k.max_txid.get() > named)?;
     if !log_reaches(e, replica_max)? {
         notice(
             e,
@@ -201,8 +205,7 @@ fn resume(
         return Ok(());
     }
     e.uploaded = replica_max;
-    let named = manifest.map_or(0, Manifest::max_txid);
-    name_unnamed(e, files, |k| k.max_txid.get() > named)
+    Ok(())
 }
 
 /// Files of this history the manifest does not name (uploaded, then the process died before it

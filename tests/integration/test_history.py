@@ -442,6 +442,61 @@ def test_an_uploader_killed_at_each_step_is_resumed(tmp_path, walrust, failpoint
         assert got["tables"]["t"] == rows, f"restore at TXID {txid}"
 
 
+def test_an_upload_killed_before_it_was_recorded_and_a_lost_log_tail_leave_nothing_unnamed(
+        tmp_path, walrust, failpoint_ext, replica):
+    """An uploader killed after its level-0 file reached the replica and before the manifest
+    or state.json said so, then a power failure that cut the shadow log and the WAL back to
+    before those commits (synchronous=NORMAL). The next process cannot resume after that file
+    (its log no longer holds it) and takes a snapshot past it; the file, the only copy of those
+    commits, is named in the manifest (restorable by TXID, seen by compaction and retention),
+    not left behind unnamed."""
+    db = tmp_path / "app.db"
+    c = Child(walrust.ext, db, replica, sync_interval=0)
+    c.sql("PRAGMA journal_mode=WAL")
+    c.sql("CREATE TABLE t(x)")
+    c.sql("INSERT INTO t VALUES (0)")
+    c.one("SELECT walrust_sync()")
+    c.exit()
+    disk = tmp_path / "disk"  # what a power failure leaves of the files below
+    shutil.copytree(shadow(db) / "log", disk / "log")
+    for suffix in ("", "-wal"):
+        if Path(f"{db}{suffix}").exists():
+            shutil.copy(f"{db}{suffix}", disk / f"app.db{suffix}")
+    c = Child(failpoint_ext, db, replica, sync_interval=0,
+              env_extra={"WALRUST_FAILPOINTS": "upload.level0_written"})
+    c.sql("PRAGMA synchronous=NORMAL")
+    with pytest.raises(ChildDied):  # after the level-0 file's upload, on the upload thread
+        for i in range(1, 4):
+            c.sql("INSERT INTO t VALUES (?)", i)
+        c.one("SELECT walrust_sync()")
+    lost = [f for f in replica.ltx_files() if f.level == 0][-1]
+    shutil.rmtree(shadow(db) / "log")
+    shutil.copytree(disk / "log", shadow(db) / "log")
+    for suffix in ("", "-wal"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+        if (disk / f"app.db{suffix}").exists():
+            shutil.copy(disk / f"app.db{suffix}", f"{db}{suffix}")
+    Path(f"{db}-shm").unlink(missing_ok=True)
+    c = Child(walrust.ext, db, replica, sync_interval=0)
+    c.sql("INSERT INTO t VALUES (4)")
+    last = c.one("SELECT walrust_sync()")
+    status = json.loads(c.one("SELECT walrust_status()"))
+    rows = [tuple(r) for r in c.sql("SELECT * FROM t ORDER BY rowid")]
+    c.exit()
+    assert last > lost.max_txid, "TXIDs never repeat"
+    assert "lost records" in (status["notice"] or ""), status
+    assert rows == [(0,), (4,)], rows
+    head = json.loads((replica.objects / "manifest.json").read_bytes())
+    named = len(head["files"]) + sum(p["count"] for p in head.get("parts", []))
+    assert named == len(replica.ltx_files()), (
+        f"{len(replica.ltx_files()) - named} files the manifest does not name")
+    _, got = restored(walrust, replica, tmp_path, "latest.db")
+    assert got["tables"]["t"] == rows
+    # The lost commits stay restorable by TXID from the file that holds them.
+    _, got = restored(walrust, replica, tmp_path, "lost.db", lost.max_txid)
+    assert got["tables"]["t"][0] == (0,) and len(got["tables"]["t"]) > 1, got["tables"]["t"]
+
+
 def test_commits_grouped_in_memory_survive_a_kill(tmp_path, walrust, failpoint_ext, replica):
     """Commits that follow each other closely wait in memory to be appended to the shadow
     log together; they are in the WAL meanwhile. A process killed with such a group pending

@@ -193,11 +193,11 @@ fn resume(
 ) -> Result<(), String> {
     let named = manifest.map_or(0, Manifest::max_txid);
     name_unnamed(e, files, |k| k.max_txid.get() > named)?;
-    if !log_reaches(e, replica_max)? {
+    if !log_holds(e, replica_max, files)? {
         notice(
             e,
             format!(
-                "walrust: the shadow log of {} does not reach TXID {replica_max}, which the replica has: it lost records in a crash; a snapshot with new TXIDs follows",
+                "walrust: the shadow log of {} does not hold TXID {replica_max} as the replica has it: it lost records in a crash; a snapshot with new TXIDs follows",
                 e.repl.db_path.display()
             ),
         );
@@ -233,25 +233,58 @@ fn entry_for(e: &Entry, f: &FileInfo) -> Result<manifest::Entry, String> {
     Ok(manifest::Entry::new(store.layout(), f, sha))
 }
 
-/// Whether the shadow log, from the uploader's cursor on, holds the transaction `txid`.
-fn log_reaches(e: &mut Entry, txid: u64) -> Result<bool, String> {
+/// Whether the shadow log holds the transaction `txid` that the replica's newest files end
+/// with, and not only a record of that TXID: after a power failure cut the log, this process
+/// may have appended new commits under the TXIDs of lost ones before its uploader looked at
+/// the replica. A level-0 file ending at `txid` names its commit's time (its LTX header's
+/// timestamp), which the log's record must have too.
+fn log_holds(e: &mut Entry, txid: u64, files: &[FileInfo]) -> Result<bool, String> {
+    crate::failpoint::hit("upload.resume_checking");
+    let Some(record_ms) = log_record_time(e, txid)? else {
+        return Ok(false);
+    };
+    let Some(file) = files
+        .iter()
+        .find(|f| f.key.max_txid.get() == txid && f.key.level == 0)
+    else {
+        return Ok(true); // a snapshot or compaction ends there: its TXID is what it can check
+    };
+    Ok(ltx_time(e, file)? == record_ms)
+}
+
+/// The commit time of the log's record of `txid`, looked for from the uploader's cursor on.
+fn log_record_time(e: &mut Entry, txid: u64) -> Result<Option<i64>, String> {
     let mut cursor = e.read_cursor;
     loop {
         let (recs, next) = e
             .reader
             .read_at_most(cursor, 4096)
             .map_err(|err| format!("walrust: cannot read the shadow log: {err}"))?;
-        if recs
+        if let Some(r) = recs
             .iter()
-            .any(|r| r.header.txid == txid && r.header.kind != Kind::Position)
+            .find(|r| r.header.txid == txid && r.header.kind != Kind::Position)
         {
-            return Ok(true);
+            return Ok(Some(r.header.timestamp_ms));
         }
         if recs.is_empty() || recs.iter().any(|r| r.header.txid > txid) {
-            return Ok(false);
+            return Ok(None);
         }
         cursor = next;
     }
+}
+
+/// The timestamp in a replica file's LTX header (one ranged read of its first bytes).
+fn ltx_time(e: &Entry, f: &FileInfo) -> Result<i64, String> {
+    let failed = |err: String| format!("walrust: cannot read {}'s header: {err}", f.key);
+    let mut reader = e
+        .repl
+        .store
+        .read(&f.key, Some(0..crate::ltx::HEADER_SIZE as u64))
+        .map_err(|err| failed(err.to_string()))?;
+    let mut b = [0u8; crate::ltx::HEADER_SIZE];
+    std::io::Read::read_exact(&mut reader, &mut b).map_err(|err| failed(err.to_string()))?;
+    let header = crate::ltx::Header::from_bytes(&b).map_err(|err| failed(err.to_string()))?;
+    Ok(header.timestamp_ms)
 }
 
 /// Makes the uploader's cursor (from `state.json`) point where the log goes on after the

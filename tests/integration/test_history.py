@@ -113,6 +113,13 @@ def assert_level0_contiguous(replica, since=1):
     return ranges
 
 
+def unnamed_files(replica):
+    """How many LTX files of the replica manifest.json does not name (inline or in a part)."""
+    head = json.loads((replica.objects / "manifest.json").read_bytes())
+    named = len(head["files"]) + sum(p["count"] for p in head.get("parts", []))
+    return len(replica.ltx_files()) - named
+
+
 def restored(walrust, replica, tmp_path, name, target=None):
     out = tmp_path / name
     txid = walrust.restore(replica, out, target)
@@ -433,30 +440,32 @@ def test_an_uploader_killed_at_each_step_is_resumed(tmp_path, walrust, failpoint
     # Every file is named in the manifest (inline or in a part), also one uploaded and
     # recorded in state.json by the process that died before it wrote its manifest backlog:
     # compaction works only on named files.
-    head = json.loads((replica.objects / "manifest.json").read_bytes())
-    named = len(head["files"]) + sum(p["count"] for p in head.get("parts", []))
-    assert named == len(replica.ltx_files()), (
-        f"killed at {point}: {len(replica.ltx_files()) - named} files the manifest does not name")
+    unnamed = unnamed_files(replica)
+    assert unnamed == 0, f"killed at {point}: {unnamed} files the manifest does not name"
     for txid, rows in points.items():
         _, got = restored(walrust, replica, tmp_path, f"r{txid}.db", txid)
         assert got["tables"]["t"] == rows, f"restore at TXID {txid}"
 
 
-def test_an_upload_killed_before_it_was_recorded_and_a_lost_log_tail_leave_nothing_unnamed(
-        tmp_path, walrust, failpoint_ext, replica):
+@pytest.mark.parametrize("racing", [False, True], ids=["then-commits", "commits-first"])
+def test_an_upload_killed_before_it_was_recorded_and_a_lost_log_tail(
+        tmp_path, walrust, failpoint_ext, replica, racing):
     """An uploader killed after its level-0 file reached the replica and before the manifest
     or state.json said so, then a power failure that cut the shadow log and the WAL back to
     before those commits (synchronous=NORMAL). The next process cannot resume after that file
     (its log no longer holds it) and takes a snapshot past it; the file, the only copy of those
-    commits, is named in the manifest (restorable by TXID, seen by compaction and retention),
-    not left behind unnamed."""
+    commits, is named in the manifest (restorable by TXID, seen by compaction and retention).
+    `commits-first`: the next process commits before its uploader looks at the replica, under
+    the TXIDs of the lost commits: a log record of the file's last TXID is not that commit, and
+    the replica must not take the new commits for the lost ones."""
     db = tmp_path / "app.db"
     c = Child(walrust.ext, db, replica, sync_interval=0)
     c.sql("PRAGMA journal_mode=WAL")
     c.sql("CREATE TABLE t(x)")
     c.sql("INSERT INTO t VALUES (0)")
     c.one("SELECT walrust_sync()")
-    c.exit()
+    # Killed, not closed: nothing of this process is left to upload by the next one.
+    c.kill()
     disk = tmp_path / "disk"  # what a power failure leaves of the files below
     shutil.copytree(shadow(db) / "log", disk / "log")
     for suffix in ("", "-wal"):
@@ -477,19 +486,24 @@ def test_an_upload_killed_before_it_was_recorded_and_a_lost_log_tail_leave_nothi
         if (disk / f"app.db{suffix}").exists():
             shutil.copy(disk / f"app.db{suffix}", f"{db}{suffix}")
     Path(f"{db}-shm").unlink(missing_ok=True)
-    c = Child(walrust.ext, db, replica, sync_interval=0)
-    c.sql("INSERT INTO t VALUES (4)")
+    if racing:  # the uploader waits 0.8 s before it reads the log: these commits come first
+        c = Child(failpoint_ext, db, replica, sync_interval=0,
+                  env_extra={"WALRUST_FAILPOINTS": "upload.resume_checking~800"})
+        new_rows = range(4, 9)
+    else:
+        c = Child(walrust.ext, db, replica, sync_interval=0)
+        new_rows = range(4, 5)
+    for i in new_rows:
+        c.sql("INSERT INTO t VALUES (?)", i)
     last = c.one("SELECT walrust_sync()")
     status = json.loads(c.one("SELECT walrust_status()"))
     rows = [tuple(r) for r in c.sql("SELECT * FROM t ORDER BY rowid")]
     c.exit()
+    assert rows == [(0,)] + [(i,) for i in new_rows], rows
     assert last > lost.max_txid, "TXIDs never repeat"
     assert "lost records" in (status["notice"] or ""), status
-    assert rows == [(0,), (4,)], rows
-    head = json.loads((replica.objects / "manifest.json").read_bytes())
-    named = len(head["files"]) + sum(p["count"] for p in head.get("parts", []))
-    assert named == len(replica.ltx_files()), (
-        f"{len(replica.ltx_files()) - named} files the manifest does not name")
+    unnamed = unnamed_files(replica)
+    assert unnamed == 0, f"{unnamed} files the manifest does not name"
     _, got = restored(walrust, replica, tmp_path, "latest.db")
     assert got["tables"]["t"] == rows
     # The lost commits stay restorable by TXID from the file that holds them.
@@ -586,9 +600,7 @@ def test_a_sync_counts_the_commits_grouped_before_it(tmp_path, walrust, replica)
 
 def names_every_file(replica):
     """Whether manifest.json names every LTX file of the replica (inline or in a part)."""
-    head = json.loads((replica.objects / "manifest.json").read_bytes())
-    named = len(head["files"]) + sum(p["count"] for p in head.get("parts", []))
-    return named == len(replica.ltx_files())
+    return unnamed_files(replica) == 0
 
 
 def test_a_crash_right_after_a_roll_never_reuses_a_txid(tmp_path, walrust, failpoint_ext,

@@ -226,7 +226,11 @@ fn step(e: &mut Entry) {
         // does, and this thread never (not even the idle pass: the WAL files must evolve as
         // they would without walrust).
         close(e, Some(&repl));
-        keep_spare(&db, &repl.shadow.log_dir(), idle);
+        // Idle: the spare is let go once (`idle_done`, unused otherwise in this mode, is reset
+        // by the next commit), not looked for at every poll of every idle database.
+        if !idle || !w.idle_done.swap(true, Ordering::Relaxed) {
+            keep_spare(&db, &repl.shadow.log_dir(), idle);
+        }
         return;
     }
     if frames < PASSIVE_FRAMES && !idle_pass_due {

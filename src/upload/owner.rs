@@ -237,19 +237,26 @@ fn entry_for(e: &Entry, f: &FileInfo) -> Result<manifest::Entry, String> {
 /// with, and not only a record of that TXID: after a power failure cut the log, this process
 /// may have appended new commits under the TXIDs of lost ones before its uploader looked at
 /// the replica. A level-0 file ending at `txid` names its commit's time (its LTX header's
-/// timestamp), which the log's record must have too.
+/// timestamp), which the log's record must have too. A snapshot's header names when it was
+/// encoded, after its point was fixed: the record it was taken at is no newer, and a commit
+/// made after the process that took it died is.
 fn log_holds(e: &mut Entry, txid: u64, files: &[FileInfo]) -> Result<bool, String> {
     crate::failpoint::hit("upload.resume_checking");
     let Some(record_ms) = log_record_time(e, txid)? else {
         return Ok(false);
     };
-    let Some(file) = files
-        .iter()
-        .find(|f| f.key.max_txid.get() == txid && f.key.level == 0)
-    else {
-        return Ok(true); // a snapshot or compaction ends there: its TXID is what it can check
+    let ending = |level: u32| {
+        files
+            .iter()
+            .find(|f| f.key.max_txid.get() == txid && f.key.level == level)
     };
-    Ok(ltx_time(e, file)? == record_ms)
+    if let Some(file) = ending(0) {
+        return Ok(ltx_time(e, file)? == record_ms);
+    }
+    if let Some(file) = ending(SNAPSHOT_LEVEL) {
+        return Ok(record_ms <= ltx_time(e, file)?);
+    }
+    Ok(true) // a compacted file ends there: its TXID is what it can check
 }
 
 /// The commit time of the log's record of `txid`, looked for from the uploader's cursor on.

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from external import run_plain_sqlite
 from harness import Replica, assert_same_contents, db_contents
 
 HERE = Path(__file__).parent
@@ -509,6 +510,49 @@ def test_an_upload_killed_before_it_was_recorded_and_a_lost_log_tail(
     # The lost commits stay restorable by TXID from the file that holds them.
     _, got = restored(walrust, replica, tmp_path, "lost.db", lost.max_txid)
     assert got["tables"]["t"][0] == (0,) and len(got["tables"]["t"]) > 1, got["tables"]["t"]
+
+
+def test_a_first_snapshot_killed_before_it_was_recorded_and_a_lost_log_tail(
+        tmp_path, walrust, failpoint_ext, replica):
+    """As above, with the file the killed uploader left unrecorded the history's first
+    snapshot, which no level-0 file ends at. A power failure then cuts the whole shadow log
+    (synchronous=NORMAL never syncs it) and the WAL; state.json, synced, still names the
+    history. The next process commits past the snapshot's TXID before its uploader looks at
+    the replica: the log's record at that TXID is one of these new commits, not the
+    snapshot's, and the replica must not take the snapshot for them."""
+    db = tmp_path / "app.db"
+    run_plain_sqlite(db, ["CREATE TABLE t(x)", "INSERT INTO t VALUES (0)"],
+                     journal_mode="WAL", checkpoint=True)
+    disk = tmp_path / "disk"  # what a power failure leaves of the database
+    disk.mkdir()
+    shutil.copy(db, disk / "app.db")
+    c = Child(failpoint_ext, db, replica, sync_interval=0,
+              env_extra={"WALRUST_FAILPOINTS": "snapshot.manifest_written"})
+    c.sql("PRAGMA synchronous=NORMAL")
+    with pytest.raises(ChildDied):  # after the snapshot's upload, on the upload thread
+        c.repeat("INSERT INTO t VALUES (?)", 200_000)
+        c.one("SELECT walrust_sync()")
+    (lost,) = snapshots(replica)
+    assert (shadow(db) / "state.json").exists()
+    shutil.rmtree(shadow(db) / "log")
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    shutil.copy(disk / "app.db", db)
+    # The uploader waits 2 s before it reads the log: these commits come first, past the
+    # snapshot's TXID.
+    c = Child(failpoint_ext, db, replica, sync_interval=0,
+              env_extra={"WALRUST_FAILPOINTS": "upload.resume_checking~2000"})
+    c.repeat("INSERT INTO t VALUES (? + 1000000)", lost.max_txid + 10)
+    last = c.one("SELECT walrust_sync()")
+    status = json.loads(c.one("SELECT walrust_status()"))
+    rows = [tuple(r) for r in c.sql("SELECT * FROM t ORDER BY rowid")]
+    c.exit()
+    assert len(rows) == lost.max_txid + 11, len(rows)
+    assert last > lost.max_txid, "TXIDs never repeat"
+    _, got = restored(walrust, replica, tmp_path, "latest.db")
+    assert got["tables"]["t"] == rows
+    assert "lost records" in (status["notice"] or ""), status
+    assert unnamed_files(replica) == 0
 
 
 def test_commits_grouped_in_memory_survive_a_kill(tmp_path, walrust, failpoint_ext, replica):

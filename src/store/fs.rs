@@ -5,6 +5,9 @@
 //!   same folder, is fsynced, renamed over the final name (or, for `create`, hard-linked to it,
 //!   which fails if the name exists), and the folder is fsynced: a reader sees the old state or
 //!   the whole file. Temp names end in `.tmp`, which the listing skips, as Litestream's does.
+//!   When the source lies on the replica's filesystem (the shadow directory beside a local
+//!   replica), the source itself is fsynced and hard-linked into place instead: no copy, and
+//!   the same guarantees (callers never change a source once stored).
 //! - Created time: the file's mtime is set to the LTX header timestamp, as Litestream's file
 //!   backend does (it reads `ModTime` back as `CreatedAt`), so `litestream restore -timestamp`
 //!   and walrust's restore by time agree on this replica.
@@ -206,6 +209,46 @@ fn write_atomic(
     result
 }
 
+/// Puts `src` itself into place at `dest` (as `write_atomic` would put a copy: fsynced,
+/// renamed over `dest` or, with `exclusive`, hard-linked to it, then the folder fsynced), when
+/// `src` lies on the same filesystem. `None` when it does not, or the filesystem refuses hard
+/// links: the caller copies. Saves the uploader a copy of every file it stores.
+fn link_into_place(
+    src: &Path,
+    dest: &Path,
+    exclusive: bool,
+    mtime: std::time::SystemTime,
+) -> io::Result<Option<u64>> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = dest.parent().unwrap_or(Path::new("/"));
+    let f = File::open(src)?;
+    let m = f.metadata()?;
+    if !m.is_file() || m.nlink() != 1 || m.dev() != fs::metadata(dir)?.dev() {
+        return Ok(None);
+    }
+    f.set_permissions(fs::Permissions::from_mode(0o600))?;
+    f.set_modified(mtime)?;
+    f.sync_all()?;
+    let link = if exclusive {
+        dest.to_path_buf()
+    } else {
+        temp_path(dest)
+    };
+    match fs::hard_link(src, &link) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && exclusive => return Err(e),
+        Err(_) => return Ok(None),
+    }
+    if !exclusive {
+        let renamed = fs::rename(&link, dest);
+        // Gone after a rename, unless `dest` was this very file (rename then does nothing).
+        let _ = fs::remove_file(&link);
+        renamed?;
+    }
+    fsync_dir(dir)?;
+    Ok(Some(m.len()))
+}
+
 /// A version of `manifest.json` that changes with every write: each write renames a new file
 /// (a new inode) into place. Cheap: one `stat`, whatever the manifest's size.
 /// How long a manifest write waits for `manifest.json.lock` (held only around one read, compare
@@ -261,12 +304,17 @@ impl FsStore {
                 source: e,
             })?;
         let mtime = ms_to_system_time(meta.timestamp_ms);
-        let size = write_atomic(&dest, exclusive, |f| {
-            io::copy(&mut input, f)?;
-            // After the copy, which would otherwise bump it. Litestream reads this back as the
-            // file's creation time.
-            f.set_modified(mtime)
-        })
+        let linked = link_into_place(src, &dest, exclusive, mtime);
+        let size = match linked {
+            Ok(Some(size)) => Ok(size),
+            Ok(None) => write_atomic(&dest, exclusive, |f| {
+                io::copy(&mut input, f)?;
+                // After the copy, which would otherwise bump it. Litestream reads this back as the
+                // file's creation time.
+                f.set_modified(mtime)
+            }),
+            Err(e) => Err(e),
+        }
         .map_err(|e| match e.kind() {
             io::ErrorKind::AlreadyExists => StoreError::Conflict {
                 what: format!("{}: a file of that name exists", what()),
@@ -540,6 +588,49 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.to_str().unwrap().ends_with(".tmp"));
         assert_eq!(a.parent(), Some(Path::new("/r/ltx/0")));
+    }
+
+    /// A stored file is the source's bytes with the header's time and mode 0600, whether the
+    /// source was linked into place or copied (a source with a second name is copied).
+    #[test]
+    fn a_source_is_linked_or_copied_into_place_alike() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = std::env::temp_dir().join(format!("walrust-fs-link-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let store = FsStore::new(dir.join("replica")).unwrap();
+        let meta = WriteMeta {
+            timestamp_ms: 1_700_000_000_123,
+            sha256: String::new(),
+        };
+        for (n, second_name) in [(1, false), (2, true)] {
+            let src = dir.join(format!("src{n}"));
+            fs::write(&src, format!("file {n}")).unwrap();
+            fs::set_permissions(&src, fs::Permissions::from_mode(0o644)).unwrap();
+            if second_name {
+                fs::hard_link(&src, dir.join(format!("other{n}"))).unwrap();
+            }
+            let t = crate::types::Txid::new(n).unwrap();
+            let key = FileKey::new(0, t, t).unwrap();
+            let info = store.create(&key, &src, &meta).unwrap();
+            let dest = store.path_of(&key);
+            let (d, s) = (fs::metadata(&dest).unwrap(), fs::metadata(&src).unwrap());
+            assert_eq!(
+                d.ino() == s.ino(),
+                !second_name,
+                "linked only without a second name"
+            );
+            assert_eq!(fs::read_to_string(&dest).unwrap(), format!("file {n}"));
+            assert_eq!(info.size, d.len());
+            assert_eq!(d.mode() & 0o777, 0o600);
+            assert_eq!(system_time_to_ms(d.modified().unwrap()), meta.timestamp_ms);
+            let again = store.create(&key, &src, &meta).unwrap_err();
+            assert!(matches!(again, StoreError::Conflict { .. }), "{again}");
+            store.write(&key, &src, &meta).unwrap(); // replaces, by name
+            let names = fs::read_dir(dest.parent().unwrap()).unwrap().count();
+            assert_eq!(names, n as usize, "no temp file left");
+        }
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

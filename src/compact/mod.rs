@@ -255,6 +255,9 @@ fn compact_once(
     let url = store.describe();
     let work_dir = opts.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
     let manifest = load_manifest(store)?;
+    if !dry_run {
+        finish_removal(store, manifest.as_ref())?;
+    }
     let mut files = listing(store, manifest.as_ref())?;
     // The whole listing is what restores see: no hole in it. Then only what the manifest
     // names: an uploader may be about to name the rest.
@@ -297,6 +300,7 @@ fn compact_once(
                     sha256: m.sha256.clone(),
                 };
                 let info = store.write(&key, m.file.path(), &meta)?;
+                crate::failpoint::hit("compact.merged_written");
                 entries.push(Entry::new(store.layout(), &info, m.sha256));
                 info
             };
@@ -319,9 +323,14 @@ fn compact_once(
         // no uploader is about to name it. (A manifest created since the listing of a replica
         // that had none names only files newer than it, none of which is removed.)
         if indexed {
-            manifest::update(store, &[], &keys)?;
+            manifest::unname_for_removal(store, &keys)?;
+            crate::failpoint::hit("compact.unnamed");
+            store.delete(&keys)?;
+            let names: Vec<String> = keys.iter().map(|k| store.layout().file_key(k)).collect();
+            manifest::removed(store, &names)?;
+        } else {
+            store.delete(&keys)?;
         }
-        store.delete(&keys)?;
     }
     if !dry_run && manifest.is_some() {
         // Garbage of killed writers; a failure leaves it for the next run. Parts' times are
@@ -330,6 +339,21 @@ fn compact_once(
         let _ = manifest::parts::sweep_unnamed(store, wall, manifest::parts::SWEEP_AGE_MS);
     }
     Ok(report(store, opts, now, dry_run, &created, &decision))
+}
+
+/// Deletes the files an earlier run stopped naming and was killed before it deleted (the
+/// manifest lists them in `removing`), then says so in the manifest.
+fn finish_removal(store: &dyn Store, manifest: Option<&Manifest>) -> Result<(), CompactError> {
+    let Some(names) = manifest.map(|m| &m.removing).filter(|r| !r.is_empty()) else {
+        return Ok(());
+    };
+    let keys: Vec<FileKey> = names
+        .iter()
+        .filter_map(|n| store.layout().parse_file_key(n))
+        .collect();
+    store.delete(&keys)?;
+    manifest::removed(store, names)?;
+    Ok(())
 }
 
 fn report(

@@ -74,6 +74,11 @@ pub struct Manifest {
     /// write changes the manifest's version even on a store whose ETag is the content's hash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep: Option<String>,
+    /// Files a compaction stopped naming and has not deleted yet (their keys, as in
+    /// `Entry::key`): a compaction killed in between leaves them here, and the next run
+    /// deletes them instead of leaving them unnamed for good (`compact`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing: Vec<String>,
 }
 
 /// One file walrust wrote.
@@ -122,6 +127,7 @@ impl Manifest {
             parts: Vec::new(),
             files: Vec::new(),
             sweep: None,
+            removing: Vec::new(),
         }
     }
 
@@ -272,6 +278,36 @@ pub fn update_as(
     add: &[Entry],
     remove: &[FileKey],
 ) -> Result<(Manifest, ETag), StoreError> {
+    update_then(store, expect, add, remove, &|_| {})
+}
+
+/// Stops naming `keys` and lists them in `removing`, in one write: the files are deleted next
+/// (`removed` then says so), and if that never happens the next compaction does it.
+pub fn unname_for_removal(store: &dyn Store, keys: &[FileKey]) -> Result<Manifest, StoreError> {
+    let names: Vec<String> = keys.iter().map(|k| store.layout().file_key(k)).collect();
+    let add_names = |m: &mut Manifest| {
+        for n in &names {
+            if !m.removing.contains(n) {
+                m.removing.push(n.clone());
+            }
+        }
+    };
+    update_then(store, Expect::Any, &[], keys, &add_names).map(|(m, _)| m)
+}
+
+/// The files `names` (from `removing`) are deleted: no longer listed there.
+pub fn removed(store: &dyn Store, names: &[String]) -> Result<(), StoreError> {
+    let drop_names = |m: &mut Manifest| m.removing.retain(|n| !names.contains(n));
+    update_then(store, Expect::Any, &[], &[], &drop_names).map(|_| ())
+}
+
+fn update_then(
+    store: &dyn Store,
+    expect: Expect,
+    add: &[Entry],
+    remove: &[FileKey],
+    finish: &dyn Fn(&mut Manifest),
+) -> Result<(Manifest, ETag), StoreError> {
     for attempt in 0..UPDATE_ATTEMPTS {
         let (mut m, etag) = match load_head(store)? {
             Some((m, etag)) => (m, Some(etag)),
@@ -305,6 +341,7 @@ pub fn update_as(
                 return Err(e);
             }
         }
+        finish(&mut m);
         m.version = if m.parts.is_empty() {
             VERSION_WITHOUT_PARTS
         } else {

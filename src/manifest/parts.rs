@@ -594,6 +594,30 @@ mod tests {
         }
     }
 
+    /// Files a compaction stops naming stay listed in `removing` through other writers'
+    /// updates until it says they are deleted.
+    #[test]
+    fn files_being_removed_are_listed_until_removed() {
+        let (dir, s) = store();
+        upload(&*s, 1, 3);
+        let gone = [key_of(&entry(0, 1, 1)), key_of(&entry(0, 2, 2))];
+        let m = manifest::unname_for_removal(&*s, &gone).unwrap();
+        let names: Vec<String> = gone.iter().map(|k| s.layout().file_key(k)).collect();
+        assert_eq!(m.removing, names);
+        assert_eq!(m.files.len(), 1);
+        upload(&*s, 4, 1); // an uploader's write keeps the list
+        let (head, _) = manifest::load_head(&*s).unwrap().unwrap();
+        assert_eq!(head.removing, names);
+        manifest::removed(&*s, &names[..1]).unwrap();
+        let (head, _) = manifest::load_head(&*s).unwrap().unwrap();
+        assert_eq!(head.removing, names[1..]);
+        manifest::removed(&*s, &names).unwrap();
+        let (head, _) = manifest::load_head(&*s).unwrap().unwrap();
+        assert!(head.removing.is_empty());
+        assert!(!String::from_utf8(head.to_json()).unwrap().contains("removing"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[test]
     fn the_sweep_deletes_old_unnamed_parts_and_nothing_named_or_young() {
         let (dir, s) = store();

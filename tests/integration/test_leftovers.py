@@ -1,7 +1,10 @@
 """Leftovers of killed processes (issue 13): the temporary files a process killed mid-write
 leaves (LTX files being built in `<db>-walrust/tmp/`, `log/spare.tmp.PID`, `*.PID-N.tmp` in a
 local-directory replica, `walrust-compact-*` spool files) are removed by the next start of
-replication and by `walrust compact`, so they never pile up across crashes."""
+replication and by `walrust compact`, so they never pile up across crashes; and a compaction
+killed between its steps leaves the replica restorable and its work for the next run."""
+
+import json
 
 import os
 import random
@@ -14,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import Replica
+from harness import Replica, db_contents
 
 HERE = Path(__file__).parent
 PYTHON = "/usr/bin/python3"
@@ -179,3 +182,69 @@ def test_walrust_compact_killed_at_random_points_leaves_nothing_behind(tmp_path,
         assert not stale, f"round {round_}: leftovers survived walrust compact: {stale}"
         assert temp_files(systmp, replica.objects) == {}, f"round {round_}"
     assert killed_with_temp > 0, "no kill hit a compaction with a temporary file"
+
+
+def replica_state(replica):
+    """The replica's LTX files, and how many of them manifest.json does not name."""
+    head = json.loads((replica.objects / "manifest.json").read_bytes())
+    named = len(head["files"]) + sum(p["count"] for p in head.get("parts", []))
+    files = sorted((f.level, f.min_txid, f.max_txid) for f in replica.ltx_files())
+    return files, len(files) - named
+
+
+def test_a_compaction_killed_between_its_steps_leaves_the_replica_whole(
+        tmp_path, walrust, failpoint_ext):
+    """`walrust compact` killed after a merged file is stored and before the manifest names
+    it (`compact.merged_written`), or after the manifest stopped naming the files retention
+    removes and before they are deleted (`compact.unnamed`): the replica restores as before,
+    and the next run finishes the work, leaving the same files, all named, as a run that was
+    never killed."""
+    cli = Path(failpoint_ext).parent / "walrust"
+    assert cli.is_file(), f"the walrust binary is missing at {cli}: run make build-failpoints"
+    source = Replica.file(tmp_path / "source")
+    conn = walrust.connect(tmp_path / "app.db", source, sync_interval=0)
+    conn.execute("CREATE TABLE t(x)")
+    for round_ in range(3):  # snapshots, each after level-0 files retention then removes
+        for i in range(10):
+            conn.execute("INSERT INTO t VALUES (?)", (round_ * 100 + i,))
+            walrust.sync(conn)
+        conn.execute("SELECT walrust_snapshot()").fetchone()
+    for i in range(10):
+        conn.execute("INSERT INTO t VALUES (?)", (1000 + i,))
+        walrust.sync(conn)
+    expected = db_contents(conn)
+    conn.close()
+    time.sleep(31)  # level 1 merges the files of 30-second windows that have ended
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WALRUST_")}
+    env["TMPDIR"] = str(tmp_path)
+    compact = [str(cli), "compact", None, "--retention", "hourly=0,daily=0,weekly=0,monthly=0"]
+
+    def run(replica, failpoint=None):
+        e = dict(env, WALRUST_FAILPOINTS=failpoint) if failpoint else env
+        cmd = [replica.url if a is None else a for a in compact]
+        return subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=300)
+
+    def restores_as_expected(replica, what):
+        out = tmp_path / f"{what}.db"
+        walrust.restore(replica, out)
+        assert db_contents(out) == expected, f"restore {what}"
+
+    clean = Replica.file(tmp_path / "clean")
+    shutil.copytree(source.objects, clean.objects)
+    assert run(clean).returncode == 0
+    clean_files, unnamed = replica_state(clean)
+    assert unnamed == 0
+    assert any(level == 1 for level, _, _ in clean_files), clean_files
+    assert len(clean_files) < len(replica_state(source)[0]), "retention removed nothing"
+    for point in ["compact.merged_written", "compact.unnamed"]:
+        replica = Replica.file(tmp_path / point)
+        shutil.copytree(source.objects, replica.objects)
+        killed = run(replica, point)
+        assert killed.returncode == -signal.SIGABRT, (point, killed.returncode, killed.stderr)
+        restores_as_expected(replica, f"{point}-killed")
+        again = run(replica)
+        assert again.returncode == 0, again.stderr
+        files, unnamed = replica_state(replica)
+        assert unnamed == 0, f"{point}: {unnamed} files the manifest does not name"
+        assert files == clean_files, point
+        restores_as_expected(replica, f"{point}-after")

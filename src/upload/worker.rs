@@ -481,6 +481,10 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
             if e.fresh_snapshot_above.is_none() {
                 upload_pending(e, true)?;
             }
+            // The snapshot is named at once: the files before it first, or a process killed
+            // after the snapshot left them unnamed for good (its successor names only files
+            // past the manifest's newest TXID, see `owner::check_replica`).
+            write_manifest(e, true)?;
             if !owner::fence(e)? {
                 return Ok(());
             }

@@ -555,6 +555,30 @@ def test_a_first_snapshot_killed_before_it_was_recorded_and_a_lost_log_tail(
     assert unnamed_files(replica) == 0
 
 
+def test_files_uploaded_before_a_snapshot_are_named_though_the_process_dies_after_it(
+        tmp_path, walrust, replica):
+    """Level-0 files wait in a backlog before the manifest names them; a snapshot is named at
+    once. A process killed after a snapshot and before it wrote its backlog must not leave the
+    files before the snapshot unnamed for good (the next process names only files past the
+    manifest's newest TXID): compaction and retention see only named files."""
+    db = tmp_path / "app.db"
+    c = Child(walrust.ext, db, replica, sync_interval=0)
+    c.sql("PRAGMA journal_mode=WAL")
+    c.sql("CREATE TABLE t(x)")
+    c.one("SELECT walrust_sync()")  # the first snapshot, and everything named
+    for i in range(5):
+        c.sql("INSERT INTO t VALUES (?)", i)
+    c.one("SELECT walrust_snapshot()")  # the level-0 batch before it is uploaded first
+    c.kill()
+    assert any(f.level == 0 for f in replica.ltx_files())
+    c = Child(walrust.ext, db, replica, sync_interval=0)
+    c.sql("INSERT INTO t VALUES (5)")
+    c.one("SELECT walrust_sync()")
+    c.exit()
+    unnamed = unnamed_files(replica)
+    assert unnamed == 0, f"{unnamed} files the manifest does not name"
+
+
 def test_commits_grouped_in_memory_survive_a_kill(tmp_path, walrust, failpoint_ext, replica):
     """Commits that follow each other closely wait in memory to be appended to the shadow
     log together; they are in the WAL meanwhile. A process killed with such a group pending

@@ -614,7 +614,9 @@ mod tests {
         manifest::removed(&*s, &names).unwrap();
         let (head, _) = manifest::load_head(&*s).unwrap().unwrap();
         assert!(head.removing.is_empty());
-        assert!(!String::from_utf8(head.to_json()).unwrap().contains("removing"));
+        assert!(!String::from_utf8(head.to_json())
+            .unwrap()
+            .contains("removing"));
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -55,12 +55,15 @@ pub struct TempFile {
 }
 
 impl TempFile {
+    /// Always a new file: one left under this name (by an earlier process with this PID, as
+    /// a restarted container's application has) may be linked into a local replica by now
+    /// (`store::fs`), and opening it to write would change a stored file.
     pub fn create(dir: &Path, name: &str) -> io::Result<(TempFile, File)> {
         let path = dir.join(format!("{name}.{}.tmp", std::process::id()));
+        let _ = fs::remove_file(&path);
         let f = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .open(&path)?;
         let _ = f.try_lock(); // best effort: the PID in the name protects it too
@@ -281,4 +284,28 @@ fn already_there(store: &dyn Store, key: &FileKey, sha256: &str) -> Option<u64> 
     let reader = store.read(key, None).ok()?;
     let (sha, size) = manifest::HashingReader::new(reader).finish().ok()?;
     (sha == sha256).then_some(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file left under a temp file's name, and linked elsewhere meanwhile (into a local
+    /// replica), is never written through: the new temp file is a new file.
+    #[test]
+    fn a_temp_file_never_writes_into_one_left_under_its_name() {
+        let dir = std::env::temp_dir().join(format!("walrust-tempfile-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let left = dir.join(format!("x.ltx.{}.tmp", std::process::id()));
+        fs::write(&left, b"stored").unwrap();
+        fs::hard_link(&left, dir.join("stored.ltx")).unwrap();
+        let (tmp, mut f) = TempFile::create(&dir, "x.ltx").unwrap();
+        assert_eq!(tmp.path, left);
+        f.write_all(b"new").unwrap();
+        assert_eq!(fs::read(dir.join("stored.ltx")).unwrap(), b"stored");
+        assert_eq!(fs::read(&tmp.path).unwrap(), b"new");
+        drop(tmp);
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -6,8 +6,8 @@
 //!   which fails if the name exists), and the folder is fsynced: a reader sees the old state or
 //!   the whole file. Temp names end in `.tmp`, which the listing skips, as Litestream's does.
 //!   When the source lies on the replica's filesystem (the shadow directory beside a local
-//!   replica), the source itself is fsynced and hard-linked into place instead: no copy, and
-//!   the same guarantees (callers never change a source once stored).
+//!   replica), the source itself is fsynced and moved into place instead (renamed, or for
+//!   `create` hard-linked and unlinked): no copy, and the same guarantees.
 //! - Created time: the file's mtime is set to the LTX header timestamp, as Litestream's file
 //!   backend does (it reads `ModTime` back as `CreatedAt`), so `litestream restore -timestamp`
 //!   and walrust's restore by time agree on this replica.
@@ -209,11 +209,13 @@ fn write_atomic(
     result
 }
 
-/// Puts `src` itself into place at `dest` (as `write_atomic` would put a copy: fsynced,
-/// renamed over `dest` or, with `exclusive`, hard-linked to it, then the folder fsynced), when
-/// `src` lies on the same filesystem. `None` when it does not, or the filesystem refuses hard
-/// links: the caller copies. Saves the uploader a copy of every file it stores.
-fn link_into_place(
+/// Moves `src` itself into place at `dest` (as `write_atomic` puts a copy there: fsynced,
+/// renamed over `dest` or, with `exclusive`, hard-linked to it, then the folder fsynced) when
+/// `src` lies on the same filesystem and has no other name; `src` is gone afterwards, so a
+/// caller that writes that path again makes a new file, never changes the stored one. `None`
+/// when it cannot (another filesystem, links refused): the caller copies. Saves the uploader
+/// a copy of every file it stores.
+fn move_into_place(
     src: &Path,
     dest: &Path,
     exclusive: bool,
@@ -229,21 +231,14 @@ fn link_into_place(
     f.set_permissions(fs::Permissions::from_mode(0o600))?;
     f.set_modified(mtime)?;
     f.sync_all()?;
-    let link = if exclusive {
-        dest.to_path_buf()
-    } else {
-        temp_path(dest)
-    };
-    match fs::hard_link(src, &link) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && exclusive => return Err(e),
-        Err(_) => return Ok(None),
-    }
-    if !exclusive {
-        let renamed = fs::rename(&link, dest);
-        // Gone after a rename, unless `dest` was this very file (rename then does nothing).
-        let _ = fs::remove_file(&link);
-        renamed?;
+    if exclusive {
+        match fs::hard_link(src, dest) {
+            Ok(()) => fs::remove_file(src)?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
+            Err(_) => return Ok(None),
+        }
+    } else if fs::rename(src, dest).is_err() {
+        return Ok(None);
     }
     fsync_dir(dir)?;
     Ok(Some(m.len()))
@@ -304,8 +299,8 @@ impl FsStore {
                 source: e,
             })?;
         let mtime = ms_to_system_time(meta.timestamp_ms);
-        let linked = link_into_place(src, &dest, exclusive, mtime);
-        let size = match linked {
+        let moved = move_into_place(src, &dest, exclusive, mtime);
+        let size = match moved {
             Ok(Some(size)) => Ok(size),
             Ok(None) => write_atomic(&dest, exclusive, |f| {
                 io::copy(&mut input, f)?;
@@ -591,11 +586,12 @@ mod tests {
     }
 
     /// A stored file is the source's bytes with the header's time and mode 0600, whether the
-    /// source was linked into place or copied (a source with a second name is copied).
+    /// source was moved into place (then gone: writing its path again makes a new file) or
+    /// copied (a source with a second name).
     #[test]
-    fn a_source_is_linked_or_copied_into_place_alike() {
+    fn a_source_is_moved_or_copied_into_place_alike() {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        let dir = std::env::temp_dir().join(format!("walrust-fs-link-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("walrust-fs-move-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         let store = FsStore::new(dir.join("replica")).unwrap();
@@ -605,28 +601,36 @@ mod tests {
         };
         for (n, second_name) in [(1, false), (2, true)] {
             let src = dir.join(format!("src{n}"));
-            fs::write(&src, format!("file {n}")).unwrap();
-            fs::set_permissions(&src, fs::Permissions::from_mode(0o644)).unwrap();
+            let write_src = |text: &str| {
+                fs::write(&src, text).unwrap();
+                fs::set_permissions(&src, fs::Permissions::from_mode(0o644)).unwrap();
+            };
+            write_src(&format!("file {n}"));
             if second_name {
                 fs::hard_link(&src, dir.join(format!("other{n}"))).unwrap();
             }
+            let ino = fs::metadata(&src).unwrap().ino();
             let t = crate::types::Txid::new(n).unwrap();
             let key = FileKey::new(0, t, t).unwrap();
             let info = store.create(&key, &src, &meta).unwrap();
             let dest = store.path_of(&key);
-            let (d, s) = (fs::metadata(&dest).unwrap(), fs::metadata(&src).unwrap());
+            let d = fs::metadata(&dest).unwrap();
             assert_eq!(
-                d.ino() == s.ino(),
+                d.ino() == ino,
                 !second_name,
-                "linked only without a second name"
+                "moved only without a second name"
             );
+            assert_eq!(src.exists(), second_name, "a moved source is gone");
             assert_eq!(fs::read_to_string(&dest).unwrap(), format!("file {n}"));
             assert_eq!(info.size, d.len());
             assert_eq!(d.mode() & 0o777, 0o600);
             assert_eq!(system_time_to_ms(d.modified().unwrap()), meta.timestamp_ms);
+            write_src("again");
+            assert_eq!(fs::read_to_string(&dest).unwrap(), format!("file {n}"));
             let again = store.create(&key, &src, &meta).unwrap_err();
             assert!(matches!(again, StoreError::Conflict { .. }), "{again}");
             store.write(&key, &src, &meta).unwrap(); // replaces, by name
+            assert_eq!(fs::read_to_string(&dest).unwrap(), "again");
             let names = fs::read_dir(dest.parent().unwrap()).unwrap().count();
             assert_eq!(names, n as usize, "no temp file left");
         }

@@ -123,8 +123,8 @@ pub trait Store: Send + Sync {
     fn read(&self, key: &FileKey, range: Option<Range<u64>>) -> Result<FileReader, StoreError>;
 
     /// Stores the local file `src` under `key`, atomically: readers see the old state or the
-    /// whole new file, never part of it. Overwrites an existing file of the same key. `src`
-    /// must not change afterwards: a store may take the file itself rather than a copy.
+    /// whole new file, never part of it. Overwrites an existing file of the same key. A store
+    /// may move `src` itself into place rather than copy it: it may be gone afterwards.
     fn write(&self, key: &FileKey, src: &Path, meta: &WriteMeta) -> Result<FileInfo, StoreError>;
 
     /// Like `write`, but only if no file of that key exists: `Conflict` otherwise. So that one

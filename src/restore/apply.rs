@@ -71,7 +71,9 @@ pub(super) fn run(
             .as_ref()
             .and_then(|m| m.get(&info.key))
             .map(|e| e.sha256.as_str());
-        db.apply(info, reader, expected)
+        db.apply(info, reader, expected)?;
+        crate::failpoint::hit("restore.file_applied");
+        Ok::<(), RestoreError>(())
     })?;
     db.finish()
 }

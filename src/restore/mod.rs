@@ -187,6 +187,8 @@ pub fn temp_path(output: &Path) -> PathBuf {
 /// moves it into place; dropping it uncommitted deletes it.
 #[derive(Debug)]
 pub struct RestoredTemp {
+    /// Holds the temp file's lock until it is committed or removed (see `create_locked`).
+    _lock: File,
     path: PathBuf,
     output: PathBuf,
     /// The replica restored from (`Store::describe`), recorded beside the output.
@@ -295,6 +297,58 @@ fn parent_dir(p: &Path) -> &Path {
     }
 }
 
+/// Creates the temporary file `temp`, locked (`flock`) for as long as the restore holds it.
+/// One left by a restore that was killed (unlocked) is removed first; `None` if another
+/// restore holds it. After locking, the path must still name the new file: a restore that
+/// found it before the lock was taken may have removed it, and then that one goes on. Where
+/// the filesystem has no locks, a file left there is never taken for a dead restore's.
+fn create_locked(temp: &Path) -> io::Result<Option<File>> {
+    use std::fs::TryLockError;
+    use std::os::unix::fs::MetadataExt;
+    let mut removed = false;
+    for _ in 0..2 {
+        let created = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            // As SQLite creates a database: 0644 less the umask (README, "Restore").
+            .mode(0o644)
+            .open(temp);
+        match created {
+            Ok(f) => {
+                match f.try_lock() {
+                    Ok(()) => {}
+                    Err(TryLockError::WouldBlock) => return Ok(None),
+                    Err(TryLockError::Error(_)) => return Ok(Some(f)), // no locks here
+                }
+                let ino = f.metadata()?.ino();
+                if !fs::metadata(temp).is_ok_and(|m| m.ino() == ino) {
+                    return Ok(None);
+                }
+                if removed {
+                    crate::log::warn(&format!(
+                        "walrust: removed {}, left by a restore that was interrupted",
+                        temp.display()
+                    ));
+                }
+                return Ok(Some(f));
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let Ok(left) = File::open(temp) else {
+                    continue; // gone meanwhile
+                };
+                if left.try_lock().is_err() {
+                    return Ok(None);
+                }
+                fs::remove_file(temp)?;
+                removed = true;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
 /// Restores `store` as of `target` into `<output>.tmp-walrust`, checking everything, and
 /// returns the guard that commits it to `output`. `output` must not exist; its folder must.
 pub fn restore(
@@ -332,27 +386,30 @@ fn restore_once(
     let plan = plan::plan_once(store, target)?;
 
     let temp = temp_path(output);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        // As SQLite creates a database: 0644 less the umask (README, "Restore").
-        .mode(0o644)
-        .open(&temp)
-        .map_err(|e| {
-            if e.kind() == io::ErrorKind::AlreadyExists {
-                invalid(format!(
-                    "{} exists: another restore to {} is running or was interrupted; remove it \
-                     and retry",
-                    temp.display(),
-                    output.display()
-                ))
-            } else {
-                RestoreError::new(ErrorKind::Io, format!("creating {}: {e}", temp.display()))
-            }
-        })?;
+    let running = || {
+        invalid(format!(
+            "another restore to {} is running (it holds {}; if none is, remove that file); \
+             wait for it or choose another output path",
+            output.display(),
+            temp.display()
+        ))
+    };
+    let file = match create_locked(&temp) {
+        Ok(Some(f)) => f,
+        Ok(None) => return Err(running()),
+        Err(e) => {
+            return Err(RestoreError::new(
+                ErrorKind::Io,
+                format!("creating {}: {e}", temp.display()),
+            ))
+        }
+    };
+    let lock = file
+        .try_clone()
+        .map_err(|e| RestoreError::new(ErrorKind::Io, format!("{}: {e}", temp.display())))?;
     // From here on, dropping the guard (on any error) removes the temp file.
     let mut guard = RestoredTemp {
+        _lock: lock,
         path: temp,
         output: output.to_path_buf(),
         replica: store.describe(),

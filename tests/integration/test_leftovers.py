@@ -248,3 +248,37 @@ def test_a_compaction_killed_between_its_steps_leaves_the_replica_whole(
         assert unnamed == 0, f"{point}: {unnamed} files the manifest does not name"
         assert files == clean_files, point
         restores_as_expected(replica, f"{point}-after")
+
+
+def test_a_restore_killed_midway_leaves_no_output_and_the_next_one_finishes(
+        tmp_path, walrust, failpoint_ext):
+    """`walrust restore` killed between two files leaves no output (only its temporary file);
+    the next restore to that path removes the leftover and finishes. While a restore runs, a
+    second one to the same path is refused, and the first is not disturbed."""
+    cli = Path(failpoint_ext).parent / "walrust"
+    assert cli.is_file(), f"the walrust binary is missing at {cli}: run make build-failpoints"
+    replica = Replica.file(tmp_path / "replica")
+    conn = walrust.connect(tmp_path / "app.db", replica, sync_interval=0)
+    conn.execute("CREATE TABLE t(x)")
+    for i in range(6):
+        conn.execute("INSERT INTO t VALUES (?)", (i,))
+        walrust.sync(conn)
+    expected = db_contents(conn)
+    conn.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WALRUST_")}
+    out = tmp_path / "restored.db"
+    temp = Path(f"{out}.tmp-walrust")
+    restore = [str(cli), "restore", replica.url, "-o", str(out)]
+    killed = subprocess.run(restore, env=dict(env, WALRUST_FAILPOINTS="restore.file_applied@2"),
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGABRT, killed.stderr
+    assert not out.exists() and temp.exists()
+    slow = subprocess.Popen(restore, env=dict(env, WALRUST_FAILPOINTS="restore.file_applied~500"),
+                            stderr=subprocess.PIPE, text=True)
+    said = slow.stderr.readline()  # then it holds a temporary file of its own
+    assert "left by a restore that was interrupted" in said, said
+    refused = subprocess.run(restore, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "another restore" in refused.stderr, refused.stderr
+    assert slow.wait(timeout=120) == 0, slow.stderr.read()
+    assert not temp.exists()
+    assert db_contents(out) == expected

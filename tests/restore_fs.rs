@@ -180,11 +180,20 @@ fn refuses_existing_outputs_and_empty_replicas() {
     assert!(e.to_string().contains("already exists"), "{e}");
     assert_eq!(std::fs::read(&out).unwrap(), b"precious");
 
+    // The temp file of a restore that runs (it holds the file's lock) is left alone and this
+    // restore refused; once no restore holds it (one that was killed), it is removed and the
+    // restore goes on.
     let out = r.out("busy.db");
     std::fs::write(temp_path(&out), b"other restore").unwrap();
+    let held = std::fs::File::open(temp_path(&out)).unwrap();
+    held.lock().unwrap();
     let e = r.restore_to(&out, Target::Latest).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Invalid);
+    assert!(e.to_string().contains("another restore"), "{e}");
     assert_eq!(std::fs::read(temp_path(&out)).unwrap(), b"other restore");
+    drop(held);
+    r.restore_to(&out, Target::Latest).unwrap();
+    assert!(out.exists() && !temp_path(&out).exists());
 
     let e = r
         .restore_to(&r.out("no/such/dir/x.db"), Target::Latest)

@@ -12,8 +12,8 @@
 //! being consumed; a failed download is handed to
 //! the caller at that file's turn, as the store reported it (so a file that vanished is still
 //! `NotFound`); a worker that panics never leaves the caller waiting; when the caller stops
-//! (done or failed), workers start no new download and the function returns only after every
-//! worker has exited.
+//! (done, failed, or its function panicked), workers start no new download and the function
+//! returns (or the panic goes on) only after every worker has exited.
 
 use std::collections::BTreeMap;
 use std::io::{self, Cursor, Read};
@@ -166,22 +166,27 @@ pub fn in_order<E>(
         cv: Condvar::new(),
     };
     let prefetchable = files.iter().filter(|f| prefetched(f)).count();
+    // Stops the workers however the caller leaves, also by a panic in `each`: the scope waits
+    // for every worker, and one waiting for room in the window would wait forever.
+    struct StopOnExit<'s, 'a>(&'s Shared<'a>);
+    impl Drop for StopOnExit<'_, '_> {
+        fn drop(&mut self) {
+            self.0.lock().stop = true;
+            self.0.cv.notify_all();
+        }
+    }
     std::thread::scope(|s| {
         for _ in 0..THREADS.min(prefetchable) {
             s.spawn(|| shared.worker());
         }
-        let result = (|| {
-            for i in 0..files.len() {
-                let reader = shared.take(i);
-                // Released before `each` runs, so the next downloads start meanwhile.
-                shared.consumed(i);
-                each(i, reader)?;
-            }
-            Ok(())
-        })();
-        shared.lock().stop = true;
-        shared.cv.notify_all();
-        result
+        let _stop = StopOnExit(&shared);
+        for i in 0..files.len() {
+            let reader = shared.take(i);
+            // Released before `each` runs, so the next downloads start meanwhile.
+            shared.consumed(i);
+            each(i, reader)?;
+        }
+        Ok(())
     })
 }
 
@@ -251,6 +256,26 @@ mod tests {
         })
         .unwrap();
         assert_eq!(seen, (0..300).collect::<Vec<_>>());
+    }
+
+    /// A panic in the caller's function comes back to the caller; the workers, some waiting
+    /// for room in the window, stop instead of keeping it waiting for them.
+    #[test]
+    fn a_panic_in_the_callers_function_stops_the_workers() {
+        let sizes = vec![100; 2 * WINDOW];
+        let (_dir, store, files) = store_with("panic", &sizes, &[]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                in_order(&store, &files, |i, _| {
+                    assert!(i < 3, "a bug in the caller");
+                    Ok::<(), StoreError>(())
+                })
+            }));
+            let _ = tx.send(r.is_err());
+        });
+        let answered = rx.recv_timeout(std::time::Duration::from_secs(30));
+        assert_eq!(answered, Ok(true), "in_order hung after a panic");
     }
 
     #[test]

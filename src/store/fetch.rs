@@ -176,10 +176,11 @@ pub fn in_order<E>(
         }
     }
     std::thread::scope(|s| {
+        // Before the workers start: a failed spawn (a process at its thread limit) panics too.
+        let _stop = StopOnExit(&shared);
         for _ in 0..THREADS.min(prefetchable) {
             s.spawn(|| shared.worker());
         }
-        let _stop = StopOnExit(&shared);
         for i in 0..files.len() {
             let reader = shared.take(i);
             // Released before `each` runs, so the next downloads start meanwhile.

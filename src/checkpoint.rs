@@ -140,6 +140,29 @@ pub fn on_commit(path: &Path, frames: u32) -> bool {
     true
 }
 
+/// Runs SQLite's own checkpoint (`checkpoint`) for a committing connection whose commit
+/// `on_commit` did not handle. When commits sync the WAL (`synchronous=FULL`) the log owes a
+/// sync before the WAL restarts, which the next write does once this checkpoint completes; a
+/// second thread runs that sync now, beside the checkpoint's own writes and syncs, instead of
+/// after them on the application's thread (bulk commits at FULL spent 6% of their time there).
+pub fn sqlite_checkpoint(path: Option<&Path>, checkpoint: impl FnOnce()) {
+    let db = path.and_then(database::lookup);
+    let Some((db, ahead)) = db.and_then(|db| db.log_sync_ahead().map(|a| (db, a))) else {
+        return checkpoint();
+    };
+    let synced = std::thread::scope(|s| {
+        let syncer = std::thread::Builder::new()
+            .name("walrust-sync".into())
+            .spawn_scoped(s, || ahead.sync());
+        checkpoint();
+        // A thread that could not start, or panicked, synced nothing: the restart syncs.
+        syncer.ok().and_then(|h| h.join().ok()).unwrap_or(false)
+    });
+    if synced {
+        db.log_synced_ahead(ahead);
+    }
+}
+
 /// A commit happened now: the database is not idle, and its next idle pass is due.
 fn note_commit(repl: &crate::replication::Replication) {
     repl.wal.last_commit_ms.store(now_ms(), Ordering::Relaxed);

@@ -284,13 +284,48 @@ impl Database {
     }
 
     /// The WAL generation is ending (restart, truncation, deletion): the commits of it that
-    /// SQLite made durable are only in the log from now on, so the log is synced first.
+    /// SQLite made durable are only in the log from now on, so the log is synced first. When
+    /// commits are synced (`synchronous=FULL`) so is the record just appended that says the
+    /// generation ended: after a power failure, it is what lets the next open copy the new
+    /// generation's commits from the WAL instead of taking a snapshot. (A sync run beside the
+    /// checkpoint, `log_sync_ahead`, may have settled the commits already; then this one
+    /// writes only that record.)
     fn sync_log_at_generation_end(&self, st: &mut DbState) {
-        if !std::mem::take(&mut st.log_owes_sync) {
+        let full = st
+            .replication
+            .as_ref()
+            .is_some_and(|r| r.wal.commits_synced.load(Ordering::Relaxed));
+        if !std::mem::take(&mut st.log_owes_sync) && !full {
             return;
         }
         let files = st.appender.as_mut().unwrap().files_to_sync();
         SyncDue(files).run(st.replication.as_deref());
+    }
+
+    /// The log files the commits SQLite made durable are owed, for a sync run while a
+    /// committing connection checkpoints (`checkpoint::sqlite_checkpoint`), whose restart of
+    /// the WAL would otherwise wait for it. The debt stays until `log_synced_ahead` settles it.
+    pub fn log_sync_ahead(&self) -> Option<SyncAhead> {
+        let st = self.lock();
+        if !st.log_owes_sync {
+            return None;
+        }
+        let (files, mark) = st.appender.as_ref()?.sync_ahead();
+        Some(SyncAhead { files, mark })
+    }
+
+    /// The files of `ahead` were synced: the log owes nothing more, unless it was appended
+    /// to since (then the WAL's generation end syncs it, as always).
+    pub fn log_synced_ahead(&self, ahead: SyncAhead) {
+        let mut st = self.lock();
+        if st.log_owes_sync
+            && st
+                .appender
+                .as_mut()
+                .is_some_and(|a| a.synced_ahead(ahead.mark))
+        {
+            st.log_owes_sync = false;
+        }
     }
 
     /// Before a WAL write: a new header means a new generation; settle the old one first.
@@ -495,6 +530,19 @@ impl Database {
 
 /// Shadow-log files that must be synced before a WAL generation ends.
 struct SyncDue(Vec<Arc<std::fs::File>>);
+
+/// The log's owed files and the mark they were taken at (`Database::log_sync_ahead`).
+pub struct SyncAhead {
+    files: Vec<Arc<std::fs::File>>,
+    mark: u64,
+}
+
+impl SyncAhead {
+    /// Syncs the files: true once every one is on disk.
+    pub fn sync(&self) -> bool {
+        crate::shadow::log::sync_files(&self.files).is_ok()
+    }
+}
 
 impl SyncDue {
     fn run(self, repl: Option<&Replication>) {

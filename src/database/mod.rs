@@ -22,7 +22,7 @@ mod catch_up;
 mod hooks;
 mod start;
 
-pub use hooks::{before_delete, open_main, open_wal};
+pub use hooks::{before_delete, open_main, open_wal, SyncAhead};
 pub(crate) use start::{conflict_message, record_replica};
 
 use crate::capture::{Capture, Committed};

@@ -203,6 +203,9 @@ pub struct Appender {
     /// A segment file was created (or renamed into place) since the last `files_to_sync`:
     /// its directory entry survives a power failure only once the directory is synced.
     dir_unsynced: bool,
+    /// Counts the writes and creations that `unsynced` and `dir_unsynced` stand for: a sync
+    /// started from `sync_ahead` covers the debt only if this has not moved meanwhile.
+    changes: u64,
     /// Where the segment stood when its file was let go (`release_file`): reopened there,
     /// already checked, so an idle database holds no descriptor for its log.
     released: Option<(u64, u64)>,
@@ -238,6 +241,7 @@ impl Appender {
             page: Vec::new(),
             unsynced: Vec::new(),
             dir_unsynced: false,
+            changes: 0,
             released: None,
             floor: 0,
             floor_source: None,
@@ -394,7 +398,7 @@ impl Appender {
             seal_if_open(&self.dir, seq - 1)?;
         }
         let file = Arc::new(open_segment(&self.dir, seq, true)?);
-        self.dir_unsynced = true;
+        self.note_dir_unsynced();
         self.seg = Some(OpenSegment {
             seq,
             file,
@@ -407,7 +411,7 @@ impl Appender {
     /// A sealed segment's successor is the next number; create it if its creator died first.
     fn follow_roll(&mut self, sealed: u64) -> io::Result<()> {
         let file = Arc::new(open_segment(&self.dir, sealed + 1, true)?);
-        self.dir_unsynced = true;
+        self.note_dir_unsynced();
         self.seg = Some(OpenSegment {
             seq: sealed + 1,
             file,
@@ -538,7 +542,7 @@ impl Appender {
             let _ = fs::rename(self.dir.join(SPARE), &path);
         }
         let file = Arc::new(open_segment(&self.dir, next, true)?);
-        self.dir_unsynced = true;
+        self.note_dir_unsynced();
         crate::failpoint::hit("log.rolled");
         self.seg = Some(OpenSegment {
             seq: next,
@@ -550,6 +554,7 @@ impl Appender {
     }
 
     fn note_unsynced(&mut self, seq: u64) {
+        self.changes += 1;
         if !self.unsynced.contains(&seq) {
             self.unsynced.push(seq);
         }
@@ -560,10 +565,40 @@ impl Appender {
     /// appended so far durable. A sealed segment is opened again by its number; one the
     /// uploader deleted meanwhile needs no sync (its records are in the replica).
     pub fn files_to_sync(&mut self) -> Vec<Arc<File>> {
-        let seqs = std::mem::take(&mut self.unsynced);
-        let mut files = Vec::with_capacity(seqs.len() + 1);
-        let sync_dir = !seqs.is_empty() && std::mem::take(&mut self.dir_unsynced);
-        for seq in seqs {
+        let files = self.unsynced_files();
+        self.settle();
+        files
+    }
+
+    /// What `files_to_sync` would return, leaving the debt in place, and a mark for
+    /// `synced_ahead`: a sync of these files run elsewhere settles the debt only if nothing
+    /// was appended or created meanwhile.
+    pub fn sync_ahead(&self) -> (Vec<Arc<File>>, u64) {
+        (self.unsynced_files(), self.changes)
+    }
+
+    /// The files of a `sync_ahead` taken at `mark` were synced: the debt is settled unless
+    /// the log changed since. Returns whether it was.
+    pub fn synced_ahead(&mut self, mark: u64) -> bool {
+        if self.changes != mark {
+            return false;
+        }
+        self.settle();
+        true
+    }
+
+    /// What `unsynced_files` returned is synced. A directory whose new segment has no record
+    /// yet stays owed: it is synced with that segment's first records.
+    fn settle(&mut self) {
+        if !self.unsynced.is_empty() {
+            self.dir_unsynced = false;
+        }
+        self.unsynced.clear();
+    }
+
+    fn unsynced_files(&self) -> Vec<Arc<File>> {
+        let mut files = Vec::with_capacity(self.unsynced.len() + 1);
+        for &seq in &self.unsynced {
             match &self.seg {
                 Some(open) if open.seq == seq => files.push(open.file.clone()),
                 _ => match File::open(segment_path(&self.dir, seq)) {
@@ -575,7 +610,7 @@ impl Appender {
                 },
             }
         }
-        if sync_dir {
+        if !self.unsynced.is_empty() && self.dir_unsynced {
             // Last: on a journalling filesystem the segments' syncs have usually committed the
             // new name already, and this one finds nothing left to do.
             match File::open(&self.dir) {
@@ -594,6 +629,11 @@ impl Appender {
     pub fn forget_unsynced(&mut self) {
         self.unsynced.clear();
         self.dir_unsynced = false;
+    }
+
+    fn note_dir_unsynced(&mut self) {
+        self.changes += 1;
+        self.dir_unsynced = true;
     }
 }
 
@@ -1181,6 +1221,28 @@ mod tests {
         assert_eq!(files.len(), 3, "both segments and their directory");
         sync_files(&files).unwrap();
         sync_segments(&d, 1, 2).unwrap();
+    }
+
+    #[test]
+    fn a_sync_ahead_settles_the_debt_only_if_nothing_was_appended_meanwhile() {
+        let d = tmpdir("ahead");
+        let mut a = Appender::new(d.clone());
+        append(&mut a, 1, 1);
+        let (files, mark) = a.sync_ahead();
+        assert_eq!(files.len(), 2, "the new segment and its directory");
+        append(&mut a, 2, 1);
+        sync_files(&files).unwrap();
+        assert!(
+            !a.synced_ahead(mark),
+            "TXID 2 came after the files were taken"
+        );
+        assert_eq!(a.sync_ahead().0.len(), 2, "still owed, directory included");
+        let (files, mark) = a.sync_ahead();
+        sync_files(&files).unwrap();
+        assert!(a.synced_ahead(mark));
+        assert!(a.files_to_sync().is_empty(), "nothing owed any more");
+        append(&mut a, 3, 1);
+        assert_eq!(a.sync_ahead().0.len(), 1, "the segment, not its directory");
     }
 
     #[test]

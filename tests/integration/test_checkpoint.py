@@ -1,7 +1,11 @@
 """Checkpoints off the commit path (SPEC 3 walrust_checkpoint, issue 8)."""
 
+import json
 import os
+import re
+import subprocess
 import time
+from pathlib import Path
 
 from harness import open_plain
 
@@ -132,3 +136,84 @@ def test_a_busy_database_gets_a_spare_log_segment_and_gives_it_back_when_idle(
         time.sleep(0.2)
     assert not spare.exists(), "an idle database kept its spare segment"
     walrust.sync(conn)
+
+
+# --- the shadow log is durable before the WAL restarts (synchronous=FULL) ---------------------
+
+STRACE_CALL = re.compile(r"^(\d+)\s+(\w+)\((\d+)<([^>]*)>(.*)$")
+STRACE_RESUMED = re.compile(r"^(\d+)\s+<\.\.\. (\w+) resumed>(.*)$")
+
+
+def unsynced_log_writes_at_each_wal_restart(trace, wal):
+    """Reads an `strace -f -y` trace: at the start of each write of the WAL's header after its
+    first (a restart: a new generation overwrites the old one's frames), the shadow-log
+    segments written to since their last completed `fdatasync`/`fsync` that began after the
+    write. Returns one list per restart."""
+    written, synced, pending, restarts = {}, {}, {}, []
+
+    def finish(pid, call, path, tail):
+        if "= -1" in tail:
+            return
+        # The spare segment is written as zeros under another name: no records.
+        if call == "pwrite64" and "/log/" in path and "spare" not in path.rsplit("/", 1)[1]:
+            written[path] = written.get(path, 0) + 1
+        elif call in ("fdatasync", "fsync") and path in pending.get(pid, {}):
+            synced[path] = max(synced.get(path, 0), pending[pid].pop(path))
+
+    headers = 0
+    for line in trace.splitlines():
+        if m := STRACE_RESUMED.match(line):
+            pid, call, tail = m.groups()
+            path = pending.get(pid, {}).get("call", (None, None))
+            if path[0] == call:
+                pending[pid].pop("call")
+                finish(pid, call, path[1], tail)
+            continue
+        m = STRACE_CALL.match(line)
+        if not m:
+            continue
+        pid, call, _fd, path, tail = m.groups()
+        if call == "pwrite64" and path == wal and re.search(r", 32, 0(\)| <unfinished)", tail):
+            headers += 1
+            if headers > 1:
+                restarts.append(sorted(p for p, n in written.items() if synced.get(p, 0) < n))
+        if call in ("fdatasync", "fsync"):
+            pending.setdefault(pid, {})[path] = written.get(path, 0)
+        if tail.endswith("<unfinished ...>"):
+            pending.setdefault(pid, {})["call"] = (call, path)
+        else:
+            finish(pid, call, path, tail)
+    return restarts
+
+
+def test_at_full_the_log_is_synced_before_the_wal_restarts(tmp_path, walrust, replica):
+    """SPEC 6: at FULL a commit is durable once the WAL's fsync returns; the log takes over
+    when the WAL's generation ends, so every record appended before a restart is synced before
+    the restart's first write. Each WAL write, log write and sync is traced (`strace -f`):
+    the log is synced on another thread while the committing connection checkpoints, so this
+    checks the order across threads too. The uploader waits a day, so that no sync of its
+    covers for a missing one."""
+    db = tmp_path / "app.db"
+    trace = tmp_path / "trace"
+    child = [
+        "strace", "-f", "-y", "-o", str(trace), "-e", "trace=pwrite64,fdatasync,fsync",
+        "/usr/bin/python3", str(Path(__file__).parent / "sqlchild.py"), "--ext", str(walrust.ext),
+        "--db", str(db), "--replica", replica.url, "--setting", "sync_interval=86400000",
+    ]
+    requests = [
+        ["PRAGMA journal_mode=WAL", []],
+        ["CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)", []],
+        # One-page commits, appended in groups; then commits of 18 pages, each appended at
+        # its release (and the log synced beside the checkpoint): both roll segments.
+        ["repeat", "INSERT INTO t(v) VALUES (randomblob(3000 + ? % 2))", 3500],
+        ["repeat", "INSERT INTO t(v) VALUES (randomblob(70000 + ? % 2))", 300],
+        ["SELECT count(*) FROM t", []],
+        ["exit"],
+    ]
+    proc = subprocess.run(child, input="".join(json.dumps(r) + "\n" for r in requests),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert '"rows": [[3800]]' in proc.stdout, proc.stdout[-500:]
+    restarts = unsynced_log_writes_at_each_wal_restart(trace.read_text(), f"{db}-wal")
+    assert len(restarts) >= 6, f"the WAL restarted {len(restarts)} times (9,000 frames at FULL)"
+    assert all(r == [] for r in restarts), f"log segments unsynced at a WAL restart: {restarts}"

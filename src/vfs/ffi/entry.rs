@@ -69,7 +69,9 @@ unsafe extern "C" fn wal_hook(
             crate::checkpoint::on_commit(std::path::Path::new(p), frames.max(0) as u32)
         });
         if !handled && frames >= DEFAULT_AUTOCHECKPOINT {
-            ffi::sqlite3_wal_checkpoint(db, schema);
+            crate::checkpoint::sqlite_checkpoint(path.map(std::path::Path::new), || {
+                ffi::sqlite3_wal_checkpoint(db, schema);
+            });
         }
         ffi::SQLITE_OK
     })

@@ -26,6 +26,7 @@ LABEL = {
     "sqlite": "SQLite (WAL, autocheckpoint 1000)",
     "sqlite_nockpt": "SQLite, wal_autocheckpoint=0 (ceiling)",
     "sqlite_mt": "SQLite in a process with a second thread",
+    "sqlite_nockpt_mt": "SQLite, no checkpoints, a second thread (in-process ceiling)",
     "walrust": "walrust, file replica (checkpoint=background)",
     "walrust_app": "walrust, file replica, checkpoint=app",
     "walrust_s3": "walrust, S3 replica (s3s-fs)",
@@ -42,7 +43,8 @@ LABEL = {
     "walrust_cli_s3": "walrust restore (CLI), S3",
     "litestream_s3": "litestream restore, S3",
 }
-COLOR = {"sqlite": "#777777", "sqlite_nockpt": "#bbbbbb", "sqlite_mt": "#999999", "walrust": "#c0392b",
+COLOR = {"sqlite": "#777777", "sqlite_nockpt": "#bbbbbb", "sqlite_mt": "#999999",
+         "sqlite_nockpt_mt": "#cccccc", "walrust": "#c0392b",
          "walrust_app": "#e67e22", "walrust_s3": "#8e44ad", "litestream": "#2980b9"}
 
 md = []
@@ -269,6 +271,11 @@ if W:
         if r is not None:
             summary.append([f"{kind} transactions, {sync}: walrust / SQLite in a process with "
                             "a second thread (for reference)", "", fmt(r, 2), ""])
+        r = ratio(medians.get((wl, "sqlite_nockpt_mt")), medians.get((wl, "sqlite")))
+        if r is not None:
+            summary.append([f"{kind} transactions, {sync}: SQLite with no checkpoints and a "
+                            "second thread / plain SQLite (the ceiling of any replicator in the "
+                            "process, for reference)", "", fmt(r, 2), ""])
     # ... and the application thread's CPU per small transaction, within 15% of plain SQLite
     # with no checkpoint at all.
     for wl in ("small/NORMAL", "small/FULL"):

@@ -331,7 +331,7 @@ def s3_stop():
 
 
 def write_variants():
-    v = ["sqlite", "sqlite_mt", "sqlite_nockpt", "walrust", "walrust_app"]
+    v = ["sqlite", "sqlite_mt", "sqlite_nockpt", "sqlite_nockpt_mt", "walrust", "walrust_app"]
     if S3.get("available"):
         v.append("walrust_s3")
     v.append("litestream")
@@ -350,6 +350,8 @@ def write_cell(ext, variant, kind, sync, seconds, cell_dir):
     ls = None
     if variant == "sqlite_nockpt":
         args.append("--nockpt")
+    elif variant == "sqlite_nockpt_mt":
+        args += ["--nockpt", "--idle-thread"]
     elif variant == "sqlite_mt":
         args.append("--idle-thread")
     elif variant.startswith("walrust"):

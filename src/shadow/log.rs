@@ -929,11 +929,27 @@ mod tests {
     use super::*;
     use crate::shadow::record::WalPos;
 
-    fn tmpdir(name: &str) -> PathBuf {
+    /// A fresh directory for one test, removed when the test ends (pass or fail).
+    struct TmpDir(PathBuf);
+
+    impl std::ops::Deref for TmpDir {
+        type Target = PathBuf;
+        fn deref(&self) -> &PathBuf {
+            &self.0
+        }
+    }
+
+    impl Drop for TmpDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn tmpdir(name: &str) -> TmpDir {
         let d = std::env::temp_dir().join(format!("walrust-log-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
         fs::create_dir_all(&d).unwrap();
-        d
+        TmpDir(d)
     }
 
     fn txn(txid: u64, n: u32) -> Header {

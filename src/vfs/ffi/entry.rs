@@ -5,10 +5,6 @@
 use super::guard;
 use rusqlite::{ffi, Connection};
 use std::ffi::{c_char, c_int};
-use std::sync::Once;
-
-static AUTO_EXTENSION: Once = Once::new();
-
 /// Called by SQLite when the library is loaded. Registers the VFS (as the default), the SQL
 /// functions on this connection and, through an auto-extension, on every connection opened
 /// later; asks SQLite to keep the library loaded for the life of the process.
@@ -28,11 +24,14 @@ pub unsafe extern "C" fn sqlite3_walrust_init(
 
 fn init(conn: Connection) -> rusqlite::Result<bool> {
     super::methods::register().map_err(rusqlite::Error::ModuleError)?;
-    AUTO_EXTENSION.call_once(|| unsafe {
+    // Every load, not once: `sqlite3_shutdown` forgets auto-extensions, and a load after
+    // the next `sqlite3_initialize` must bring them back. SQLite keeps one registration of an
+    // entry point however often it is given.
+    unsafe {
         // SAFETY: the signature matches what sqlite3_auto_extension calls.
         let entry: unsafe extern "C" fn() = std::mem::transmute(auto_entry as *const ());
         ffi::sqlite3_auto_extension(Some(entry));
-    });
+    }
     crate::sql::register_all(&conn)?;
     install_wal_hook(&conn);
     Ok(true)

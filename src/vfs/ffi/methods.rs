@@ -24,8 +24,25 @@ pub(super) fn inner() -> *mut ffi::sqlite3_vfs {
 
 pub(super) const VFS_NAME: &[u8] = b"walrust\0";
 
-/// Registers the `walrust` VFS as the default, wrapping the current default. Idempotent.
+/// Registers the `walrust` VFS as the default, wrapping the current default. Idempotent; a
+/// later call makes it the default again if it no longer is (`sqlite3_shutdown` and
+/// `sqlite3_initialize` make the OS's VFS the default again).
 pub(super) fn register() -> Result<(), String> {
+    register_once()?;
+    // SAFETY: registered VFS structs live for the life of the process.
+    unsafe {
+        let ours = ffi::sqlite3_vfs_find(VFS_NAME.as_ptr() as *const c_char);
+        if !ours.is_null() && ffi::sqlite3_vfs_find(std::ptr::null()) != ours {
+            let rc = ffi::sqlite3_vfs_register(ours, 1);
+            if rc != ffi::SQLITE_OK {
+                return Err(format!("walrust: sqlite3_vfs_register failed ({rc})"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn register_once() -> Result<(), String> {
     REGISTERED
         .get_or_try_init(|| unsafe {
             let existing = ffi::sqlite3_vfs_find(VFS_NAME.as_ptr() as *const c_char);

@@ -11,7 +11,7 @@ EXT := $(TARGET_DIR)/release/libwalrust.$(SUFFIX)
 # The same extension with the failpoints feature (src/failpoint.rs), for the crash tests.
 FAILPOINT_EXT := $(TARGET_DIR)/failpoints/release/libwalrust.$(SUFFIX)
 
-.PHONY: all build build-failpoints test test-env test-unit test-sql test-py test-rusqlite demo demo-watch wheel fmt lint bench clean
+.PHONY: all build build-failpoints test test-env test-unit test-sql test-py test-rusqlite test-sqlite-wal demo demo-watch wheel fmt lint bench clean
 
 all: build
 
@@ -39,6 +39,11 @@ test-py: build build-failpoints
 	WALRUST_EXT=$(EXT) WALRUST_FAILPOINT_EXT=$(FAILPOINT_EXT) scripts/test.sh py $(ARGS)
 test-rusqlite: build
 	WALRUST_EXT=$(EXT) scripts/test.sh rusqlite $(ARGS)
+# SQLite's own WAL tests (its testfixture, built from Debian's source of the system's SQLite)
+# with walrust loaded and replicating: tests/sqlite-wal/run.sh. FILES='wal.test' runs others.
+test-sqlite-wal: build
+	scripts/setup-test-env.sh --sqlite-src
+	WALRUST_EXT=$(EXT) tests/sqlite-wal/run.sh $(FILES)
 
 demo: build
 	WALRUST_EXT=$(EXT) SQLITE3=$(SQLITE3) scripts/demo.sh

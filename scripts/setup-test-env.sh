@@ -6,6 +6,8 @@
 #                                      when .venv is missing)
 #   scripts/setup-test-env.sh --install-s3s-fs   build s3s-fs even if present (S3S_FS_ROOT=DIR
 #                                      installs into DIR/bin instead of ~/.cargo/bin)
+#   scripts/setup-test-env.sh --sqlite-src   tcl-dev and Debian's deb-src entries, for
+#                                      `make test-sqlite-wal` (SQLite's own WAL tests)
 #
 # - Debian packages: sqlite3 (the shell the SQL golden tests run), python3 + python3-venv (Debian's
 #   /usr/bin/python3, whose sqlite3 module can load extensions; pyenv's python3 cannot), make,
@@ -129,9 +131,41 @@ node_client() {
     (cd "$dir" && npm ci --no-audit --no-fund && npm rebuild better-sqlite3)
 }
 
+# For tests/sqlite-wal/run.sh (`make test-sqlite-wal`): Tcl's headers to build SQLite's
+# testfixture, and Debian's source entries, so that `apt-get source sqlite3` can fetch
+# SQLite's source tree with its tests (the version of the system's libsqlite3).
+sqlite_source() {
+    if ! dpkg-query -W -f='${Status}' tcl-dev 2>/dev/null | grep -q 'install ok installed'; then
+        say "installing tcl-dev"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends tcl-dev
+    fi
+    if apt-cache showsrc sqlite3 >/dev/null 2>&1; then
+        say "Debian source entries present"
+        return
+    fi
+    say "adding Debian's source entries (deb-src) beside the binary ones"
+    local list=/etc/apt/sources.list.d/walrust-deb-src.sources f
+    local tmp
+    tmp=$(mktemp)
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -f "$f" ] && [ "$f" != "$list" ] || continue
+        sed -n 's/^Types: deb$/Types: deb-src/; /^#/d; p' "$f" >>"$tmp"
+        echo >>"$tmp"
+    done
+    if [ -f /etc/apt/sources.list ]; then
+        grep -E '^deb ' /etc/apt/sources.list | sed 's/^deb /deb-src /' \
+            | as_root tee /etc/apt/sources.list.d/walrust-deb-src.list >/dev/null || true
+    fi
+    grep -q 'Types: deb-src' "$tmp" && as_root cp "$tmp" "$list"
+    rm -f "$tmp"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+}
+
 case "${1:-}" in
     --venv) python_venv ;;
+    --sqlite-src) sqlite_source ;;
     --install-s3s-fs) install_s3s_fs ;;  # always builds; with S3S_FS_ROOT=DIR, into DIR/bin
     "") apt_packages; python_venv; s3s_fs; node_client ;;
-    *) echo "usage: $0 [--venv | --install-s3s-fs]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--venv | --install-s3s-fs | --sqlite-src]" >&2; exit 2 ;;
 esac

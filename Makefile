@@ -22,7 +22,8 @@ build-failpoints:
 	$(CARGO) build --release --features failpoints --target-dir $(TARGET_DIR)/failpoints
 
 # Everything: build, install what is missing (idempotent, quick when all is there), then
-# cargo test, the SQL golden tests, pytest and the rusqlite client, with a summary.
+# cargo test, the SQL golden tests, pytest, the rusqlite client and SQLite's own WAL tests,
+# with a summary.
 test: build build-failpoints test-env
 	WALRUST_EXT=$(EXT) WALRUST_FAILPOINT_EXT=$(FAILPOINT_EXT) scripts/test.sh
 
@@ -40,7 +41,8 @@ test-py: build build-failpoints
 test-rusqlite: build
 	WALRUST_EXT=$(EXT) scripts/test.sh rusqlite $(ARGS)
 # SQLite's own WAL tests (its testfixture, built from Debian's source of the system's SQLite)
-# with walrust loaded and replicating: tests/sqlite-wal/run.sh. FILES='wal.test' runs others.
+# with walrust loaded and replicating: tests/sqlite-wal/run.sh, part of `make test`.
+# FILES='wal.test' runs others, ALL=1 the ones known to fail too.
 test-sqlite-wal: build
 	scripts/setup-test-env.sh --sqlite-src
 	WALRUST_EXT=$(EXT) tests/sqlite-wal/run.sh $(FILES)

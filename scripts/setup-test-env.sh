@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the tests need. Idempotent: anything already in place is left alone.
 #
-#   scripts/setup-test-env.sh          everything: system packages, .venv, s3s-fs
+#   scripts/setup-test-env.sh          everything: system packages, .venv, s3s-fs, SQLite's source
 #   scripts/setup-test-env.sh --venv   only the Python virtual environment (what `make test` needs
 #                                      when .venv is missing)
 #   scripts/setup-test-env.sh --install-s3s-fs   build s3s-fs even if present (S3S_FS_ROOT=DIR
 #                                      installs into DIR/bin instead of ~/.cargo/bin)
 #   scripts/setup-test-env.sh --sqlite-src   tcl-dev and Debian's deb-src entries, for
-#                                      `make test-sqlite-wal` (SQLite's own WAL tests)
+#                                      tests/sqlite-wal (SQLite's own WAL tests)
 #
 # - Debian packages: sqlite3 (the shell the SQL golden tests run), python3 + python3-venv (Debian's
 #   /usr/bin/python3, whose sqlite3 module can load extensions; pyenv's python3 cannot), make,
@@ -166,6 +166,6 @@ case "${1:-}" in
     --venv) python_venv ;;
     --sqlite-src) sqlite_source ;;
     --install-s3s-fs) install_s3s_fs ;;  # always builds; with S3S_FS_ROOT=DIR, into DIR/bin
-    "") apt_packages; python_venv; s3s_fs; node_client ;;
+    "") apt_packages; python_venv; s3s_fs; node_client; sqlite_source ;;
     *) echo "usage: $0 [--venv | --install-s3s-fs | --sqlite-src]" >&2; exit 2 ;;
 esac

@@ -3,7 +3,7 @@
 # runner's closing line. Exit status 0 only if every suite ran and passed; "no tests ran"
 # (pytest's exit 5, a runner that printed no result) counts as a failure.
 #
-#   scripts/test.sh                          unit, sql, py, rusqlite
+#   scripts/test.sh                          unit, sql, py, rusqlite, sqlite-wal
 #   scripts/test.sh sql py                   some of them
 #   scripts/test.sh py -k pitr               one suite, extra arguments for its runner
 #
@@ -27,11 +27,11 @@ suites=()
 extra=()
 for arg in "$@"; do
     case "$arg" in
-        unit | sql | py | rusqlite) [ ${#extra[@]} -eq 0 ] && suites+=("$arg") || extra+=("$arg") ;;
+        unit | sql | py | rusqlite | sqlite-wal) [ ${#extra[@]} -eq 0 ] && suites+=("$arg") || extra+=("$arg") ;;
         *) extra+=("$arg") ;;
     esac
 done
-[ ${#suites[@]} -gt 0 ] || suites=(unit sql py rusqlite)
+[ ${#suites[@]} -gt 0 ] || suites=(unit sql py rusqlite sqlite-wal)
 if [ ${#extra[@]} -gt 0 ] && [ ${#suites[@]} -ne 1 ]; then
     echo "test.sh: extra arguments need exactly one suite" >&2
     exit 2
@@ -48,6 +48,7 @@ command_for() {
         sql) echo tests/sql/run.sh ;;
         py) echo .venv/bin/python -m pytest ;;
         rusqlite) echo cargo test --manifest-path tests/rusqlite-client/Cargo.toml ;;
+        sqlite-wal) echo tests/sqlite-wal/run.sh ;;
     esac
 }
 

@@ -298,7 +298,9 @@ impl Database {
         if !std::mem::take(&mut st.log_owes_sync) && !full {
             return;
         }
-        let files = st.appender.as_mut().unwrap().files_to_sync();
+        let Some(files) = st.appender.as_mut().map(|a| a.files_to_sync()) else {
+            return;
+        };
         SyncDue(files).run(st.replication.as_deref());
     }
 

@@ -135,10 +135,17 @@ node_client() {
 # testfixture, and Debian's source entries, so that `apt-get source sqlite3` can fetch
 # SQLite's source tree with its tests (the version of the system's libsqlite3).
 sqlite_source() {
-    if ! dpkg-query -W -f='${Status}' tcl-dev 2>/dev/null | grep -q 'install ok installed'; then
-        say "installing tcl-dev"
+    local missing=() pkg
+    # xz-utils: the source tarball is .tar.xz, and tar needs the xz program for it.
+    for pkg in tcl-dev xz-utils; do
+        if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+            missing+=("$pkg")
+        fi
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "installing ${missing[*]}"
         as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends tcl-dev
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
     fi
     if apt-cache showsrc sqlite3 >/dev/null 2>&1; then
         say "Debian source entries present"

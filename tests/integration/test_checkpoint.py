@@ -148,7 +148,8 @@ def unsynced_log_writes_at_each_wal_restart(trace, wal):
     """Reads an `strace -f -y` trace: at the start of each write of the WAL's header after its
     first (a restart: a new generation overwrites the old one's frames), the shadow-log
     segments written to since their last completed `fdatasync`/`fsync` that began after the
-    write. Returns one list per restart."""
+    write. Returns one list per restart, and how many log writes the trace showed in all (none
+    would make every list empty: a trace that proves nothing)."""
     written, synced, pending, restarts = {}, {}, {}, []
 
     def finish(pid, call, path, tail):
@@ -183,7 +184,7 @@ def unsynced_log_writes_at_each_wal_restart(trace, wal):
             pending.setdefault(pid, {})["call"] = (call, path)
         else:
             finish(pid, call, path, tail)
-    return restarts
+    return restarts, sum(written.values())
 
 
 def test_at_full_the_log_is_synced_before_the_wal_restarts(tmp_path, walrust, replica):
@@ -214,6 +215,7 @@ def test_at_full_the_log_is_synced_before_the_wal_restarts(tmp_path, walrust, re
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert '"rows": [[3800]]' in proc.stdout, proc.stdout[-500:]
-    restarts = unsynced_log_writes_at_each_wal_restart(trace.read_text(), f"{db}-wal")
+    restarts, log_writes = unsynced_log_writes_at_each_wal_restart(trace.read_text(), f"{db}-wal")
+    assert log_writes >= 100, f"the trace shows {log_writes} writes to the shadow log"
     assert len(restarts) >= 6, f"the WAL restarted {len(restarts)} times (9,000 frames at FULL)"
     assert all(r == [] for r in restarts), f"log segments unsynced at a WAL restart: {restarts}"

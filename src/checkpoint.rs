@@ -219,7 +219,11 @@ fn step(e: &mut Entry) {
     };
     let Some(repl) = db.replication() else { return };
     let _ = crate::growth::check(&repl, now_ms());
+    // While the application's last connection closes, this thread's stays closed: SQLite's
+    // close must find the database to itself (`Database::before_exclusive_lock`), and after it
+    // an open would make the `-wal` and `-shm` files again.
     if now_ms() < e.hold_until_ms
+        || db.closing()
         || db.paused().is_some()
         || repl.wal.internal_users.load(Ordering::SeqCst) > 0
         || repl.wal.log_behind.load(Ordering::Acquire)

@@ -45,6 +45,7 @@ pub fn open_main(
     }
     db.app_files
         .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    db.lock().closing = None;
     let app = AppFile(db.clone());
     db.configure_from_open(uri);
     if is_wal_mode(read) {
@@ -88,10 +89,20 @@ impl Database {
     /// the asking connection is the application's only one in this process: with others open
     /// the lock fails anyway, and a pool that closes connections often must not keep the
     /// checkpoint thread away.
+    ///
+    /// A snapshot or catch-up in flight holds a connection too, or is about to: the lock would
+    /// fail, and the last close would leave the WAL behind, with commits the database file
+    /// lacks. It is let finish first (a snapshot now fixes its point at once instead of
+    /// waiting for a commit), within the close's timeout (`walrust_close_timeout`).
     pub fn before_exclusive_lock(&self) {
         let only = self.app_files.load(std::sync::atomic::Ordering::Acquire) <= 1;
-        if only && self.replication().is_some() {
-            crate::checkpoint::release(&self.path);
+        let Some(repl) = self.replication().filter(|_| only) else {
+            return;
+        };
+        let deadline = self.close_begins(&repl);
+        crate::checkpoint::release(&self.path);
+        while repl.wal.internal_users.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 

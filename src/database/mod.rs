@@ -130,6 +130,10 @@ struct DbState {
     appended_unsynced: Option<WalHandle>,
     /// The `-wal` file, for reading pending commits' pages (no locks live on it).
     wal_file: Option<std::fs::File>,
+    /// The application's last connection in this process is closing (since it asked for the
+    /// EXCLUSIVE lock, or since its file's close), and until when the close may wait for
+    /// walrust (`walrust_close_timeout`). Cleared when the application opens the database again.
+    closing: Option<std::time::Instant>,
 }
 
 /// The database a path names, if this process has it open. Each thread remembers the last one
@@ -196,6 +200,7 @@ impl Database {
             return;
         };
         let timeout = repl.settings().close_timeout_ms;
+        let deadline = self.close_begins(&repl);
         let status = repl.status();
         let grouped = repl
             .wal
@@ -206,7 +211,7 @@ impl Database {
         if timeout == 0 || done {
             return;
         }
-        let wait = std::time::Duration::from_millis(timeout);
+        let wait = deadline.saturating_duration_since(std::time::Instant::now());
         let Err(e) = crate::upload::sync(&repl, status.local_txid, wait) else {
             return;
         };
@@ -217,6 +222,22 @@ impl Database {
                 self.path.display()
             ));
         }
+    }
+
+    /// The application's last connection is closing: from now on a snapshot fixes its point
+    /// at once (no commit will come to fix it), and walrust's waits at this close end at the
+    /// returned deadline, set once per close.
+    fn close_begins(&self, repl: &Replication) -> std::time::Instant {
+        let timeout = std::time::Duration::from_millis(repl.settings().close_timeout_ms);
+        *self
+            .lock()
+            .closing
+            .get_or_insert_with(|| std::time::Instant::now() + timeout)
+    }
+
+    /// Whether the application's last connection in this process is closing (or closed).
+    pub fn closing(&self) -> bool {
+        self.lock().closing.is_some()
     }
 
     fn lock(&self) -> MutexGuard<'_, DbState> {

@@ -23,7 +23,7 @@ use rusqlite::{Connection, OpenFlags};
 use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Opens a connection of walrust's own to the database (not counted as the application's, and
 /// never configuring replication).
@@ -74,6 +74,7 @@ pub fn with_write_lock<T>(
         .map_err(|e| format!("cannot lock {} for writing: {e}", db.path.display()))?;
     let out = f(&conn);
     let _ = conn.execute_batch("ROLLBACK");
+    close_internal(db, conn);
     out
 }
 
@@ -183,13 +184,20 @@ pub fn take(
         reply: tx,
     });
     crate::log::trace(|| format!("snapshot of {} waits for a commit", db.path.display()));
-    // Wait for a commit to fix the point; without one for a second, fix it alone. A commit
-    // that could not fix it puts the request back, so look again each second.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    // Wait for a commit to fix the point; without one for a second, or at once if the
+    // application is closing the database (no commit will come, and its close waits for this
+    // snapshot: `Database::before_exclusive_lock`), fix it alone. A commit that could not fix
+    // it puts the request back, so look again each second.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut alone_at = Instant::now() + ALONE_AFTER;
     let answer = loop {
-        if let Ok(a) = rx.recv_timeout(Duration::from_secs(1)) {
+        if let Ok(a) = rx.recv_timeout(CLOSING_POLL) {
             break a;
         }
+        if Instant::now() < alone_at && !db.closing() {
+            continue;
+        }
+        alone_at = Instant::now() + ALONE_AFTER;
         let taken = repl.handoff.lock().unwrap().take();
         if let Some(h) = taken {
             crate::log::trace(|| "snapshot takes the write lock itself".to_string());
@@ -200,7 +208,7 @@ pub fn take(
                 Err(e) => break Err(e),
             }
         }
-        if std::time::Instant::now() > deadline {
+        if Instant::now() > deadline {
             return Err(Error::Other(
                 "the snapshot's read point could not be fixed within a minute; will retry".into(),
             ));
@@ -210,7 +218,25 @@ pub fn take(
     let expect = owner.map_or(crate::manifest::Expect::Any, crate::manifest::Expect::Owner);
     let result = stream(db, &reader, repl, expect, &point);
     let _ = reader.execute_batch("ROLLBACK");
+    close_internal(db, reader);
     result
+}
+
+/// How long a snapshot waits for the application's next commit to fix its point before it
+/// fixes it alone, and how often it looks whether the application is closing meanwhile.
+const ALONE_AFTER: Duration = Duration::from_secs(1);
+const CLOSING_POLL: Duration = Duration::from_millis(10);
+
+/// Closes a connection of walrust's own (`open_internal`). If the application's last
+/// connection has closed (or is closing) meanwhile, it closes as SQLite's last connection
+/// would: it checkpoints and deletes the `-wal` and `-shm` files its own open made again, so
+/// that no WAL is left beside a database the application closed. (If a connection still holds
+/// the database, SQLite keeps them, as always.)
+fn close_internal(db: &Database, conn: Connection) {
+    if db.closing() {
+        let _ = conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, false);
+    }
+    drop(conn);
 }
 
 /// Why a snapshot failed: the same reasons as any upload.

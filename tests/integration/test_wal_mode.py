@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from harness import assert_same_contents, db_contents, file_uri, open_plain
+
 
 def test_pragma_replica_on_a_rollback_journal_database_is_an_error(tmp_path, connect, replica):
     conn = connect(tmp_path / "app.db", wal=False)
@@ -124,3 +126,31 @@ def test_leaving_wal_mode_pauses_replication_and_wal_resumes_it(tmp_path, walrus
     assert sorted(p for p in os.listdir(tmp_path) if p.startswith("app.db")) == [
         "app.db", "app.db-walrust",
     ]
+
+
+@pytest.mark.parametrize("pause", [0, 0.002, 0.02])
+def test_a_close_right_after_the_first_commits_leaves_the_database_file_whole(
+        tmp_path, walrust, connect, new_replica, pause):
+    """The last close of a database whose replication just started: the uploader's first
+    snapshot is then opening its connection (or waiting for a commit to fix its point). The
+    close lets it finish, so SQLite's close still checkpoints and deletes the WAL, and a
+    snapshot that begins after the close removes the `-wal` and `-shm` its own connection made
+    again: the database file alone holds every commit, as it would without walrust, and the
+    replica restores them."""
+    for i in range(4):
+        db = tmp_path / f"app{i}.db"
+        replica = new_replica(f"replica{i}")
+        conn = connect(db, replica)
+        conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+        for n in range(i + 1):
+            conn.execute("INSERT INTO t(v) VALUES (?)", (f"row {n}",))
+        expected = db_contents(conn)
+        time.sleep(pause)
+        conn.close()
+        left = sorted(p.name for p in tmp_path.iterdir() if p.name in (f"{db.name}-wal", f"{db.name}-shm"))
+        assert left == [], f"the close left {left} beside {db.name}"
+        alone = sqlite3.connect(file_uri(db, vfs="unix", immutable=1), uri=True)
+        assert_same_contents(expected, db_contents(alone), "database file after the close")
+        out = tmp_path / f"restored{i}.db"
+        walrust.restore(replica, out)
+        assert_same_contents(expected, db_contents(open_plain(out)))

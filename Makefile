@@ -42,7 +42,7 @@ test-rusqlite: build
 	WALRUST_EXT=$(EXT) scripts/test.sh rusqlite $(ARGS)
 # SQLite's own WAL tests (its testfixture, built from Debian's source of the system's SQLite)
 # with walrust loaded and replicating: tests/sqlite-wal/run.sh, part of `make test`.
-# FILES='wal.test' runs others, ALL=1 the ones known to fail too.
+# FILES='wal.test' runs only the files named.
 test-sqlite-wal: build
 	scripts/setup-test-env.sh --sqlite-src
 	WALRUST_EXT=$(EXT) tests/sqlite-wal/run.sh $(FILES)

@@ -128,6 +128,12 @@ impl Replication {
             wal: WalActivity {
                 // SQLite's default (FULL) until a commit says otherwise.
                 commits_synced: AtomicBool::new(true),
+                // Opening counts as activity: the first idle checkpoint comes a second after
+                // the open, not at once, while the application's first statements run (they
+                // may have to recover the WAL index after a crash, which walrust's connection
+                // would otherwise race them for: SQLITE_BUSY for a connection without a busy
+                // timeout).
+                last_commit_ms: AtomicI64::new(crate::clock::now_ms()),
                 ..Default::default()
             },
             handoff: Mutex::new(None),

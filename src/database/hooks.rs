@@ -101,9 +101,7 @@ impl Database {
         };
         let deadline = self.close_begins(&repl);
         crate::checkpoint::release(&self.path);
-        while repl.wal.internal_users.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        self.wait_for_internal_connections(&repl, deadline);
     }
 
     /// Takes the error an open recorded (a replica conflict), for the auto-extension to raise.

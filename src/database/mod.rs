@@ -195,12 +195,20 @@ impl Database {
     /// for the next process that opens the database. (A file left unnamed is still restored,
     /// but compaction and retention never touch it, and the next process names only files
     /// past the manifest's newest TXID: `upload::owner`.)
+    ///
+    /// Then no connection of walrust's outlives the application's last (within the same
+    /// timeout): once the application has closed the database, its path may name another file.
     fn before_last_close(&self) {
         let Some(repl) = self.replication() else {
             return;
         };
-        let timeout = repl.settings().close_timeout_ms;
         let deadline = self.close_begins(&repl);
+        self.upload_before_close(&repl, deadline);
+        self.wait_for_internal_connections(&repl, deadline);
+    }
+
+    fn upload_before_close(&self, repl: &Replication, deadline: std::time::Instant) {
+        let timeout = repl.settings().close_timeout_ms;
         let status = repl.status();
         let grouped = repl
             .wal
@@ -212,7 +220,7 @@ impl Database {
             return;
         }
         let wait = deadline.saturating_duration_since(std::time::Instant::now());
-        let Err(e) = crate::upload::sync(&repl, status.local_txid, wait) else {
+        let Err(e) = crate::upload::sync(repl, status.local_txid, wait) else {
             return;
         };
         // A refusal was said already, in those words.
@@ -221,6 +229,17 @@ impl Database {
                 "{e} (at the last close of {}; walrust_close_timeout is {timeout} ms)",
                 self.path.display()
             ));
+        }
+    }
+
+    /// Waits, until `deadline`, for walrust's snapshots and catch-ups under way (their
+    /// connections) to finish.
+    fn wait_for_internal_connections(&self, repl: &Replication, deadline: std::time::Instant) {
+        let users = &repl.wal.internal_users;
+        while users.load(std::sync::atomic::Ordering::SeqCst) > 0
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(2));
         }
     }
 

@@ -86,6 +86,9 @@ pub enum Error {
     Exists(FileKey),
     /// The owner check of a manifest write failed: the replica holds this owner now.
     NotOwner(Option<crate::history::Owner>),
+    /// The application closed the database before a snapshot could open its connection:
+    /// the path may name another file by now. The next open takes the snapshot.
+    Closed,
     Other(String),
 }
 
@@ -105,6 +108,7 @@ impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Error::Exists(key) => write!(f, "{key} exists already"),
+            Error::Closed => write!(f, "the database was closed before the snapshot began"),
             Error::NotOwner(Some(o)) => write!(f, "the replica now holds {o}"),
             Error::NotOwner(None) => write!(f, "the replica has no owner recorded"),
             Error::Other(e) => f.write_str(e),

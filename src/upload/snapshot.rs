@@ -68,13 +68,17 @@ pub fn with_write_lock<T>(
 ) -> Result<T, String> {
     let repl = db.replication().ok_or("not replicating")?;
     let _alone = crate::checkpoint::keep_away(&repl);
+    if !db.in_use() {
+        return Err(format!("{} is closed", db.path.display()));
+    }
     let conn = open_internal(db)?;
+    let opened = inode(&db.path);
     conn.busy_timeout(busy).map_err(|e| e.to_string())?;
     conn.execute_batch("BEGIN IMMEDIATE")
         .map_err(|e| format!("cannot lock {} for writing: {e}", db.path.display()))?;
     let out = f(&conn);
     let _ = conn.execute_batch("ROLLBACK");
-    close_internal(db, conn);
+    close_internal(db, conn, opened);
     out
 }
 
@@ -175,8 +179,16 @@ pub fn take(
     owner: Option<crate::history::Owner>,
 ) -> Result<Taken, Error> {
     let min_txid = fresh_txid_above.map_or(1, |n| n + 1);
+    crate::failpoint::hit("snapshot.begins");
     let _alone = crate::checkpoint::keep_away(repl);
+    // Once the application's last connection has closed, the path may name another database
+    // (deleted and made again): walrust opens a database only while the application has it
+    // open, and the application's close waits for this connection (`before_exclusive_lock`).
+    if !db.in_use() {
+        return Err(Error::Closed);
+    }
     let reader = open_internal(db)?;
+    let opened = inode(&db.path);
     let (tx, rx) = flume::bounded(1);
     *repl.handoff.lock().unwrap() = Some(Handoff {
         reader,
@@ -218,7 +230,7 @@ pub fn take(
     let expect = owner.map_or(crate::manifest::Expect::Any, crate::manifest::Expect::Owner);
     let result = stream(db, &reader, repl, expect, &point);
     let _ = reader.execute_batch("ROLLBACK");
-    close_internal(db, reader);
+    close_internal(db, reader, opened);
     result
 }
 
@@ -228,15 +240,25 @@ const ALONE_AFTER: Duration = Duration::from_secs(1);
 const CLOSING_POLL: Duration = Duration::from_millis(10);
 
 /// Closes a connection of walrust's own (`open_internal`). If the application's last
-/// connection has closed (or is closing) meanwhile, it closes as SQLite's last connection
-/// would: it checkpoints and deletes the `-wal` and `-shm` files its own open made again, so
-/// that no WAL is left beside a database the application closed. (If a connection still holds
-/// the database, SQLite keeps them, as always.)
-fn close_internal(db: &Database, conn: Connection) {
-    if db.closing() {
+/// connection is closing meanwhile (and waits for this one: `Database::before_last_close`), it
+/// closes as SQLite's last connection would: it checkpoints and deletes the `-wal` and `-shm`
+/// files its own open made again after the application's close deleted them, so that no WAL
+/// is left beside a database the application closed. (If a connection still holds the
+/// database, SQLite keeps them, as always.)
+///
+/// Never once the application's close is over (its wait ran out): SQLite deletes those files
+/// by name, and the path may name another database by then. Nor if the path names another
+/// file than the one the connection opened (`opened`, its inode then).
+fn close_internal(db: &Database, conn: Connection, opened: Option<u64>) {
+    if db.closing() && db.in_use() && opened.is_some() && inode(&db.path) == opened {
         let _ = conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, false);
     }
     drop(conn);
+}
+
+fn inode(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| m.ino())
 }
 
 /// Why a snapshot failed: the same reasons as any upload.

@@ -499,6 +499,8 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
                     owner::lost(e, found);
                     return Ok(());
                 }
+                // Closed meanwhile: the log keeps what is pending for the next open.
+                Err(super::snapshot::Error::Closed) => return Ok(()),
                 Err(err) => {
                     return Err(format!("walrust: snapshot to {} failed: {err}", e.repl.url))
                 }

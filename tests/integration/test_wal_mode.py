@@ -154,3 +154,50 @@ def test_a_close_right_after_the_first_commits_leaves_the_database_file_whole(
         out = tmp_path / f"restored{i}.db"
         walrust.restore(replica, out)
         assert_same_contents(expected, db_contents(open_plain(out)))
+
+
+LATE_SNAPSHOT_CHILD = r"""
+import os, sqlite3, sys, time
+ext, db, url = sys.argv[1:4]
+loader = sqlite3.connect(":memory:")
+loader.enable_load_extension(True)
+loader.load_extension(ext)
+conn = sqlite3.connect(f"file:{db}?walrust_replica={url}&walrust_close_timeout=200", uri=True,
+                       isolation_level=None)
+conn.execute("PRAGMA journal_mode=WAL")
+conn.execute("CREATE TABLE t(v TEXT)")
+conn.execute("INSERT INTO t VALUES ('the replicated database')")
+conn.close()  # its wait (200 ms) ends before the uploader's first snapshot begins
+for suffix in ("", "-wal", "-shm"):
+    if os.path.exists(db + suffix):
+        os.remove(db + suffix)
+other = sqlite3.connect(f"file:{db}?vfs=unix", uri=True, isolation_level=None)
+other.execute("PRAGMA journal_mode=WAL")
+other.execute("CREATE TABLE t(v TEXT)")
+other.execute("INSERT INTO t VALUES ('another database at that path')")
+time.sleep(3)  # the snapshot wakes (after 1.5 s) while this one is open
+print(other.execute("SELECT v FROM t").fetchall())
+"""
+
+
+def test_a_snapshot_that_begins_after_the_last_close_leaves_the_path_alone(tmp_path, walrust,
+                                                                          failpoint_ext, replica):
+    """The last close waited its walrust_close_timeout and returned before the uploader's
+    first snapshot began; the application then deleted the database and made another at that
+    path. The snapshot must not open the path (it names another database now): it gives up,
+    and the shadow log keeps the commits for the next open. Before, it snapshotted the other
+    database into this one's replica, and a restore returned the other database."""
+    db = tmp_path / "app.db"
+    run = subprocess.run(
+        ["/usr/bin/python3", "-c", LATE_SNAPSHOT_CHILD, str(failpoint_ext), str(db), replica.url],
+        capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, WALRUST_FAILPOINTS="snapshot.begins~1500"),
+    )
+    assert run.returncode == 0, run.stderr
+    assert "another database at that path" in run.stdout
+    other = sqlite3.connect(file_uri(db, vfs="unix", immutable=1), uri=True)
+    assert other.execute("SELECT v FROM t").fetchall() == [("another database at that path",)]
+    # Nothing of the other database reached the replica; the first one's commits wait in its
+    # shadow log for its next open.
+    with pytest.raises(sqlite3.Error, match="nothing to restore"):
+        walrust.restore(replica, tmp_path / "restored.db")

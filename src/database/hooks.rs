@@ -118,8 +118,14 @@ impl Database {
         }
     }
 
-    pub fn write_lock_taken(&self) {
+    /// A connection of this process took the WAL write lock (`app`: one of the application's).
+    pub fn write_lock_taken(&self, app: bool) {
         let mut st = self.lock();
+        if app {
+            // Writing again: whatever asked for the EXCLUSIVE lock was not the last close (a
+            // `PRAGMA journal_mode` another process's connection made fail).
+            st.closing = None;
+        }
         if st.replication.is_some() {
             st.capture.on_write_lock();
             st.in_write_txn = true;

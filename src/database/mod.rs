@@ -132,7 +132,8 @@ struct DbState {
     wal_file: Option<std::fs::File>,
     /// The application's last connection in this process is closing (since it asked for the
     /// EXCLUSIVE lock, or since its file's close), and until when the close may wait for
-    /// walrust (`walrust_close_timeout`). Cleared when the application opens the database again.
+    /// walrust (`walrust_close_timeout`). Cleared when the application opens the database again,
+    /// or takes the write lock (the EXCLUSIVE lock was asked for by a journal-mode change).
     closing: Option<std::time::Instant>,
 }
 

@@ -201,3 +201,31 @@ def test_a_snapshot_that_begins_after_the_last_close_leaves_the_path_alone(tmp_p
     # shadow log for its next open.
     with pytest.raises(sqlite3.Error, match="nothing to restore"):
         walrust.restore(replica, tmp_path / "restored.db")
+
+
+def test_a_journal_mode_change_that_fails_leaves_background_checkpoints_on(tmp_path, walrust, connect, replica):
+    """`PRAGMA journal_mode=DELETE` asks for the EXCLUSIVE lock, as the last close does, and
+    walrust readies itself for a close; when another process's connection makes it fail, the
+    application goes on writing in WAL mode, and walrust's checkpoints must go on too."""
+    db = tmp_path / "app.db"
+    conn = connect(db, replica)
+    conn.execute("CREATE TABLE t(v BLOB)")
+    other = subprocess.Popen(
+        ["/usr/bin/python3", "-c",
+         "import sqlite3, sys, time\n"
+         f"c = sqlite3.connect('file:{db}?vfs=unix', uri=True)\n"
+         "c.execute('SELECT count(*) FROM t').fetchall()\n"
+         "print('open', flush=True)\n"
+         "sys.stdin.read()\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "open"
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            conn.execute("PRAGMA journal_mode=DELETE").fetchall()
+        size = os.path.getsize(db)
+        for _ in range(300):
+            conn.execute("INSERT INTO t VALUES (randomblob(3000))")
+        _wait_for(lambda: os.path.getsize(db) > size, "a background checkpoint")
+        walrust.sync(conn)
+    finally:
+        other.communicate("", timeout=60)

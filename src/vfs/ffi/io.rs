@@ -264,8 +264,8 @@ unsafe extern "C" fn x_shm_lock(
         }
         let rc = x(inner, offset, n, flags);
         let taken = write_lock && flags & ffi::SQLITE_SHM_LOCK != 0 && rc == ffi::SQLITE_OK;
-        if let (Role::Main(db, _), true) = (role, taken) {
-            db.write_lock_taken();
+        if let (Role::Main(db, app), true) = (role, taken) {
+            db.write_lock_taken(app.is_some());
             let w = &mut *(f as *mut WFile);
             if !w.hooked && !w.conn.is_null() && db.replication().is_some() {
                 // SQLite installs its own automatic-checkpoint hook after extensions run at

@@ -99,7 +99,7 @@ impl Database {
         let Some(repl) = self.replication().filter(|_| only) else {
             return;
         };
-        let deadline = self.close_begins(&repl);
+        let deadline = self.close_begins(&repl, true);
         crate::checkpoint::release(&self.path);
         self.wait_for_internal_connections(&repl, deadline);
     }

@@ -203,7 +203,7 @@ impl Database {
         let Some(repl) = self.replication() else {
             return;
         };
-        let deadline = self.close_begins(&repl);
+        let deadline = self.close_begins(&repl, false);
         self.upload_before_close(&repl, deadline);
         self.wait_for_internal_connections(&repl, deadline);
     }
@@ -246,12 +246,15 @@ impl Database {
 
     /// The application's last connection is closing: from now on a snapshot fixes its point
     /// at once (no commit will come to fix it), and walrust's waits at this close end at the
-    /// returned deadline, set once per close.
-    fn close_begins(&self, repl: &Replication) -> std::time::Instant {
+    /// returned deadline. `fresh`: a new request (an EXCLUSIVE lock asked for) starts a new
+    /// deadline; the file's close goes on with the one its lock request started.
+    fn close_begins(&self, repl: &Replication, fresh: bool) -> std::time::Instant {
         let timeout = std::time::Duration::from_millis(repl.settings().close_timeout_ms);
-        *self
-            .lock()
-            .closing
+        let mut st = self.lock();
+        if fresh {
+            st.closing = None;
+        }
+        *st.closing
             .get_or_insert_with(|| std::time::Instant::now() + timeout)
     }
 

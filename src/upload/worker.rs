@@ -468,11 +468,7 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
     // The log may hold more: upload this batch now and come back at once for the rest.
     e.batch_full = recs.len() >= room;
     for r in recs {
-        if r.header.kind == Kind::Resync && r.header.txid > e.level0 {
-            e.fresh_snapshot_above = Some(e.fresh_snapshot_above.unwrap_or(0).max(e.uploaded));
-        }
-        note_order(e, &r);
-        e.pending.push(r);
+        take_in(e, r);
     }
     let snapshot_due =
         e.fresh_snapshot_above.is_some() || e.snapshot_requested || now >= e.next_snapshot_ms;
@@ -539,9 +535,16 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
                 .map_err(|err| err.to_string())?;
             e.batch_full |= recs.len() >= room;
             e.read_cursor = cursor;
+            // A `Resync` the snapshot covers (appended while its point was fixed): level 0
+            // goes on after the snapshot, never across the `Resync`.
+            if recs
+                .iter()
+                .any(|r| r.header.kind == Kind::Resync && r.header.txid <= txid)
+            {
+                e.level0 = e.level0.max(txid);
+            }
             for r in recs {
-                note_order(e, &r);
-                e.pending.push(r);
+                take_in(e, r);
             }
             persist(e)?;
         }
@@ -592,6 +595,17 @@ fn sweep_parts(e: &Entry) {
             )
         }),
     }
+}
+
+/// Takes a record read from the log into the pending batch. A `Resync` past level 0 means
+/// changes walrust did not see: level 0 cannot cross it, so a snapshot with a fresh TXID comes
+/// first (wherever the record was read: a source may append one while a snapshot streams).
+fn take_in(e: &mut Entry, r: RecordRef) {
+    if r.header.kind == Kind::Resync && r.header.txid > e.level0 {
+        e.fresh_snapshot_above = Some(e.fresh_snapshot_above.unwrap_or(0).max(e.uploaded));
+    }
+    note_order(e, &r);
+    e.pending.push(r);
 }
 
 /// Each transaction in the log has the TXID after its predecessor's. A log that skips numbers

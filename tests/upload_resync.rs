@@ -42,13 +42,15 @@ struct Fake {
     before_point: Mutex<Vec<Rec>>,
     /// Appended right after the next snapshot streamed, before the uploader reads again.
     after_snapshot: Mutex<Vec<Rec>>,
-    resyncs: Mutex<Vec<u64>>,
+    /// TXIDs of the markers level 0 must not cross without a snapshot at or past them.
+    barriers: Mutex<Vec<u64>>,
 }
 
 impl Fake {
     fn append(&self, recs: &[Rec]) {
         let mut app = self.log.lock().unwrap();
         for r in recs {
+            app.refresh().unwrap();
             let txid = app.next_txid();
             let pos = WalPos::At {
                 salts: Salts(1, 2),
@@ -75,7 +77,7 @@ impl Fake {
                 }
                 Rec::Resync => {
                     commit::append_marker(&mut app, Kind::Resync, txid, pos, (0, 0)).unwrap();
-                    self.resyncs.lock().unwrap().push(txid);
+                    self.barriers.lock().unwrap().push(txid);
                 }
             }
         }
@@ -132,17 +134,33 @@ struct Setup {
 
 fn setup(name: &str, after_first_snapshot: Vec<Rec>) -> Setup {
     let dir = TempDir::new(name);
+    let (repl, fake) = start(&dir, after_first_snapshot, true);
+    Setup {
+        _dir: dir,
+        repl,
+        fake,
+    }
+}
+
+/// A process's start: its source and uploader on the directory's database and shadow log.
+fn start(
+    dir: &TempDir,
+    after_first_snapshot: Vec<Rec>,
+    first: bool,
+) -> (Arc<Replication>, Arc<Fake>) {
     let db = dir.path().join("app.db");
     std::fs::write(&db, b"").unwrap();
     let url = format!("file://{}", dir.path().join("replica").display());
     let store = walrust::store::open(&url).unwrap();
     let shadow = ShadowDir::create(dir.path().join("app.db-walrust")).unwrap();
-    let state = State {
-        version: 1,
-        replica: store.describe(),
-        ..State::default()
-    };
-    shadow.write_state(&state).unwrap();
+    if first {
+        let state = State {
+            version: 1,
+            replica: store.describe(),
+            ..State::default()
+        };
+        shadow.write_state(&state).unwrap();
+    }
     let settings = Settings {
         sync_interval_ms: 20,
         ..Settings::default()
@@ -151,20 +169,17 @@ fn setup(name: &str, after_first_snapshot: Vec<Rec>) -> Setup {
         log: Mutex::new(Appender::new(shadow.log_dir())),
         before_point: Mutex::new(Vec::new()),
         after_snapshot: Mutex::new(after_first_snapshot),
-        resyncs: Mutex::new(Vec::new()),
+        barriers: Mutex::new(Vec::new()),
     });
     let repl = Arc::new(Replication::new(db, shadow, store, settings));
     let weak: std::sync::Weak<dyn Source> = Arc::downgrade(&fake) as _;
     upload::register_source(repl.clone(), weak);
-    Setup {
-        _dir: dir,
-        repl,
-        fake,
-    }
+    (repl, fake)
 }
 
 /// Every level-0 file goes on from the one before it or from a snapshot, and none holds a
-/// `Resync`'s TXID or goes on across one without a snapshot at or past it.
+/// barrier's TXID (a `Resync`, an orphan snapshot marker) or goes on across one without a
+/// snapshot at or past it.
 fn assert_level0_respects(s: &Setup) {
     let store = s.repl.store.as_ref();
     let snapshots: Vec<u64> = level_files(store, SNAPSHOT_LEVEL)
@@ -175,25 +190,25 @@ fn assert_level0_respects(s: &Setup) {
         .iter()
         .map(|f| (f.key.min_txid.get(), f.key.max_txid.get()))
         .collect();
-    let resyncs = s.fake.resyncs.lock().unwrap().clone();
+    let barriers = s.fake.barriers.lock().unwrap().clone();
     let mut prev = 0;
     for &(min, max) in &level0 {
         assert!(
             min == prev + 1 || snapshots.contains(&(min - 1)),
-            "level 0 goes from {prev} to {min}-{max} (snapshots {snapshots:?}, resyncs {resyncs:?})"
+            "level 0 goes from {prev} to {min}-{max} (snapshots {snapshots:?}, barriers {barriers:?})"
         );
-        for &r in &resyncs {
+        for &r in &barriers {
             assert!(
                 !(min..=max).contains(&r),
-                "level-0 file {min}-{max} spans the Resync at {r} (snapshots {snapshots:?})"
+                "level-0 file {min}-{max} spans the marker at {r} (snapshots {snapshots:?})"
             );
         }
         prev = max;
     }
-    for &r in &resyncs {
+    for &r in &barriers {
         assert!(
             snapshots.iter().any(|&t| t >= r),
-            "no snapshot at or past the Resync at {r} (snapshots {snapshots:?}, level 0 {level0:?})"
+            "no snapshot at or past the marker at {r} (snapshots {snapshots:?}, level 0 {level0:?})"
         );
     }
 }
@@ -257,4 +272,45 @@ fn a_resync_a_requested_snapshot_covers_ends_level0_below_it() {
         vec![2, taken],
         "one snapshot at the start, the one asked for"
     );
+}
+
+#[test]
+fn a_snapshot_marker_whose_snapshot_never_reached_the_replica_brings_one() {
+    // A process appended a snapshot's marker (a new TXID) and died before the snapshot was
+    // uploaded; the next one finds the marker in the log, past what the replica has. No
+    // level-0 file carries its TXID: a snapshot at or past it must come before level 0 goes on.
+    use Rec::*;
+    let s = setup("orphan-marker", Vec::new());
+    s.fake.append(&[Txn, Txn]);
+    sync(&s);
+    s.fake.append(&[Txn]);
+    let uploaded = sync(&s);
+    let shadow = s.repl.shadow.clone();
+    drop(s.fake);
+    drop(s.repl);
+    // The uploader lets its lock go once its source is gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while shadow.try_lock_uploader().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the uploader kept its lock"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let marker = {
+        let mut app = Appender::new(shadow.log_dir());
+        app.refresh().unwrap();
+        commit::mark_at_least(&mut app, Kind::Snapshot, uploaded + 1, PAGE, 1).unwrap();
+        app.last().unwrap().txid
+    };
+    let (repl, fake) = start(&s._dir, Vec::new(), false);
+    fake.barriers.lock().unwrap().push(marker);
+    fake.append(&[Txn, Txn]);
+    let after = Setup {
+        _dir: s._dir,
+        repl,
+        fake,
+    };
+    sync(&after);
+    assert_level0_respects(&after);
 }

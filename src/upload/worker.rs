@@ -597,11 +597,19 @@ fn sweep_parts(e: &Entry) {
     }
 }
 
-/// Takes a record read from the log into the pending batch. A `Resync` past level 0 means
-/// changes walrust did not see: level 0 cannot cross it, so a snapshot with a fresh TXID comes
-/// first (wherever the record was read: a source may append one while a snapshot streams).
+/// Takes a record read from the log into the pending batch, wherever it was read (a source
+/// may append while a snapshot streams). Level 0 cannot go on past two kinds of marker, so a
+/// snapshot with a fresh TXID comes first: a `Resync` past level 0 (changes walrust did not
+/// see), and a `Snapshot` marker past what this uploader knows the replica has (its snapshot
+/// never reached the replica: the process taking it died, and no level-0 file carries its
+/// TXID).
 fn take_in(e: &mut Entry, r: RecordRef) {
-    if r.header.kind == Kind::Resync && r.header.txid > e.level0 {
+    let unbridged = match r.header.kind {
+        Kind::Resync => r.header.txid > e.level0,
+        Kind::Snapshot => r.header.txid > e.level0.max(e.uploaded),
+        _ => false,
+    };
+    if unbridged {
         e.fresh_snapshot_above = Some(e.fresh_snapshot_above.unwrap_or(0).max(e.uploaded));
     }
     note_order(e, &r);

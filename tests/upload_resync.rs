@@ -132,9 +132,11 @@ struct Setup {
     fake: Arc<Fake>,
 }
 
+/// A new database with two commits in its log, and its uploader started: the replica's first
+/// snapshot is at TXID 2.
 fn setup(name: &str, after_first_snapshot: Vec<Rec>) -> Setup {
     let dir = TempDir::new(name);
-    let (repl, fake) = start(&dir, after_first_snapshot, true);
+    let (repl, fake) = start(&dir, &[Rec::Txn, Rec::Txn], after_first_snapshot, true);
     Setup {
         _dir: dir,
         repl,
@@ -145,6 +147,7 @@ fn setup(name: &str, after_first_snapshot: Vec<Rec>) -> Setup {
 /// A process's start: its source and uploader on the directory's database and shadow log.
 fn start(
     dir: &TempDir,
+    initial: &[Rec],
     after_first_snapshot: Vec<Rec>,
     first: bool,
 ) -> (Arc<Replication>, Arc<Fake>) {
@@ -171,6 +174,7 @@ fn start(
         after_snapshot: Mutex::new(after_first_snapshot),
         barriers: Mutex::new(Vec::new()),
     });
+    fake.append(initial);
     let repl = Arc::new(Replication::new(db, shadow, store, settings));
     let weak: std::sync::Weak<dyn Source> = Arc::downgrade(&fake) as _;
     upload::register_source(repl.clone(), weak);
@@ -181,12 +185,8 @@ fn start(
 /// barrier's TXID (a `Resync`, an orphan snapshot marker) or goes on across one without a
 /// snapshot at or past it.
 fn assert_level0_respects(s: &Setup) {
-    let store = s.repl.store.as_ref();
-    let snapshots: Vec<u64> = level_files(store, SNAPSHOT_LEVEL)
-        .iter()
-        .map(|f| f.key.max_txid.get())
-        .collect();
-    let level0: Vec<(u64, u64)> = level_files(store, 0)
+    let snapshots = snapshot_txids(s);
+    let level0: Vec<(u64, u64)> = level_files(s.repl.store.as_ref(), 0)
         .iter()
         .map(|f| (f.key.min_txid.get(), f.key.max_txid.get()))
         .collect();
@@ -213,6 +213,23 @@ fn assert_level0_respects(s: &Setup) {
     }
 }
 
+fn snapshot_txids(s: &Setup) -> Vec<u64> {
+    level_files(s.repl.store.as_ref(), SNAPSHOT_LEVEL)
+        .iter()
+        .map(|f| f.key.max_txid.get())
+        .collect()
+}
+
+/// A replica with a snapshot at TXID 2 and level 0 from 3 to 3; returns the uploaded TXID.
+fn snapshot_then_level0(name: &str) -> (Setup, u64) {
+    let s = setup(name, Vec::new());
+    sync(&s);
+    s.fake.append(&[Rec::Txn]);
+    let uploaded = sync(&s);
+    assert_eq!((snapshot_txids(&s), uploaded), (vec![2], 3));
+    (s, uploaded)
+}
+
 fn sync(s: &Setup) -> u64 {
     let last = s.fake.log.lock().unwrap().last().unwrap().txid;
     upload::sync(&s.repl, last, Duration::from_secs(30)).unwrap()
@@ -224,7 +241,6 @@ fn a_resync_appended_while_a_snapshot_streams_brings_a_fresh_snapshot() {
     // the uploader reads them all at once after it.
     use Rec::*;
     let s = setup("resync-after", vec![Txn, Txn, Txn, Resync, Txn, Txn, Txn]);
-    s.fake.append(&[Txn, Txn]);
     sync(&s);
     s.fake.append(&[Txn, Txn]);
     let uploaded = sync(&s);
@@ -238,7 +254,6 @@ fn a_resync_read_last_after_a_snapshot_brings_a_fresh_snapshot() {
     // after it come later (CI's case: level 0 went on past the Resync's TXID).
     use Rec::*;
     let s = setup("resync-last", vec![Txn, Txn, Resync]);
-    s.fake.append(&[Txn]);
     sync(&s);
     s.fake.append(&[Txn, Txn, Txn]);
     sync(&s);
@@ -253,22 +268,14 @@ fn a_resync_a_requested_snapshot_covers_ends_level0_below_it() {
     // commits before it fixes its point. Level 0 goes on after the snapshot, not across the
     // Resync, and no second snapshot is needed.
     use Rec::*;
-    let s = setup("resync-covered", Vec::new());
-    s.fake.append(&[Txn, Txn]);
-    sync(&s);
-    s.fake.append(&[Txn]);
-    sync(&s);
+    let (s, _) = snapshot_then_level0("resync-covered");
     *s.fake.before_point.lock().unwrap() = vec![Txn, Resync, Txn];
     let taken = upload::snapshot(&s.repl, Duration::from_secs(30)).unwrap();
     s.fake.append(&[Txn, Txn]);
     sync(&s);
     assert_level0_respects(&s);
-    let snapshots: Vec<u64> = level_files(s.repl.store.as_ref(), SNAPSHOT_LEVEL)
-        .iter()
-        .map(|f| f.key.max_txid.get())
-        .collect();
     assert_eq!(
-        snapshots,
+        snapshot_txids(&s),
         vec![2, taken],
         "one snapshot at the start, the one asked for"
     );
@@ -280,11 +287,7 @@ fn a_snapshot_marker_whose_snapshot_never_reached_the_replica_brings_one() {
     // uploaded; the next one finds the marker in the log, past what the replica has. No
     // level-0 file carries its TXID: a snapshot at or past it must come before level 0 goes on.
     use Rec::*;
-    let s = setup("orphan-marker", Vec::new());
-    s.fake.append(&[Txn, Txn]);
-    sync(&s);
-    s.fake.append(&[Txn]);
-    let uploaded = sync(&s);
+    let (s, uploaded) = snapshot_then_level0("orphan-marker");
     let shadow = s.repl.shadow.clone();
     drop(s.fake);
     drop(s.repl);
@@ -303,7 +306,7 @@ fn a_snapshot_marker_whose_snapshot_never_reached_the_replica_brings_one() {
         commit::mark_at_least(&mut app, Kind::Snapshot, uploaded + 1, PAGE, 1).unwrap();
         app.last().unwrap().txid
     };
-    let (repl, fake) = start(&s._dir, Vec::new(), false);
+    let (repl, fake) = start(&s._dir, &[], Vec::new(), false);
     fake.barriers.lock().unwrap().push(marker);
     fake.append(&[Txn, Txn]);
     let after = Setup {

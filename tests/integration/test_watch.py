@@ -113,17 +113,20 @@ def assert_contiguous(replica):
     return len(snapshots), max([max(snapshots)] + [f.max_txid for f in level0])
 
 
-def run_with_kills(tmp_path, walrust_cli, replica, every):
+def run_with_kills(tmp_path, walrust_cli, replica, every, kills_at=(N // 4, N // 2)):
+    """The application's N commits, the sidecar killed with -9 and started again as the
+    application reaches each count of `kills_at`, then stopped."""
     db = tmp_path / "app.db"
     app = App(tmp_path, db, every)
     app.wait_for(50)
     log = tmp_path / "watch.log"
     watch = Watch(walrust_cli, db, replica, log)
-    for at in (N // 4, N // 2):
+    for at in kills_at:
         app.wait_for(at)
         watch.kill9()
         watch = Watch(walrust_cli, db, replica, log)
     app.wait_for(N)
+    wait_watched(walrust_cli, db, watch)
     watch.stop()
     return db, app, log
 
@@ -237,6 +240,20 @@ def test_watch_checkpoints_for_an_application_that_never_does(tmp_path, walrust_
 
 def test_watch_with_the_application_checkpointing(tmp_path, walrust_cli, litestream, replica):
     db, app, log = run_with_kills(tmp_path, walrust_cli, replica, every=300)
+    try:
+        _, newest = assert_contiguous(replica)
+        check_restores(tmp_path, walrust_cli, litestream, replica, db, newest)
+        check_every_restore_point(tmp_path, walrust_cli, replica)
+    finally:
+        app.close()
+
+
+def test_watch_killed_every_few_hundred_commits(tmp_path, walrust_cli, litestream, replica):
+    """A kill -9 loop: the sidecar dies nine times while the application commits and
+    checkpoints (each restart finds the WAL restarted, or not, at a different point); every
+    restore point of the replica is a database the application had."""
+    kills_at = range(N // 10, N, N // 10)
+    db, app, log = run_with_kills(tmp_path, walrust_cli, replica, every=300, kills_at=kills_at)
     try:
         _, newest = assert_contiguous(replica)
         check_restores(tmp_path, walrust_cli, litestream, replica, db, newest)

@@ -238,21 +238,13 @@ def test_watch_checkpoints_for_an_application_that_never_does(tmp_path, walrust_
         app.close()
 
 
-def test_watch_with_the_application_checkpointing(tmp_path, walrust_cli, litestream, replica):
-    db, app, log = run_with_kills(tmp_path, walrust_cli, replica, every=300)
-    try:
-        _, newest = assert_contiguous(replica)
-        check_restores(tmp_path, walrust_cli, litestream, replica, db, newest)
-        check_every_restore_point(tmp_path, walrust_cli, replica)
-    finally:
-        app.close()
-
-
-def test_watch_killed_every_few_hundred_commits(tmp_path, walrust_cli, litestream, replica):
-    """A kill -9 loop: the sidecar dies nine times while the application commits and
-    checkpoints (each restart finds the WAL restarted, or not, at a different point); every
-    restore point of the replica is a database the application had."""
-    kills_at = range(N // 10, N, N // 10)
+@pytest.mark.parametrize("kills_at", [(N // 4, N // 2), range(N // 10, N, N // 10)],
+                         ids=["two-kills", "kill-loop"])
+def test_watch_with_the_application_checkpointing(tmp_path, walrust_cli, litestream, replica,
+                                                  kills_at):
+    """The application checkpoints every 300 commits while the sidecar is killed with -9, twice
+    or in a loop of nine (each restart finds the WAL restarted, or not, at a different point);
+    level 0 is contiguous and every restore point is a database the application had."""
     db, app, log = run_with_kills(tmp_path, walrust_cli, replica, every=300, kills_at=kills_at)
     try:
         _, newest = assert_contiguous(replica)

@@ -44,7 +44,8 @@ pub fn open_main(
         return Role::Main(db, None);
     }
     db.app_files
-        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    db.seal(false);
     db.lock().closing = None;
     let app = AppFile(db.clone());
     db.configure_from_open(uri);
@@ -101,6 +102,9 @@ impl Database {
         };
         let deadline = self.close_begins(&repl, true);
         crate::checkpoint::release(&self.path);
+        // SQLite's close (or journal-mode change) needs the database to itself once this wait
+        // is over: no connection of walrust's may open after it.
+        self.seal(true);
         self.wait_for_internal_connections(&repl, deadline);
     }
 
@@ -125,6 +129,7 @@ impl Database {
             // Writing again: whatever asked for the EXCLUSIVE lock was not the last close (a
             // `PRAGMA journal_mode` another process's connection made fail).
             st.closing = None;
+            self.seal(false);
         }
         if st.replication.is_some() {
             st.capture.on_write_lock();

@@ -60,9 +60,14 @@ impl Drop for AppFile {
         if self.0.app_files.load(std::sync::atomic::Ordering::Acquire) == 1 {
             self.0.before_last_close();
         }
-        self.0
+        let before = self
+            .0
             .app_files
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        if before > 1 {
+            // Another connection opened while this one closed: not the last close after all.
+            self.0.seal(false);
+        }
     }
 }
 
@@ -82,6 +87,11 @@ pub struct Database {
     /// Main files of the application's connections open now. walrust's own connections do not
     /// count: when this drops to zero they close, and the database is forgotten.
     app_files: std::sync::atomic::AtomicUsize,
+    /// The application's last connection is past its wait for walrust's connections
+    /// (`wait_for_internal_connections`): walrust opens no new one (`may_open`), since
+    /// the close no longer waits for it. Cleared by an open, or when the close turns out not to
+    /// be the last.
+    sealed: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -165,6 +175,7 @@ fn get_or_create(path: &Path) -> Arc<Database> {
         path: path.to_path_buf(),
         state: Mutex::new(DbState::default()),
         app_files: std::sync::atomic::AtomicUsize::new(0),
+        sealed: std::sync::atomic::AtomicBool::new(false),
     });
     map.insert(path.to_path_buf(), Arc::downgrade(&db));
     db
@@ -190,6 +201,21 @@ impl Database {
         self.app_files.load(std::sync::atomic::Ordering::Acquire) > 0
     }
 
+    /// walrust may open a connection of its own to this database now: the application has it
+    /// open, and no close of its last connection has stopped waiting for walrust. Called after
+    /// `checkpoint::keep_away` counted the caller among the internal users: with the close's
+    /// `seal` before its look at that count, either the close sees the caller and waits for it,
+    /// or the caller sees the seal and opens nothing.
+    pub fn may_open(&self) -> bool {
+        self.in_use() && !self.sealed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// From now on walrust opens no connection of its own (`true`), or may again (`false`).
+    pub(crate) fn seal(&self, sealed: bool) {
+        self.sealed
+            .store(sealed, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// The application's last connection in this process is closing: upload what this process
     /// committed, and name in `manifest.json` every file it uploaded, waiting at most
     /// `walrust_close_timeout` (SPEC 6, nothing stranded). What is left is in the shadow log
@@ -204,8 +230,13 @@ impl Database {
             return;
         };
         let deadline = self.close_begins(&repl, false);
+        // The upload may need a snapshot (and its connection), even after the EXCLUSIVE
+        // lock's wait sealed the database.
+        self.seal(false);
         self.upload_before_close(&repl, deadline);
+        self.seal(true);
         self.wait_for_internal_connections(&repl, deadline);
+        crate::failpoint::hit("close.waited");
     }
 
     fn upload_before_close(&self, repl: &Replication, deadline: std::time::Instant) {

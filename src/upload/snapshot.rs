@@ -68,7 +68,7 @@ pub fn with_write_lock<T>(
 ) -> Result<T, String> {
     let repl = db.replication().ok_or("not replicating")?;
     let _alone = crate::checkpoint::keep_away(&repl);
-    if !db.in_use() {
+    if !db.may_open() {
         return Err(format!("{} is closed", db.path.display()));
     }
     let conn = open_internal(db)?;
@@ -183,8 +183,9 @@ pub fn take(
     let _alone = crate::checkpoint::keep_away(repl);
     // Once the application's last connection has closed, the path may name another database
     // (deleted and made again): walrust opens a database only while the application has it
-    // open, and the application's close waits for this connection (`before_exclusive_lock`).
-    if !db.in_use() {
+    // open, and the application's close waits for this connection (`before_exclusive_lock`)
+    // unless it stopped waiting before this one counted itself in (`Database::may_open`).
+    if !db.may_open() {
         return Err(Error::Closed);
     }
     let reader = open_internal(db)?;

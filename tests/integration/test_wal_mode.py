@@ -203,6 +203,55 @@ def test_a_snapshot_that_begins_after_the_last_close_leaves_the_path_alone(tmp_p
         walrust.restore(replica, tmp_path / "restored.db")
 
 
+CLOSING_SNAPSHOT_CHILD = r"""
+import os, sqlite3, sys, time, urllib.parse
+ext, db, url = sys.argv[1:4]
+loader = sqlite3.connect(":memory:")
+loader.enable_load_extension(True)
+loader.load_extension(ext)
+url = urllib.parse.quote(url, safe="/:")
+conn = sqlite3.connect(f"file:{db}?walrust_replica={url}&walrust_close_timeout=200", uri=True,
+                       isolation_level=None)
+conn.execute("PRAGMA journal_mode=WAL")
+conn.execute("CREATE TABLE t(v TEXT)")
+conn.execute("INSERT INTO t VALUES ('the replicated database')")
+conn.close()
+time.sleep(5)  # every failpoint's sleep is over; the process still runs
+print(sorted(p for p in os.listdir(os.path.dirname(db)) if p.startswith(os.path.basename(db))))
+"""
+
+
+def test_a_snapshot_that_begins_as_the_last_close_ends_opens_nothing(tmp_path, walrust,
+                                                                    failpoint_ext, replica):
+    """The uploader's first snapshot begins in the instant between the last close's wait for
+    walrust's connections and the end of that close (`close.waited`): the close no longer
+    waits for it, so it must open nothing. Before, it opened the database after the
+    application had closed it, and its connection (held open by `snapshot.file_written`)
+    made the `-wal` and `-shm` files again and left them beside the closed database. The
+    commits stay in the shadow log and the next open uploads them."""
+    db = tmp_path / "app.db"
+    run = subprocess.run(
+        ["/usr/bin/python3", "-c", CLOSING_SNAPSHOT_CHILD, str(failpoint_ext), str(db),
+         replica.url],
+        capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, WALRUST_FAILPOINTS=(
+            "snapshot.begins~400,close.waited~1500,snapshot.file_written~2000")),
+    )
+    assert run.returncode == 0, run.stderr
+    left = eval(run.stdout.strip().splitlines()[-1])
+    assert left == ["app.db", "app.db-walrust"], f"after the close: {left}"
+    # The next open uploads what the first process committed.
+    conn = sqlite3.connect(file_uri(db, walrust_replica=replica.url), uri=True,
+                           isolation_level=None)
+    walrust.sync(conn)
+    expected = db_contents(conn)
+    conn.close()
+    out = tmp_path / "restored.db"
+    walrust.restore(replica, out)
+    assert_same_contents(expected, db_contents(open_plain(out)))
+    assert open_plain(out).execute("SELECT v FROM t").fetchall() == [("the replicated database",)]
+
+
 def test_a_journal_mode_change_that_fails_leaves_background_checkpoints_on(tmp_path, walrust, connect, replica):
     """`PRAGMA journal_mode=DELETE` asks for the EXCLUSIVE lock, as the last close does, and
     walrust readies itself for a close; when another process's connection makes it fail, the

@@ -87,6 +87,9 @@ pub struct WalActivity {
     /// When the oldest commit of a group not appended yet was made (`database::hooks`), 0
     /// when there is none: the uploader appends a group that waited `GROUP_MS`.
     pub group_since_ms: AtomicI64,
+    /// A group began since the uploader last looked, and the uploader was told
+    /// (`group_begins`, `look_at_group`): the groups that follow wake no thread.
+    pub group_told: AtomicBool,
     /// How many commits of that group follow the log's last record with nothing between
     /// them (0 when another process's commit came in between): the TXIDs they will get are
     /// the log's next ones, which `walrust_status()` reports as committed.
@@ -96,6 +99,27 @@ pub struct WalActivity {
     /// Snapshots and catch-ups under way that keep the checkpoint thread's connection closed
     /// (`checkpoint::keep_away`).
     pub internal_users: std::sync::atomic::AtomicU32,
+}
+
+impl WalActivity {
+    /// The application's thread begins a group at `now_ms`: true when the uploader must be
+    /// told, which is once between two of its looks at the group (`look_at_group`), not at
+    /// every group: the message asks for a look within the sync interval, and that look sees
+    /// every group begun before it. The application sets `group_since_ms` before it takes
+    /// the turn, the uploader clears the turn before it reads `group_since_ms`: either the
+    /// look sees this group, or this group finds the turn free and sends the message.
+    pub fn group_begins(&self, now_ms: i64) -> bool {
+        self.group_since_ms.store(now_ms, Ordering::SeqCst);
+        !self.group_told.swap(true, Ordering::SeqCst)
+    }
+
+    /// The uploader looks at the group now (each tick and quiet poll, before anything else
+    /// there reads `group_since_ms`): returns when the oldest commit of a group waiting in
+    /// memory was made, 0 if none.
+    pub fn look_at_group(&self) -> i64 {
+        self.group_told.store(false, Ordering::SeqCst);
+        self.group_since_ms.load(Ordering::SeqCst)
+    }
 }
 
 impl Replication {

@@ -217,8 +217,7 @@ impl Database {
             return;
         }
         repl.wal.grouped.store(grouped, Ordering::Release);
-        if since == 0 {
-            repl.wal.group_since_ms.store(now_ms, Ordering::Relaxed);
+        if since == 0 && repl.wal.group_begins(now_ms) {
             // The uploader appends the group if no release comes to do it.
             crate::upload::notify(&repl);
         }

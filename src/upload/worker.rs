@@ -161,6 +161,7 @@ pub(super) fn due_at(e: &Entry) -> i64 {
 /// snapshot or retry is due, and no record follows the cursor in the log (one small read,
 /// which is how other processes' commits are seen). Then the next look is a poll later.
 pub(super) fn quiet_poll(e: &mut Entry, now: i64) -> bool {
+    let group_since = e.repl.wal.look_at_group();
     let nothing_asked = e.takeovers.is_empty()
         && e.waiters.is_empty()
         && e.snapshot_waiters.is_empty()
@@ -169,7 +170,7 @@ pub(super) fn quiet_poll(e: &mut Entry, now: i64) -> bool {
         && !e.snapshot_requested
         && !e.batch_full;
     let nothing_held = e.pending.is_empty()
-        && e.repl.wal.group_since_ms.load(Ordering::Acquire) == 0
+        && group_since == 0
         && e.manifest_backlog.is_empty()
         && e.fresh_snapshot_above.is_none()
         && e.failures == 0
@@ -271,7 +272,7 @@ pub(super) fn tick(e: &mut Entry) {
         return;
     }
     e.next_tick_ms = now + POLL_MS;
-    let since = e.repl.wal.group_since_ms.load(Ordering::Acquire);
+    let since = e.repl.wal.look_at_group();
     if since != 0 {
         e.next_tick_ms = e
             .next_tick_ms

@@ -8,12 +8,13 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from external import run_plain_sqlite
-from harness import Replica, assert_same_contents, db_contents
+from harness import HANG_TIMEOUT, Replica, assert_same_contents, db_contents
 
 HERE = Path(__file__).parent
 PYTHON = "/usr/bin/python3"
@@ -663,6 +664,29 @@ def test_a_sync_counts_the_commits_grouped_before_it(tmp_path, walrust, replica)
         assert last == first + count, (first, count, last)
         _, got = restored(walrust, replica, tmp_path, f"r{n}.db")
         assert len(got["tables"]["t"]) == count
+    c.exit()
+
+
+def test_a_group_left_in_memory_reaches_the_replica_without_a_sync(tmp_path, walrust, replica):
+    """A burst of commits ends with its last group in memory (in the WAL, not yet in the
+    shadow log) and the application goes quiet without `walrust_sync()`: the uploader appends
+    that group itself and uploads it, as it uploads any commit, within the sync interval. Only
+    the first group after each of the uploader's looks tells it so; the commits of the others
+    wake no thread."""
+    db = tmp_path / "app.db"
+    c = Child(walrust.ext, db, replica, sync_interval=200)
+    c.sql("PRAGMA journal_mode=WAL")
+    c.sql("CREATE TABLE t(x)")
+    first = c.one("SELECT walrust_sync()")
+    for burst in (1, 2, 3):
+        c.repeat("INSERT INTO t VALUES (?)", 500)
+        want = first + 500 * burst
+        deadline = time.time() + HANG_TIMEOUT
+        while max(f.max_txid for f in replica.ltx_files()) < want:
+            assert time.time() < deadline, f"TXID {want} never reached the replica"
+            time.sleep(0.05)
+        _, got = restored(walrust, replica, tmp_path, f"r{burst}.db")
+        assert len(got["tables"]["t"]) == 500 * burst
     c.exit()
 
 

@@ -71,6 +71,18 @@ closing_lines() {
     esac
 }
 
+# The lines of a failed suite's log that say what failed: the sql files' diffs, pytest's
+# FAILED/ERROR lines, the failing test names of cargo, the sqlite-wal files and their `!` lines.
+failure_lines() {
+    local name=$1 log=$2
+    case "$name" in
+        sql) grep -E '^(FAILED  |failed: |    )' "$log" ;;
+        py) grep -E '^(FAILED|ERROR) ' "$log" ;;
+        unit | rusqlite) grep -E '^(test .* FAILED|---- .* stdout ----|thread .* panicked)' "$log" ;;
+        sqlite-wal) grep -E '^(sqlite-wal: .*FAILED|    )' "$log" | cut -c1-400 ;;
+    esac
+}
+
 for name in "${suites[@]}"; do
     log=$logs/$name.log
     read -r -a cmd <<<"$(command_for "$name")"
@@ -105,10 +117,10 @@ for name in "${suites[@]}"; do
     total_skips=$((total_skips + skips))
     summary+=("$(printf '%-9s %s, %s skipped' "$name" "$verdict" "$skips")")
     while IFS= read -r line; do summary+=("          $line"); done < <(closing_lines "$name" "$log")
-    if [ "$name" = sql ] && [ "$rc" -ne 0 ]; then
-        # CI shows only the end of the output: the failing files' diffs go in the summary.
+    if [ "$rc" -ne 0 ]; then
+        # CI shows only the end of the output: what failed goes in the summary.
         while IFS= read -r line; do summary+=("          $line"); done \
-            < <(grep -E '^(FAILED  |failed: |    )' "$log" | head -n 60)
+            < <(failure_lines "$name" "$log" | head -n 60)
     fi
     if [ -f "$logs/$name.skips" ]; then
         while IFS= read -r line; do summary+=("          $line"); done <"$logs/$name.skips"

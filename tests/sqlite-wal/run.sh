@@ -11,7 +11,8 @@
 # loads $WALRUST_EXT before it opens anything, and WALRUST_REPLICA_ROOT gives every database in
 # WAL mode a replica. tester-walrust.tcl (sourced at the end of SQLite's tester.tcl) gives a
 # database that a test deletes and creates again a fresh shadow directory and replica, as a
-# new database at a new URL would have.
+# new database at a new URL would have, and saves and restores the replica with the files a
+# test saves and restores (README.md here: why walcrash3 needs that).
 #
 # A file passes when SQLite's harness reports "0 errors out of N tests". Its exit status is
 # not used: the harness also fails a run that ends with a file open, and walrust's checkpoint

@@ -45,3 +45,36 @@ if {[info commands forcedelete_without_walrust] eq ""} {
     uplevel 1 [list forcedelete_without_walrust {*}$rest]
   }
 }
+
+# db_save and db_restore (faultsim_save and faultsim_restore too: they call these) copy
+# test.db* aside and back: the database, its WAL, its -shm and walrust's shadow directory
+# test.db-walrust. The replica is saved and restored with them, so that a restored database
+# finds the replica as it was when its files were saved, as a machine restored from a backup
+# of all three would. Without it, every process that opens the restored files finds a replica
+# ahead of its shadow log and starts the replica over with a snapshot, whose read transaction
+# then runs beside the test's own connection. walcrash3.test's second part assumes its crashing
+# process has one connection: with a reader that began before its checkpoint, the writer cannot
+# restart the WAL and appends after frames written under SQLite's powersafe-overwrite default
+# (not padded to a sector), and the crash VFS, which simulates a device without it, trashes
+# the 4096-byte sector around them; a database written without walrust fails the same way
+# (tests/sqlite-wal/README.md).
+proc walrust_replica_copy {from to} {
+  if {![info exists ::env(WALRUST_REPLICA_ROOT)]} return
+  set root $::env(WALRUST_REPLICA_ROOT)
+  catch { file delete -force -- [file join $root $to] }
+  if {[file exists [file join $root $from]]} {
+    file copy -force -- [file join $root $from] [file join $root $to]
+  }
+}
+if {[info commands db_save_without_walrust] eq ""} {
+  rename db_save db_save_without_walrust
+  rename db_restore db_restore_without_walrust
+  proc db_save {} {
+    db_save_without_walrust
+    walrust_replica_copy test.db sv_test.db
+  }
+  proc db_restore {} {
+    db_restore_without_walrust
+    walrust_replica_copy sv_test.db test.db
+  }
+}

@@ -104,9 +104,18 @@ pub fn warn(msg: &str) {
 static TRACE: Lazy<bool> = Lazy::new(|| std::env::var_os("WALRUST_TRACE").is_some());
 
 /// Background-thread decisions, for debugging (`WALRUST_TRACE=1`). Never on the commit path.
+/// Each line names the process, the time (milliseconds, modulo 100 s) and the thread
+/// (`app` for the application's), so that the lines of several processes can be ordered.
 pub fn trace(msg: impl FnOnce() -> String) {
     if *TRACE {
-        eprintln!("walrust: trace [{}] {}", std::process::id(), msg());
+        let t = std::thread::current();
+        eprintln!(
+            "walrust: trace [{} {} {}] {}",
+            std::process::id(),
+            crate::clock::now_ms() % 100_000,
+            t.name().unwrap_or("app"),
+            msg()
+        );
     }
 }
 

@@ -35,6 +35,14 @@ pub fn open_internal(db: &Database) -> Result<Connection, String> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_URI
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    crate::log::trace(|| {
+        format!(
+            "internal open of {} (in use {}, may open {})",
+            db.path.display(),
+            db.in_use(),
+            db.may_open()
+        )
+    });
     let conn = Connection::open_with_flags(&uri, flags)
         .map_err(|e| format!("cannot open {}: {e}", db.path.display()))?;
     conn.busy_timeout(Duration::from_secs(5))
@@ -251,6 +259,14 @@ const CLOSING_POLL: Duration = Duration::from_millis(10);
 /// by name, and the path may name another database by then. Nor if the path names another
 /// file than the one the connection opened (`opened`, its inode then).
 fn close_internal(db: &Database, conn: Connection, opened: Option<u64>) {
+    crate::log::trace(|| {
+        format!(
+            "internal close of {} (closing {}, in use {})",
+            db.path.display(),
+            db.closing(),
+            db.in_use()
+        )
+    });
     if db.closing() && db.in_use() && opened.is_some() && inode(&db.path) == opened {
         let _ = conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, false);
     }

@@ -43,8 +43,16 @@ pub fn open_main(
     if uri("walrust_internal").is_some() {
         return Role::Main(db, None);
     }
-    db.app_files
+    let before = db
+        .app_files
         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    if before == 0 {
+        // The first of the application's connections: none has read yet
+        // (`Database::recovery_pending`).
+        db.app_read.store(false, Ordering::Release);
+        db.first_open_ms
+            .store(crate::clock::now_ms(), Ordering::Release);
+    }
     db.seal(false);
     db.lock().closing = None;
     let app = AppFile(db.clone());
@@ -100,6 +108,7 @@ impl Database {
         let Some(repl) = self.replication().filter(|_| only) else {
             return;
         };
+        crate::log::trace(|| format!("exclusive lock on {} asked", self.path.display()));
         let deadline = self.close_begins(&repl, true);
         crate::checkpoint::release(&self.path);
         // SQLite's close (or journal-mode change) needs the database to itself once this wait

@@ -92,7 +92,16 @@ pub struct Database {
     /// the close no longer waits for it. Cleared by an open, or when the close turns out not to
     /// be the last.
     sealed: std::sync::atomic::AtomicBool,
+    /// An application connection has read this database since the first of the open ones
+    /// opened (`first_open_ms`): SQLite's WAL index was then valid, recovered if it had to be
+    /// (`Database::recovery_pending`).
+    app_read: std::sync::atomic::AtomicBool,
+    first_open_ms: std::sync::atomic::AtomicI64,
 }
+
+/// How long walrust leaves the first read after an open to the application: see
+/// `Database::recovery_pending`.
+const RECOVERY_GRACE_MS: i64 = 2000;
 
 #[derive(Default)]
 struct DbState {
@@ -176,6 +185,8 @@ fn get_or_create(path: &Path) -> Arc<Database> {
         state: Mutex::new(DbState::default()),
         app_files: std::sync::atomic::AtomicUsize::new(0),
         sealed: std::sync::atomic::AtomicBool::new(false),
+        app_read: std::sync::atomic::AtomicBool::new(false),
+        first_open_ms: std::sync::atomic::AtomicI64::new(0),
     });
     map.insert(path.to_path_buf(), Arc::downgrade(&db));
     db
@@ -196,6 +207,28 @@ fn read_wal_header(read: &mut dyn FnMut(&mut [u8], u64) -> io::Result<usize>) ->
 }
 
 impl Database {
+    /// The application's connections opened the database a moment ago and none has read it
+    /// yet. The first connection to read a WAL database that no process has open runs WAL
+    /// recovery, holding SQLite's recovery locks; another connection that reads meanwhile,
+    /// without a busy timeout, fails with `SQLITE_BUSY_RECOVERY` ("database is locked"). An
+    /// application reopening after a crash reads at once, so walrust's own connection, which
+    /// would otherwise catch the shadow log up from the WAL at that very moment, waits: for
+    /// the application's first read (its recovery), or `RECOVERY_GRACE_MS`, whichever first.
+    pub fn recovery_pending(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        !self.app_read.load(Ordering::Acquire)
+            && crate::clock::now_ms() - self.first_open_ms.load(Ordering::Acquire)
+                < RECOVERY_GRACE_MS
+    }
+
+    /// An application connection holds a read lock on the WAL index: it is valid.
+    pub(crate) fn app_read_index(&self) {
+        let r = &self.app_read;
+        if !r.load(std::sync::atomic::Ordering::Relaxed) {
+            r.store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+
     /// The application has this database open in this process.
     pub fn in_use(&self) -> bool {
         self.app_files.load(std::sync::atomic::Ordering::Acquire) > 0
@@ -229,6 +262,7 @@ impl Database {
         let Some(repl) = self.replication() else {
             return;
         };
+        crate::log::trace(|| format!("last close of {} begins", self.path.display()));
         let deadline = self.close_begins(&repl, false);
         // The upload may need a snapshot (and its connection), even after the EXCLUSIVE
         // lock's wait sealed the database.
@@ -236,6 +270,15 @@ impl Database {
         self.upload_before_close(&repl, deadline);
         self.seal(true);
         self.wait_for_internal_connections(&repl, deadline);
+        crate::log::trace(|| {
+            format!(
+                "last close of {} waited (users {})",
+                self.path.display(),
+                repl.wal
+                    .internal_users
+                    .load(std::sync::atomic::Ordering::SeqCst)
+            )
+        });
         crate::failpoint::hit("close.waited");
     }
 

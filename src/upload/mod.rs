@@ -40,6 +40,11 @@ pub trait Source: Send + Sync {
     /// (a busy WAL write lock means its holder captures its own commit). True when the log
     /// holds every commit the WAL held when it looked (nothing was missing, or it caught up).
     fn catch_up(&self) -> bool;
+    /// The application opened the database a moment ago and has not read it yet: walrust's
+    /// own connections leave it the WAL recovery (`Database::recovery_pending`).
+    fn recovery_pending(&self) -> bool {
+        false
+    }
     /// Takes a snapshot (see `snapshot::take` for the TXID rules).
     fn snapshot(
         &self,
@@ -52,6 +57,10 @@ pub trait Source: Send + Sync {
 impl Source for Database {
     fn in_use(&self) -> bool {
         Database::in_use(self)
+    }
+
+    fn recovery_pending(&self) -> bool {
+        Database::recovery_pending(self)
     }
 
     fn catch_up(&self) -> bool {
@@ -71,6 +80,9 @@ impl Source for Database {
                 // A connection of this process writes (`walrust_sync()` inside a write
                 // transaction, say): under its lock, as a snapshot's handoff does.
                 return done;
+            }
+            if self.recovery_pending() {
+                return false; // as if busy: at a later look
             }
             return snapshot::with_write_lock(self, Duration::from_millis(200), |_| {
                 Ok(self.catch_up_under_lock())

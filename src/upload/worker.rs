@@ -441,7 +441,8 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
     if e.catch_up && e.fresh_snapshot_above.is_some() {
         e.catch_up = false;
     }
-    if e.catch_up {
+    // Left for a later step while the application's first read may be recovering the WAL.
+    if e.catch_up && !db.as_ref().is_some_and(|db| db.recovery_pending()) {
         e.catch_up = false;
         if let Some(db) = db.as_ref() {
             db.catch_up();

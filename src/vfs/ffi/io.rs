@@ -263,6 +263,21 @@ unsafe extern "C" fn x_shm_lock(
             db.write_lock_releasing();
         }
         let rc = x(inner, offset, n, flags);
+        let recovering = (1..=2).contains(&offset) && offset + n == 3;
+        if let (Role::Main(_, None), true, ffi::SQLITE_OK) = (role, recovering, rc) {
+            if flags & ffi::SQLITE_SHM_LOCK != 0 && flags & ffi::SQLITE_SHM_EXCLUSIVE != 0 {
+                // One of walrust's own connections recovers the WAL index (SQLite locks the
+                // slots below the read locks for that, the write lock already held): tests
+                // widen the window here.
+                crate::failpoint::hit("recovery.internal");
+            }
+        }
+        // Slots 3 to 7 are SQLite's WAL read locks: a connection holds one only once the WAL
+        // index is valid (recovered, if it had to be).
+        let read_lock = (3..=7).contains(&offset) && flags & ffi::SQLITE_SHM_LOCK != 0;
+        if let (Role::Main(db, Some(_)), true, ffi::SQLITE_OK) = (role, read_lock, rc) {
+            db.app_read_index();
+        }
         let taken = write_lock && flags & ffi::SQLITE_SHM_LOCK != 0 && rc == ffi::SQLITE_OK;
         if let (Role::Main(db, app), true) = (role, taken) {
             db.write_lock_taken(app.is_some());

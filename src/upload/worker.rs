@@ -441,8 +441,13 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
     if e.catch_up && e.fresh_snapshot_above.is_some() {
         e.catch_up = false;
     }
-    // Left for a later step while the application's first read may be recovering the WAL.
-    if e.catch_up && !db.as_ref().is_some_and(|db| db.recovery_pending()) {
+    // While the application's first read may be recovering the WAL the catch-up waits
+    // (`Database::recovery_pending`), and so does the rest of the step: it reads the log,
+    // which may still lack commits that only the WAL holds.
+    if e.catch_up && db.as_ref().is_some_and(|db| db.recovery_pending()) {
+        return Ok(());
+    }
+    if e.catch_up {
         e.catch_up = false;
         if let Some(db) = db.as_ref() {
             db.catch_up();

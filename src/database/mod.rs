@@ -21,9 +21,11 @@
 mod catch_up;
 mod hooks;
 mod start;
+mod writer_gate;
 
 pub use hooks::{before_delete, open_main, open_wal, SyncAhead};
 pub(crate) use start::{conflict_message, record_replica};
+pub use writer_gate::WriterGate;
 
 use crate::capture::{Capture, Committed};
 use crate::config::Settings;
@@ -97,6 +99,8 @@ pub struct Database {
     /// (`Database::recovery_pending`).
     app_read: std::sync::atomic::AtomicBool,
     first_open_ms: std::sync::atomic::AtomicI64,
+    /// walrust's own holds of the WAL write lock, for the application's writers to wait out.
+    writer_gate: WriterGate,
 }
 
 /// How long walrust leaves the first read after an open to the application: see
@@ -187,6 +191,7 @@ fn get_or_create(path: &Path) -> Arc<Database> {
         sealed: std::sync::atomic::AtomicBool::new(false),
         app_read: std::sync::atomic::AtomicBool::new(false),
         first_open_ms: std::sync::atomic::AtomicI64::new(0),
+        writer_gate: WriterGate::default(),
     });
     map.insert(path.to_path_buf(), Arc::downgrade(&db));
     db
@@ -219,6 +224,11 @@ impl Database {
         !self.app_read.load(Ordering::Acquire)
             && crate::clock::now_ms() - self.first_open_ms.load(Ordering::Acquire)
                 < RECOVERY_GRACE_MS
+    }
+
+    /// walrust's own holds of the WAL write lock in this process (`writer_gate`).
+    pub fn writer_gate(&self) -> &WriterGate {
+        &self.writer_gate
     }
 
     /// An application connection holds a read lock on the WAL index: it is valid.

@@ -84,6 +84,7 @@ pub fn with_write_lock<T>(
     conn.busy_timeout(busy).map_err(|e| e.to_string())?;
     conn.execute_batch("BEGIN IMMEDIATE")
         .map_err(|e| format!("cannot lock {} for writing: {e}", db.path.display()))?;
+    crate::failpoint::hit("internal.write_locked");
     let out = f(&conn);
     let _ = conn.execute_batch("ROLLBACK");
     close_internal(db, conn, opened);
@@ -152,6 +153,7 @@ pub fn fix_point_alone(
     reader
         .execute_batch("BEGIN IMMEDIATE")
         .map_err(|e| format!("cannot lock {} for writing: {e}", db.path.display()))?;
+    crate::failpoint::hit("internal.write_locked");
     let fixed = data_version(reader).and_then(|v| Ok((v, point_here(db, reader, min_txid)?)));
     let _ = reader.execute_batch("ROLLBACK");
     let (version, point) = fixed?;

@@ -1,5 +1,6 @@
 """Replication needs journal_mode=WAL (SPEC 2)."""
 
+import json
 import os
 import re
 import sqlite3
@@ -355,3 +356,68 @@ def test_the_first_read_after_a_crash_is_not_made_busy_by_walrust(tmp_path, walr
     out = tmp_path / "restored.db"
     walrust.restore(replica, out)
     assert open_plain(out).execute("SELECT count(*) FROM t").fetchone() == (51,)
+
+
+WRITES_DURING_A_HOLD = r"""
+import json, sqlite3, sys, threading, time, urllib.parse
+ext, db, url = sys.argv[1:4]
+loader = sqlite3.connect(":memory:")
+loader.enable_load_extension(True)
+loader.load_extension(ext)
+uri = f"file:{db}?walrust_replica={urllib.parse.quote(url, safe='/:')}"
+# No busy timeout, as the sqlite3 shell and SQLite's C API have by default.
+conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=0, check_same_thread=False)
+conn.execute("PRAGMA journal_mode=WAL")
+conn.execute("CREATE TABLE t(v INTEGER)")
+conn.execute("INSERT INTO t VALUES (0)")
+conn.execute("SELECT walrust_sync()").fetchall()
+taken = []
+def snapshot():
+    other = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    taken.append(other.execute("SELECT walrust_snapshot('main', 60000)").fetchone()[0])
+    other.close()
+s = threading.Thread(target=snapshot)
+s.start()
+# No commit for 1.5 s: the snapshot fixes its point alone (after 1 s), with the write lock held
+# for 2 s by the failpoint; these writes meet that hold.
+time.sleep(1.5)
+failed, n = [], 0
+while s.is_alive() or n < 5:
+    n += 1
+    try:
+        conn.execute("INSERT INTO t VALUES (?)", (n,))
+    except sqlite3.OperationalError as e:
+        failed.append(f"insert {n}: {e}")
+    time.sleep(0.05)
+s.join()
+sync = conn.execute("SELECT walrust_sync()").fetchone()[0]
+rows = conn.execute("SELECT count(*) FROM t").fetchone()[0]
+conn.close()
+print(json.dumps({"failed": failed, "rows": rows, "snapshot": taken, "sync": sync}), flush=True)
+"""
+
+
+def test_a_writer_without_busy_timeout_waits_out_walrusts_own_write_lock(tmp_path, walrust,
+                                                                         failpoint_ext, replica):
+    """walrust's own connection holds the WAL write lock for moments (here a snapshot fixing its
+    point alone after a second without commits, the hold widened to 2 s by a failpoint). An
+    application connection of the same process without a busy timeout that wrote meanwhile
+    failed with "database is locked"; now its request waits for walrust's hold to end, and
+    every write succeeds and is restored."""
+    db = tmp_path / "app.db"
+    run = subprocess.run(
+        ["/usr/bin/python3", "-c", WRITES_DURING_A_HOLD, str(failpoint_ext), str(db),
+         replica.url],
+        capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, WALRUST_FAILPOINTS="internal.write_locked~2000", WALRUST_TRACE="1"),
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = json.loads(run.stdout)
+    assert out["failed"] == [], out
+    # The case happened: the snapshot took the lock itself, and a write met it.
+    assert "snapshot takes the write lock itself" in run.stderr, run.stderr[-3000:]
+    assert "an application's write waited" in run.stderr, run.stderr[-3000:]
+    assert out["snapshot"] and out["rows"] > 5, out
+    restored = tmp_path / "restored.db"
+    walrust.restore(replica, restored)
+    assert open_plain(restored).execute("SELECT count(*) FROM t").fetchone() == (out["rows"],)

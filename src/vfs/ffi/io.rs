@@ -3,7 +3,7 @@
 //! `-wal` file also call the safe hooks of their `Database`.
 
 use super::{cstr, guard, sqlite_string, PANIC_RC};
-use crate::database::{PragmaOutcome, Role, WalHandle};
+use crate::database::{Database, PragmaOutcome, Role, WalHandle};
 use rusqlite::ffi;
 use std::ffi::{c_char, c_int, c_void};
 
@@ -262,7 +262,26 @@ unsafe extern "C" fn x_shm_lock(
         {
             db.write_lock_releasing();
         }
-        let rc = x(inner, offset, n, flags);
+        let lock_request = flags & ffi::SQLITE_SHM_LOCK != 0;
+        let rc = match role {
+            Role::Main(db, None) if write_lock && lock_request => {
+                // One of walrust's own connections: announced first, so that an application
+                // writer it makes busy knows to wait (`WriterGate`).
+                db.writer_gate().asking();
+                let rc = x(inner, offset, n, flags);
+                if rc != ffi::SQLITE_OK {
+                    db.writer_gate().released();
+                }
+                rc
+            }
+            Role::Main(db, Some(_)) if write_lock && lock_request => {
+                write_lock_waiting_out_walrust(db, || x(inner, offset, n, flags))
+            }
+            _ => x(inner, offset, n, flags),
+        };
+        if let (Role::Main(db, None), true) = (role, write_lock && !lock_request) {
+            db.writer_gate().released();
+        }
         let recovering = (1..=2).contains(&offset) && offset + n == 3;
         if let (Role::Main(_, None), true, ffi::SQLITE_OK) = (role, recovering, rc) {
             if flags & ffi::SQLITE_SHM_LOCK != 0 && flags & ffi::SQLITE_SHM_EXCLUSIVE != 0 {
@@ -291,6 +310,18 @@ unsafe extern "C" fn x_shm_lock(
         }
         rc
     })
+}
+
+/// An application connection asks for the WAL write lock: if one of walrust's own connections
+/// in this process has it, waits for it to let go and asks again (`WriterGate`), so that
+/// walrust never makes a writer without a busy timeout fail with "database is locked".
+fn write_lock_waiting_out_walrust(db: &Database, mut ask: impl FnMut() -> c_int) -> c_int {
+    let mut rc = ffi::SQLITE_OK;
+    db.writer_gate().ask(|| {
+        rc = ask();
+        rc == ffi::SQLITE_BUSY
+    });
+    rc
 }
 
 unsafe extern "C" fn x_shm_barrier(f: *mut ffi::sqlite3_file) {

@@ -239,10 +239,55 @@ pub fn take(
     };
     let (reader, point) = answer?;
     let expect = owner.map_or(crate::manifest::Expect::Any, crate::manifest::Expect::Owner);
-    let result = stream(db, &reader, repl, expect, &point);
+    let result = match fresh_txid_above {
+        None => named_already(repl, owner, point.txid).transpose(),
+        Some(_) => None,
+    }
+    .unwrap_or_else(|| stream(db, &reader, repl, expect, &point));
     let _ = reader.execute_batch("ROLLBACK");
     close_internal(db, reader, opened);
     result
+}
+
+/// The replica's snapshot at `txid`, if its manifest names one: nothing was committed since
+/// (a database idle through its snapshot interval, `walrust_snapshot()` called twice), so that
+/// snapshot is this one, and a new file could not take its name anyway (files are never
+/// replaced). Costs one read of the manifest object per snapshot, against a whole database's
+/// upload.
+fn named_already(
+    repl: &Replication,
+    owner: Option<crate::history::Owner>,
+    txid: u64,
+) -> Result<Option<Taken>, Error> {
+    let Some(key) =
+        Txid::new(txid).and_then(|t| FileKey::new(crate::store::SNAPSHOT_LEVEL, Txid::ONE, t))
+    else {
+        return Ok(None);
+    };
+    let store = repl.store.as_ref();
+    let unreadable =
+        |e: crate::store::StoreError| Error::Other(format!("cannot read the manifest: {e}"));
+    let Some((head, version)) = crate::manifest::load_head(store).map_err(unreadable)? else {
+        return Ok(None);
+    };
+    if owner.is_some() && head.owner() != owner {
+        return Err(Error::NotOwner(head.owner()));
+    }
+    // The newest entries are in the manifest object; older ones in parts, read only when one
+    // of snapshot entries spans that TXID.
+    let in_a_part = head.parts.iter().any(|p| {
+        p.level == crate::store::SNAPSHOT_LEVEL
+            && p.min_txid <= key.max_txid
+            && key.max_txid <= p.max_txid
+    });
+    let named = head.get(&key).is_some()
+        || in_a_part
+            && matches!(crate::manifest::load(store).map_err(unreadable)?,
+                        Some((m, v)) if v == version && m.get(&key).is_some());
+    Ok(named.then(|| Taken {
+        txid: key.max_txid,
+        manifest: crate::manifest::Written::of(&head, version),
+    }))
 }
 
 /// How long a snapshot waits for the application's next commit to fix its point before it

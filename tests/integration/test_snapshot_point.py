@@ -10,10 +10,11 @@ database file meanwhile; the data_version check closes that window, which this t
 reach deterministically.)"""
 
 import subprocess
+import time
 
 import pytest
 
-from test_history import PYTHON, Child, restored
+from test_history import PYTHON, Child, restored, snapshots
 
 WRITER = r"""
 import random, sqlite3, sys, time
@@ -60,3 +61,28 @@ def test_a_snapshot_fixed_alone_labels_exactly_what_it_read(tmp_path, walrust, f
         assert got == t
         n = len(contents["tables"]["t"])
         assert n == rows - (last - t), f"snapshot at TXID {t} holds {n} rows; expected {rows - (last - t)} (last TXID {last}, {rows} rows)"
+
+
+def test_a_snapshot_with_nothing_new_since_the_last_one_is_that_one(tmp_path, walrust, connect,
+                                                                    replica):
+    """With no commit since the replica's newest snapshot (a database idle through its snapshot
+    interval, `walrust_snapshot()` called twice), a snapshot is the one already there. It used
+    to build the same file again, find its name taken (files are never replaced), and fail
+    until the next commit: `walrust_snapshot()` timed out, and an idle database's
+    `walrust_status()` showed "exists already" after every snapshot interval."""
+    conn = connect(tmp_path / "app.db", replica, walrust_snapshot_interval=1)
+    conn.execute("CREATE TABLE t(v)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    txid = walrust.sync(conn)
+    first = conn.execute("SELECT walrust_snapshot('main', 20000)").fetchone()[0]
+    assert first == txid
+    assert conn.execute("SELECT walrust_snapshot('main', 20000)").fetchone()[0] == first
+    time.sleep(3.5)  # idle through three snapshot intervals
+    status = walrust.status(conn)
+    assert status["last_error"] is None, status
+    assert [(f.min_txid, f.max_txid) for f in snapshots(replica)] == [(1, first)]
+    conn.execute("INSERT INTO t VALUES (2)")
+    assert conn.execute("SELECT walrust_snapshot('main', 20000)").fetchone()[0] == first + 1
+    assert walrust.status(conn)["last_error"] is None
+    got, contents = restored(walrust, replica, tmp_path, "restored.db")
+    assert got == first + 1 and len(contents["tables"]["t"]) == 2

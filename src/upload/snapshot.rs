@@ -494,9 +494,86 @@ pub fn stream_pages(
     let HashingWriter { hasher, .. } = writer;
     let sha = hasher.finish();
     let key = FileKey::new(crate::store::SNAPSHOT_LEVEL, Txid::ONE, max).unwrap();
-    let manifest = put_with_manifest(repl.store.as_ref(), expect, &key, &tmp.path, ts, sha)?;
+    let store = repl.store.as_ref();
+    let manifest = match put_with_manifest(store, expect, &key, &tmp.path, ts, sha) {
+        Err(Error::Exists(k)) => match adopt_identical(store, expect, &k, &tmp.path)? {
+            Some(written) => written,
+            None => return Err(Error::Exists(k)),
+        },
+        other => other?,
+    };
     Ok(Taken {
         txid: max,
         manifest,
     })
+}
+
+/// The snapshot file at `key` exists already but the manifest does not name it: a process
+/// was killed between the file's upload and the manifest's write, and nothing was committed
+/// since. If it holds exactly the pages of ours (`ours`, the local file just built; only the
+/// header's time differs), and its checksums hold, the manifest names it now. Reads the whole
+/// file once; this happens only after such a kill.
+fn adopt_identical(
+    store: &dyn crate::store::Store,
+    expect: crate::manifest::Expect,
+    key: &FileKey,
+    ours: &std::path::Path,
+) -> Result<Option<crate::manifest::Written>, Error> {
+    let reader = store
+        .read(key, None)
+        .map_err(|e| format!("cannot read {key}: {e}"))?;
+    let mut hashing = crate::manifest::HashingReader::new(std::io::BufReader::new(reader));
+    let created_at_ms = {
+        let local = std::fs::File::open(ours)
+            .map_err(|e| format!("cannot reopen {}: {e}", ours.display()))?;
+        let mut mine =
+            ltx::Decoder::new(std::io::BufReader::new(local)).map_err(|e| e.to_string())?;
+        let Ok(mut theirs) = ltx::Decoder::new(&mut hashing) else {
+            return Ok(None);
+        };
+        if !same_pages(&mut mine, &mut theirs) {
+            return Ok(None);
+        }
+        let ts = theirs.header().timestamp_ms;
+        if theirs.finish().is_err() {
+            return Ok(None); // damaged: left for verify and compaction to report
+        }
+        ts
+    };
+    let (sha256, size) = hashing
+        .finish()
+        .map_err(|e| format!("cannot read {key}: {e}"))?;
+    let info = crate::store::FileInfo {
+        key: *key,
+        size,
+        created_at_ms,
+    };
+    let entry = crate::manifest::Entry::new(store.layout(), &info, sha256);
+    match crate::manifest::update_as(store, expect, &[entry], &[]) {
+        Ok((m, version)) => Ok(Some(crate::manifest::Written::of(&m, version))),
+        Err(crate::store::StoreError::NotOwner { found, .. }) => Err(Error::NotOwner(found)),
+        Err(e) => Err(Error::Other(e.to_string())),
+    }
+}
+
+/// Whether two LTX files describe the same database: same page size, size and TXID range,
+/// and page for page the same contents.
+fn same_pages<A: std::io::Read, B: std::io::Read>(
+    a: &mut ltx::Decoder<A>,
+    b: &mut ltx::Decoder<B>,
+) -> bool {
+    let (ha, hb) = (a.header(), b.header());
+    if (ha.page_size, ha.commit, ha.min_txid, ha.max_txid)
+        != (hb.page_size, hb.commit, hb.min_txid, hb.max_txid)
+    {
+        return false;
+    }
+    let (mut pa, mut pb) = (Vec::new(), Vec::new());
+    loop {
+        match (a.next_page(&mut pa), b.next_page(&mut pb)) {
+            (Ok(None), Ok(None)) => return true,
+            (Ok(Some(x)), Ok(Some(y))) if x == y && pa == pb => continue,
+            _ => return false,
+        }
+    }
 }

@@ -846,3 +846,32 @@ def test_a_replica_written_before_owners_is_adopted(tmp_path, walrust, replica):
     assert json.loads(manifest.read_text())["history"]
     _, got = restored(walrust, replica, tmp_path, "r.db")
     assert got["tables"]["t"] == [(1,), (2,)]
+
+
+def test_a_snapshot_killed_before_it_was_named_is_named_by_the_next_one(tmp_path, walrust,
+                                                                         failpoint_ext, replica):
+    """A process killed after a snapshot's upload and before the manifest named it leaves the
+    file unnamed. With nothing committed since, the next process's snapshot falls on the same
+    TXID, so the same name, and files are never replaced: it used to fail ("exists already")
+    until the next commit. Now a file holding exactly the same pages, checksums intact, is
+    named instead."""
+    db = tmp_path / "app.db"
+    c = Child(failpoint_ext, db, replica,
+              env_extra={"WALRUST_FAILPOINTS": "snapshot.file_written@2"})
+    c.sql("PRAGMA journal_mode=WAL")
+    c.sql("CREATE TABLE t(x)")
+    c.one("SELECT walrust_sync()")  # the first snapshot
+    c.sql("INSERT INTO t VALUES (1)")
+    with pytest.raises(ChildDied):  # the second: uploaded, then killed
+        c.one("SELECT walrust_snapshot()")
+    orphan = snapshots(replica)[-1]
+    assert unnamed_files(replica) == 1
+    c = Child(walrust.ext, db, replica)
+    assert c.one("SELECT walrust_snapshot('main', 20000)") == orphan.max_txid
+    status = json.loads(c.one("SELECT walrust_status()"))
+    c.exit()
+    assert status["last_error"] is None, status
+    assert unnamed_files(replica) == 0
+    assert snapshots(replica)[-1] == orphan
+    got, contents = restored(walrust, replica, tmp_path, "restored.db")
+    assert got == orphan.max_txid and contents["tables"]["t"] == [(1,)]

@@ -11,8 +11,10 @@
 //! are returned at once, as without walrust.
 //!
 //! What must hold: a hold is announced before its lock request and withdrawn after its
-//! release, so an application request that met it always sees it (held, or taken since the
-//! request began); a thread never waits for a hold of its own; no wait outlasts `MAX_WAIT`.
+//! release (or the request's failure), so an application request it made busy always sees it
+//! (held, or taken since the request began) and asks again; one that a request of walrust's
+//! met only while asking in vain is answered busy, as it would be without walrust; a thread
+//! never waits for a hold of its own; no wait outlasts `MAX_WAIT`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -26,28 +28,37 @@ pub const MAX_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 pub struct WriterGate {
-    /// The thread whose walrust connection holds (or is asking for) the write lock.
-    holder: Mutex<Option<ThreadId>>,
+    /// The thread whose walrust connection is asking for the write lock (`false`) or holds
+    /// it (`true`).
+    holder: Mutex<Option<(ThreadId, bool)>>,
     released: Condvar,
-    /// How many times walrust's connections asked for the lock: a request that began before
-    /// one of them and failed was perhaps failed by it, even if it is over now.
-    asked: AtomicU64,
+    /// How many times walrust's connections got the lock: a request that began before one of
+    /// them did and was busy was perhaps made busy by it, even if it is over now.
+    taken: AtomicU64,
 }
 
 impl WriterGate {
     /// Read before an application's request for the write lock; passed to `wait` if it fails.
     fn ticket(&self) -> u64 {
-        self.asked.load(Ordering::Acquire)
+        self.taken.load(Ordering::Acquire)
     }
 
     /// A walrust connection on this thread is about to ask for the write lock.
     pub fn asking(&self) {
         let mut holder = self.holder.lock().unwrap_or_else(|e| e.into_inner());
-        *holder = Some(std::thread::current().id());
-        self.asked.fetch_add(1, Ordering::AcqRel);
+        *holder = Some((std::thread::current().id(), false));
     }
 
-    /// The walrust connection let the lock go (or did not get it).
+    /// The walrust connection got the lock (after `asking`).
+    pub fn took(&self) {
+        let mut holder = self.holder.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, held)) = holder.as_mut() {
+            *held = true;
+        }
+        self.taken.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The walrust connection let the lock go, or did not get it.
     pub fn released(&self) {
         let mut holder = self.holder.lock().unwrap_or_else(|e| e.into_inner());
         *holder = None;
@@ -83,27 +94,28 @@ impl WriterGate {
         busy
     }
 
-    /// An application's request for the write lock, begun at `ticket`, was busy. Returns the
-    /// ticket to try again with once no walrust connection holds the lock, or `None` when the
-    /// busy answer was not walrust's doing (or its hold outlasted `deadline`): return it.
+    /// An application's request for the write lock, begun at `ticket`, was busy. Waits while
+    /// a walrust connection holds the lock or asks for it, then returns the ticket to try
+    /// again with if one held it meanwhile or got it since the request began; `None` when the
+    /// busy answer was not walrust's doing, or its hold outlasted `deadline`: return it.
     fn wait(&self, ticket: u64, deadline: Instant) -> Option<u64> {
         let me = std::thread::current().id();
         let mut holder = self.holder.lock().unwrap_or_else(|e| e.into_inner());
-        if holder.is_none() && self.asked.load(Ordering::Acquire) == ticket {
-            return None;
-        }
-        while let Some(t) = *holder {
+        let mut held_meanwhile = false;
+        while let Some((t, held)) = *holder {
             let now = Instant::now();
             if t == me || now >= deadline {
                 return None;
             }
+            held_meanwhile |= held;
             holder = self
                 .released
                 .wait_timeout(holder, deadline - now)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        Some(self.asked.load(Ordering::Acquire))
+        let taken = self.taken.load(Ordering::Acquire);
+        (held_meanwhile || taken != ticket).then_some(taken)
     }
 }
 
@@ -128,8 +140,18 @@ mod tests {
         let g = WriterGate::default();
         let t = g.ticket();
         g.asking();
+        g.took();
         g.released();
         assert_eq!(g.wait(t, soon()), Some(t + 1));
+    }
+
+    #[test]
+    fn walrust_asking_in_vain_made_nobody_busy() {
+        let g = WriterGate::default();
+        let t = g.ticket();
+        g.asking();
+        g.released();
+        assert_eq!(g.wait(t, soon()), None);
     }
 
     #[test]
@@ -140,13 +162,14 @@ mod tests {
             let g = g.clone();
             std::thread::spawn(move || {
                 g.asking();
+                g.took();
                 tx.send(()).unwrap();
                 std::thread::sleep(Duration::from_millis(50));
                 g.released();
             })
         };
         rx.recv().unwrap();
-        let t = g.ticket();
+        let t = g.ticket(); // the request began after walrust got the lock
         assert_eq!(g.wait(t, soon()), Some(t));
         assert!(g.holder.lock().unwrap().is_none());
         h.join().unwrap();

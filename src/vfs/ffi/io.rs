@@ -269,7 +269,9 @@ unsafe extern "C" fn x_shm_lock(
                 // writer it makes busy knows to wait (`WriterGate`).
                 db.writer_gate().asking();
                 let rc = x(inner, offset, n, flags);
-                if rc != ffi::SQLITE_OK {
+                if rc == ffi::SQLITE_OK {
+                    db.writer_gate().took();
+                } else {
                     db.writer_gate().released();
                 }
                 rc

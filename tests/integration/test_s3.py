@@ -219,3 +219,99 @@ def test_a_malformed_url_is_refused_and_the_database_stays_writable(tmp_path, wa
         conn.execute("PRAGMA walrust_replica = 's3://'").fetchall()
     conn.execute("INSERT INTO t VALUES (1)")
     assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 1
+
+
+REMADE_CHILD = r"""
+import os, shutil, sqlite3, sys, urllib.parse
+ext, db, old_url, new_url = sys.argv[1:5]
+loader = sqlite3.connect(":memory:")
+loader.enable_load_extension(True)
+loader.load_extension(ext)
+
+def open_db(url):
+    q = urllib.parse.quote(url, safe="/:")
+    return sqlite3.connect(f"file:{db}?walrust_replica={q}&walrust_sync_interval=100"
+                           "&walrust_close_timeout=200", uri=True, isolation_level=None)
+
+def say(line):
+    print(line, flush=True)
+    return sys.stdin.readline().strip()
+
+c = open_db(old_url)
+c.execute("PRAGMA journal_mode=WAL")
+c.execute("CREATE TABLE t(x)")
+c.execute("INSERT INTO t VALUES ('uploaded')")
+c.execute("SELECT walrust_sync()")
+say("synced")  # the parent stops S3
+for i in range(20):
+    c.execute("INSERT INTO t VALUES (?)", (f"pending {i}",))
+c.close()  # waits 200 ms: the 20 commits stay pending in this process's uploader
+for suffix in ("", "-wal", "-shm"):
+    if os.path.exists(db + suffix):
+        os.remove(db + suffix)
+shutil.rmtree(db + "-walrust")
+n = open_db(new_url)
+n.execute("PRAGMA journal_mode=WAL")
+n.execute("CREATE TABLE u(y)")
+for i in range(50):
+    n.execute("INSERT INTO u VALUES (?)", (i,))
+say("remade")  # the parent waits for the old uploader to give up, then starts S3 again
+for i in range(50, 100):
+    n.execute("INSERT INTO u VALUES (?)", (i,))
+n.execute("SELECT walrust_sync()")
+n.close()
+say("done")
+"""
+
+
+def test_a_database_made_again_at_its_path_is_left_to_its_own_uploader(tmp_path, server,
+                                                                       walrust):
+    """The application closes a database while S3 is down (its last commits stay pending in
+    this process's uploader), deletes it with its shadow directory, and makes another at the
+    same path, replicating elsewhere. The old database's uploader must not read or write the
+    new shadow directory (its log and state belong to the other database): it sees its own
+    directory is gone, says so in one line, and stops. The new database replicates whole; the
+    old replica keeps what was uploaded before."""
+    db = tmp_path / "app.db"
+    old = s3_replica(server)
+    new_url = f"file://{tmp_path / 'new-replica'}"
+    child = subprocess.Popen(
+        ["/usr/bin/python3", "-c", REMADE_CHILD, str(walrust.ext), str(db), old.url, new_url],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    errors = []
+    reader = threading.Thread(target=lambda: errors.extend(iter(child.stderr.readline, "")),
+                              daemon=True)
+    reader.start()
+    try:
+        assert child.stdout.readline().strip() == "synced"
+        server.stop()
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "remade"
+        wait_for("the old uploader's line about its shadow directory",
+                 lambda: any("was removed while" in line for line in errors))
+        server.start()
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "done"
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.wait(timeout=60) == 0, "".join(errors)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    gone = [line for line in errors if "was removed while" in line]
+    assert len(gone) == 1 and str(db) + "-walrust" in gone[0], errors
+    state = json.loads((tmp_path / "app.db-walrust" / "state.json").read_text())
+    assert "new-replica" in state["replica"], state
+    out = tmp_path / "new.db"
+    walrust.restore(Replica("file", new_url, tmp_path / "new-replica"), out)
+    restored = sqlite3.connect(out)
+    assert restored.execute("SELECT count(*), max(y) FROM u").fetchone() == (100, 99)
+    assert restored.execute("SELECT count(*) FROM sqlite_schema WHERE name = 't'").fetchone() == (0,)
+    restored.close()
+    old_out = tmp_path / "old.db"
+    walrust.restore(old, old_out)
+    restored = sqlite3.connect(old_out)
+    assert restored.execute("SELECT x FROM t").fetchall() == [("uploaded",)]
+    restored.close()

@@ -11,10 +11,11 @@
 //! are returned at once, as without walrust.
 //!
 //! What must hold: a hold is announced before its lock request and withdrawn after its
-//! release (or the request's failure), so an application request it made busy always sees it
-//! (held, or taken since the request began) and asks again; one that a request of walrust's
-//! met only while asking in vain is answered busy, as it would be without walrust; a thread
-//! never waits for a hold of its own; no wait outlasts `MAX_WAIT`.
+//! release (or, by the thread that made it, after the request failed), so an application
+//! request it made busy always sees it (held, or taken since the request began) and asks
+//! again; one that a request of walrust's met only while asking in vain is answered busy, as
+//! it would be without walrust; a thread never waits for a hold of its own; no wait outlasts
+//! `MAX_WAIT`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -43,22 +44,35 @@ impl WriterGate {
         self.taken.load(Ordering::Acquire)
     }
 
-    /// A walrust connection on this thread is about to ask for the write lock.
+    /// A walrust connection on this thread is about to ask for the write lock. (walrust's
+    /// connections take it one at a time, `checkpoint::keep_away`; should two ever ask at
+    /// once, the first announcement stands until its own thread withdraws it.)
     pub fn asking(&self) {
         let mut holder = self.holder.lock().unwrap_or_else(|e| e.into_inner());
-        *holder = Some((std::thread::current().id(), false));
+        if holder.is_none() {
+            *holder = Some((std::thread::current().id(), false));
+        }
     }
 
     /// The walrust connection got the lock (after `asking`).
     pub fn took(&self) {
         let mut holder = self.holder.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, held)) = holder.as_mut() {
-            *held = true;
-        }
+        *holder = Some((std::thread::current().id(), true));
         self.taken.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// The walrust connection let the lock go, or did not get it.
+    /// The walrust connection on this thread did not get the lock it asked for: its
+    /// announcement (if it is still the one standing) is withdrawn.
+    pub fn in_vain(&self) {
+        let me = std::thread::current().id();
+        let mut holder = self.holder.lock().unwrap_or_else(|e| e.into_inner());
+        if *holder == Some((me, false)) {
+            *holder = None;
+            self.released.notify_all();
+        }
+    }
+
+    /// The walrust connection that held the lock let it go.
     pub fn released(&self) {
         let mut holder = self.holder.lock().unwrap_or_else(|e| e.into_inner());
         *holder = None;
@@ -150,7 +164,7 @@ mod tests {
         let g = WriterGate::default();
         let t = g.ticket();
         g.asking();
-        g.released();
+        g.in_vain();
         assert_eq!(g.wait(t, soon()), None);
     }
 
@@ -173,6 +187,24 @@ mod tests {
         assert_eq!(g.wait(t, soon()), Some(t));
         assert!(g.holder.lock().unwrap().is_none());
         h.join().unwrap();
+    }
+
+    #[test]
+    fn a_request_in_vain_leaves_the_hold_announced() {
+        let g = Arc::new(WriterGate::default());
+        g.asking();
+        g.took();
+        let other = {
+            let g = g.clone();
+            std::thread::spawn(move || {
+                g.asking(); // asks in vain while this thread holds the lock
+                g.in_vain();
+                g.holder.lock().unwrap().map(|(_, held)| held)
+            })
+        };
+        assert_eq!(other.join().unwrap(), Some(true));
+        g.released();
+        assert!(g.holder.lock().unwrap().is_none());
     }
 
     #[test]

@@ -272,7 +272,7 @@ unsafe extern "C" fn x_shm_lock(
                 if rc == ffi::SQLITE_OK {
                     db.writer_gate().took();
                 } else {
-                    db.writer_gate().released();
+                    db.writer_gate().in_vain();
                 }
                 rc
             }

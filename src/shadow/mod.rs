@@ -132,22 +132,6 @@ impl ShadowDir {
         state::write_new(&self.state_path(), s)
     }
 
-    /// `lock` (from `try_lock_uploader`) is still this directory's `upload.lock`: false once
-    /// the directory was removed, or removed and made again (by the next open of a database
-    /// made again at that path). The file stays open while held, so its inode cannot be reused
-    /// for another. An uploader whose directory is gone must not write into its successor.
-    pub fn still_holds(&self, lock: &File) -> bool {
-        use std::os::unix::fs::MetadataExt;
-        let here = match fs::metadata(self.root.join("upload.lock")) {
-            Ok(m) => m,
-            Err(e) => return e.kind() != io::ErrorKind::NotFound,
-        };
-        // A look that fails otherwise says nothing.
-        lock.metadata().map_or(true, |held| {
-            (held.dev(), held.ino()) == (here.dev(), here.ino())
-        })
-    }
-
     /// Takes the uploader lock if no other process holds it. The lock lasts as long as the
     /// returned file is open, and dies with the process.
     pub fn try_lock_uploader(&self) -> io::Result<Option<File>> {
@@ -163,30 +147,5 @@ impl ShadowDir {
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
             Err(std::fs::TryLockError::Error(e)) => Err(e),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_upload_lock_is_held_until_its_directory_is_removed_or_made_again() {
-        let root = std::env::temp_dir().join(format!("walrust-shadow-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
-        let dir = ShadowDir::create(root.clone()).unwrap();
-        let lock = dir.try_lock_uploader().unwrap().expect("free");
-        assert!(dir.still_holds(&lock));
-        fs::remove_dir_all(&root).unwrap();
-        assert!(!dir.still_holds(&lock), "removed");
-        // Made again at the same path, by the next database there, which takes its own lock.
-        let again = ShadowDir::create(root.clone()).unwrap();
-        let theirs = again
-            .try_lock_uploader()
-            .unwrap()
-            .expect("a new file: free");
-        assert!(!dir.still_holds(&lock), "made again");
-        assert!(again.still_holds(&theirs));
-        fs::remove_dir_all(&root).unwrap();
     }
 }

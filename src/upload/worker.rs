@@ -46,8 +46,6 @@ pub(crate) struct Entry {
     /// Why this database may not upload to its replica (`owner::refuse`): nothing is uploaded,
     /// and every `walrust_sync()` gets this error.
     pub(super) refused: Option<String>,
-    /// The shadow directory this entry uploads from was removed (`shadow_gone`).
-    shadow_gone: bool,
     /// A snapshot with a new TXID above this one is needed before any level-0 upload.
     pub(super) fresh_snapshot_above: Option<u64>,
     next_snapshot_ms: i64,
@@ -95,7 +93,6 @@ impl Entry {
             owner: None,
             manifest_version: None,
             refused: None,
-            shadow_gone: false,
             fresh_snapshot_above: None,
             next_snapshot_ms: if interval > 0 {
                 now_ms() + interval
@@ -265,13 +262,6 @@ pub(super) fn fail(e: &mut Entry, err: String) {
 /// One step of one database, on a pool thread, when `due_at` says (the pool never runs two
 /// steps of one entry at once).
 pub(super) fn tick(e: &mut Entry) {
-    let gone = e.shadow_gone
-        || e.lock
-            .as_ref()
-            .is_some_and(|l| !e.repl.shadow.still_holds(l));
-    if gone {
-        return shadow_gone(e);
-    }
     for reply in std::mem::take(&mut e.takeovers) {
         take_over(e, reply);
     }
@@ -328,37 +318,6 @@ pub(super) fn tick(e: &mut Entry) {
         let due = oldest.header.timestamp_ms + e.repl.settings().sync_interval_ms as i64;
         e.next_tick_ms = e.next_tick_ms.min(due);
     }
-}
-
-/// The shadow directory was removed, or removed and made again (by the next open of a
-/// database made again at that path): what this entry had not uploaded went with it, and
-/// nothing of this entry may be read from or written to its successor (another database's log
-/// and state). It stops for good (it never takes the lock of the directory made there, which
-/// the other database's uploader needs): every waiter gets the reason, and the entry is let go
-/// once the application has closed the database (`idle`).
-fn shadow_gone(e: &mut Entry) {
-    let why = format!(
-        "walrust: the shadow directory {} was removed while {} replicated: what it held that was not uploaded is gone, and this process uploads nothing more of that database; close it and open it again to start over (with a snapshot)",
-        e.repl.shadow.root.display(),
-        e.repl.db_path.display()
-    );
-    if !e.shadow_gone {
-        e.shadow_gone = true;
-        crate::log::warn(&why);
-        e.repl.set_error(Some(why.clone()));
-    }
-    for (_, w, _) in e.waiters.drain(..) {
-        let _ = w.send(Err(why.clone()));
-    }
-    for w in e.snapshot_waiters.drain(..) {
-        let _ = w.send(Err(why.clone()));
-    }
-    for w in e.takeovers.drain(..) {
-        let _ = w.send(Err(why.clone()));
-    }
-    e.pending.clear();
-    e.lock = None;
-    e.next_tick_ms = now_ms() + POLL_MS;
 }
 
 /// Tries to become this database's uploader; loads where the last one stopped.

@@ -9,6 +9,8 @@
 //! window a race needs (another process's commit between two steps) so a test can hit it.
 //! `WALRUST_FAILPOINTS=name!N` makes the N-th call of `fails(name)` return true: an I/O call
 //! there fails as a failing disk would make it (`wal.sync`: the WAL's fsync).
+//! Where the code asks `millis(name)`, `name~MS` sets a duration instead (`recovery.grace`:
+//! how long walrust leaves the first read after an open to the application).
 
 /// Dies here if the test asked for it (see the module doc).
 #[cfg(feature = "failpoints")]
@@ -66,6 +68,22 @@ pub fn fails(name: &str) -> bool {
         }
     }
     false
+}
+
+/// The duration a test set for `name` (`name~MS`), if any (see the module doc).
+#[cfg(feature = "failpoints")]
+pub fn millis(name: &str) -> Option<u64> {
+    let spec = std::env::var("WALRUST_FAILPOINTS").ok()?;
+    spec.split(',')
+        .filter_map(|item| item.trim().split_once('~'))
+        .find(|(point, _)| *point == name)
+        .and_then(|(_, ms)| ms.parse().ok())
+}
+
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn millis(_name: &str) -> Option<u64> {
+    None
 }
 
 #[cfg(not(feature = "failpoints"))]

@@ -107,6 +107,11 @@ pub struct Database {
 /// `Database::recovery_pending`.
 const RECOVERY_GRACE_MS: i64 = 2000;
 
+/// `RECOVERY_GRACE_MS`, or what a test set (`failpoint::millis`).
+fn recovery_grace_ms() -> i64 {
+    crate::failpoint::millis("recovery.grace").map_or(RECOVERY_GRACE_MS, |ms| ms as i64)
+}
+
 #[derive(Default)]
 struct DbState {
     capture: Capture,
@@ -223,7 +228,7 @@ impl Database {
         use std::sync::atomic::Ordering;
         !self.app_read.load(Ordering::Acquire)
             && crate::clock::now_ms() - self.first_open_ms.load(Ordering::Acquire)
-                < RECOVERY_GRACE_MS
+                < recovery_grace_ms()
     }
 
     /// walrust's own holds of the WAL write lock in this process (`writer_gate`).

@@ -26,6 +26,11 @@ fn replication(
     schema: &str,
 ) -> rusqlite::Result<std::sync::Arc<crate::replication::Replication>> {
     let db = database(ctx, schema)?;
+    if db.recovery_pending() {
+        // The caller waits for the uploader, which leaves the WAL's recovery to the
+        // application's first read: this call is that read.
+        crate::vfs::ffi::read_through_caller(ctx, schema);
+    }
     if let Some(why) = db.paused() {
         // Commits made outside WAL mode were not captured: no TXID can claim them.
         return Err(err(why));

@@ -358,6 +358,57 @@ def test_the_first_read_after_a_crash_is_not_made_busy_by_walrust(tmp_path, walr
     assert open_plain(out).execute("SELECT count(*) FROM t").fetchone() == (51,)
 
 
+WAITS_FIRST_CHILD = r"""
+import sqlite3, sys, urllib.parse
+ext, db, url, call = sys.argv[1:5]
+loader = sqlite3.connect(":memory:")
+loader.enable_load_extension(True)
+loader.load_extension(ext)
+url = urllib.parse.quote(url, safe="/:")
+conn = sqlite3.connect(f"file:{db}?walrust_replica={url}", uri=True, isolation_level=None)
+# The first statement after the open, before any read of the application's own.
+try:
+    print(conn.execute(f"SELECT {call}").fetchone()[0], flush=True)
+except sqlite3.OperationalError as e:
+    print(f"{call} failed: {e}", flush=True)
+    sys.exit(1)
+print(conn.execute("SELECT count(*) FROM t").fetchone()[0], flush=True)
+conn.close()
+"""
+
+
+@pytest.mark.parametrize("call", ["walrust_sync('main', 20000)",
+                                  "walrust_snapshot('main', 20000)"])
+def test_a_wait_for_the_replica_first_after_a_crash_does_the_recovery_itself(
+        tmp_path, walrust, failpoint_ext, replica, call):
+    """After a crash the WAL holds commits the shadow log lacks, and walrust's uploader leaves
+    the WAL's recovery to the application's first read (for 2 s after the open, here made
+    10 minutes by `recovery.grace`). An application whose first statement waits for the
+    replica (`walrust_sync()`, `walrust_snapshot()`) waited out that grace, since it had not
+    read: the call is now that first read (through the caller's connection), and returns as
+    soon as the commits are uploaded. The old code timed out here."""
+    db = tmp_path / "app.db"
+    setup = subprocess.run(
+        ["/usr/bin/python3", "-c", REPLICATING_WRITER, str(walrust.ext), str(db), replica.url],
+        capture_output=True, text=True, timeout=60)
+    assert setup.returncode == 0, setup.stderr
+    writer = subprocess.run(["/usr/bin/python3", "-c", PLAIN_WRITER_KILLED, str(db)],
+                            capture_output=True, text=True, timeout=60)
+    assert writer.returncode == -9, writer.stderr
+    run = subprocess.run(
+        ["/usr/bin/python3", "-c", WAITS_FIRST_CHILD, str(failpoint_ext), str(db), replica.url,
+         call],
+        capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, WALRUST_FAILPOINTS="recovery.grace~600000"),
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    txid, rows = run.stdout.split()
+    assert int(txid) >= 52 and rows == "51", run.stdout
+    out = tmp_path / "restored.db"
+    walrust.restore(replica, out)
+    assert open_plain(out).execute("SELECT count(*) FROM t").fetchone() == (51,)
+
+
 WRITES_DURING_A_HOLD = r"""
 import json, sqlite3, sys, threading, time, urllib.parse
 ext, db, url = sys.argv[1:4]

@@ -66,6 +66,21 @@ unsafe fn sqlite_string(s: &str) -> *mut std::ffi::c_char {
 
 pub use entry::sqlite3_walrust_init;
 
+/// Reads `schema`'s header through the connection running an SQL function (SQLite allows
+/// a function to run statements on its own connection): the application's first read after
+/// an open, so WAL recovery, if the database needs it, runs now, under the caller's busy
+/// timeout, instead of walrust's own connection waiting for it (`Database::recovery_pending`).
+/// False if the read failed (busy, say): nothing else changes.
+pub fn read_through_caller(ctx: &rusqlite::functions::Context<'_>, schema: &str) -> bool {
+    let sql = format!("PRAGMA \"{}\".schema_version", schema.replace('"', "\"\""));
+    // SAFETY: the connection outlives the function call that gave us `ctx`, and the
+    // statement is finalized before this returns.
+    let Ok(conn) = (unsafe { ctx.get_connection() }) else {
+        return false;
+    };
+    conn.query_row(&sql, [], |r| r.get::<_, i64>(0)).is_ok()
+}
+
 /// The file behind `schema` ("main", "aux", ...) of the connection running an SQL function.
 pub fn schema_path(
     ctx: &rusqlite::functions::Context<'_>,

@@ -300,12 +300,8 @@ impl Database {
     fn upload_before_close(&self, repl: &Replication, deadline: std::time::Instant) {
         let timeout = repl.settings().close_timeout_ms;
         let status = repl.status();
-        let grouped = repl
-            .wal
-            .group_since_ms
-            .load(std::sync::atomic::Ordering::Relaxed)
-            != 0;
-        let done = status.local_txid <= status.uploaded_txid && status.unnamed == 0 && !grouped;
+        let done =
+            status.local_txid <= status.uploaded_txid && status.unnamed == 0 && !self.grouped();
         if timeout == 0 || done {
             return;
         }
@@ -345,6 +341,16 @@ impl Database {
         }
         *st.closing
             .get_or_insert_with(|| std::time::Instant::now() + timeout)
+    }
+
+    /// Commits of this process wait in a group in memory, not yet in the shadow log.
+    pub fn grouped(&self) -> bool {
+        self.replication().is_some_and(|r| {
+            r.wal
+                .group_since_ms
+                .load(std::sync::atomic::Ordering::Acquire)
+                != 0
+        })
     }
 
     /// Whether the application's last connection in this process is closing (or closed).

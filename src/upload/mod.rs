@@ -45,6 +45,11 @@ pub trait Source: Send + Sync {
     fn recovery_pending(&self) -> bool {
         false
     }
+    /// The shadow log holds every commit: none waits in a group in memory, none is in the
+    /// WAL alone. False when unsure.
+    fn all_captured(&self) -> bool {
+        false
+    }
     /// Takes a snapshot (see `snapshot::take` for the TXID rules).
     fn snapshot(
         &self,
@@ -63,19 +68,17 @@ impl Source for Database {
         Database::recovery_pending(self)
     }
 
+    fn all_captured(&self) -> bool {
+        !self.grouped() && matches!(self.needs_catch_up(), Ok(false))
+    }
+
     fn catch_up(&self) -> bool {
         // Take the write lock only when a commit is really missing from the log (a process
         // died between its WAL write and its append, or holds it in a group); busy is fine
         // for the log, the writer holding the lock captures its own commit.
         // A group of this process's commits waiting in memory is appended (or, if another
         // process caught its commits up from the WAL meanwhile, let go) under the lock too.
-        let grouped = self.replication().is_some_and(|r| {
-            r.wal
-                .group_since_ms
-                .load(std::sync::atomic::Ordering::Acquire)
-                != 0
-        });
-        if grouped || self.needs_catch_up().unwrap_or(true) {
+        if self.grouped() || self.needs_catch_up().unwrap_or(true) {
             if let Some(done) = self.catch_up_if_writing() {
                 // A connection of this process writes (`walrust_sync()` inside a write
                 // transaction, say): under its lock, as a snapshot's handoff does.

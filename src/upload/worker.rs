@@ -48,6 +48,8 @@ pub(crate) struct Entry {
     pub(super) refused: Option<String>,
     /// A snapshot with a new TXID above this one is needed before any level-0 upload.
     pub(super) fresh_snapshot_above: Option<u64>,
+    /// The TXID of this process's last snapshot (0: none yet).
+    last_snapshot_txid: u64,
     next_snapshot_ms: i64,
     pub(super) snapshot_requested: bool,
     retry_at_ms: i64,
@@ -94,6 +96,7 @@ impl Entry {
             manifest_version: None,
             refused: None,
             fresh_snapshot_above: None,
+            last_snapshot_txid: 0,
             next_snapshot_ms: if interval > 0 {
                 now_ms() + interval
             } else {
@@ -477,8 +480,24 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
     for r in recs {
         take_in(e, r);
     }
-    let snapshot_due =
+    let mut snapshot_due =
         e.fresh_snapshot_above.is_some() || e.snapshot_requested || now >= e.next_snapshot_ms;
+    if snapshot_due
+        && e.fresh_snapshot_above.is_none()
+        && !e.snapshot_requested
+        && db
+            .as_ref()
+            .is_some_and(|db| unchanged_since_snapshot(e, db.as_ref()))
+    {
+        crate::log::trace(|| {
+            format!(
+                "nothing committed since the snapshot at {} of {}: the timer starts over",
+                e.last_snapshot_txid, e.repl.url
+            )
+        });
+        after_snapshot(e);
+        snapshot_due = false;
+    }
     if snapshot_due {
         if let Some(db) = &db {
             if e.fresh_snapshot_above.is_none() {
@@ -517,20 +536,11 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
             }
             e.fresh_snapshot_above = None;
             e.snapshot_requested = false;
-            let interval = e.repl.settings().snapshot_interval_s as i64 * 1000;
-            e.next_snapshot_ms = if interval > 0 {
-                now_ms() + interval
-            } else {
-                i64::MAX
-            };
+            e.last_snapshot_txid = txid;
             e.uploaded = e.uploaded.max(txid);
             e.repl
                 .update_status(|s| s.last_upload_at_ms = Some(now_ms()));
-            if e.repl.settings().compact_after_snapshot {
-                super::compact_later(e.repl.clone());
-            } else {
-                sweep_parts(e);
-            }
+            after_snapshot(e);
             for w in e.snapshot_waiters.drain(..) {
                 let _ = w.send(Ok(txid));
             }
@@ -579,6 +589,37 @@ fn step(e: &mut Entry, now: i64) -> Result<(), String> {
         e.reader.release_file();
     }
     Ok(())
+}
+
+/// Nothing was committed since this process's last snapshot, in this process or another: the
+/// snapshot the timer asks for would be that one (`snapshot::named_already`), at the cost of
+/// a connection, an instant of the WAL write lock (which a writer without a busy timeout in
+/// another process meets as "database is locked") and a read of the manifest.
+fn unchanged_since_snapshot(e: &Entry, db: &dyn Source) -> bool {
+    let last = e.last_snapshot_txid;
+    last != 0
+        && e.uploaded <= last
+        && e.pending.is_empty()
+        && !e.batch_full
+        && e.repl.status().local_txid <= last
+        && db.all_captured()
+}
+
+/// After a snapshot, or a timer's snapshot that nothing committed made needed: the timer
+/// starts over, and compaction (or, without it, the sweep of unnamed parts) runs as after
+/// every snapshot, so an idle replica's retention goes on.
+fn after_snapshot(e: &mut Entry) {
+    let interval = e.repl.settings().snapshot_interval_s as i64 * 1000;
+    e.next_snapshot_ms = if interval > 0 {
+        now_ms() + interval
+    } else {
+        i64::MAX
+    };
+    if e.repl.settings().compact_after_snapshot {
+        super::compact_later(e.repl.clone());
+    } else {
+        sweep_parts(e);
+    }
 }
 
 /// Deletes the manifest's parts that no manifest names (see `manifest::parts::sweep_unnamed`),

@@ -86,3 +86,34 @@ def test_a_snapshot_with_nothing_new_since_the_last_one_is_that_one(tmp_path, wa
     assert walrust.status(conn)["last_error"] is None
     got, contents = restored(walrust, replica, tmp_path, "restored.db")
     assert got == first + 1 and len(contents["tables"]["t"]) == 2
+
+
+def test_an_idle_database_takes_no_snapshot_connection_at_its_timer(tmp_path, walrust_ext,
+                                                                      walrust, replica):
+    """With nothing committed since its last snapshot, a database's snapshot timer starts over
+    without opening a connection: before, every snapshot interval opened one, took the WAL
+    write lock for an instant (a writer without a busy timeout in another process met it as
+    "database is locked") and read the manifest, only to find the snapshot already there.
+    Compaction still runs at each interval; a commit makes the next snapshot a new one."""
+    log = tmp_path / "child.log"
+    a = Child(walrust_ext, tmp_path / "app.db", replica, env_extra={"WALRUST_TRACE": "1"},
+              stderr_log=log, walrust_snapshot_interval=1)
+    a.sql("PRAGMA journal_mode=WAL")
+    a.sql("CREATE TABLE t(v)")
+    a.sql("INSERT INTO t VALUES (1)")
+    first = a.one("SELECT walrust_snapshot('main', 20000)")
+    mark = len(log.read_text())
+    time.sleep(3.5)  # idle through three snapshot intervals
+    idle = log.read_text()[mark:]
+    a.sql("INSERT INTO t VALUES (2)")
+    second = a.one("SELECT walrust_snapshot('main', 20000)")
+    status = a.one("SELECT walrust_status()")
+    a.exit()
+    assert "the timer starts over" in idle, idle[-3000:]
+    # No snapshot connection while idle.
+    assert "waits for a commit" not in idle, idle[-3000:]
+    assert second == first + 1
+    assert '"last_error":null' in status.replace(" ", ""), status
+    assert [f.max_txid for f in snapshots(replica)] == [first, second]
+    got, contents = restored(walrust, replica, tmp_path, "restored.db")
+    assert got == second and len(contents["tables"]["t"]) == 2

@@ -180,6 +180,20 @@ fn refuses_existing_outputs_and_empty_replicas() {
     assert!(e.to_string().contains("already exists"), "{e}");
     assert_eq!(std::fs::read(&out).unwrap(), b"precious");
 
+    // A WAL or journal left by a database that was at the path: SQLite would apply it to the
+    // restored file.
+    for leftover in ["-wal", "-journal"] {
+        let out = r.out(&format!("left{leftover}.db"));
+        let left = format!("{}{leftover}", out.display());
+        std::fs::write(&left, b"an earlier database's").unwrap();
+        let e = r.restore_to(&out, Target::Latest).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Invalid);
+        assert!(e.to_string().contains(&left), "{e}");
+        assert!(!out.exists() && !temp_path(&out).exists());
+        std::fs::remove_file(&left).unwrap();
+        r.restore_to(&out, Target::Latest).unwrap();
+    }
+
     // The temp file of a restore that runs (it holds the file's lock) is left alone and this
     // restore refused; once no restore holds it (one that was killed), it is removed and the
     // restore goes on.

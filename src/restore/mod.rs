@@ -8,7 +8,8 @@
 //! `RestoredTemp::path()` between the two steps; the CLI commits directly.
 //!
 //! Must never: write anywhere but `output_path` and `<output_path>.tmp-walrust` (never to a path
-//! derived from an object key); leave anything at `output_path` when a check fails; hold the
+//! derived from an object key); leave anything at `output_path` when a check fails; put a file
+//! where a `-wal` or `-journal` of an earlier database would be applied to it; hold the
 //! database in memory (pages stream from the store to the file; files download a few at a time
 //! ahead of the one applied, `store::fetch`, and memory is bounded by its budget, not by the
 //! database).
@@ -253,6 +254,8 @@ impl RestoredTemp {
                 ),
             )
         };
+        // (Looked at again: the restore may have taken minutes.)
+        refuse_leftovers(&self.output)?;
         // A hard link fails if the destination exists, so nothing is ever overwritten.
         match fs::hard_link(&self.path, &self.output) {
             Ok(()) => fs::remove_file(&self.path).map_err(io_err)?,
@@ -364,6 +367,7 @@ pub fn restore(
             output.display()
         )));
     }
+    refuse_leftovers(output)?;
     let dir = parent_dir(output);
     if !dir.is_dir() {
         return Err(invalid(format!(
@@ -373,6 +377,30 @@ pub fn restore(
     }
 
     until_settled(|| restore_once(store, output, target))
+}
+
+/// A `-wal` or `-journal` file at the output path, left by a database that was there: SQLite
+/// opening the restored file would apply it (nothing in either names the database it belongs
+/// to), and the restore would read as that database's pages, integrity check and all.
+fn refuse_leftovers(output: &Path) -> Result<(), RestoreError> {
+    for suffix in ["-wal", "-journal"] {
+        let mut left = output.as_os_str().to_owned();
+        left.push(suffix);
+        let left = PathBuf::from(left);
+        if fs::symlink_metadata(&left).is_ok() {
+            return Err(RestoreError::new(
+                ErrorKind::Invalid,
+                format!(
+                    "{} exists, left by an earlier database at {}; SQLite would apply it to the \
+                     restored file: remove it (and any -shm beside it) or choose another output \
+                     path",
+                    left.display(),
+                    output.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// One look at the replica: plan, then apply into a new temporary file. A file that a

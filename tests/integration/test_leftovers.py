@@ -11,6 +11,7 @@ import random
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -282,3 +283,46 @@ def test_a_restore_killed_midway_leaves_no_output_and_the_next_one_finishes(
     assert slow.wait(timeout=120) == 0, slow.stderr.read()
     assert not temp.exists()
     assert db_contents(out) == expected
+
+
+STALE_WAL = r"""
+import os, signal, sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA journal_mode=WAL")
+conn.execute("PRAGMA wal_autocheckpoint=0")
+conn.execute("CREATE TABLE t(v TEXT)")
+conn.execute("CREATE TABLE stale(v TEXT)")
+conn.executemany("INSERT INTO t VALUES (?)", [(f"stale {i}",) for i in range(20)])
+os.kill(os.getpid(), signal.SIGKILL)  # the WAL keeps every commit
+"""
+
+
+@pytest.mark.parametrize("leftover", ["-wal", "-journal"])
+def test_restore_refuses_a_wal_or_journal_left_at_its_output_path(tmp_path, walrust, connect,
+                                                                 replica, leftover):
+    """A database at the output path was deleted but its `-wal` (or hot `-journal`) was not:
+    SQLite opening the restored file would apply it, and the restore would read as another
+    database's pages. Restore refuses, names the file and leaves everything as it was."""
+    conn = connect(tmp_path / "app.db", replica)
+    conn.execute("CREATE TABLE t(v TEXT)")
+    conn.executemany("INSERT INTO t VALUES (?)", [(f"good {i}",) for i in range(5)])
+    walrust.sync(conn)
+    old = tmp_path / "old" / "x.db"
+    old.parent.mkdir()
+    run = subprocess.run([PYTHON, "-c", STALE_WAL, str(old)], capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == -9, run.stderr
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "x.db"
+    left = Path(str(out) + leftover)
+    shutil.copyfile(str(old) + "-wal", left)  # a journal's bytes do not matter: it exists
+    with pytest.raises(sqlite3.Error) as err:
+        walrust.restore(replica, out)
+    message = str(err.value)
+    assert message.startswith("walrust: ") and left.name in message, message
+    assert sorted(os.listdir(out_dir)) == [left.name]
+    left.unlink()
+    walrust.restore(replica, out)
+    rows = db_contents(out)["tables"]["t"]
+    assert len(rows) == 5, rows

@@ -94,7 +94,7 @@ def test_an_idle_database_takes_no_snapshot_connection_at_its_timer(tmp_path, wa
     without opening a connection: before, every snapshot interval opened one, took the WAL
     write lock for an instant (a writer without a busy timeout in another process met it as
     "database is locked") and read the manifest, only to find the snapshot already there.
-    Compaction still runs at each interval; a commit makes the next snapshot a new one."""
+    Compaction still runs at each interval; after a commit the timer takes a new snapshot."""
     log = tmp_path / "child.log"
     a = Child(walrust_ext, tmp_path / "app.db", replica, env_extra={"WALRUST_TRACE": "1"},
               stderr_log=log, walrust_snapshot_interval=1)
@@ -106,7 +106,12 @@ def test_an_idle_database_takes_no_snapshot_connection_at_its_timer(tmp_path, wa
     time.sleep(3.5)  # idle through three snapshot intervals
     idle = log.read_text()[mark:]
     a.sql("INSERT INTO t VALUES (2)")
-    second = a.one("SELECT walrust_snapshot('main', 20000)")
+    second = a.one("SELECT walrust_sync()")
+    # The timer, not a call, takes the next snapshot now that something was committed.
+    deadline = time.monotonic() + 60
+    while second not in [f.max_txid for f in snapshots(replica)]:
+        assert time.monotonic() < deadline, "no snapshot at the timer after a commit"
+        time.sleep(0.2)
     status = a.one("SELECT walrust_status()")
     a.exit()
     assert "the timer starts over" in idle, idle[-3000:]

@@ -200,4 +200,18 @@ impl Replication {
     pub fn set_error(&self, e: Option<String>) {
         self.update_status(|s| s.last_error = e);
     }
+
+    /// The shadow log was found damaged and cut (`shadow::log::Appender::take_damage`): one
+    /// line on standard error and the `notice` of `walrust_status()`. Nothing is lost (the
+    /// commits are caught up from the WAL, or a snapshot with new TXIDs covers them), but the
+    /// disk under the log damages files.
+    pub fn log_damaged(&self, damage: &str) {
+        let msg = format!(
+            "walrust: {damage} ({}); its commits are caught up from the WAL or covered by a \
+             snapshot with new TXIDs; unless a power failure explains it, check the disk",
+            self.shadow.root.display()
+        );
+        crate::log::warn(&msg);
+        self.update_status(|s| s.notice = Some(msg));
+    }
 }

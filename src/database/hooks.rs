@@ -432,6 +432,9 @@ impl Database {
     /// catch-up to repair from the WAL; it never fails the application's commit.
     pub(super) fn account(&self, st: &mut DbState, result: io::Result<Appended>) {
         let repl = st.replication.as_ref().unwrap();
+        if let Some(damage) = st.appender.as_mut().and_then(|a| a.take_damage()) {
+            repl.log_damaged(&damage);
+        }
         // A failed append leaves commits in the WAL alone: no checkpoint may let SQLite
         // restart it until an append succeeds (which catches them up first).
         repl.wal

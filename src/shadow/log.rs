@@ -80,10 +80,32 @@ impl RecordRef {
 /// What is at an offset of a segment.
 enum Found {
     Record(RecordRef),
-    /// A header of this segment whose record is incomplete or fails its checksum: a torn tail.
-    Torn,
+    /// A header of this segment whose record is incomplete or fails its checksum: a torn tail
+    /// (or damage). Holds the offset where that record would end.
+    Torn(u64),
     /// No header of this segment: the end of the log (zeros, or the end of the file).
     Nothing,
+}
+
+/// A record that fails its checksum with a complete record after it: the log was damaged
+/// there (a crash tears only the last record of a log; a power failure that kept later pages
+/// and lost earlier ones, or a disk that damages files, does this), and cutting it loses the
+/// records that follow. Says where, if so. (Their commits are still in the WAL or the database file, and
+/// the log's next append starts a `Resync` and a snapshot: nothing is lost, but the operator
+/// should know that the disk under the log damages files.)
+fn damage_at(file: &File, seq: u64, at: u64, found: &Found) -> io::Result<Option<String>> {
+    let Found::Torn(next) = *found else {
+        return Ok(None);
+    };
+    Ok(match probe(file, seq, next, u64::MAX)? {
+        Found::Record(r) => Some(format!(
+            "the record at byte {at} of shadow-log segment {seq} fails its checksum, and \
+             records follow it (TXID {} first): the log was damaged (by a power failure or \
+             the disk), not torn at its end by a crash",
+            r.header.txid
+        )),
+        _ => None,
+    })
 }
 
 /// Reads and validates the record at `offset` of segment `seq`, or `None` if there is no
@@ -91,7 +113,7 @@ enum Found {
 pub fn read_record(file: &File, seq: u64, offset: u64, len: u64) -> io::Result<Option<RecordRef>> {
     Ok(match probe(file, seq, offset, len)? {
         Found::Record(r) => Some(r),
-        Found::Torn | Found::Nothing => None,
+        Found::Torn(_) | Found::Nothing => None,
     })
 }
 
@@ -107,13 +129,14 @@ fn probe(file: &File, seq: u64, offset: u64, len: u64) -> io::Result<Found> {
     let Some(header) = Header::decode(&hb, seq) else {
         return Ok(Found::Nothing);
     };
-    if offset.saturating_add(header.total_len()) > len {
-        return Ok(Found::Torn);
+    let end = offset.saturating_add(header.total_len());
+    if end > len {
+        return Ok(Found::Torn(end));
     }
     match read_body(file, seq, offset, header, &hb) {
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(Found::Torn),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(Found::Torn(end)),
         Ok(Some(r)) => Ok(Found::Record(r)),
-        Ok(None) => Ok(Found::Torn),
+        Ok(None) => Ok(Found::Torn(end)),
         Err(e) => Err(e),
     }
 }
@@ -219,6 +242,8 @@ pub struct Appender {
     floor_source: Option<FloorSource>,
     /// While a group is staged (`stage`): its bytes, where they go, and what `last` was.
     staged: Option<Staged>,
+    /// What `refresh` cut that a crash cannot explain (`damage_at`), until `take_damage`.
+    damage: Option<String>,
 }
 
 /// Records built in memory, written by `Appender::unstage` with one `pwrite`.
@@ -246,6 +271,7 @@ impl Appender {
             floor: 0,
             floor_source: None,
             staged: None,
+            damage: None,
         }
     }
 
@@ -323,6 +349,12 @@ impl Appender {
         self.last.as_ref().filter(|h| h.txid >= self.floor)
     }
 
+    /// Damage `refresh` found and cut (once): for the operator, since a crash does not explain
+    /// it.
+    pub fn take_damage(&mut self) -> Option<String> {
+        self.damage.take()
+    }
+
     /// Brings our view of the log up to date with what other processes appended, and cuts off a
     /// torn tail left by a process that died mid-append.
     pub fn refresh(&mut self) -> io::Result<()> {
@@ -371,8 +403,11 @@ impl Appender {
             }
             let cut = match seg.checked {
                 false => seg.end < len,
-                true => matches!(end, Found::Torn) || torn_group,
+                true => matches!(end, Found::Torn(_)) || torn_group,
             };
+            if cut && !seg.checked {
+                self.damage = damage_at(&seg.file, seg.seq, seg.end, &end)?;
+            }
             if cut {
                 seg.file.set_len(seg.end)?;
             }
@@ -1151,6 +1186,54 @@ mod tests {
         let mut page = vec![0u8; 512];
         r.read_page(&recs[0], 0, &mut page).unwrap();
         assert!(page.iter().all(|&b| b == 3));
+    }
+
+    #[test]
+    fn a_damaged_record_is_told_from_a_torn_tail() {
+        // A torn tail (half a record at the end) is cut without a word.
+        let d = tmpdir("damage-torn");
+        let mut a = Appender::new(d.clone());
+        append(&mut a, 1, 2);
+        let path = segment_path(&d, 1);
+        let len = fs::metadata(&path).unwrap().len();
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&txn(2, 4).encode(1), len).unwrap();
+        let mut b = Appender::new(d.clone());
+        b.refresh().unwrap();
+        assert_eq!(b.last().unwrap().txid, 1);
+        assert_eq!(b.take_damage(), None);
+
+        // A flipped byte in a record with complete records after it is damage.
+        let d = tmpdir("damage-flip");
+        let mut a = Appender::new(d.clone());
+        for txid in 1..=3 {
+            append(&mut a, txid, 2);
+        }
+        let second = Reader::new(d.clone())
+            .read_from(Cursor::default())
+            .unwrap()
+            .0[1]
+            .offset;
+        let path = segment_path(&d, 1);
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let at = second + HEADER_LEN as u64 + 100; // in its first page image
+        let mut byte = [0u8];
+        f.read_exact_at(&mut byte, at).unwrap();
+        f.write_all_at(&[byte[0] ^ 0xFF], at).unwrap();
+        let mut b = Appender::new(d.clone());
+        b.refresh().unwrap();
+        assert_eq!(b.last().unwrap().txid, 1);
+        let damage = b.take_damage().expect("damage reported");
+        assert!(
+            damage.contains(&format!("byte {second} of shadow-log segment 1")),
+            "{damage}"
+        );
+        assert!(damage.contains("TXID 3 first"), "{damage}");
+        assert_eq!(b.take_damage(), None, "said once");
     }
 
     #[test]

@@ -427,6 +427,9 @@ impl Watched {
             .header()?
             .ok_or_else(|| io::Error::other("the WAL index header is not valid"))?;
         st.appender.refresh()?;
+        if let Some(damage) = st.appender.take_damage() {
+            self.repl.log_damaged(&damage);
+        }
         if let Some(r) = st.released.take() {
             if let Some(held) = &r.held {
                 let at = WalPos::At {

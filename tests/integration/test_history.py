@@ -400,6 +400,41 @@ def test_deleted_log_segments_are_noticed(tmp_path, walrust, replica):
     assert got["tables"]["t"] == [(1,), (2,)]
 
 
+def test_a_damaged_log_record_is_noticed_and_nothing_is_lost(tmp_path, walrust, replica):
+    """A byte of the shadow log flipped in the middle of a record, complete records after it
+    (a disk that damages files, not a crash, which tears only the log's last record). The
+    next process cuts the log there as it cuts a torn tail, so the records after it are gone
+    from the log; their commits are in the database file, and a snapshot with new TXIDs
+    covers them. It used to do all that silently; now `walrust_status()` and one line on
+    standard error say where the log was damaged."""
+    db = tmp_path / "app.db"
+    # Nothing uploaded past the first sync, and nothing at the close: the damaged records are
+    # the only copy of their commits in the log.
+    c = Child(walrust.ext, db, replica, sync_interval=600000, close_timeout=0)
+    c.sql("PRAGMA journal_mode=WAL")
+    c.sql("CREATE TABLE t(x)")
+    c.sql("INSERT INTO t VALUES ('first')")
+    c.one("SELECT walrust_sync()")
+    for i in range(30):
+        c.sql("INSERT INTO t VALUES (?)", f"row {i} " + "x" * 3000)
+    c.exit()
+    seg = sorted((shadow(db) / "log").glob("*.seg"))[-1]
+    data = bytearray(seg.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    seg.write_bytes(bytes(data))
+    log = tmp_path / "child.log"
+    c = Child(walrust.ext, db, replica, sync_interval=0, stderr_log=log)
+    c.sql("INSERT INTO t VALUES ('after')")
+    c.one("SELECT walrust_sync()")
+    status = json.loads(c.one("SELECT walrust_status()"))
+    c.exit()
+    assert "fails its checksum, and records follow it" in (status["notice"] or ""), status
+    assert "the log was damaged" in log.read_text(), log.read_text()[-2000:]
+    _, got = restored(walrust, replica, tmp_path, "r.db")
+    assert_same_contents(db_contents(db), got)
+    assert len(got["tables"]["t"]) == 32
+
+
 # --- resume, don't re-snapshot ----------------------------------------------------------------
 
 FAILPOINTS = [

@@ -65,8 +65,17 @@ impl ShadowDir {
             return;
         }
         let zeros = vec![0u8; RESERVE_BYTES];
-        if fs::write(&path, zeros).is_err() {
-            let _ = fs::remove_file(&path);
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| io::Write::write_all(&mut f, &zeros));
+        match written {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                let _ = fs::remove_file(&path); // no room: no reserve, rather than half of one
+            }
+            _ => {}
         }
     }
 

@@ -4,6 +4,7 @@ everything is uploaded and restores."""
 
 import json
 import os
+import stat
 import subprocess
 
 from harness import Replica
@@ -73,3 +74,28 @@ def test_a_growing_shadow_log_is_reported_and_nothing_is_dropped(tmp_path, walru
     assert out["synced"] == out["recovered"]["uploaded_txid"]
     conn = walrust.connect(db, replica)
     restore_and_compare(replica, conn)
+
+
+def test_the_shadow_directory_is_its_owners_alone(tmp_path, walrust, connect, replica):
+    """SPEC 6: the shadow directory is created readable by the database's owner only: 0700,
+    files 0600, whatever the umask lets others read (the log holds page images of the
+    database). Every file there after commits, uploads and a snapshot, the space reserve
+    included (it was 0644)."""
+    conn = connect(tmp_path / "app.db", replica, sync_interval=0)
+    conn.execute("CREATE TABLE t(v)")
+    for i in range(20):
+        conn.execute("INSERT INTO t VALUES (?)", (os.urandom(3000),))
+    walrust.sync(conn)
+    conn.execute("SELECT walrust_snapshot()").fetchone()
+    root = tmp_path / "app.db-walrust"
+    modes = {}
+    for p in [root, *root.rglob("*")]:
+        try:  # the uploader may rename a temporary file meanwhile
+            st = p.stat()
+        except FileNotFoundError:
+            continue
+        modes[str(p.relative_to(root))] = (stat.S_ISDIR(st.st_mode), st.st_mode & 0o777)
+    conn.close()
+    wrong = {p: oct(m) for p, (d, m) in modes.items() if m != (0o700 if d else 0o600)}
+    assert not wrong, f"not the owner's alone: {wrong} (all: {sorted(modes)})"
+    assert "reserve" in modes and "state.json" in modes, sorted(modes)

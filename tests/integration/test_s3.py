@@ -219,3 +219,40 @@ def test_a_malformed_url_is_refused_and_the_database_stays_writable(tmp_path, wa
         conn.execute("PRAGMA walrust_replica = 's3://'").fetchall()
     conn.execute("INSERT INTO t VALUES (1)")
     assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 1
+
+
+def test_the_secret_key_is_written_nowhere(tmp_path, server, walrust):
+    """SPEC 6: credentials are never written anywhere: not to the shadow directory, the
+    manifest, object metadata, or logs. A process replicates with every trace line on,
+    snapshots, loses S3 (errors logged and in `walrust_status()`), gets it back and syncs;
+    then every file under the shadow directory and the S3 server's data (objects and their
+    stored metadata) and everything the process wrote on standard error is searched for the
+    secret access key."""
+    from test_history import Child
+
+    replica = s3_replica(server)
+    log = tmp_path / "child.log"
+    c = Child(walrust.ext, tmp_path / "app.db", replica, stderr_log=log, sync_interval=0,
+              env_extra={"WALRUST_TRACE": "1"})
+    c.sql("PRAGMA journal_mode=WAL")
+    c.sql("CREATE TABLE t(v)")
+    c.sql("INSERT INTO t VALUES (randomblob(5000))")
+    c.one("SELECT walrust_sync()")
+    c.one("SELECT walrust_snapshot()")
+    server.stop()
+    c.sql("INSERT INTO t VALUES (randomblob(5000))")
+    with pytest.raises(sqlite3.Error):
+        c.one("SELECT walrust_sync('main', 1500)")
+    statuses = [c.one("SELECT walrust_status()")]
+    server.start()
+    c.one("SELECT walrust_sync()")
+    statuses.append(c.one("SELECT walrust_status()"))
+    c.exit()
+    secret = SK.encode()
+    found = [str(p) for root in (tmp_path / "app.db-walrust", server.data)
+             for p in root.rglob("*") if p.is_file() and secret in p.read_bytes()]
+    assert not found, f"the secret key is in {found}"
+    err = log.read_text()
+    assert "walrust: " in err  # it did log (the outage, the trace)
+    assert SK not in err, [line for line in err.splitlines() if SK in line][:3]
+    assert not any(SK in s for s in statuses), statuses

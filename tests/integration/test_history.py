@@ -4,6 +4,7 @@ killed at each step of the upload protocol, and nothing stranded at exit."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -132,7 +133,7 @@ def restored(walrust, replica, tmp_path, name, target=None):
 
 
 def test_a_second_database_on_the_same_url_is_refused(tmp_path, walrust, connect, replica,
-                                                      restore_and_compare):
+                                                      restore_and_compare, capfd):
     a = connect(tmp_path / "a.db", replica, sync_interval=0)
     a.execute("CREATE TABLE t(x)")
     a.execute("INSERT INTO t VALUES ('a1')")
@@ -144,6 +145,12 @@ def test_a_second_database_on_the_same_url_is_refused(tmp_path, walrust, connect
         walrust.sync(b)
     assert "b.db" in str(e.value) and "walrust_takeover" in str(e.value)
     assert "another database's history" in walrust.status(b)["last_error"]
+    # And one line on standard error, naming this database and the replica's history.
+    lines = [line for line in capfd.readouterr().err.splitlines()
+             if "another database's history" in line]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("walrust: ") and str(tmp_path / "b.db") in lines[0], lines
+    assert re.search(r"history [0-9a-f]{16} generation \d+", lines[0]), lines
     b.execute("INSERT INTO t VALUES ('b2')")  # still writable
     assert b.execute("SELECT count(*) FROM t").fetchone()[0] == 2
     a.execute("INSERT INTO t VALUES ('a2')")

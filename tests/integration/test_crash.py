@@ -45,8 +45,9 @@ def test_writer_killed_five_times_loses_nothing(tmp_path, walrust, walrust_ext, 
     for round_ in range(5):
         # Each round reopens the database in a new process: it must pick up what the killed
         # one captured but had not uploaded. Some rounds upload eagerly, some lazily.
-        # At FULL each commit's shadow record is synced before the commit returns (its own
-        # path through the VFS); at NORMAL it is left to the page cache.
+        # Rounds alternate FULL and NORMAL: at FULL the WAL's own fsync makes each commit
+        # durable (the shadow log is synced before that WAL generation ends, never on the
+        # commit path); at NORMAL both are left to the page cache.
         settings = {"sync_interval": rng.choice([0, 50, 1000])}
         writer = WriterProcess(
             db, seed=round_, stderr_path=tmp_path / f"writer-{round_}.err",

@@ -1152,6 +1152,16 @@ mod tests {
         );
     }
 
+    /// Writes `h`'s header (no body) at the end of segment 1, as a process that died
+    /// mid-append leaves it; returns the segment and where the header went.
+    fn header_at_end(d: &Path, h: Header) -> (File, u64) {
+        let path = segment_path(d, 1);
+        let end = fs::metadata(&path).unwrap().len();
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&h.encode(1), end).unwrap();
+        (f, end)
+    }
+
     #[test]
     fn appends_are_read_back_and_torn_tails_cut() {
         let d = tmpdir("torn");
@@ -1159,10 +1169,7 @@ mod tests {
         append(&mut a, 1, 2);
         append(&mut a, 2, 1);
         // Simulate a process dying mid-append: half a record at the end.
-        let path = segment_path(&d, 1);
-        let len = fs::metadata(&path).unwrap().len();
-        let f = OpenOptions::new().write(true).open(&path).unwrap();
-        f.write_all_at(&txn(3, 4).encode(1), len).unwrap();
+        header_at_end(&d, txn(3, 4));
         let mut r = Reader::new(d.clone());
         let (recs, cur) = r.read_from(Cursor::default()).unwrap();
         assert_eq!(
@@ -1194,10 +1201,7 @@ mod tests {
         let d = tmpdir("damage-torn");
         let mut a = Appender::new(d.clone());
         append(&mut a, 1, 2);
-        let path = segment_path(&d, 1);
-        let len = fs::metadata(&path).unwrap().len();
-        let f = OpenOptions::new().write(true).open(&path).unwrap();
-        f.write_all_at(&txn(2, 4).encode(1), len).unwrap();
+        header_at_end(&d, txn(2, 4));
         let mut b = Appender::new(d.clone());
         b.refresh().unwrap();
         assert_eq!(b.last().unwrap().txid, 1);
@@ -1488,14 +1492,11 @@ mod tests {
         let mut a = Appender::new(d.clone());
         append(&mut a, 1, 1);
         // A process that died mid-append left a header of this segment and half a body.
-        let path = segment_path(&d, 1);
-        let end = fs::metadata(&path).unwrap().len();
-        let f = OpenOptions::new().write(true).open(&path).unwrap();
-        f.write_all_at(&txn(2, 3).encode(1), end).unwrap();
+        let (f, end) = header_at_end(&d, txn(2, 3));
         f.write_all_at(&[7u8; 1000], end + HEADER_LEN as u64)
             .unwrap();
         a.refresh().unwrap();
-        assert_eq!(fs::metadata(&path).unwrap().len(), end);
+        assert_eq!(fs::metadata(segment_path(&d, 1)).unwrap().len(), end);
         // A header of another segment (a recycled file's old content) is not a record.
         f.write_all_at(&txn(2, 3).encode(5), end).unwrap();
         a.refresh().unwrap();

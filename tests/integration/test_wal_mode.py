@@ -325,6 +325,19 @@ conn.close()
 """
 
 
+def crash_with_commits_in_the_wal(walrust, db, replica):
+    """A replicated database, then 50 commits by a writer without walrust, killed -9: the WAL
+    holds commits the shadow log lacks. Each step in a process of its own: the recovery
+    happens only when no process has the database open."""
+    setup = subprocess.run(
+        ["/usr/bin/python3", "-c", REPLICATING_WRITER, str(walrust.ext), str(db), replica.url],
+        capture_output=True, text=True, timeout=60)
+    assert setup.returncode == 0, setup.stderr
+    writer = subprocess.run(["/usr/bin/python3", "-c", PLAIN_WRITER_KILLED, str(db)],
+                            capture_output=True, text=True, timeout=60)
+    assert writer.returncode == -9, writer.stderr
+
+
 def test_the_first_read_after_a_crash_is_not_made_busy_by_walrust(tmp_path, walrust,
                                                                   failpoint_ext, replica):
     """A process dies with commits in the WAL (here a writer without walrust, killed -9), so
@@ -336,15 +349,7 @@ def test_the_first_read_after_a_crash_is_not_made_busy_by_walrust(tmp_path, walr
     first read (for up to 2 s after the open). Nothing is lost: the commits are caught up and
     restored."""
     db = tmp_path / "app.db"
-    # Each step in a process of its own: the recovery happens only when no process has the
-    # database open.
-    setup = subprocess.run(
-        ["/usr/bin/python3", "-c", REPLICATING_WRITER, str(walrust.ext), str(db), replica.url],
-        capture_output=True, text=True, timeout=60)
-    assert setup.returncode == 0, setup.stderr
-    writer = subprocess.run(["/usr/bin/python3", "-c", PLAIN_WRITER_KILLED, str(db)],
-                            capture_output=True, text=True, timeout=60)
-    assert writer.returncode == -9, writer.stderr
+    crash_with_commits_in_the_wal(walrust, db, replica)
     assert (tmp_path / "app.db-wal").exists()
     run = subprocess.run(
         ["/usr/bin/python3", "-c", FIRST_READ_CHILD, str(failpoint_ext), str(db), replica.url],
@@ -388,13 +393,7 @@ def test_a_wait_for_the_replica_first_after_a_crash_does_the_recovery_itself(
     read: the call is now that first read (through the caller's connection), and returns as
     soon as the commits are uploaded. The old code timed out here."""
     db = tmp_path / "app.db"
-    setup = subprocess.run(
-        ["/usr/bin/python3", "-c", REPLICATING_WRITER, str(walrust.ext), str(db), replica.url],
-        capture_output=True, text=True, timeout=60)
-    assert setup.returncode == 0, setup.stderr
-    writer = subprocess.run(["/usr/bin/python3", "-c", PLAIN_WRITER_KILLED, str(db)],
-                            capture_output=True, text=True, timeout=60)
-    assert writer.returncode == -9, writer.stderr
+    crash_with_commits_in_the_wal(walrust, db, replica)
     run = subprocess.run(
         ["/usr/bin/python3", "-c", WAITS_FIRST_CHILD, str(failpoint_ext), str(db), replica.url,
          call],

@@ -90,9 +90,9 @@ enum Found {
 /// A record that fails its checksum with a complete record after it: the log was damaged
 /// there (a crash tears only the last record of a log; a power failure that kept later pages
 /// and lost earlier ones, or a disk that damages files, does this), and cutting it loses the
-/// records that follow. Says where, if so. (Their commits are still in the WAL or the database file, and
-/// the log's next append starts a `Resync` and a snapshot: nothing is lost, but the operator
-/// should know that the disk under the log damages files.)
+/// records that follow. Says where, if so. (Their commits are still in the WAL or the
+/// database file, caught up from there or covered by a snapshot with new TXIDs: nothing is
+/// lost, but the operator should know.)
 fn damage_at(file: &File, seq: u64, at: u64, found: &Found) -> io::Result<Option<String>> {
     let Found::Torn(next) = *found else {
         return Ok(None);
@@ -406,7 +406,10 @@ impl Appender {
                 true => matches!(end, Found::Torn(_)) || torn_group,
             };
             if cut && !seg.checked {
-                self.damage = damage_at(&seg.file, seg.seq, seg.end, &end)?;
+                // Kept until taken: a later segment's first look finding none leaves it.
+                if let Some(found) = damage_at(&seg.file, seg.seq, seg.end, &end)? {
+                    self.damage = Some(found);
+                }
             }
             if cut {
                 seg.file.set_len(seg.end)?;

@@ -7,8 +7,10 @@
 //! `commit()` puts the file in place. The SQL layer runs `PRAGMA integrity_check` on
 //! `RestoredTemp::path()` between the two steps; the CLI commits directly.
 //!
-//! Must never: write anywhere but `output_path` and `<output_path>.tmp-walrust` (never to a path
-//! derived from an object key); leave anything at `output_path` when a check fails; put a file
+//! Must never: write anywhere but `output_path`, `<output_path>.tmp-walrust` and, once the file
+//! is in place, the new shadow directory `<output_path>-walrust/` that lets the copy continue
+//! the replica's history (`shadow::restored`; never one that exists already), and never to a
+//! path derived from an object key; leave anything at `output_path` when a check fails; put a file
 //! where a `-wal` or `-journal` of an earlier database would be applied to it; hold the
 //! database in memory (pages stream from the store to the file; files download a few at a time
 //! ahead of the one applied, `store::fetch`, and memory is bounded by its budget, not by the

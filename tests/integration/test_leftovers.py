@@ -326,3 +326,32 @@ def test_restore_refuses_a_wal_or_journal_left_at_its_output_path(tmp_path, walr
     walrust.restore(replica, out)
     rows = db_contents(out)["tables"]["t"]
     assert len(rows) == 5, rows
+
+
+def test_restore_leaves_a_directory_already_at_its_shadow_path_alone(tmp_path, walrust, connect,
+                                                                     walrust_cli, replica):
+    """Besides its output, restore writes one thing: the copy's shadow directory
+    `<out>-walrust/`, so that the copy can continue the replica's history (README, "One
+    history per replica"). A directory already at that path (a removed database's, or the
+    user's) is never touched: the restore succeeds, says in one line that it did not record
+    itself, and the directory holds what it held."""
+    conn = connect(tmp_path / "app.db", replica)
+    conn.execute("CREATE TABLE t(v TEXT)")
+    conn.executemany("INSERT INTO t VALUES (?)", [(f"row {i}",) for i in range(5)])
+    walrust.sync(conn)
+    out_dir = tmp_path / "out"
+    theirs = out_dir / "x.db-walrust"
+    (theirs / "log").mkdir(parents=True)
+    (theirs / "state.json").write_text("not walrust's\n")
+    (theirs / "log" / "notes.txt").write_text("mine\n")
+    before = {str(p.relative_to(theirs)): p.read_bytes() for p in theirs.rglob("*") if p.is_file()}
+    out = out_dir / "x.db"
+    run = subprocess.run([str(walrust_cli), "restore", replica.url, "-o", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    warning = [line for line in run.stderr.splitlines() if "could not record" in line]
+    assert len(warning) == 1 and str(theirs) in warning[0], run.stderr
+    after = {str(p.relative_to(theirs)): p.read_bytes() for p in theirs.rglob("*") if p.is_file()}
+    assert after == before
+    assert sorted(os.listdir(out_dir)) == ["x.db", "x.db-walrust"]
+    assert len(db_contents(out)["tables"]["t"]) == 5

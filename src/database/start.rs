@@ -182,7 +182,7 @@ fn env_replica(db: &Path) -> Option<String> {
         .ok()
         .filter(|r| !r.is_empty())?;
     let name = db.file_name()?.to_string_lossy().to_string();
-    Some(format!("{}/{}", root.trim_end_matches('/'), name))
+    Some(crate::store::url::under_root(&root, &name))
 }
 
 pub use crate::store::url::same_replica;

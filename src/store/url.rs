@@ -280,6 +280,35 @@ impl fmt::Display for S3Url {
     }
 }
 
+/// The replica of the database file `name` under a replica root (`WALRUST_REPLICA_ROOT`,
+/// `walrust watch --replica-root`): the root's path with `/name` appended, before an s3://
+/// URL's query (`?endpoint=...` stays a query), and escaped so that parsing gives `name` back.
+/// A bare `/abs/dir` root is a path taken as written, so the name is appended as it is.
+pub fn under_root(root: &str, name: &str) -> String {
+    let root = root.trim();
+    if !(root.starts_with("s3://") || root.starts_with("file:")) {
+        return format!("{}/{name}", root.trim_end_matches('/'));
+    }
+    let (path, query) = match root.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (root, None),
+    };
+    let mut out = format!("{}/", path.trim_end_matches('/'));
+    for c in name.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '?' => out.push_str("%3F"),
+            '#' => out.push_str("%23"),
+            c => out.push(c),
+        }
+    }
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
 /// Two replica URLs name the same replica (`/dir` and `file:///dir` do).
 pub fn same_replica(a: &str, b: &str) -> bool {
     let norm = |s: &str| {
@@ -292,6 +321,30 @@ pub fn same_replica(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_under_a_root_goes_in_the_path_not_the_query() {
+        let s3 = |u: &str| match ReplicaUrl::parse(u).unwrap() {
+            ReplicaUrl::S3(s) => s,
+            other => panic!("{other:?}"),
+        };
+        let root = "s3://bkt/tenants/?endpoint=http://127.0.0.1:9000&force_path_style=true";
+        let u = s3(&under_root(root, "app.db"));
+        assert_eq!(u.prefix, "tenants/app.db");
+        assert_eq!(u.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert!(u.force_path_style);
+        assert_eq!(s3(&under_root("s3://bkt", "a b.db")).prefix, "a b.db");
+        for name in ["odd%20?#.db", "plain.db"] {
+            assert_eq!(
+                ReplicaUrl::parse(&under_root("file:///r/", name)).unwrap(),
+                dir(&format!("/r/{name}"))
+            );
+            assert_eq!(
+                ReplicaUrl::parse(&under_root("/r", name)).unwrap(),
+                dir(&format!("/r/{name}"))
+            );
+        }
+    }
 
     fn dir(s: &str) -> ReplicaUrl {
         ReplicaUrl::Dir(PathBuf::from(s))

@@ -47,6 +47,13 @@ def file_uri(path, **params):
     return uri
 
 
+def url_under(root, name):
+    """The replica URL of database file `name` under a replica root URL (WALRUST_REPLICA_ROOT,
+    `walrust watch --replica-root`): the name goes in the path, before an s3:// URL's query."""
+    base, sep, query = root.partition("?")
+    return f"{base.rstrip('/')}/{name}{sep}{query}"
+
+
 def open_plain(path):
     """A connection through SQLite's own `unix` VFS, bypassing walrust even when it is the
     default: for reading restored files and databases walrust never wrote."""

@@ -3,7 +3,10 @@ file's permissions. Through the real sqlite3 shell, as a new user would run it."
 
 import json
 import os
+import sqlite3
 import subprocess
+
+from harness import url_under
 
 SQLITE3 = os.environ.get("SQLITE3", "/usr/bin/sqlite3")
 
@@ -46,6 +49,33 @@ SELECT walrust_restore('file://{root}/app.db', '{out}/out.db') > 0;
     assert state["replica"] == f"file://{root}/app.db" and state["restored_txid"] > 0, state
     assert "tmp-walrust" not in stderr, stderr
     assert stderr == "", stderr
+
+
+def test_replica_root_with_an_s3_query_replicates_each_database_under_it(tmp_path, walrust_ext,
+                                                                        replica):
+    """WALRUST_REPLICA_ROOT may be an s3:// URL with a query (`?endpoint=...&force_path_style=
+    true`, as every S3-compatible server needs): each database's name goes into the path, not
+    after the query. (It went after it, and every open failed on `force_path_style`.)"""
+    work = tmp_path / "work"
+    work.mkdir()
+    script = """
+.open app.db
+PRAGMA journal_mode=WAL;
+CREATE TABLE t(x);
+INSERT INTO t VALUES (1), (2);
+SELECT walrust_sync() > 0;
+SELECT json_extract(walrust_status(), '$.replica');
+"""
+    stdout, stderr = run_shell(walrust_ext, work, script, WALRUST_REPLICA_ROOT=replica.url)
+    url = url_under(replica.url, "app.db")
+    assert stdout.split() == ["wal", "1", url], stdout
+    assert stderr == "", stderr
+    out = tmp_path / "out.db"
+    stdout, _ = run_shell(walrust_ext, tmp_path, f"SELECT walrust_restore('{url}', '{out}') > 0;\n")
+    assert stdout.split() == ["1"], stdout
+    conn = sqlite3.connect(out)
+    assert conn.execute("SELECT x FROM t").fetchall() == [(1,), (2,)]
+    conn.close()
 
 
 def _with_umask(mask):

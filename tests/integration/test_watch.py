@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import HANG_TIMEOUT, SYSTEM_PYTHON, assert_integrity_ok, assert_same_contents, db_contents
+from harness import (HANG_TIMEOUT, SYSTEM_PYTHON, assert_integrity_ok, assert_same_contents, db_contents,
+                     url_under)
 
 # The application: plain sqlite3 of the Python on PATH (pyenv's cannot load extensions), one
 # connection that stays open (a live WAL index) until its stdin closes.
@@ -420,3 +421,63 @@ dbs:
                        capture_output=True, text=True, timeout=HANG_TIMEOUT)
     assert r.returncode == 2 and "line 3: 2 replicas" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_watch_with_a_replica_root(tmp_path, walrust_cli, new_replica):
+    """`--replica-root URL` replicates each database to URL/<its file name>; two databases of
+    one file name would share a replica (one history each: the second would be refused at its
+    first upload), so the watch refuses to start, in one line, before touching either."""
+    root = new_replica("root")
+    dbs = [tmp_path / "a" / "one.db", tmp_path / "b" / "two.db"]
+    conns = []
+    for db in dbs:
+        db.parent.mkdir()
+        c = sqlite3.connect(db, isolation_level=None)
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, body BLOB)")
+        conns.append(c)
+    log = tmp_path / "watch.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([str(walrust_cli), "watch", *map(str, dbs), "--replica-root", root.url,
+                                 "--sync-interval", "100"], stderr=out)
+    try:
+        for i in range(1, 101):
+            for c in conns:
+                c.execute("INSERT INTO t(id, body) VALUES (?, randomblob(200))", (i,))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=HANG_TIMEOUT) == 0, log.read_text()
+        for db in dbs:
+            out = tmp_path / f"restored-{db.name}"
+            r = subprocess.run([str(walrust_cli), "restore", url_under(root.url, db.name), "-o", str(out)],
+                               capture_output=True, text=True, timeout=HANG_TIMEOUT)
+            assert r.returncode == 0, r.stderr
+            assert_same_contents(db_contents(db), db_contents(out), f"restore of {db.name} from --replica-root")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for c in conns:
+            c.close()
+
+    twin = tmp_path / "b" / "one.db"
+    shutil.copyfile(dbs[0], twin)
+    r = subprocess.run([str(walrust_cli), "watch", str(dbs[0]), str(twin), "--replica-root", root.url],
+                       capture_output=True, text=True, timeout=HANG_TIMEOUT)
+    assert r.returncode == 2 and "would share the replica" in r.stderr, r.stderr
+    assert str(twin) in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not Path(f"{twin}-walrust").exists()
+
+
+def test_watch_of_a_database_not_in_wal_mode_fails_in_one_line(tmp_path, walrust_cli, replica):
+    """Exit 1 (cannot start) with one line that says what to do; nothing is created."""
+    (tmp_path / "plain").mkdir()
+    db = tmp_path / "plain" / "plain.db"
+    c = sqlite3.connect(db)
+    c.execute("CREATE TABLE t(x)")
+    c.commit()
+    c.close()
+    r = subprocess.run([str(walrust_cli), "watch", str(db), "--replica", replica.url],
+                       capture_output=True, text=True, timeout=HANG_TIMEOUT)
+    assert r.returncode == 1, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "journal_mode=WAL" in r.stderr, r.stderr
+    assert sorted(os.listdir(db.parent)) == ["plain.db"]

@@ -142,7 +142,25 @@ fn poll_loop(watched: &[Arc<Watched>], stop: &AtomicBool) {
 }
 
 /// The databases and their replicas' URLs: from --config FILE, or DB... and --replica(-root).
+/// Two databases with one replica (two files of one name under --replica-root) are refused
+/// here: the replica holds one history, so the second would be refused at its first upload.
 fn databases(a: &Args) -> Result<Vec<(PathBuf, String)>, Failure> {
+    let dbs = listed_databases(a)?;
+    for (i, (db, url)) in dbs.iter().enumerate() {
+        let same = |(_, u): &&(PathBuf, String)| walrust::store::url::same_replica(u, url);
+        if let Some((other, _)) = dbs[..i].iter().find(same) {
+            return Err(Failure::invalid(format!(
+                "{} and {} would share the replica {}: a replica holds one database's history; give each its own (--replica-root names replicas by file name)",
+                other.display(),
+                db.display(),
+                url
+            )));
+        }
+    }
+    Ok(dbs)
+}
+
+fn listed_databases(a: &Args) -> Result<Vec<(PathBuf, String)>, Failure> {
     let Some(file) = a.value(&["--config"]) else {
         if a.positional.is_empty() {
             return Err(Failure::usage(
@@ -179,7 +197,7 @@ fn replica_urls(a: &Args) -> Result<Vec<String>, Failure> {
                     .file_name()
                     .map(|n| n.to_string_lossy().to_string())
                     .ok_or_else(|| Failure::usage(format!("{db} is not a file name")))?;
-                Ok(format!("{}/{name}", root.trim_end_matches('/')))
+                Ok(walrust::store::url::under_root(root, &name))
             })
             .collect(),
     }

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from external import run_plain_sqlite
-from harness import HANG_TIMEOUT, Replica, assert_same_contents, db_contents
+from harness import HANG_TIMEOUT, Replica, assert_same_contents, db_contents, open_plain
 
 HERE = Path(__file__).parent
 PYTHON = "/usr/bin/python3"
@@ -440,6 +440,47 @@ def test_a_damaged_log_record_is_noticed_and_nothing_is_lost(tmp_path, walrust, 
     _, got = restored(walrust, replica, tmp_path, "r.db")
     assert_same_contents(db_contents(db), got)
     assert len(got["tables"]["t"]) == 32
+
+
+def test_the_sidecar_notices_a_damaged_log_record_too(tmp_path, walrust, walrust_cli, replica):
+    """The same damage met by `walrust watch` (it shares the shadow directory): one line on its
+    standard error, and the replica still restores equal to the database."""
+    db = tmp_path / "app.db"
+    c = Child(walrust.ext, db, replica, sync_interval=600000, close_timeout=0)
+    c.sql("PRAGMA journal_mode=WAL")
+    c.sql("CREATE TABLE t(x)")
+    c.sql("INSERT INTO t VALUES ('first')")
+    c.one("SELECT walrust_sync()")
+    for i in range(30):
+        c.sql("INSERT INTO t VALUES (?)", f"row {i} " + "x" * 3000)
+    c.exit(close=False)  # the WAL stays: the application has not checkpointed it
+    seg = sorted((shadow(db) / "log").glob("*.seg"))[-1]
+    data = bytearray(seg.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    seg.write_bytes(bytes(data))
+    log = tmp_path / "watch.log"
+    app = open_plain(db)  # an application without walrust: the sidecar replicates it
+    with open(log, "ab") as out:
+        watch = subprocess.Popen([str(walrust_cli), "watch", str(db), "--replica", replica.url,
+                                  "--sync-interval", "0"], stderr=out)
+    try:
+        app.execute("INSERT INTO t VALUES ('after')")
+        deadline = time.monotonic() + HANG_TIMEOUT
+        while "the log was damaged" not in log.read_text():
+            assert watch.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.05)
+        watch.send_signal(signal.SIGTERM)
+        assert watch.wait(timeout=HANG_TIMEOUT) == 0, log.read_text()[-2000:]
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.wait()
+    damaged = [line for line in log.read_text().splitlines() if "the log was damaged" in line]
+    assert len(damaged) == 1, log.read_text()[-2000:]
+    _, got = restored(walrust, replica, tmp_path, "r.db")
+    assert_same_contents(db_contents(app), got)
+    assert len(got["tables"]["t"]) == 32
+    app.close()
 
 
 # --- resume, don't re-snapshot ----------------------------------------------------------------

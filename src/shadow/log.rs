@@ -94,18 +94,71 @@ enum Found {
 /// database file, caught up from there or covered by a snapshot with new TXIDs: nothing is
 /// lost, but the operator should know.)
 fn damage_at(file: &File, seq: u64, at: u64, found: &Found) -> io::Result<Option<String>> {
-    let Found::Torn(next) = *found else {
-        return Ok(None);
+    let (what, next) = match *found {
+        Found::Torn(next) => match probe(file, seq, next, u64::MAX)? {
+            Found::Record(r) => ("fails its checksum", r),
+            _ => return Ok(None),
+        },
+        // Bytes that are no header where the log should end: a damaged header, whose
+        // length cannot be trusted, so the next record is looked for by its magic.
+        Found::Nothing if !zeros_at(file, at)? => match record_after(file, seq, at + 1)? {
+            Some(r) => ("has an unreadable header", r),
+            None => return Ok(None),
+        },
+        _ => return Ok(None),
     };
-    Ok(match probe(file, seq, next, u64::MAX)? {
-        Found::Record(r) => Some(format!(
-            "the record at byte {at} of shadow-log segment {seq} fails its checksum, and \
-             records follow it (TXID {} first): the log was damaged (by a power failure or \
-             the disk), not torn at its end by a crash",
-            r.header.txid
-        )),
-        _ => None,
-    })
+    Ok(Some(format!(
+        "the record at byte {at} of shadow-log segment {seq} {what}, and records follow it \
+         (TXID {} first): the log was damaged (by a power failure or the disk), not torn at \
+         its end by a crash",
+        next.header.txid
+    )))
+}
+
+/// Whether a header's worth of bytes at `at` is all zeros, or the file ends before them: the
+/// log's clean end.
+fn zeros_at(file: &File, at: u64) -> io::Result<bool> {
+    let mut b = [0u8; HEADER_LEN];
+    match file.read_exact_at(&mut b, at) {
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(true),
+        Err(e) => Err(e),
+        Ok(()) => Ok(b.iter().all(|&x| x == 0)),
+    }
+}
+
+/// The first valid record of segment `seq` starting at or after `from`, found by its magic.
+/// Read only after damage: the rest of the segment, a chunk at a time.
+fn record_after(file: &File, seq: u64, from: u64) -> io::Result<Option<RecordRef>> {
+    const CHUNK: usize = 1 << 20;
+    let magic = record::MAGIC;
+    let mut buf = vec![0u8; CHUNK];
+    let mut at = from;
+    loop {
+        let n = read_up_to(file, &mut buf, at)?;
+        if n < magic.len() {
+            return Ok(None);
+        }
+        for i in 0..=n - magic.len() {
+            if &buf[i..i + magic.len()] == magic {
+                if let Found::Record(r) = probe(file, seq, at + i as u64, u64::MAX)? {
+                    return Ok(Some(r));
+                }
+            }
+        }
+        // The last bytes again: a magic may straddle two chunks.
+        at += (n - magic.len() + 1) as u64;
+    }
+}
+
+fn read_up_to(file: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], at + n as u64)? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
 }
 
 /// Reads and validates the record at `offset` of segment `seq`, or `None` if there is no
@@ -1241,6 +1294,45 @@ mod tests {
         );
         assert!(damage.contains("TXID 3 first"), "{damage}");
         assert_eq!(b.take_damage(), None, "said once");
+
+        // A damaged header (its length cannot be trusted) with records after it: the next
+        // record is found by its magic.
+        let d = tmpdir("damage-header");
+        let mut a = Appender::new(d.clone());
+        for txid in 1..=3 {
+            append(&mut a, txid, 2);
+        }
+        let second = Reader::new(d.clone())
+            .read_from(Cursor::default())
+            .unwrap()
+            .0[1]
+            .offset;
+        let f = OpenOptions::new()
+            .write(true)
+            .open(segment_path(&d, 1))
+            .unwrap();
+        f.write_all_at(b"XXXX", second).unwrap(); // its magic
+        let mut b = Appender::new(d.clone());
+        b.refresh().unwrap();
+        assert_eq!(b.last().unwrap().txid, 1);
+        let damage = b.take_damage().expect("damage reported");
+        assert!(damage.contains("unreadable header"), "{damage}");
+        assert!(damage.contains("TXID 3 first"), "{damage}");
+
+        // Half a header at the end, nothing after it: a torn tail, said nothing of.
+        let d = tmpdir("damage-half-header");
+        let mut a = Appender::new(d.clone());
+        append(&mut a, 1, 2);
+        let end = a.position().unwrap().1;
+        let f = OpenOptions::new()
+            .write(true)
+            .open(segment_path(&d, 1))
+            .unwrap();
+        f.write_all_at(&[0xAB; HEADER_LEN / 2], end).unwrap();
+        let mut b = Appender::new(d.clone());
+        b.refresh().unwrap();
+        assert_eq!(b.last().unwrap().txid, 1);
+        assert_eq!(b.take_damage(), None);
     }
 
     #[test]

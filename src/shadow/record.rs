@@ -18,7 +18,7 @@ use crate::wal::Salts;
 
 pub const HEADER_LEN: usize = 80;
 pub const TRAILER_LEN: usize = 16;
-const MAGIC: &[u8; 4] = b"WRS1";
+pub(crate) const MAGIC: &[u8; 4] = b"WRS1";
 const MAGIC_END: &[u8; 4] = b"WRSE";
 
 /// The record checksum: SQLite's own WAL checksum scheme (Fibonacci-weighted sums) widened to

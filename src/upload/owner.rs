@@ -112,6 +112,12 @@ pub(super) fn check_replica(e: &mut Entry) -> Result<(), String> {
         e.manifest_backlog.clear();
     }
     e.manifest_version = store.manifest_version().ok().flatten();
+    if e.fresh_snapshot_above.is_none() && named_snapshot(manifest.as_ref(), e.uploaded) {
+        // Uploading resumes at a snapshot's TXID: until something is committed, the
+        // snapshot timer's snapshot would be that one (`worker::unchanged_since_snapshot`), in
+        // a process that did not take it as in the one that did.
+        e.last_snapshot_txid = e.uploaded;
+    }
     st.owner = Some(owner);
     st.restored_txid = None;
     st.takeover = false;
@@ -120,6 +126,13 @@ pub(super) fn check_replica(e: &mut Entry) -> Result<(), String> {
     save_state(e, &st)?;
     e.replica_checked = true;
     Ok(())
+}
+
+/// Whether the manifest (its head object) names a snapshot at `txid`.
+fn named_snapshot(manifest: Option<&(Manifest, crate::store::ETag)>, txid: u64) -> bool {
+    let key = crate::Txid::new(txid)
+        .and_then(|t| crate::store::FileKey::new(SNAPSHOT_LEVEL, crate::Txid::ONE, t));
+    matches!((manifest, key), (Some((m, _)), Some(key)) if m.get(&key).is_some())
 }
 
 /// Writes `state.json`; the error names the file.

@@ -48,8 +48,9 @@ pub(crate) struct Entry {
     pub(super) refused: Option<String>,
     /// A snapshot with a new TXID above this one is needed before any level-0 upload.
     pub(super) fresh_snapshot_above: Option<u64>,
-    /// The TXID of this process's last snapshot (0: none yet).
-    last_snapshot_txid: u64,
+    /// The TXID of the replica's newest snapshot as this process knows it: its own last one,
+    /// or the one `manifest.json` named at the TXID uploading resumed from (0: none known).
+    pub(super) last_snapshot_txid: u64,
     next_snapshot_ms: i64,
     pub(super) snapshot_requested: bool,
     retry_at_ms: i64,

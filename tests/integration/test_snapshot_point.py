@@ -122,3 +122,35 @@ def test_an_idle_database_takes_no_snapshot_connection_at_its_timer(tmp_path, wa
     assert [f.max_txid for f in snapshots(replica)] == [first, second]
     got, contents = restored(walrust, replica, tmp_path, "restored.db")
     assert got == second and len(contents["tables"]["t"]) == 2
+
+
+def test_a_process_that_reopens_an_idle_database_takes_no_snapshot_connection(tmp_path, walrust_ext,
+                                                                              walrust, replica):
+    """The same for a process that did not take the replica's newest snapshot: it reopens a
+    database whose every commit the replica has, up to a snapshot the manifest names. Its
+    timer used to go the whole way once (a connection, an instant of the write lock, a read
+    of the manifest) before it knew of a snapshot."""
+    db = tmp_path / "app.db"
+    a = Child(walrust_ext, db, replica)
+    a.sql("PRAGMA journal_mode=WAL")
+    a.sql("CREATE TABLE t(v)")
+    a.sql("INSERT INTO t VALUES (1)")
+    first = a.one("SELECT walrust_snapshot('main', 20000)")
+    a.exit()
+    log = tmp_path / "child.log"
+    b = Child(walrust_ext, db, replica, env_extra={"WALRUST_TRACE": "1"}, stderr_log=log,
+              walrust_snapshot_interval=1)
+    assert b.one("SELECT count(*) FROM t") == 1
+    assert b.one("SELECT walrust_sync()") == first
+    time.sleep(3.5)  # idle through three snapshot intervals
+    idle = log.read_text()
+    b.sql("INSERT INTO t VALUES (2)")
+    second = b.one("SELECT walrust_sync()")
+    deadline = time.monotonic() + 60
+    while second not in [f.max_txid for f in snapshots(replica)]:
+        assert time.monotonic() < deadline, "no snapshot at the timer after a commit"
+        time.sleep(0.2)
+    b.exit()
+    assert "the timer starts over" in idle, idle[-3000:]
+    assert "waits for a commit" not in idle, idle[-3000:]
+    assert [f.max_txid for f in snapshots(replica)] == [first, second]

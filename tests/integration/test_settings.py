@@ -1,5 +1,5 @@
 """Settings and replica URLs that cannot work fail loudly (issue 13, SPEC 2-4), and settings
-that do what SPEC 3 says.
+that do what SPEC 3 says."""
 
 import re
 import sqlite3

@@ -1251,6 +1251,27 @@ mod tests {
         assert!(page.iter().all(|&b| b == 3));
     }
 
+    /// A log of three records (TXIDs 1-3): its directory, its segment open for reading and
+    /// writing, and where the second record starts.
+    fn three_records(name: &str) -> (TmpDir, File, u64) {
+        let d = tmpdir(name);
+        let mut a = Appender::new(d.clone());
+        for txid in 1..=3 {
+            append(&mut a, txid, 2);
+        }
+        let second = Reader::new(d.clone())
+            .read_from(Cursor::default())
+            .unwrap()
+            .0[1]
+            .offset;
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(segment_path(&d, 1))
+            .unwrap();
+        (d, f, second)
+    }
+
     #[test]
     fn a_damaged_record_is_told_from_a_torn_tail() {
         // A torn tail (half a record at the end) is cut without a word.
@@ -1264,22 +1285,7 @@ mod tests {
         assert_eq!(b.take_damage(), None);
 
         // A flipped byte in a record with complete records after it is damage.
-        let d = tmpdir("damage-flip");
-        let mut a = Appender::new(d.clone());
-        for txid in 1..=3 {
-            append(&mut a, txid, 2);
-        }
-        let second = Reader::new(d.clone())
-            .read_from(Cursor::default())
-            .unwrap()
-            .0[1]
-            .offset;
-        let path = segment_path(&d, 1);
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
+        let (d, f, second) = three_records("damage-flip");
         let at = second + HEADER_LEN as u64 + 100; // in its first page image
         let mut byte = [0u8];
         f.read_exact_at(&mut byte, at).unwrap();
@@ -1297,20 +1303,7 @@ mod tests {
 
         // A damaged header (its length cannot be trusted) with records after it: the next
         // record is found by its magic.
-        let d = tmpdir("damage-header");
-        let mut a = Appender::new(d.clone());
-        for txid in 1..=3 {
-            append(&mut a, txid, 2);
-        }
-        let second = Reader::new(d.clone())
-            .read_from(Cursor::default())
-            .unwrap()
-            .0[1]
-            .offset;
-        let f = OpenOptions::new()
-            .write(true)
-            .open(segment_path(&d, 1))
-            .unwrap();
+        let (d, f, second) = three_records("damage-header");
         f.write_all_at(b"XXXX", second).unwrap(); // its magic
         let mut b = Appender::new(d.clone());
         b.refresh().unwrap();

@@ -407,6 +407,24 @@ def test_deleted_log_segments_are_noticed(tmp_path, walrust, replica):
     assert got["tables"]["t"] == [(1,), (2,)]
 
 
+def damaged_log(walrust, db, replica, close):
+    """A process writes 31 commits, uploads only the first (nothing at the close either), and
+    exits (closing its connection or not); then a byte in the middle of its shadow log is
+    flipped: the damaged records are the only copy of their commits in the log."""
+    c = Child(walrust.ext, db, replica, sync_interval=600000, close_timeout=0)
+    c.sql("PRAGMA journal_mode=WAL")
+    c.sql("CREATE TABLE t(x)")
+    c.sql("INSERT INTO t VALUES ('first')")
+    c.one("SELECT walrust_sync()")
+    for i in range(30):
+        c.sql("INSERT INTO t VALUES (?)", f"row {i} " + "x" * 3000)
+    c.exit(close=close)
+    seg = sorted((shadow(db) / "log").glob("*.seg"))[-1]
+    data = bytearray(seg.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    seg.write_bytes(bytes(data))
+
+
 def test_a_damaged_log_record_is_noticed_and_nothing_is_lost(tmp_path, walrust, replica):
     """A byte of the shadow log flipped in the middle of a record, complete records after it
     (a disk that damages files, not a crash, which tears only the log's last record). The
@@ -415,20 +433,7 @@ def test_a_damaged_log_record_is_noticed_and_nothing_is_lost(tmp_path, walrust, 
     covers them. It used to do all that silently; now `walrust_status()` and one line on
     standard error say where the log was damaged."""
     db = tmp_path / "app.db"
-    # Nothing uploaded past the first sync, and nothing at the close: the damaged records are
-    # the only copy of their commits in the log.
-    c = Child(walrust.ext, db, replica, sync_interval=600000, close_timeout=0)
-    c.sql("PRAGMA journal_mode=WAL")
-    c.sql("CREATE TABLE t(x)")
-    c.sql("INSERT INTO t VALUES ('first')")
-    c.one("SELECT walrust_sync()")
-    for i in range(30):
-        c.sql("INSERT INTO t VALUES (?)", f"row {i} " + "x" * 3000)
-    c.exit()
-    seg = sorted((shadow(db) / "log").glob("*.seg"))[-1]
-    data = bytearray(seg.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    seg.write_bytes(bytes(data))
+    damaged_log(walrust, db, replica, close=True)
     log = tmp_path / "child.log"
     c = Child(walrust.ext, db, replica, sync_interval=0, stderr_log=log)
     c.sql("INSERT INTO t VALUES ('after')")
@@ -446,18 +451,7 @@ def test_the_sidecar_notices_a_damaged_log_record_too(tmp_path, walrust, walrust
     """The same damage met by `walrust watch` (it shares the shadow directory): one line on its
     standard error, and the replica still restores equal to the database."""
     db = tmp_path / "app.db"
-    c = Child(walrust.ext, db, replica, sync_interval=600000, close_timeout=0)
-    c.sql("PRAGMA journal_mode=WAL")
-    c.sql("CREATE TABLE t(x)")
-    c.sql("INSERT INTO t VALUES ('first')")
-    c.one("SELECT walrust_sync()")
-    for i in range(30):
-        c.sql("INSERT INTO t VALUES (?)", f"row {i} " + "x" * 3000)
-    c.exit(close=False)  # the WAL stays: the application has not checkpointed it
-    seg = sorted((shadow(db) / "log").glob("*.seg"))[-1]
-    data = bytearray(seg.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    seg.write_bytes(bytes(data))
+    damaged_log(walrust, db, replica, close=False)  # the WAL stays, not checkpointed
     log = tmp_path / "watch.log"
     app = open_plain(db)  # an application without walrust: the sidecar replicates it
     with open(log, "ab") as out:

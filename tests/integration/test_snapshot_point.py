@@ -88,6 +88,14 @@ def test_a_snapshot_with_nothing_new_since_the_last_one_is_that_one(tmp_path, wa
     assert got == first + 1 and len(contents["tables"]["t"]) == 2
 
 
+def wait_for_snapshot(replica, txid):
+    """Waits (a generous deadline, no timing claim) for the timer's snapshot at `txid`."""
+    deadline = time.monotonic() + 60
+    while txid not in [f.max_txid for f in snapshots(replica)]:
+        assert time.monotonic() < deadline, f"no snapshot at the timer after the commit of {txid}"
+        time.sleep(0.2)
+
+
 def test_an_idle_database_takes_no_snapshot_connection_at_its_timer(tmp_path, walrust_ext,
                                                                       walrust, replica):
     """With nothing committed since its last snapshot, a database's snapshot timer starts over
@@ -108,10 +116,7 @@ def test_an_idle_database_takes_no_snapshot_connection_at_its_timer(tmp_path, wa
     a.sql("INSERT INTO t VALUES (2)")
     second = a.one("SELECT walrust_sync()")
     # The timer, not a call, takes the next snapshot now that something was committed.
-    deadline = time.monotonic() + 60
-    while second not in [f.max_txid for f in snapshots(replica)]:
-        assert time.monotonic() < deadline, "no snapshot at the timer after a commit"
-        time.sleep(0.2)
+    wait_for_snapshot(replica, second)
     status = a.one("SELECT walrust_status()")
     a.exit()
     assert "the timer starts over" in idle, idle[-3000:]
@@ -146,10 +151,7 @@ def test_a_process_that_reopens_an_idle_database_takes_no_snapshot_connection(tm
     idle = log.read_text()
     b.sql("INSERT INTO t VALUES (2)")
     second = b.one("SELECT walrust_sync()")
-    deadline = time.monotonic() + 60
-    while second not in [f.max_txid for f in snapshots(replica)]:
-        assert time.monotonic() < deadline, "no snapshot at the timer after a commit"
-        time.sleep(0.2)
+    wait_for_snapshot(replica, second)
     b.exit()
     assert "the timer starts over" in idle, idle[-3000:]
     assert "waits for a commit" not in idle, idle[-3000:]

@@ -369,11 +369,43 @@ def test_watch_wakes_on_inotify_not_the_fallback_poll(tmp_path, walrust_cli, rep
         c.close()
 
 
+def watch_several(tmp_path, walrust_cli, dbs_and_urls, args, what):
+    """Makes each database (WAL, one table), runs `walrust watch ARGS` while an application
+    without walrust writes 200 rows to each, stops it, and restores each from its URL."""
+    dbs_and_urls = list(dbs_and_urls)
+    conns = []
+    for db, _ in dbs_and_urls:
+        c = sqlite3.connect(db, isolation_level=None)
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, body BLOB)")
+        conns.append(c)
+    log = tmp_path / "watch.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([str(walrust_cli), "watch", *args, "--sync-interval", "100"], stderr=out)
+    try:
+        for i in range(1, 201):
+            for c in conns:
+                c.execute("INSERT INTO t(id, body) VALUES (?, randomblob(200))", (i,))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=HANG_TIMEOUT) == 0, log.read_text()
+        for db, url in dbs_and_urls:
+            out = tmp_path / f"restored-{db.name}"
+            r = subprocess.run([str(walrust_cli), "restore", url, "-o", str(out)],
+                               capture_output=True, text=True, timeout=HANG_TIMEOUT)
+            assert r.returncode == 0, r.stderr
+            assert_same_contents(db_contents(db), db_contents(out), f"restore of {db.name} from {what}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for c in conns:
+            c.close()
+
+
 def test_watch_with_a_litestream_config_file_of_two_databases(tmp_path, walrust_cli, replica, new_replica):
     """`walrust watch --config FILE` in Litestream's format (`replicas:` for one database,
     `replica:` for the other): both are replicated and restore; a second replica is refused
     with its line number."""
-    import sqlite3
     second = new_replica("second")
     dbs = [tmp_path / "one.db", tmp_path / "two words.db"]
     config = tmp_path / "litestream.yml"
@@ -387,34 +419,8 @@ dbs:
     replica:
       url: '{second.url}'
 """)
-    conns = []
-    for db in dbs:
-        c = sqlite3.connect(db, isolation_level=None)
-        c.execute("PRAGMA journal_mode=WAL")
-        c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, body BLOB)")
-        conns.append(c)
-    log = tmp_path / "watch.log"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([str(walrust_cli), "watch", "--config", str(config), "--sync-interval", "100"],
-                                stderr=out)
-    try:
-        for i in range(1, 201):
-            for c in conns:
-                c.execute("INSERT INTO t(id, body) VALUES (?, randomblob(200))", (i,))
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=HANG_TIMEOUT) == 0, log.read_text()
-        for db, rep in zip(dbs, (replica, second)):
-            out = tmp_path / f"restored-{db.name}"
-            r = subprocess.run([str(walrust_cli), "restore", rep.url, "-o", str(out)],
-                               capture_output=True, text=True, timeout=HANG_TIMEOUT)
-            assert r.returncode == 0, r.stderr
-            assert_same_contents(db_contents(db), db_contents(out), f"restore of {db.name} from --config")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for c in conns:
-            c.close()
+    watch_several(tmp_path, walrust_cli, zip(dbs, (replica.url, second.url)),
+                  ["--config", str(config)], "--config")
     bad = tmp_path / "two-replicas.yml"
     bad.write_text(f"dbs:\n  - path: {dbs[0]}\n    replicas:\n      - url: {replica.url}\n      - url: {second.url}\n")
     r = subprocess.run([str(walrust_cli), "watch", "--config", str(bad)],
@@ -429,36 +435,10 @@ def test_watch_with_a_replica_root(tmp_path, walrust_cli, new_replica):
     first upload), so the watch refuses to start, in one line, before touching either."""
     root = new_replica("root")
     dbs = [tmp_path / "a" / "one.db", tmp_path / "b" / "two.db"]
-    conns = []
     for db in dbs:
         db.parent.mkdir()
-        c = sqlite3.connect(db, isolation_level=None)
-        c.execute("PRAGMA journal_mode=WAL")
-        c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, body BLOB)")
-        conns.append(c)
-    log = tmp_path / "watch.log"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([str(walrust_cli), "watch", *map(str, dbs), "--replica-root", root.url,
-                                 "--sync-interval", "100"], stderr=out)
-    try:
-        for i in range(1, 101):
-            for c in conns:
-                c.execute("INSERT INTO t(id, body) VALUES (?, randomblob(200))", (i,))
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=HANG_TIMEOUT) == 0, log.read_text()
-        for db in dbs:
-            out = tmp_path / f"restored-{db.name}"
-            r = subprocess.run([str(walrust_cli), "restore", url_under(root.url, db.name), "-o", str(out)],
-                               capture_output=True, text=True, timeout=HANG_TIMEOUT)
-            assert r.returncode == 0, r.stderr
-            assert_same_contents(db_contents(db), db_contents(out), f"restore of {db.name} from --replica-root")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for c in conns:
-            c.close()
-
+    watch_several(tmp_path, walrust_cli, [(db, url_under(root.url, db.name)) for db in dbs],
+                  [*map(str, dbs), "--replica-root", root.url], "--replica-root")
     twin = tmp_path / "b" / "one.db"
     shutil.copyfile(dbs[0], twin)
     r = subprocess.run([str(walrust_cli), "watch", str(dbs[0]), str(twin), "--replica-root", root.url],

@@ -2,7 +2,7 @@
 
 use super::args;
 use super::err;
-use super::status::{database, not_replicating, schema_arg};
+use super::status::{database, not_replicating, replication_now, schema_arg};
 use crate::restore::{self, Target};
 use crate::types::Txid;
 use rusqlite::functions::Context;
@@ -35,7 +35,7 @@ fn replication(
         // Commits made outside WAL mode were not captured: no TXID can claim them.
         return Err(err(why));
     }
-    db.replication().ok_or_else(|| err(not_replicating(&db)))
+    replication_now(ctx, schema, &db).ok_or_else(|| err(not_replicating(&db)))
 }
 
 pub(super) fn walrust_sync(ctx: &Context<'_>) -> rusqlite::Result<i64> {

@@ -32,6 +32,21 @@ pub(super) fn not_replicating(db: &crate::database::Database) -> String {
     }
 }
 
+/// The database's replication, started first if it only waits for the connection's first
+/// read: with a replica set on a database in WAL mode, replication starts when SQLite opens the
+/// WAL, at the first read or write (after `PRAGMA journal_mode=WAL` on a new database, say),
+/// and this call is that read.
+pub(super) fn replication_now(
+    ctx: &Context<'_>,
+    schema: &str,
+    db: &crate::database::Database,
+) -> Option<std::sync::Arc<crate::replication::Replication>> {
+    if db.replication().is_none() && db.wanted_replica().is_some() && db.problem().is_none() {
+        crate::vfs::ffi::read_through_caller(ctx, schema);
+    }
+    db.replication()
+}
+
 pub(super) fn database(
     ctx: &Context<'_>,
     schema: &str,
@@ -52,7 +67,7 @@ pub(super) fn database(
 pub(super) fn walrust_status(ctx: &Context<'_>) -> rusqlite::Result<String> {
     let schema = schema_arg(ctx, 0, "walrust_status")?;
     let db = database(ctx, &schema)?;
-    let Some(repl) = db.replication() else {
+    let Some(repl) = replication_now(ctx, &schema, &db) else {
         let why = not_replicating(&db);
         let v = json!({
             "database": db.path.display().to_string(),

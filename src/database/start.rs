@@ -28,7 +28,7 @@ impl Database {
             }
         }
         st.settings = Some(settings.clone());
-        let asked = uri("walrust_replica").or_else(|| env_replica(&self.path));
+        let asked = uri_replica(uri).or_else(|| env_replica(&self.path));
         if let Some(Err(e)) = asked.as_deref().map(crate::store::open) {
             // Fails the open as the PRAGMA would fail, instead of running unreplicated.
             st.conflict = Some(cannot_replicate(&self.path, &e));
@@ -177,6 +177,23 @@ impl Database {
     }
 }
 
+/// The `walrust_replica` URI parameter. SQLite ends a URI parameter at `&`, so an s3:// URL
+/// written as is (`walrust_replica=s3://b/p?endpoint=URL&force_path_style=true`) arrives cut
+/// there, its later query parameters taken for URI parameters of their own: the ones an
+/// s3:// URL takes are put back, as the user meant. (`%26` for `&` works too.)
+fn uri_replica(uri: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let mut url = uri("walrust_replica")?;
+    if url.trim_start().starts_with("s3://") {
+        for key in ["endpoint", "region", "force_path_style"] {
+            if let Some(value) = uri(key) {
+                url.push(if url.contains('?') { '&' } else { '?' });
+                url.push_str(&format!("{key}={value}"));
+            }
+        }
+    }
+    Some(url)
+}
+
 fn env_replica(db: &Path) -> Option<String> {
     let root = std::env::var("WALRUST_REPLICA_ROOT")
         .ok()
@@ -227,5 +244,40 @@ pub(crate) fn record_replica(
             true => Ok(wanted),
             false => Ok(shadow.state_or_default()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uri_replica;
+
+    fn from(params: &[(&str, &str)]) -> Option<String> {
+        let lookup = |k: &str| {
+            params
+                .iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| v.to_string())
+        };
+        uri_replica(&lookup)
+    }
+
+    #[test]
+    fn an_s3_query_cut_by_the_uri_is_put_back() {
+        let cut = [
+            (
+                "walrust_replica",
+                "s3://bkt/app?endpoint=http://127.0.0.1:9000",
+            ),
+            ("force_path_style", "true"),
+            ("region", "auto"),
+        ];
+        assert_eq!(
+            from(&cut).as_deref(),
+            Some("s3://bkt/app?endpoint=http://127.0.0.1:9000&region=auto&force_path_style=true")
+        );
+        // Only an s3:// URL takes them; a whole URL is left as it is.
+        let dir = [("walrust_replica", "file:///r"), ("region", "x")];
+        assert_eq!(from(&dir).as_deref(), Some("file:///r"));
+        assert_eq!(from(&[("region", "x")]), None);
     }
 }

@@ -6,7 +6,7 @@ import os
 import sqlite3
 import subprocess
 
-from harness import url_under
+from harness import Replica, url_under
 
 SQLITE3 = os.environ.get("SQLITE3", "/usr/bin/sqlite3")
 
@@ -76,6 +76,31 @@ SELECT json_extract(walrust_status(), '$.replica');
     conn = sqlite3.connect(out)
     assert conn.execute("SELECT x FROM t").fetchall() == [(1,), (2,)]
     conn.close()
+
+
+def test_an_s3_url_written_as_is_in_the_uri_works(tmp_path, walrust_ext, s3_server):
+    """`.open 'file:app.db?walrust_replica=s3://b/p?endpoint=URL&region=R&force_path_style=true'`,
+    as a user copies the URL from the README: SQLite ends the URI parameter at the first `&`
+    and takes `region` and `force_path_style` for URI parameters of its own. walrust puts them
+    back (it used to replicate to the URL cut at the first `&`: a `region=` after it was lost,
+    and requests were signed for the environment's region instead)."""
+    replica = Replica.s3_prefix(s3_server, "uri-as-is/replica")
+    work = tmp_path / "work"
+    work.mkdir()
+    script = f"""
+.open 'file:app.db?walrust_replica={replica.url}'
+PRAGMA journal_mode=WAL;
+CREATE TABLE t(x);
+INSERT INTO t VALUES (1), (2);
+SELECT walrust_sync() > 0;
+SELECT json_extract(walrust_status(), '$.replica');
+"""
+    stdout, stderr = run_shell(walrust_ext, work, script)
+    assert stdout.split() == ["wal", "1", replica.url], stdout
+    assert stderr == "", stderr
+    out = tmp_path / "out.db"
+    stdout, _ = run_shell(walrust_ext, tmp_path, f"SELECT walrust_restore('{replica.url}', '{out}') > 0;\n")
+    assert stdout.split() == ["1"], stdout
 
 
 def _with_umask(mask):

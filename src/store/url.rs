@@ -309,8 +309,14 @@ pub fn under_root(root: &str, name: &str) -> String {
     out
 }
 
-/// Two replica URLs name the same replica (`/dir` and `file:///dir` do).
+/// Two replica URLs name the same replica: equal once parsed, so that the ways of writing one
+/// (`/a b/`, `file:///a%20b`; an s3:// prefix with or without its slashes, its query in any
+/// order) are one replica. Different endpoints or regions are different replicas. URLs that do
+/// not parse are compared as written, less trailing slashes and `file://`.
 pub fn same_replica(a: &str, b: &str) -> bool {
+    if let (Ok(x), Ok(y)) = (ReplicaUrl::parse(a), ReplicaUrl::parse(b)) {
+        return x == y;
+    }
     let norm = |s: &str| {
         let s = s.trim().trim_end_matches('/');
         s.strip_prefix("file://").unwrap_or(s).to_string()
@@ -321,6 +327,30 @@ pub fn same_replica(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_replica_written_several_ways_is_the_same_replica() {
+        for (a, b) in [
+            ("/r/a b/", "file:///r/a%20b"),
+            ("file://localhost/r", "/r"),
+            (
+                "s3://bkt/p/?region=eu-west-1&endpoint=http://h:9000/",
+                "s3://bkt//p?endpoint=http://h:9000&region=eu-west-1",
+            ),
+        ] {
+            assert!(same_replica(a, b), "{a} {b}");
+        }
+        for (a, b) in [
+            ("/r/a", "/r/b"),
+            ("s3://bkt/p", "s3://bkt/p?region=eu-west-1"),
+            (
+                "s3://bkt/p?endpoint=http://h:1",
+                "s3://bkt/p?endpoint=http://h:2",
+            ),
+        ] {
+            assert!(!same_replica(a, b), "{a} {b}");
+        }
+    }
 
     #[test]
     fn a_name_under_a_root_goes_in_the_path_not_the_query() {

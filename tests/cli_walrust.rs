@@ -209,6 +209,23 @@ fn restores_by_latest_txid_and_time() {
 }
 
 #[test]
+fn status_of_a_path_that_names_nothing_says_so() {
+    let dir = TempDir::new("cli-status");
+    let typo = dir.path().join("no-such.db");
+    let o = walrust(&["status", typo.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("does not exist") && out.contains("check the path"),
+        "{out}"
+    );
+    // A database that exists but never replicated says that instead.
+    std::fs::write(&typo, b"").unwrap();
+    let out = text(&walrust(&["status", typo.to_str().unwrap()]).stdout);
+    assert!(out.contains("has never replicated"), "{out}");
+}
+
+#[test]
 fn nothing_to_restore_is_3() {
     let empty = TempDir::new("cli-empty");
     let missing = empty.path().join("never-written");

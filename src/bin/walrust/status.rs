@@ -19,6 +19,24 @@ what is pending, the last upload error, and whether a process uploads now (uploa
 Exit codes: 0 printed, 1 the shadow directory cannot be read, 2 usage.
 ";
 
+/// Why there is nothing to report; a path that names nothing at all is said to, since a typo
+/// in a monitoring script would otherwise read as a database waiting for its replica.
+fn never_replicated(db: &Path, root: &Path) -> String {
+    let state = root.join("state.json");
+    if std::fs::symlink_metadata(db).is_err() {
+        return format!(
+            "walrust: {} does not exist (nor {}): check the path",
+            db.display(),
+            state.display()
+        );
+    }
+    format!(
+        "walrust: {} has never replicated (no {})",
+        db.display(),
+        state.display()
+    )
+}
+
 pub fn run(args: &[String]) -> Result<(), Failure> {
     let a = Args::parse(args, &["--shadow-dir"], &[])?;
     a.expect_positional(&["DB"])?;
@@ -32,7 +50,7 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
         let v = json!({
             "database": db.display().to_string(), "replica": Value::Null, "txid": 0,
             "uploaded_txid": 0, "pending_txns": 0, "pending_bytes": 0, "lag_ms": 0,
-            "last_error": format!("walrust: {} has never replicated (no {})", db.display(), root.join("state.json").display()),
+            "last_error": never_replicated(&db, &root),
             "last_upload_at": Value::Null,
         });
         return output::line(&v.to_string());

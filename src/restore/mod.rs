@@ -362,6 +362,9 @@ pub fn restore(
     target: Target,
 ) -> Result<RestoredTemp, RestoreError> {
     let invalid = |m: String| RestoreError::new(ErrorKind::Invalid, m);
+    if let Some(why) = not_a_file_path(output) {
+        return Err(invalid(why));
+    }
     if fs::symlink_metadata(output).is_ok() {
         return Err(invalid(format!(
             "{} already exists; restore never overwrites: choose a new output path or move the \
@@ -379,6 +382,28 @@ pub fn restore(
     }
 
     until_settled(|| restore_once(store, output, target))
+}
+
+/// Why `output` cannot name the file a restore writes, when it is what SQLite users write for
+/// something else: nothing, `:memory:`, a `file:` URI, a folder.
+fn not_a_file_path(output: &Path) -> Option<String> {
+    let text = output.to_string_lossy();
+    Some(if text.is_empty() {
+        "the output path is empty: name the file to restore into".to_string()
+    } else if text == ":memory:" {
+        "the output path is ':memory:': restore writes a file; name one (and open or ATTACH it \
+         afterwards)"
+            .to_string()
+    } else if text.starts_with("file:") {
+        format!(
+            "the output path {text} is a URI: give a plain path, such as {}",
+            text.trim_start_matches("file:").trim_start_matches("//")
+        )
+    } else if text.ends_with('/') {
+        format!("the output path {text} names a folder: name the file to restore into")
+    } else {
+        return None;
+    })
 }
 
 /// A `-wal` or `-journal` file at the output path, left by a database that was there: SQLite
@@ -474,6 +499,23 @@ mod tests {
         .map(|k| k.exit_code())
         .collect();
         assert_eq!(codes, [3, 5, 4, 2, 1]);
+    }
+
+    #[test]
+    fn an_output_path_must_name_a_file() {
+        for (p, says) in [
+            ("", "is empty"),
+            (":memory:", "restore writes a file"),
+            ("file:/a/b.db", "such as /a/b.db"),
+            ("file:///a/b.db", "such as /a/b.db"),
+            ("/a/new/", "names a folder"),
+        ] {
+            let why = not_a_file_path(Path::new(p)).unwrap_or_default();
+            assert!(why.contains(says), "{p:?}: {why}");
+        }
+        for p in ["b.db", "/a/b.db", "./x:memory:"] {
+            assert_eq!(not_a_file_path(Path::new(p)), None, "{p}");
+        }
     }
 
     #[test]

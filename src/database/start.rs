@@ -210,6 +210,13 @@ fn cannot_replicate(db: &Path, e: &crate::store::StoreError) -> String {
 }
 
 pub(crate) fn conflict_message(db: &Path, in_use: &str, asked: &str) -> String {
+    if asked.trim().is_empty() {
+        return format!(
+            "walrust: {} replicates to {in_use}, and an empty replica URL does not stop that; to stop replicating it, close it in every process and remove its shadow directory ({}-walrust)",
+            db.display(),
+            db.display()
+        );
+    }
     format!(
         "walrust: {} already replicates to {in_use}, not {asked}; open it with the same replica, or remove its shadow directory ({}-walrust) to start over with the new one",
         db.display(),

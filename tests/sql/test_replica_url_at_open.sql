@@ -11,3 +11,5 @@ PRAGMA walrust_replica = 's3://';
 PRAGMA journal_mode = WAL;
 CREATE TABLE t(x);
 SELECT walrust_sync() > 0 AS synced;
+-- An empty URL on a replicating database does not stop its replication, and says how to stop.
+PRAGMA walrust_replica = '';

@@ -446,6 +446,12 @@ def test_watch_with_a_replica_root(tmp_path, walrust_cli, new_replica):
     assert r.returncode == 2 and "would share the replica" in r.stderr, r.stderr
     assert str(twin) in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not Path(f"{twin}-walrust").exists()
+    # The same database named twice (another spelling of its path) is said to be that.
+    again = tmp_path / "b" / ".." / "b" / "one.db"
+    r = subprocess.run([str(walrust_cli), "watch", str(twin), str(again), "--replica-root", root.url],
+                       capture_output=True, text=True, timeout=HANG_TIMEOUT)
+    assert r.returncode == 2 and "is named twice" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def test_watch_of_a_database_not_in_wal_mode_fails_in_one_line(tmp_path, walrust_cli, replica):

@@ -146,6 +146,17 @@ fn poll_loop(watched: &[Arc<Watched>], stop: &AtomicBool) {
 /// here: the replica holds one history, so the second would be refused at its first upload.
 fn databases(a: &Args) -> Result<Vec<(PathBuf, String)>, Failure> {
     let dbs = listed_databases(a)?;
+    let real = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+    for (i, (db, _)) in dbs.iter().enumerate() {
+        if let Some((other, _)) = dbs[..i].iter().find(|(o, _)| real(o) == real(db)) {
+            return Err(Failure::invalid(format!(
+                "{} is named twice ({} and {}): name each database once",
+                real(db).display(),
+                other.display(),
+                db.display()
+            )));
+        }
+    }
     for (i, (db, url)) in dbs.iter().enumerate() {
         let same = |(_, u): &&(PathBuf, String)| walrust::store::url::same_replica(u, url);
         if let Some((other, _)) = dbs[..i].iter().find(same) {

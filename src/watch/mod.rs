@@ -141,8 +141,15 @@ fn wal_header(file: Option<&File>) -> Option<WalHeader> {
 /// Starts watching `db` (which must be in WAL mode): sets up the shadow directory and
 /// `state.json` as the extension does, and registers with the upload thread.
 pub fn start(db: &Path, url: &str, settings: Settings) -> Result<Arc<Watched>, String> {
-    let path = std::fs::canonicalize(db)
-        .map_err(|e| format!("walrust: cannot watch {}: {e}", db.display()))?;
+    let path = std::fs::canonicalize(db).map_err(|e| {
+        // A relative path is taken from the working directory (as Litestream takes a
+        // config's): say which one, since a config file is often written elsewhere.
+        let from = match (db.is_relative(), std::env::current_dir()) {
+            (true, Ok(cwd)) => format!(" (relative to the working directory {})", cwd.display()),
+            _ => String::new(),
+        };
+        format!("walrust: cannot watch {}{from}: {e}", db.display())
+    })?;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -455,7 +455,8 @@ def test_watch_with_a_replica_root(tmp_path, walrust_cli, new_replica):
 
 
 def test_watch_of_a_database_not_in_wal_mode_fails_in_one_line(tmp_path, walrust_cli, replica):
-    """Exit 1 (cannot start) with one line that says what to do; nothing is created."""
+    """Exit 1 (cannot start) with one line that says what to do; nothing is created. The same
+    for a path that names nothing."""
     (tmp_path / "plain").mkdir()
     db = tmp_path / "plain" / "plain.db"
     c = sqlite3.connect(db)
@@ -467,3 +468,9 @@ def test_watch_of_a_database_not_in_wal_mode_fails_in_one_line(tmp_path, walrust
     assert r.returncode == 1, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "journal_mode=WAL" in r.stderr, r.stderr
     assert sorted(os.listdir(db.parent)) == ["plain.db"]
+    # A relative path that names nothing: the message says where it was looked for.
+    r = subprocess.run([str(walrust_cli), "watch", "plain.db", "--replica", replica.url],
+                       capture_output=True, text=True, timeout=HANG_TIMEOUT, cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert f"relative to the working directory {tmp_path}" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr

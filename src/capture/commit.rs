@@ -156,11 +156,31 @@ fn continuity(
     };
     match last.pos {
         WalPos::At { salts, frame } if salts == hdr.salts => Continuity::From(frame),
-        WalPos::Empty if last.fingerprint == (0, 0) || last.fingerprint == fingerprint() => {
-            Continuity::From(0)
-        }
+        _ if file_final(last, fingerprint) => Continuity::From(0),
         _ => Continuity::Unproven,
     }
+}
+
+/// The log's last record vouches that the database file holds everything the log does, so a
+/// WAL generation that does not continue the record's starts after it with nothing lost
+/// between: it ended a generation (`Empty`; with the file's fingerprint then, when the file
+/// was final), or it is a point where every frame up to it was checkpointed (`At`, with the
+/// file's fingerprint then: `walrust watch` letting SQLite restart the WAL), and the file
+/// still has that fingerprint. (Any later commit reaches the file only through a checkpoint,
+/// which changes its fingerprint, before the WAL can start over.)
+pub fn file_final(last: &Header, fingerprint: &dyn Fn() -> (u64, i64)) -> bool {
+    match last.pos {
+        WalPos::Empty => last.fingerprint == (0, 0) || last.fingerprint == fingerprint(),
+        WalPos::At { .. } => last.fingerprint != (0, 0) && last.fingerprint == fingerprint(),
+        WalPos::Unknown => false,
+    }
+}
+
+/// Whether the log's last record ties it to the database file's fingerprint (see
+/// `file_final`): a checkpoint that changes the file before the log has caught up with the
+/// WAL breaks the proof.
+pub fn pinned_to_file(last: &Header) -> bool {
+    last.fingerprint != (0, 0) && last.pos != WalPos::Unknown
 }
 
 /// Appends every transaction committed in the WAL after the log's last position, or a `Resync`
@@ -185,12 +205,7 @@ fn catch_up_refreshed(
     let Some(hdr) = hdr else {
         let last = app.last().copied();
         return match last {
-            Some(h)
-                if h.pos == WalPos::Empty
-                    && (h.fingerprint == (0, 0) || h.fingerprint == fingerprint()) =>
-            {
-                Ok(Appended::default())
-            }
+            Some(h) if file_final(&h, fingerprint) => Ok(Appended::default()),
             _ => append_marker(
                 app,
                 Kind::Resync,
@@ -236,9 +251,7 @@ pub fn has_uncaptured(
     fingerprint: &dyn Fn() -> (u64, i64),
 ) -> io::Result<bool> {
     let Some(hdr) = hdr else {
-        return Ok(
-            !matches!(last, Some(h) if h.pos == WalPos::Empty && (h.fingerprint == (0, 0) || h.fingerprint == fingerprint())),
-        );
+        return Ok(!last.is_some_and(|h| file_final(h, fingerprint)));
     };
     match continuity(last, hdr, fingerprint) {
         Continuity::From(frame) => Ok(!wal::scan_commits(hdr, frame, wal)?.is_empty()),
@@ -453,4 +466,59 @@ pub fn end_generation(
         out.add(Appended::one(bytes, txid, false));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::Salts;
+
+    const FILE: (u64, i64) = (8192, 1_700_000_000_123_456_789);
+    const OLD: Salts = Salts(7, 9);
+
+    fn last(pos: WalPos, fingerprint: (u64, i64)) -> Header {
+        marker(Kind::Position, 5, pos, fingerprint)
+    }
+
+    fn wal(salts: Salts) -> WalHeader {
+        WalHeader {
+            page_size: 4096,
+            salts,
+            checksum: (0, 0),
+            big_endian: false,
+        }
+    }
+
+    fn from(last: &Header, salts: Salts, file: (u64, i64)) -> Option<u32> {
+        match continuity(Some(last), &wal(salts), &|| file) {
+            Continuity::From(f) => Some(f),
+            Continuity::Unproven => None,
+        }
+    }
+
+    #[test]
+    fn a_release_point_with_the_files_fingerprint_leads_into_a_new_generation() {
+        let at = WalPos::At {
+            salts: OLD,
+            frame: 40,
+        };
+        let released = last(at, FILE);
+        assert_eq!(from(&released, OLD, FILE), Some(40));
+        assert_eq!(from(&released, Salts(8, 3), FILE), Some(0));
+        // The file changed since: something was checkpointed that the log may lack.
+        assert_eq!(from(&released, Salts(8, 3), (8192, 1)), None);
+        // A commit's position proves nothing about a new generation.
+        let txn = last(at, (0, 0));
+        assert_eq!(from(&txn, Salts(8, 3), FILE), None);
+        assert_eq!(from(&txn, OLD, (1, 1)), Some(40));
+        assert!(pinned_to_file(&released) && !pinned_to_file(&txn));
+    }
+
+    #[test]
+    fn an_ended_generation_leads_into_the_next_while_the_file_is_unchanged() {
+        assert_eq!(from(&last(WalPos::Empty, (0, 0)), OLD, FILE), Some(0));
+        assert_eq!(from(&last(WalPos::Empty, FILE), OLD, FILE), Some(0));
+        assert_eq!(from(&last(WalPos::Empty, FILE), OLD, (1, 1)), None);
+        assert!(!file_final(&last(WalPos::Unknown, FILE), &|| FILE));
+    }
 }

@@ -21,15 +21,13 @@ impl Database {
         commit::has_uncaptured(last.as_ref(), hdr.as_ref(), &mut read, &fp)
     }
 
-    /// The log's last record vouches for the database file as a WAL generation left it
-    /// (`WalPos::Empty` with the file's fingerprint) and the WAL holds commits the log lacks
+    /// The log's last record vouches for the database file by its fingerprint
+    /// (`commit::file_final`) and the WAL holds commits the log lacks
     /// (a power failure cut them from the log, or a writer without walrust made them): a
     /// checkpoint now would change the file, the log could no longer be shown to go on into
     /// this WAL, and a snapshot would stand in for those commits. They are caught up first.
     pub fn log_pinned_to_file(&self) -> bool {
-        let pinned = |h: Option<&crate::shadow::Header>| {
-            h.is_some_and(|h| h.pos == crate::shadow::WalPos::Empty && h.fingerprint != (0, 0))
-        };
+        let pinned = |h: Option<&crate::shadow::Header>| h.is_some_and(commit::pinned_to_file);
         // What this process appended last, first: a cheap answer for a busy database.
         let known = self
             .lock()

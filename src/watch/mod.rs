@@ -12,9 +12,10 @@
 //! no closing connection deletes the WAL) and a READ(i) slot of the WAL index at or below what
 //! it copied (so no writer restarts the WAL). It lets the slot go only when the WAL index says
 //! every frame is copied into the log *and* checkpointed into the database file, noting the
-//! database file's fingerprint first; when it next sees a new WAL generation, the unchanged
-//! fingerprint proves nothing was committed and checkpointed in between, so the log goes on
-//! into the new generation; otherwise the log gets a `Resync` and the uploader a snapshot.
+//! database file's fingerprint first, in the log (so a watch started after this one dies
+//! knows it too); when it next sees a new WAL generation, the unchanged fingerprint proves
+//! nothing was committed and checkpointed in between, so the log goes on into the new
+//! generation; otherwise the log gets a `Resync` and the uploader a snapshot.
 //! What must hold: every record appended is a commit SQLite published, in order; the slot is
 //! never released while a published frame is not in the log; nothing here waits on the
 //! network.
@@ -309,7 +310,7 @@ impl Watched {
         }
         let wal_file = File::open(self.wal_path())?;
         if ix.checkpoint(&st.db, &wal_file, copied)?.is_some() {
-            self.maybe_release(st)?;
+            self.maybe_release(st, false)?;
         }
         Ok(())
     }
@@ -406,8 +407,9 @@ impl Watched {
             }
         } else if ix.slot().is_some() {
             st.appender.refresh()?;
-            if log_at(&st.appender, &hdr) {
-                return self.maybe_release(st);
+            // Busy: a RESTART or TRUNCATE checkpoint may wait for the slot (below).
+            if log_at(&st.appender, &hdr) && self.maybe_release(st, false)? {
+                return Ok(());
             }
         }
         if !st.index.as_mut().unwrap().try_write()? {
@@ -452,12 +454,14 @@ impl Watched {
                 }
             }
             let last = st.appender.last().copied();
+            // (Not needed when the release point is in the log with the fingerprint.)
             let at_release = last.filter(|h| {
-                h.pos
-                    == WalPos::At {
-                        salts: r.salts,
-                        frame: r.frame,
-                    }
+                h.fingerprint != r.fp
+                    && h.pos
+                        == WalPos::At {
+                            salts: r.salts,
+                            frame: r.frame,
+                        }
             });
             if hdr.salts != r.salts && fingerprint(&self.path) == r.fp {
                 if let Some(h) = at_release {
@@ -501,19 +505,56 @@ impl Watched {
             ));
         }
         if may_release {
-            self.maybe_release(st)?;
+            self.maybe_release(st, true)?;
         }
         Ok(hdr)
     }
 
     /// Lets the read slot go when every published frame is in the log and checkpointed, so
-    /// that SQLite may restart the WAL (see module doc). The fingerprint is read first.
-    fn maybe_release(&self, st: &mut Inner) -> io::Result<()> {
+    /// that SQLite may restart the WAL (see module doc). `locked`: the caller holds the WAL
+    /// write lock; otherwise it is taken for the release, and false is returned (the slot
+    /// kept, for the next poll) if a writer or a checkpointer holds it.
+    fn maybe_release(&self, st: &mut Inner, locked: bool) -> io::Result<bool> {
+        if !self.releasable(st)? {
+            return Ok(true);
+        }
+        if locked {
+            return self.release(st);
+        }
+        if !st.index.as_mut().unwrap().try_write()? {
+            return Ok(false);
+        }
+        let out = self.release(st);
+        let unlocked = st.index.as_mut().unwrap().release_write();
+        out.and_then(|done| unlocked.map(|_| done))
+    }
+
+    fn releasable(&self, st: &mut Inner) -> io::Result<bool> {
+        Ok(checkpointed(st.index.as_ref().unwrap(), &self.path)?
+            .is_some_and(|(hdr, _)| log_at(&st.appender, &hdr)))
+    }
+
+    /// `maybe_release` under the write lock. The fingerprint is read first; the release point
+    /// goes into the log (a `Position` record at the last frame, with the fingerprint) and is
+    /// synced before the slot goes, so that a watch started after this one dies can still
+    /// prove that the next WAL generation follows the log (`commit::file_final`).
+    fn release(&self, st: &mut Inner) -> io::Result<bool> {
+        st.appender.refresh()?;
         let Some((hdr, fp)) = checkpointed(st.index.as_ref().unwrap(), &self.path)? else {
-            return Ok(());
+            return Ok(true);
         };
-        if !log_at(&st.appender, &hdr) {
-            return Ok(());
+        let Some(last) = st
+            .appender
+            .last()
+            .copied()
+            .filter(|_| log_at(&st.appender, &hdr))
+        else {
+            return Ok(true);
+        };
+        if last.fingerprint != fp {
+            let a =
+                commit::append_marker(&mut st.appender, Kind::Position, last.txid, last.pos, fp)?;
+            self.account(a);
         }
         // What the log holds must survive a power failure once the WAL can restart.
         crate::shadow::log::sync_files(&st.appender.files_to_sync())?;
@@ -524,7 +565,7 @@ impl Watched {
             fp,
             held: None,
         });
-        Ok(())
+        Ok(true)
     }
 
     /// Without the write lock, when everything published is checkpointed (a RESTART or

@@ -180,6 +180,69 @@ def test_watch_survives_kill9_without_a_new_snapshot(tmp_path, walrust_cli, lite
         app.close()
 
 
+def test_a_watch_killed_once_the_wal_restarted_goes_on_without_a_snapshot(tmp_path, walrust_cli,
+                                                                        replica):
+    """The sidecar lets SQLite restart the WAL only after writing into the shadow log that every
+    frame was copied and checkpointed, with the database file's fingerprint: killed once the
+    application has started a new WAL generation, before it saw it, the next watch can still
+    prove the new generation follows the log and takes no second snapshot."""
+    db = tmp_path / "app.db"
+    app = sqlite3.connect(db, isolation_level=None)
+    app.execute("PRAGMA journal_mode=WAL")
+    app.execute("PRAGMA wal_autocheckpoint=0")  # the watch checkpoints
+    app.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, body BLOB)")
+
+    def insert(n):
+        for _ in range(n):
+            app.execute("INSERT INTO t(body) VALUES (randomblob(300))")
+
+    insert(20)
+    log = tmp_path / "watch.log"
+    watch = Watch(walrust_cli, db, replica, log)
+    try:
+        wait_for_snapshot(replica, watch)
+        deadline = time.monotonic() + HANG_TIMEOUT
+        while True:
+            # Everything copied and checkpointed: the watch lets its read slot go in that
+            # same look. Frozen, it cannot see the next commit start a new generation.
+            while (idx := wal_index(db))[1] != idx[0]:
+                assert watch.proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, f"the watch never checkpointed: {idx}"
+                time.sleep(0.02)
+            time.sleep(0.2)
+            watch.proc.send_signal(signal.SIGSTOP)
+            salts = wal_salts(db)
+            insert(1)
+            if wal_salts(db) != salts:
+                break
+            watch.proc.send_signal(signal.SIGCONT)  # it had not let go yet: again
+            assert time.monotonic() < deadline, "the watch never let SQLite restart the WAL"
+        watch.kill9()
+        insert(20)
+        watch = Watch(walrust_cli, db, replica, log)
+        wait_watched(walrust_cli, db, watch)
+        watch.stop()
+        snapshots, _ = assert_contiguous(replica)
+        assert snapshots == 1, f"{snapshots} snapshots:\n{log.read_text()}"
+        assert_restores_to(walrust_cli, replica, tmp_path, db, "the watch's replica")
+    finally:
+        if watch.proc.poll() is None:
+            watch.kill9()
+        app.close()
+
+
+def wait_for_snapshot(replica, watch):
+    deadline = time.monotonic() + HANG_TIMEOUT
+    while not any(f.level == 9 for f in replica.ltx_files()):
+        assert watch.proc.poll() is None, watch.log.read_text()
+        assert time.monotonic() < deadline, "the watch never uploaded a snapshot"
+        time.sleep(0.05)
+
+
+def wal_salts(db):
+    return Path(f"{db}-wal").read_bytes()[16:24]
+
+
 def wait_watched(walrust_cli, db, watch):
     """Until `walrust status` says a watch runs (it has taken its lock)."""
     deadline = time.monotonic() + HANG_TIMEOUT

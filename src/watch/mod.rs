@@ -512,21 +512,27 @@ impl Watched {
 
     /// Lets the read slot go when every published frame is in the log and checkpointed, so
     /// that SQLite may restart the WAL (see module doc). `locked`: the caller holds the WAL
-    /// write lock; otherwise it is taken for the release, and false is returned (the slot
-    /// kept, for the next poll) if a writer or a checkpointer holds it.
+    /// write lock; otherwise it is taken for the release's append (not for the sync after
+    /// it), and false is returned (the slot kept, for the next poll) if a writer or a
+    /// checkpointer holds it.
     fn maybe_release(&self, st: &mut Inner, locked: bool) -> io::Result<bool> {
         if !self.releasable(st)? {
             return Ok(true);
         }
-        if locked {
-            return self.release(st);
+        let noted = if locked {
+            self.note_release(st)?
+        } else {
+            if !st.index.as_mut().unwrap().try_write()? {
+                return Ok(false);
+            }
+            let noted = self.note_release(st);
+            st.index.as_mut().unwrap().release_write()?;
+            noted?
+        };
+        if let Some((hdr, fp)) = noted {
+            self.let_go(st, &hdr, fp)?;
         }
-        if !st.index.as_mut().unwrap().try_write()? {
-            return Ok(false);
-        }
-        let out = self.release(st);
-        let unlocked = st.index.as_mut().unwrap().release_write();
-        out.and_then(|done| unlocked.map(|_| done))
+        Ok(true)
     }
 
     fn releasable(&self, st: &mut Inner) -> io::Result<bool> {
@@ -534,28 +540,33 @@ impl Watched {
             .is_some_and(|(hdr, _)| log_at(&st.appender, &hdr)))
     }
 
-    /// `maybe_release` under the write lock. The fingerprint is read first; the release point
-    /// goes into the log (a `Position` record at the last frame, with the fingerprint) and is
-    /// synced before the slot goes, so that a watch started after this one dies can still
-    /// prove that the next WAL generation follows the log (`commit::file_final`).
-    fn release(&self, st: &mut Inner) -> io::Result<bool> {
+    /// Under the write lock: if the slot may go, writes the release point into the log (a
+    /// `Position` record at the last frame, with the database file's fingerprint, read
+    /// first), so that a watch started after this one dies can still prove that the next
+    /// WAL generation follows the log (`commit::file_final`).
+    fn note_release(&self, st: &mut Inner) -> io::Result<Option<(IndexHeader, (u64, i64))>> {
         st.appender.refresh()?;
         let Some((hdr, fp)) = checkpointed(st.index.as_ref().unwrap(), &self.path)? else {
-            return Ok(true);
+            return Ok(None);
         };
-        let Some(last) = st
-            .appender
-            .last()
-            .copied()
-            .filter(|_| log_at(&st.appender, &hdr))
-        else {
-            return Ok(true);
+        let Some(last) = st.appender.last().copied() else {
+            return Ok(None);
         };
+        if !log_at(&st.appender, &hdr) {
+            return Ok(None);
+        }
         if last.fingerprint != fp {
             let a =
                 commit::append_marker(&mut st.appender, Kind::Position, last.txid, last.pos, fp)?;
             self.account(a);
         }
+        Ok(Some((hdr, fp)))
+    }
+
+    /// Lets the slot go at the release point `note_release` wrote. (Commits made meanwhile,
+    /// after the write lock went, are in the same generation: the slot kept them from a
+    /// checkpoint and a restart until now, and the next look copies them.)
+    fn let_go(&self, st: &mut Inner, hdr: &IndexHeader, fp: (u64, i64)) -> io::Result<()> {
         // What the log holds must survive a power failure once the WAL can restart.
         crate::shadow::log::sync_files(&st.appender.files_to_sync())?;
         st.index.as_mut().unwrap().release_read()?;
@@ -565,7 +576,7 @@ impl Watched {
             fp,
             held: None,
         });
-        Ok(true)
+        Ok(())
     }
 
     /// Without the write lock, when everything published is checkpointed (a RESTART or

@@ -145,22 +145,9 @@ pub fn upload_level0(
     let lock_page = crate::types::lock_page(page_size);
     pages.retain(|&pgno, _| pgno <= commit && pgno != lock_page);
 
-    let build = |dir: &Path, reader: &mut Reader| {
+    let (tmp, bytes, sha) = with_room(tmp_dir, &mut |dir: &Path| {
         build_level0(&txns, &pages, reader, dir, (page_size, commit, min, max))
-    };
-    let (tmp, bytes, sha) = match build(tmp_dir, reader) {
-        // The shadow directory is full (the log outgrew it while the replica lagged): build
-        // the file in the system's temporary directory, so that the upload that frees the
-        // log's space can still happen.
-        Err(e) if e.to_string().contains(ENOSPC) => {
-            build(&std::env::temp_dir(), reader).map_err(|again| {
-                Error::from(format!(
-                    "{e}; and in the system's temporary directory: {again}"
-                ))
-            })?
-        }
-        other => other?,
-    };
+    })?;
     let key = FileKey::new(0, min, max).unwrap();
     let entry = put(store, &key, &tmp.path, last.header.timestamp_ms, sha)?;
     crate::failpoint::hit("upload.level0_written");
@@ -174,6 +161,24 @@ pub fn upload_level0(
 
 /// How the OS words a full disk (`io::ErrorKind::StorageFull`) in the messages that reach here.
 const ENOSPC: &str = "(os error 28)";
+
+/// Runs `build` (which writes a temporary LTX file) in `tmp_dir`, the shadow directory's, or,
+/// when that disk is full, in the system's temporary directory: so that the upload that frees
+/// the log's space still happens when the log outgrew the disk while the replica lagged, and
+/// a snapshot of a database larger than the room left beside it can still be built.
+pub(super) fn with_room<T>(
+    tmp_dir: &Path,
+    build: &mut dyn FnMut(&Path) -> Result<T, Error>,
+) -> Result<T, Error> {
+    match build(tmp_dir) {
+        Err(e) if e.to_string().contains(ENOSPC) => build(&std::env::temp_dir()).map_err(|again| {
+            Error::from(format!(
+                "{e}; and in the system's temporary directory: {again}"
+            ))
+        }),
+        other => other,
+    }
+}
 
 /// Builds the level-0 file of `txns` (newest image of each page in `pages`) in `dir`; returns
 /// it with its size and SHA-256.
@@ -225,7 +230,7 @@ fn build_level0(
 /// (a full disk) is local, and the message must say where, not blame the replica.
 pub(super) fn local_write_error(path: &Path, e: &dyn std::fmt::Display) -> String {
     format!(
-        "cannot write {} in the shadow directory: {e}; free space there (the commits are safe in the shadow log)",
+        "cannot write {} (an LTX file built before its upload): {e}; free space there (the commits are safe in the shadow log)",
         path.display()
     )
 }

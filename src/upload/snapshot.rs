@@ -9,7 +9,7 @@
 //! transaction is open SQLite cannot restart the WAL, and a checkpoint can only copy frames this
 //! view already includes, so what we read is exactly the database at that TXID.
 
-use super::batch::{put_with_manifest, HashingWriter, TempFile};
+use super::batch::{put_with_manifest, with_room, HashingWriter, TempFile};
 use crate::database::Database;
 use crate::ltx::{self, Encoder};
 use crate::manifest::Hasher64;
@@ -447,7 +447,9 @@ pub type ReadPage<'a> = dyn FnMut(u32, &mut [u8]) -> Result<(), String> + 'a;
 
 /// Streams pages `1..=pages` (each read by `read_page`) into a level-9 LTX file at `txid`
 /// and uploads it with its manifest entry. Both snapshot sources (the extension's, the
-/// sidecar's) end here.
+/// sidecar's) end here. The file is built in the shadow directory or, when that disk is full
+/// (a database larger than the room left beside it), in the system's temporary directory, as
+/// a batch is (`batch::with_room`).
 pub fn stream_pages(
     repl: &Replication,
     expect: crate::manifest::Expect,
@@ -457,26 +459,44 @@ pub fn stream_pages(
     read_page: &mut ReadPage,
 ) -> Result<Taken, Error> {
     let max = txid;
-    let name = ltx::file_name(Txid::ONE, max);
-    let tmp_dir = repl.shadow.tmp_dir();
-    let (tmp, file) = TempFile::create(&tmp_dir, &name).map_err(|e| {
-        format!(
-            "cannot create a temporary file in {}: {e}",
-            tmp_dir.display()
-        )
+    let ts = crate::clock::now_ms();
+    let header = ltx::Header::new(page_size, pages, Txid::ONE, max, ts);
+    let (tmp, sha) = with_room(&repl.shadow.tmp_dir(), &mut |dir: &std::path::Path| {
+        build_snapshot(dir, header.clone(), read_page)
     })?;
+    let key = FileKey::new(crate::store::SNAPSHOT_LEVEL, Txid::ONE, max).unwrap();
+    let store = repl.store.as_ref();
+    let manifest = match put_with_manifest(store, expect, &key, &tmp.path, ts, sha) {
+        Err(Error::Exists(k)) => match adopt_identical(store, expect, &k, &tmp.path)? {
+            Some(written) => written,
+            None => return Err(Error::Exists(k)),
+        },
+        other => other?,
+    };
+    Ok(Taken {
+        txid: max,
+        manifest,
+    })
+}
+
+/// Builds the snapshot file of `header` (pages `1..=header.commit`) in `dir`; returns it with
+/// its SHA-256.
+fn build_snapshot(
+    dir: &std::path::Path,
+    header: ltx::Header,
+    read_page: &mut ReadPage,
+) -> Result<(TempFile, String), Error> {
+    let name = ltx::file_name(header.min_txid, header.max_txid);
+    let (tmp, file) = TempFile::create(dir, &name)
+        .map_err(|e| format!("cannot create a temporary file in {}: {e}", dir.display()))?;
     let writer = HashingWriter {
         inner: BufWriter::new(file),
         hasher: Hasher64::new(),
         written: 0,
     };
     let local = |e: &dyn std::fmt::Display| super::batch::local_write_error(&tmp.path, e);
-    let ts = crate::clock::now_ms();
-    let mut enc = Encoder::new(
-        writer,
-        ltx::Header::new(page_size, pages, Txid::ONE, max, ts),
-    )
-    .map_err(|e| local(&e))?;
+    let (page_size, pages) = (header.page_size, header.commit);
+    let mut enc = Encoder::new(writer, header).map_err(|e| local(&e))?;
     let lock_page = crate::types::lock_page(page_size);
     let mut buf = vec![0u8; page_size as usize];
     for pgno in 1..=pages {
@@ -492,20 +512,7 @@ pub fn stream_pages(
         .map_err(|e| local(&e))?;
     writer.flush().map_err(|e| local(&e))?;
     let HashingWriter { hasher, .. } = writer;
-    let sha = hasher.finish();
-    let key = FileKey::new(crate::store::SNAPSHOT_LEVEL, Txid::ONE, max).unwrap();
-    let store = repl.store.as_ref();
-    let manifest = match put_with_manifest(store, expect, &key, &tmp.path, ts, sha) {
-        Err(Error::Exists(k)) => match adopt_identical(store, expect, &k, &tmp.path)? {
-            Some(written) => written,
-            None => return Err(Error::Exists(k)),
-        },
-        other => other?,
-    };
-    Ok(Taken {
-        txid: max,
-        manifest,
-    })
+    Ok((tmp, hasher.finish()))
 }
 
 /// The snapshot file at `key` exists already but the manifest does not name it: a process

@@ -5,7 +5,11 @@ it the tests fail, or skip with WALRUST_ALLOW_SKIP=1); "space returns" is a remo
 larger size, the same files still in place."""
 
 import os
+import sqlite3
 import subprocess
+import tempfile
+from contextlib import closing
+from pathlib import Path
 
 import pytest
 
@@ -144,3 +148,30 @@ def test_a_full_replica_directory(tmp_path, walrust, connect, restore_and_compar
     assert walrust.status(conn)["last_error"] is None
     assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 60
     restore_and_compare(replica, conn)
+
+
+def test_a_database_larger_than_the_room_in_its_shadow_directory(tmp_path, walrust, connect,
+                                                                restore_and_compare, small_fs):
+    """A 10 MB database (written before replication starts, incompressible) and 4 MiB free
+    in its shadow directory: its snapshot cannot be built there. As for a batch, the file is
+    then built in the system's temporary directory, and the replica gets its snapshot."""
+    shadow = small_fs("shadow", "4m")
+    db = tmp_path / "app.db"
+    with closing(sqlite3.connect(db)) as c:
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+        with c:
+            for _ in range(200):
+                c.execute("INSERT INTO t(v) VALUES (randomblob(?))", (ROW,))
+    replica = Replica.file(tmp_path / "replica")
+    conn = connect(db, replica, sync_interval=0, shadow_dir=shadow)
+    walrust.sync(conn)
+    status = walrust.status(conn)
+    assert status["last_error"] is None, status
+    assert any(f.level == 9 for f in replica.ltx_files()), "no snapshot in the replica"
+    insert_rows(conn, 1)
+    walrust.sync(conn)
+    assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 201
+    restore_and_compare(replica, conn)
+    leftovers = [p.name for p in Path(tempfile.gettempdir()).glob("*.ltx.*.tmp")]
+    assert not leftovers, f"temporary LTX files left behind: {leftovers}"

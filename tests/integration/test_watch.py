@@ -432,16 +432,31 @@ def test_watch_wakes_on_inotify_not_the_fallback_poll(tmp_path, walrust_cli, rep
         c.close()
 
 
-def watch_several(tmp_path, walrust_cli, dbs_and_urls, args, what):
-    """Makes each database (WAL, one table), runs `walrust watch ARGS` while an application
-    without walrust writes 200 rows to each, stops it, and restores each from its URL."""
-    dbs_and_urls = list(dbs_and_urls)
+def new_wal_databases(dbs):
+    """A connection to each new database of `dbs`, in WAL mode with one table."""
     conns = []
-    for db, _ in dbs_and_urls:
+    for db in dbs:
         c = sqlite3.connect(db, isolation_level=None)
         c.execute("PRAGMA journal_mode=WAL")
         c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, body BLOB)")
         conns.append(c)
+    return conns
+
+
+def stop_all(proc, conns):
+    """Kills the watch if it still runs; closes the application's connections."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for c in conns:
+        c.close()
+
+
+def watch_several(tmp_path, walrust_cli, dbs_and_urls, args, what):
+    """Makes each database (WAL, one table), runs `walrust watch ARGS` while an application
+    without walrust writes 200 rows to each, stops it, and restores each from its URL."""
+    dbs_and_urls = list(dbs_and_urls)
+    conns = new_wal_databases(db for db, _ in dbs_and_urls)
     log = tmp_path / "watch.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen([str(walrust_cli), "watch", *args, "--sync-interval", "100"], stderr=out)
@@ -458,11 +473,7 @@ def watch_several(tmp_path, walrust_cli, dbs_and_urls, args, what):
             assert r.returncode == 0, r.stderr
             assert_same_contents(db_contents(db), db_contents(out), f"restore of {db.name} from {what}")
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for c in conns:
-            c.close()
+        stop_all(proc, conns)
 
 
 def test_watch_with_a_litestream_config_file_of_two_databases(tmp_path, walrust_cli, replica, new_replica):
@@ -490,6 +501,65 @@ dbs:
                        capture_output=True, text=True, timeout=HANG_TIMEOUT)
     assert r.returncode == 2 and "line 3: 2 replicas" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_watch_reads_a_replica_given_as_litestreams_fields(tmp_path, walrust_cli, replica,
+                                                          new_replica):
+    """A Litestream configuration whose replicas are written as fields (`type: s3` with bucket,
+    path, endpoint, region, force-path-style; `type: file` with path), each with its own
+    `sync-interval`: each database goes to the replica its fields name, at its own interval
+    (the one at 1h, over `--sync-interval 100`, holds its commits until the watch stops)."""
+    slow = new_replica("slow")
+    dbs = [tmp_path / "fast.db", tmp_path / "slow.db"]
+
+    def fields(r, interval):
+        if r.kind == "file":
+            f = {"type": "file", "path": str(r.objects)}
+        else:
+            f = {k: v for k, v in r.litestream_replica_config().items() if k != "sync-interval"}
+        f["sync-interval"] = interval
+        return "".join(f"      {k}: {str(v).lower() if isinstance(v, bool) else v}\n"
+                       for k, v in f.items())
+
+    config = tmp_path / "litestream.yml"
+    config.write_text(f"dbs:\n  - path: {dbs[0]}\n    replica:\n{fields(replica, '100ms')}"
+                      f"  - path: {dbs[1]}\n    replica:\n{fields(slow, '1h')}")
+    conns = new_wal_databases(dbs)
+    log = tmp_path / "watch.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([str(walrust_cli), "watch", "--config", str(config),
+                                 "--sync-interval", "100"], stderr=out)
+    try:
+        for r in (replica, slow):
+            deadline = time.monotonic() + HANG_TIMEOUT
+            while not any(f.level == 9 for f in r.ltx_files()):
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, f"no snapshot in {r.url}:\n{log.read_text()}"
+                time.sleep(0.05)
+        for i in range(1, 51):
+            for c in conns:
+                c.execute("INSERT INTO t(id, body) VALUES (?, randomblob(200))", (i,))
+
+        def status(db):
+            r = subprocess.run([str(walrust_cli), "status", str(db)], capture_output=True,
+                               text=True, timeout=HANG_TIMEOUT)
+            assert r.returncode == 0, r.stderr
+            return json.loads(r.stdout)
+
+        deadline = time.monotonic() + HANG_TIMEOUT
+        while (st := status(dbs[0]))["pending_txns"] or st["txid"] < 50:
+            assert time.monotonic() < deadline, f"fast.db never caught up: {st}\n{log.read_text()}"
+            time.sleep(0.05)
+        st = status(dbs[1])
+        assert st["pending_txns"] >= 50, f"slow.db uploaded before its hour: {st}"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=HANG_TIMEOUT) == 0, log.read_text()
+        for db, r in zip(dbs, (replica, slow)):
+            (tmp_path / f"restore-{db.stem}").mkdir()
+            assert_restores_to(walrust_cli, r, tmp_path / f"restore-{db.stem}", db,
+                               f"{db.name}'s replica")
+    finally:
+        stop_all(proc, conns)
 
 
 def test_watch_with_a_replica_root(tmp_path, walrust_cli, new_replica):

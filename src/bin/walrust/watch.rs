@@ -24,15 +24,23 @@ with processes that load the extension on the same database; a second watch of t
 database is refused.
 
 --config FILE reads the databases from Litestream's YAML format (the flags above apply to
-all of them):
+all of them; a replica's own sync-interval, to its database, over --sync-interval):
 
     dbs:
       - path: /path/to/app.db
-        replicas:            # or `replica:` with `url:` under it
+        replicas:            # or `replica:` with the replica under it
           - url: s3://bucket/app
+            sync-interval: 1s
+      - path: /path/to/other.db
+        replica:             # Litestream's fields instead of url:
+          type: s3           # or file, with path: DIR
+          bucket: bucket
+          path: other
+          endpoint: https://s3.example.com   # region:, force-path-style: true
 
-One replica per database; any other key is refused with its line number. $VAR and ${VAR}
-in values are expanded.
+One replica per database; any other key is refused with its line number (credentials too:
+they come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY). $VAR and ${VAR} in values are
+expanded.
 
 --checkpoint background (the default): the watch checkpoints the WAL itself (SQLite's
 PASSIVE checkpoint) once it has copied the frames, so the application's own checkpoints find
@@ -72,8 +80,18 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
     walrust::vfs::ffi::posix::block_termination_signals()
         .map_err(|e| Failure::new(1, format!("cannot block SIGINT/SIGTERM: {e}")))?;
     let mut watched: Vec<Arc<Watched>> = Vec::new();
-    for (db, url) in dbs {
-        let w = watch::start(&db, &url, settings.clone()).map_err(|e| Failure::new(1, e))?;
+    for Db {
+        path,
+        url,
+        sync_interval_ms,
+    } in dbs
+    {
+        let mut settings = settings.clone();
+        if let Some(ms) = sync_interval_ms {
+            // The file's setting for this database's replica, over the flag's for all.
+            settings.sync_interval_ms = ms;
+        }
+        let w = watch::start(&path, &url, settings).map_err(|e| Failure::new(1, e))?;
         walrust::log::info(&format!(
             "watching {}, replicating to {} (TXID {} uploaded)",
             w.path.display(),
@@ -144,11 +162,11 @@ fn poll_loop(watched: &[Arc<Watched>], stop: &AtomicBool) {
 /// The databases and their replicas' URLs: from --config FILE, or DB... and --replica(-root).
 /// Two databases with one replica (two files of one name under --replica-root) are refused
 /// here: the replica holds one history, so the second would be refused at its first upload.
-fn databases(a: &Args) -> Result<Vec<(PathBuf, String)>, Failure> {
+fn databases(a: &Args) -> Result<Vec<Db>, Failure> {
     let dbs = listed_databases(a)?;
     let real = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
-    for (i, (db, _)) in dbs.iter().enumerate() {
-        if let Some((other, _)) = dbs[..i].iter().find(|(o, _)| real(o) == real(db)) {
+    for (i, Db { path: db, .. }) in dbs.iter().enumerate() {
+        if let Some(Db { path: other, .. }) = dbs[..i].iter().find(|o| real(&o.path) == real(db)) {
             return Err(Failure::invalid(format!(
                 "{} is named twice ({} and {}): name each database once",
                 real(db).display(),
@@ -157,9 +175,9 @@ fn databases(a: &Args) -> Result<Vec<(PathBuf, String)>, Failure> {
             )));
         }
     }
-    for (i, (db, url)) in dbs.iter().enumerate() {
-        let same = |(_, u): &&(PathBuf, String)| walrust::store::url::same_replica(u, url);
-        if let Some((other, _)) = dbs[..i].iter().find(same) {
+    for (i, Db { path: db, url, .. }) in dbs.iter().enumerate() {
+        let same = |o: &&Db| walrust::store::url::same_replica(&o.url, url);
+        if let Some(Db { path: other, .. }) = dbs[..i].iter().find(same) {
             return Err(Failure::invalid(format!(
                 "{} and {} would share the replica {}: a replica holds one database's history; give each its own (--replica-root names replicas by file name)",
                 other.display(),
@@ -171,7 +189,10 @@ fn databases(a: &Args) -> Result<Vec<(PathBuf, String)>, Failure> {
     Ok(dbs)
 }
 
-fn listed_databases(a: &Args) -> Result<Vec<(PathBuf, String)>, Failure> {
+/// A database to watch, its replica, and its own upload interval (from `--config`), if any.
+type Db = watch::config::DbConfig;
+
+fn listed_databases(a: &Args) -> Result<Vec<Db>, Failure> {
     let Some(file) = a.value(&["--config"]) else {
         if a.positional.is_empty() {
             return Err(Failure::usage(
@@ -179,15 +200,22 @@ fn listed_databases(a: &Args) -> Result<Vec<(PathBuf, String)>, Failure> {
             ));
         }
         let urls = replica_urls(a)?;
-        return Ok(a.positional.iter().map(PathBuf::from).zip(urls).collect());
+        let paths = a.positional.iter().map(PathBuf::from);
+        return Ok(paths
+            .zip(urls)
+            .map(|(path, url)| Db {
+                path,
+                url,
+                sync_interval_ms: None,
+            })
+            .collect());
     };
     if !a.positional.is_empty() || a.value(&["--replica", "--replica-root"]).is_some() {
         return Err(Failure::usage(
             "--config FILE names the databases and their replicas; give no DB, --replica or --replica-root with it",
         ));
     }
-    let dbs = watch::config::load(std::path::Path::new(file)).map_err(Failure::invalid)?;
-    Ok(dbs.into_iter().map(|d| (d.path, d.url)).collect())
+    watch::config::load(std::path::Path::new(file)).map_err(Failure::invalid)
 }
 
 fn replica_urls(a: &Args) -> Result<Vec<String>, Failure> {

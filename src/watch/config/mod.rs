@@ -4,26 +4,31 @@
 //! ```yaml
 //! dbs:
 //!   - path: /path/to/app.db
-//!     replicas:            # or `replica:` with one `url:`, as Litestream 0.5 allows
-//!       - url: s3://bucket/app
+//!     replicas:            # or `replica:` with one replica, as Litestream 0.5 allows
+//!       - url: s3://bucket/app # or Litestream's fields (`replica`)
+//!         sync-interval: 1s
 //! ```
 //!
 //! Accepted: block mappings and sequences (space indentation), `#` comments, blank lines,
 //! plain, 'single' and "double" quoted scalars, `$VAR` / `${VAR}` in values and `~/` at the
-//! start of a path (as Litestream expands them). Everything else (another key, flow `[..]`/`{..}`, anchors, tags, block
-//! scalars, tabs, more than one replica for a database) is refused with one line naming the
-//! line number: a setting walrust would silently ignore (credentials, a `type: s3` replica
-//! without `url:`) is worse than an error.
+//! start of a path (as Litestream expands them). Everything else (another key, flow
+//! `[..]`/`{..}`, anchors, tags, block scalars, tabs, more than one replica for a database)
+//! is refused with one line naming the line number: a setting walrust would silently ignore
+//! (credentials, retention, Litestream's snapshot or level settings) is worse than an error.
 //!
 //! What must hold: `parse` returns each database once, with exactly one replica URL.
 
+mod replica;
+
 use std::path::{Path, PathBuf};
 
-/// One database of the file and its replica's URL.
+/// One database of the file, its replica's URL, and its upload interval if the file sets one
+/// (a replica's `sync-interval`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DbConfig {
     pub path: PathBuf,
     pub url: String,
+    pub sync_interval_ms: Option<u64>,
 }
 
 /// Reads and parses FILE; errors are one line naming it (and the line number).
@@ -89,7 +94,7 @@ fn database(item: Node, env: &dyn Fn(&str) -> Option<String>) -> Result<DbConfig
     for (key, value, no) in entries {
         match key.as_str() {
             "path" => path = Some(scalar(value, no, env)?),
-            "replica" => url = Some(replica(value, no, env)?),
+            "replica" => url = Some(replica::parse(value, no, env)?),
             "replicas" => {
                 let Node::List(items, _) = value else {
                     return Err(format!(
@@ -103,7 +108,7 @@ fn database(item: Node, env: &dyn Fn(&str) -> Option<String>) -> Result<DbConfig
                     ));
                 }
                 let r = items.into_iter().next().unwrap();
-                url = Some(replica(r, no, env)?);
+                url = Some(replica::parse(r, no, env)?);
             }
             _ => return Err(unsupported(&key, no, "path, replica, replicas")),
         }
@@ -117,29 +122,14 @@ fn database(item: Node, env: &dyn Fn(&str) -> Option<String>) -> Result<DbConfig
         }
         None => path,
     };
-    let url = url.ok_or(format!(
+    let replica = url.ok_or(format!(
         "line {at}: {path} has no `replica:` or `replicas:`"
     ))?;
     Ok(DbConfig {
         path: PathBuf::from(path),
-        url,
+        url: replica.url,
+        sync_interval_ms: replica.sync_interval_ms,
     })
-}
-
-fn replica(value: Node, no: usize, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
-    let Node::Map(entries, at) = value else {
-        return Err(format!(
-            "line {no}: a replica needs `url: ...` indented under it"
-        ));
-    };
-    let mut url = None;
-    for (key, value, no) in entries {
-        match key.as_str() {
-            "url" => url = Some(scalar(value, no, env)?),
-            _ => return Err(unsupported(&key, no, "url in a replica")),
-        }
-    }
-    url.ok_or(format!("line {at}: this replica has no `url:`"))
 }
 
 fn scalar(value: Node, no: usize, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
@@ -413,6 +403,7 @@ mod tests {
         DbConfig {
             path: PathBuf::from(path),
             url: url.to_string(),
+            sync_interval_ms: None,
         }
     }
 
@@ -445,13 +436,60 @@ dbs:
     }
 
     #[test]
+    fn litestream_replica_fields_make_the_url() {
+        let s3 = "\
+dbs:
+  - path: /data/app.db
+    replicas:
+      - type: s3
+        bucket: $BUCKET
+        path: backups/app db
+        endpoint: http://127.0.0.1:9000
+        region: us-east-1
+        force-path-style: true
+        sync-interval: 250ms
+";
+        assert_eq!(
+            ok(s3),
+            vec![DbConfig {
+                sync_interval_ms: Some(250),
+                ..db(
+                    "/data/app.db",
+                    "s3://mybkt/backups/app%20db?endpoint=http://127.0.0.1:9000&region=us-east-1&force_path_style=true",
+                )
+            }]
+        );
+        let file = "dbs:\n  - path: a.db\n    replica:\n      type: file\n      path: /r/a b\n";
+        assert_eq!(ok(file), vec![db("a.db", "file:///r/a%20b")]);
+        let url_and_options =
+            "dbs:\n  - path: a.db\n    replica:\n      url: s3://bkt/a\n      region: eu-west-1\n      sync-interval: 1m\n";
+        assert_eq!(
+            ok(url_and_options),
+            vec![DbConfig {
+                sync_interval_ms: Some(60_000),
+                ..db("a.db", "s3://bkt/a?region=eu-west-1")
+            }]
+        );
+    }
+
+    #[test]
     fn everything_else_is_refused_with_its_line() {
         let two =
             "dbs:\n  - path: a.db\n    replicas:\n      - url: s3://b/a\n      - url: s3://c/a\n";
         assert!(err(two).contains("line 3: 2 replicas"), "{}", err(two));
         let cases = [
             ("dbs:\n  - path: a.db\n    monitor-interval: 1s\n    replica:\n      url: x\n", "line 3: `monitor-interval` is not supported"),
-            ("dbs:\n  - path: a.db\n    replica:\n      type: s3\n      bucket: b\n", "line 4: `type` is not supported"),
+            ("dbs:\n  - path: a.db\n    replica:\n      type: sftp\n      host: h\n", "line 5: `host` is not supported"),
+            ("dbs:\n  - path: a.db\n    replica:\n      type: sftp\n", "line 4: walrust replicates to `s3` or `file`, not `sftp`"),
+            ("dbs:\n  - path: a.db\n    replica:\n      type: s3\n      path: a\n", "line 4: an s3 replica needs `bucket:`"),
+            ("dbs:\n  - path: a.db\n    replica:\n      type: file\n", "line 4: a file replica needs `path:`"),
+            ("dbs:\n  - path: a.db\n    replica:\n      type: file\n      path: /r\n      region: x\n", "line 6: `region` is for an s3 replica"),
+            ("dbs:\n  - path: a.db\n    replica:\n      url: s3://b/a\n      bucket: c\n", "line 5: the bucket and path are part of the `url:`"),
+            ("dbs:\n  - path: a.db\n    replica:\n      url: s3://b/a\n      type: s3\n", "line 4: give the replica as `url:` or as `type:`"),
+            ("dbs:\n  - path: a.db\n    replica:\n      url: s3://bkt/a?region=x\n      region: y\n", "line 4: "),
+            ("dbs:\n  - path: a.db\n    replica:\n      type: s3\n      bucket: B!\n", "line 4: "),
+            ("dbs:\n  - path: a.db\n    replica:\n      url: s3://b/a\n      sync-interval: 1d\n", "line 5: sync-interval `1d`"),
+            ("dbs:\n  - path: a.db\n    replica:\n      url: s3://b/a\n      access-key-id: K\n", "line 5: `access-key-id` is not read from the config file; set AWS_ACCESS_KEY_ID"),
             ("access-key-id: K\ndbs:\n  - path: a.db\n", "line 1: `access-key-id` is not supported"),
             ("dbs:\n  - path: a.db\n", "line 2: a.db has no `replica:`"),
             ("dbs:\n  - replica:\n      url: x\n", "line 2: this database has no `path:`"),

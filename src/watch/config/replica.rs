@@ -1,0 +1,239 @@
+//! One database's replica in a Litestream configuration file: its URL, written as `url:` or as
+//! Litestream's fields for one (`type: s3` with `bucket`, `path`, `endpoint`, `region`,
+//! `force-path-style`; `type: file` with `path`), and its `sync-interval`.
+//!
+//! What must hold: the URL returned parses as a walrust replica URL (`store::url`), and a field
+//! walrust would not honour is an error naming its line, never ignored. Credentials are not
+//! read from the file: the S3 store takes them from the standard AWS environment.
+
+use super::{scalar, unsupported, Node};
+use crate::config::MAX_SYNC_INTERVAL_MS;
+use crate::store::url::ReplicaUrl;
+
+/// A replica of the file: its URL and the database's upload interval, if the file sets one.
+#[derive(Debug)]
+pub struct Replica {
+    pub url: String,
+    pub sync_interval_ms: Option<u64>,
+}
+
+/// A field's value and line.
+type Field = Option<(String, usize)>;
+
+#[derive(Default)]
+struct Fields {
+    url: Field,
+    kind: Field,
+    bucket: Field,
+    path: Field,
+    endpoint: Field,
+    region: Field,
+    force_path_style: Field,
+}
+
+const ALLOWED: &str =
+    "url, type, bucket, path, endpoint, region, force-path-style and sync-interval in a replica";
+
+pub fn parse(
+    value: Node,
+    no: usize,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Replica, String> {
+    let Node::Map(entries, at) = value else {
+        return Err(format!(
+            "line {no}: a replica needs `url: ...` indented under it"
+        ));
+    };
+    let mut f = Fields::default();
+    let mut sync_interval_ms = None;
+    for (key, value, no) in entries {
+        let slot = match key.as_str() {
+            "url" => &mut f.url,
+            "type" => &mut f.kind,
+            "bucket" => &mut f.bucket,
+            "path" => &mut f.path,
+            "endpoint" => &mut f.endpoint,
+            "region" => &mut f.region,
+            "force-path-style" => &mut f.force_path_style,
+            "sync-interval" => {
+                sync_interval_ms = Some(sync_interval(&scalar(value, no, env)?, no)?);
+                continue;
+            }
+            "access-key-id" | "secret-access-key" => {
+                return Err(format!(
+                    "line {no}: `{key}` is not read from the config file; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in walrust watch's environment"
+                ))
+            }
+            _ => return Err(unsupported(&key, no, ALLOWED)),
+        };
+        *slot = Some((scalar(value, no, env)?, no));
+    }
+    Ok(Replica {
+        url: url(&f, at)?,
+        sync_interval_ms,
+    })
+}
+
+/// The replica's URL: `url:` as written, or built from the fields (and checked).
+fn url(f: &Fields, at: usize) -> Result<String, String> {
+    let s3_options = [
+        ("endpoint", &f.endpoint),
+        ("region", &f.region),
+        ("force_path_style", &f.force_path_style),
+    ];
+    let fields = [&f.kind, &f.bucket, &f.path];
+    if fields
+        .iter()
+        .chain(s3_options.iter().map(|(_, v)| v))
+        .all(|v| v.is_none())
+    {
+        return f
+            .url
+            .as_ref()
+            .map(|(u, _)| u.clone())
+            .ok_or(format!("line {at}: this replica has no `url:`"));
+    }
+    let mut url = match (&f.url, &f.kind) {
+        (Some((_, no)), Some(_)) => {
+            return Err(format!(
+                "line {no}: give the replica as `url:` or as `type:` with its fields, not both"
+            ))
+        }
+        (Some((u, _)), None) => {
+            if let Some((_, no)) = f.bucket.as_ref().or(f.path.as_ref()) {
+                return Err(format!(
+                    "line {no}: the bucket and path are part of the `url:`; give one or the other"
+                ));
+            }
+            u.clone()
+        }
+        (None, Some((kind, no))) => from_fields(kind, *no, f)?,
+        (None, None) => return Err(format!("line {at}: this replica has no `url:` or `type:`")),
+    };
+    for (name, v) in s3_options {
+        let Some((value, no)) = v else { continue };
+        if !url.starts_with("s3://") {
+            return Err(format!(
+                "line {no}: `{}` is for an s3 replica",
+                name.replace('_', "-")
+            ));
+        }
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(&format!("{name}={}", escape(value, b":/")));
+    }
+    let line = f.url.as_ref().or(f.kind.as_ref()).map_or(at, |(_, no)| *no);
+    ReplicaUrl::parse(&url)
+        .map(|u| u.to_string())
+        .map_err(|e| format!("line {line}: {e}"))
+}
+
+fn from_fields(kind: &str, no: usize, f: &Fields) -> Result<String, String> {
+    match kind {
+        "s3" => {
+            let (bucket, _) = f
+                .bucket
+                .as_ref()
+                .ok_or(format!("line {no}: an s3 replica needs `bucket:`"))?;
+            let path = f.path.as_ref().map_or("", |(p, _)| p.as_str());
+            Ok(format!("s3://{bucket}/{}", escape(path, b"/")))
+        }
+        "file" => {
+            if let Some((_, no)) = &f.bucket {
+                return Err(format!("line {no}: `bucket` is for an s3 replica"));
+            }
+            let (path, _) = f
+                .path
+                .as_ref()
+                .ok_or(format!("line {no}: a file replica needs `path:`"))?;
+            // Relative to the working directory, as Litestream takes it.
+            let abs = std::path::absolute(path)
+                .map_err(|e| format!("line {no}: cannot make {path} absolute: {e}"))?;
+            let abs = abs.to_string_lossy();
+            Ok(format!("file://{}", escape(&abs, b"/")))
+        }
+        other => Err(format!(
+            "line {no}: walrust replicates to `s3` or `file`, not `{other}`"
+        )),
+    }
+}
+
+/// Percent-encodes all but unreserved bytes and `keep`.
+fn escape(s: &str, keep: &[u8]) -> String {
+    let mut out = String::new();
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || keep.contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A Go duration (`1s`, `500ms`, `1m30s`, `1.5s`), as Litestream writes `sync-interval`, in ms.
+fn sync_interval(text: &str, no: usize) -> Result<u64, String> {
+    let bad = || {
+        format!(
+            "line {no}: sync-interval `{text}` is not a duration such as 1s, 500ms or 1m (at most 24h)"
+        )
+    };
+    let mut rest = text.trim();
+    if rest == "0" {
+        return Ok(0);
+    }
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut ms = 0f64;
+    while !rest.is_empty() {
+        let n_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let n: f64 = rest[..n_end].parse().map_err(|_| bad())?;
+        rest = &rest[n_end..];
+        let u_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = match &rest[..u_end] {
+            "h" => 3_600_000.0,
+            "m" => 60_000.0,
+            "s" => 1_000.0,
+            "ms" => 1.0,
+            "us" | "µs" => 0.001,
+            "ns" => 0.000_001,
+            _ => return Err(bad()),
+        };
+        ms += n * unit;
+        rest = &rest[u_end..];
+    }
+    if ms > MAX_SYNC_INTERVAL_MS as f64 {
+        return Err(bad());
+    }
+    Ok(ms.round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations_are_read_as_litestream_writes_them() {
+        let ms = |t: &str| sync_interval(t, 7);
+        assert_eq!(ms("1s"), Ok(1000));
+        assert_eq!(ms("500ms"), Ok(500));
+        assert_eq!(ms("1m30s"), Ok(90_000));
+        assert_eq!(ms("1.5s"), Ok(1500));
+        assert_eq!(ms("0"), Ok(0));
+        assert_eq!(ms("0s"), Ok(0));
+        for bad in ["1", "s", "1d", "-1s", "25h", "1 s", ""] {
+            let e = ms(bad).expect_err(bad);
+            assert!(e.starts_with("line 7: sync-interval"), "{e}");
+        }
+    }
+
+    #[test]
+    fn escaping_keeps_what_a_url_path_may_hold() {
+        assert_eq!(escape("a b/c?d%", b"/"), "a%20b/c%3Fd%25");
+        assert_eq!(escape("http://h:9000", b":/"), "http://h:9000");
+    }
+}

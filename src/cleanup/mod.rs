@@ -1,7 +1,8 @@
 //! Leftovers of killed processes: walrust's temporary files (LTX files being built, spare log
 //! segments, files being written into a local-directory replica, a compaction's spool files)
 //! that a process killed mid-write never removed. They are recognised by name (`names`: each
-//! carries its creator's PID) and removed when replication of a database starts and before
+//! carries its creator's PID) and removed when replication of a database starts (also from
+//! the system's temporary directory, where a full shadow directory sends LTX files) and before
 //! `walrust compact` runs, so that repeated crashes cannot fill the disk.
 //!
 //! Must never: remove a file a live process may still use (`liveness`: its creator is alive,
@@ -24,8 +25,8 @@ pub struct Removed {
     pub bytes: u64,
 }
 
-/// At the start of replication: the shadow directory, its `tmp/` and `log/`, and the replica if
-/// it is a local directory.
+/// At the start of replication: the shadow directory, its `tmp/` and `log/`, the replica if
+/// it is a local directory, and (once per process) the system's temporary directory.
 pub fn at_replication_start(shadow: &ShadowDir, replica_url: &str) -> Removed {
     let mut r = Removed::default();
     sweep(&shadow.tmp_dir(), names::shadow_tmp, &mut r);
@@ -33,7 +34,23 @@ pub fn at_replication_start(shadow: &ShadowDir, replica_url: &str) -> Removed {
     sweep(&shadow.root, names::state_tmp, &mut r);
     sweep_replica(replica_url, &mut r);
     report(r, &shadow.root.display().to_string());
-    r
+    let mut t = Removed::default();
+    sweep_system_tmp_once(&mut t);
+    report(t, &std::env::temp_dir().display().to_string());
+    Removed {
+        files: r.files + t.files,
+        bytes: r.bytes + t.bytes,
+    }
+}
+
+/// LTX files built in the system's temporary directory when a shadow directory was full
+/// (`upload::batch::with_room`), by processes of any database: looked for once per process
+/// (a busy temporary directory is not read again for each of many databases).
+fn sweep_system_tmp_once(r: &mut Removed) {
+    static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !DONE.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        sweep(&std::env::temp_dir(), names::shadow_tmp, r);
+    }
 }
 
 /// Before a compaction of `replica_url` that spools in `temp_dir`: both.

@@ -2,7 +2,8 @@
 //! carries its creator's PID. Anything else (Litestream's `.tmp` files, the user's files) is
 //! never recognised.
 //!
-//! - `<db>-walrust/tmp/<min>-<max>.ltx.<pid>.tmp`: an LTX file being built (`upload::batch`).
+//! - `<db>-walrust/tmp/<min>-<max>.ltx.<pid>.tmp`: an LTX file being built (`upload::batch`);
+//!   in the system's temporary directory when the shadow directory is full.
 //! - `<db>-walrust/state.json.<pid>-<n>.tmp`: `state.json` being replaced (`shadow::state`).
 //! - `<db>-walrust/log/spare.tmp.<pid>`: a spare log segment being written (`shadow::log`).
 //! - a local-directory replica's `<name>.<pid>-<n>.tmp`: a file being written (`store::fs`):

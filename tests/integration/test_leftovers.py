@@ -48,7 +48,7 @@ def alive(pid):
     return Path(f"/proc/{pid}").exists()
 
 
-def start_replication(db, replica, ext):
+def start_replication(db, replica, ext, **env_vars):
     """A process that opens the database with its replica (replication starts at open) and
     exits: 'the next start'."""
     code = (
@@ -61,7 +61,30 @@ def start_replication(db, replica, ext):
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("WALRUST_")}
     subprocess.run([PYTHON, "-c", code, str(ext), str(db), replica.url], check=True,
-                   capture_output=True, env=env, timeout=300)
+                   capture_output=True, env={**env, **env_vars}, timeout=300)
+
+
+def test_ltx_files_left_in_the_system_temporary_directory_are_removed(tmp_path, walrust_ext):
+    """A full shadow directory sends LTX files to the system's temporary directory; one a
+    killed process left there goes at the next start of replication (of any database), and
+    nothing else there is touched: a live process's file, a file of another name."""
+    tmp = tmp_path / "systmp"
+    tmp.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    assert not alive(dead.pid)
+    name = "0000000000000001-0000000000000007.ltx.{}.tmp"
+    left = tmp / name.format(dead.pid)
+    live = tmp / name.format(os.getpid())
+    other = tmp / "0000000000000001-0000000000000007.ltx"
+    for f in (left, live, other):
+        f.write_bytes(b"x" * 4096)
+    db = tmp_path / "app.db"
+    with sqlite3.connect(db) as c:
+        c.execute("PRAGMA journal_mode=WAL")
+    start_replication(db, Replica.file(tmp_path / "replica"), walrust_ext, TMPDIR=str(tmp))
+    assert not left.exists(), "the killed process's LTX file survived the start"
+    assert live.exists() and other.exists(), sorted(p.name for p in tmp.iterdir())
 
 
 def test_kill_9_leftovers_are_removed_at_the_next_start(tmp_path, walrust_ext):

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import (HANG_TIMEOUT, SYSTEM_PYTHON, assert_integrity_ok, assert_same_contents, db_contents,
-                     url_under)
+from harness import (HANG_TIMEOUT, SYSTEM_PYTHON, Replica, assert_integrity_ok, assert_same_contents,
+                     db_contents, url_under)
 
 # The application: plain sqlite3 of the Python on PATH (pyenv's cannot load extensions), one
 # connection that stays open (a live WAL index) until its stdin closes.
@@ -452,14 +452,16 @@ def stop_all(proc, conns):
         c.close()
 
 
-def watch_several(tmp_path, walrust_cli, dbs_and_urls, args, what):
-    """Makes each database (WAL, one table), runs `walrust watch ARGS` while an application
-    without walrust writes 200 rows to each, stops it, and restores each from its URL."""
+def watch_several(tmp_path, walrust_cli, dbs_and_urls, args, what, env=None):
+    """Makes each database (WAL, one table), runs `walrust watch ARGS` (in `env`) while an
+    application without walrust writes 200 rows to each, stops it, and restores each from its
+    URL."""
     dbs_and_urls = list(dbs_and_urls)
     conns = new_wal_databases(db for db, _ in dbs_and_urls)
     log = tmp_path / "watch.log"
     with open(log, "ab") as out:
-        proc = subprocess.Popen([str(walrust_cli), "watch", *args, "--sync-interval", "100"], stderr=out)
+        proc = subprocess.Popen([str(walrust_cli), "watch", *args, "--sync-interval", "100"],
+                                stderr=out, env=env)
     try:
         for i in range(1, 201):
             for c in conns:
@@ -560,6 +562,40 @@ def test_watch_reads_a_replica_given_as_litestreams_fields(tmp_path, walrust_cli
                                f"{db.name}'s replica")
     finally:
         stop_all(proc, conns)
+
+
+def test_watch_takes_its_access_key_as_litestream_does(tmp_path, walrust_cli, s3_server):
+    """A Litestream deployment's key works unchanged, with no AWS_* variable set: in the
+    config file (`access-key-id: ${VAR}` at its top, as Litestream's docs write it), or in
+    Litestream's variables (LITESTREAM_ACCESS_KEY_ID, LITESTREAM_SECRET_ACCESS_KEY). Replicas
+    of one file naming two keys are refused in one line (one watch has one key)."""
+    bare = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "WALRUST_"))}
+    bare["AWS_REGION"] = "us-east-1"
+    key = {"KEY": s3_server.access_key, "SECRET": s3_server.secret_key}
+    in_file = Replica.s3_prefix(s3_server, f"creds-{os.getpid()}-{time.monotonic_ns()}/file")
+    db = tmp_path / "one.db"
+    config = tmp_path / "litestream.yml"
+    config.write_text("access-key-id: ${KEY}\nsecret-access-key: ${SECRET}\n"
+                      f"dbs:\n  - path: {db}\n    replica:\n      url: {in_file.url}\n")
+    watch_several(tmp_path, walrust_cli, [(db, in_file.url)], ["--config", str(config)],
+                  "a key in the config file", env={**bare, **key})
+
+    in_env = Replica.s3_prefix(s3_server, f"creds-{os.getpid()}-{time.monotonic_ns()}/env")
+    db = tmp_path / "two.db"
+    litestream_vars = {"LITESTREAM_ACCESS_KEY_ID": s3_server.access_key,
+                       "LITESTREAM_SECRET_ACCESS_KEY": s3_server.secret_key}
+    watch_several(tmp_path, walrust_cli, [(db, in_env.url)], [str(db), "--replica", in_env.url],
+                  "Litestream's variables", env={**bare, **litestream_vars})
+
+    two_keys = tmp_path / "two-keys.yml"
+    two_keys.write_text(f"dbs:\n  - path: {tmp_path / 'one.db'}\n    replica:\n      url: {in_file.url}\n"
+                        "      access-key-id: A\n      secret-access-key: a\n"
+                        f"  - path: {db}\n    replica:\n      url: {in_env.url}\n"
+                        "      access-key-id: B\n      secret-access-key: b\n")
+    r = subprocess.run([str(walrust_cli), "watch", "--config", str(two_keys)],
+                       capture_output=True, text=True, timeout=HANG_TIMEOUT)
+    assert r.returncode == 2 and "more than one access key" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "b\n" not in r.stderr, r.stderr
 
 
 def test_watch_with_a_replica_root(tmp_path, walrust_cli, new_replica):

@@ -38,9 +38,9 @@ all of them; a replica's own sync-interval, to its database, over --sync-interva
           path: other
           endpoint: https://s3.example.com   # region:, force-path-style: true
 
-One replica per database; any other key is refused with its line number (credentials too:
-they come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY). $VAR and ${VAR} in values are
-expanded.
+One replica per database; any other key is refused with its line number. access-key-id and
+secret-access-key (at the top or in a replica) are used for every replica: one key per watch.
+$VAR and ${VAR} in values are expanded.
 
 --checkpoint background (the default): the watch checkpoints the WAL itself (SQLite's
 PASSIVE checkpoint) once it has copied the frames, so the application's own checkpoints find
@@ -76,6 +76,7 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
         &["--compact-after-snapshot"],
     )?;
     let dbs = databases(&a)?;
+    use_credentials(&dbs)?;
     let settings = settings(&a)?;
     walrust::vfs::ffi::posix::block_termination_signals()
         .map_err(|e| Failure::new(1, format!("cannot block SIGINT/SIGTERM: {e}")))?;
@@ -84,6 +85,7 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
         path,
         url,
         sync_interval_ms,
+        ..
     } in dbs
     {
         let mut settings = settings.clone();
@@ -189,6 +191,30 @@ fn databases(a: &Args) -> Result<Vec<Db>, Failure> {
     Ok(dbs)
 }
 
+/// The access key pair the config file names, made this process's (before any thread
+/// starts), for every replica: the S3 store reads its credentials from the environment, so
+/// one `walrust watch` has one set. Replicas naming different sets, or some none, are refused.
+fn use_credentials(dbs: &[Db]) -> Result<(), Failure> {
+    let Some(first) = dbs.iter().find_map(|d| d.credentials.as_ref()) else {
+        return Ok(());
+    };
+    if dbs.iter().any(|d| d.credentials.as_ref() != Some(first)) {
+        return Err(Failure::invalid(
+            "the config file names more than one access key for its replicas (or none for some); one walrust watch uses one: run one per key",
+        ));
+    }
+    for name in [
+        "LITESTREAM_ACCESS_KEY_ID",
+        "LITESTREAM_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+    ] {
+        std::env::remove_var(name);
+    }
+    std::env::set_var("AWS_ACCESS_KEY_ID", &first.id);
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", &first.secret);
+    Ok(())
+}
+
 /// A database to watch, its replica, and its own upload interval (from `--config`), if any.
 type Db = watch::config::DbConfig;
 
@@ -207,6 +233,7 @@ fn listed_databases(a: &Args) -> Result<Vec<Db>, Failure> {
                 path,
                 url,
                 sync_interval_ms: None,
+                credentials: None,
             })
             .collect());
     };

@@ -178,30 +178,10 @@ pub fn resolve(url: &S3Url) -> Result<Resolved, StoreError> {
 /// Reads the credentials from the environment or the profile file. The error says where they
 /// were looked for, never what was found.
 pub fn load_credentials(profile: Option<&str>) -> Result<Credentials, String> {
-    let id = env("AWS_ACCESS_KEY_ID");
-    let secret = env("AWS_SECRET_ACCESS_KEY");
-    match (&id, &secret) {
-        (Some(id), Some(secret)) => {
-            return Credentials::new(
-                Some(id),
-                Some(secret),
-                None,
-                env("AWS_SESSION_TOKEN").as_deref(),
-                None,
-            )
-            .map_err(|_| "the AWS credentials could not be used".to_string())
-        }
-        (Some(_), None) => {
-            return Err(
-                "AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not; set both".into(),
-            )
-        }
-        (None, Some(_)) => {
-            return Err(
-                "AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not; set both".into(),
-            )
-        }
-        (None, None) => {}
+    if let Some(pair) = key_pair(&env) {
+        let (id, secret, token) = pair?;
+        return Credentials::new(Some(&id), Some(&secret), None, token.as_deref(), None)
+            .map_err(|_| "the AWS credentials could not be used".to_string());
     }
     let section = profile.unwrap_or("default");
     Credentials::from_profile(Some(section)).map_err(|_| {
@@ -213,6 +193,42 @@ pub fn load_credentials(profile: Option<&str>) -> Result<Credentials, String> {
              (AWS_PROFILE chooses the section)"
         )
     })
+}
+
+/// Access key id, secret and session token.
+type KeyPair = (String, String, Option<String>);
+
+/// An access key pair from the environment (id, secret, session token): Litestream's
+/// `LITESTREAM_ACCESS_KEY_ID` and `LITESTREAM_SECRET_ACCESS_KEY` first, as Litestream reads
+/// them (so its deployments' environments work unchanged), then AWS's with
+/// `AWS_SESSION_TOKEN`. `None`: neither pair is set; an error: half of one is.
+fn key_pair(env: &dyn Fn(&str) -> Option<String>) -> Option<Result<KeyPair, String>> {
+    for prefix in ["LITESTREAM", "AWS"] {
+        let (id_name, secret_name) = (
+            format!("{prefix}_ACCESS_KEY_ID"),
+            format!("{prefix}_SECRET_ACCESS_KEY"),
+        );
+        match (env(&id_name), env(&secret_name)) {
+            (Some(id), Some(secret)) => {
+                let token = (prefix == "AWS")
+                    .then(|| env("AWS_SESSION_TOKEN"))
+                    .flatten();
+                return Some(Ok((id, secret, token)));
+            }
+            (Some(_), None) => {
+                return Some(Err(format!(
+                    "{id_name} is set but {secret_name} is not; set both"
+                )))
+            }
+            (None, Some(_)) => {
+                return Some(Err(format!(
+                    "{secret_name} is set but {id_name} is not; set both"
+                )))
+            }
+            (None, None) => {}
+        }
+    }
+    None
 }
 
 /// The credential strings, for scrubbing them out of anything a server echoes back.
@@ -239,6 +255,43 @@ mod tests {
             crate::store::ReplicaUrl::S3(u) => u,
             _ => unreachable!(),
         }
+    }
+
+    #[test]
+    fn litestreams_key_pair_is_read_first_then_awss() {
+        let pair = |vars: &[(&str, &str)]| {
+            let vars: Vec<(String, String)> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            key_pair(&|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+        };
+        let aws = [
+            ("AWS_ACCESS_KEY_ID", "A"),
+            ("AWS_SECRET_ACCESS_KEY", "a"),
+            ("AWS_SESSION_TOKEN", "t"),
+        ];
+        let lit = [
+            ("LITESTREAM_ACCESS_KEY_ID", "L"),
+            ("LITESTREAM_SECRET_ACCESS_KEY", "l"),
+        ];
+        let both: Vec<_> = aws.iter().chain(lit.iter()).copied().collect();
+        let some = |id: &str, secret: &str, token: Option<&str>| {
+            Some(Ok((
+                id.to_string(),
+                secret.to_string(),
+                token.map(String::from),
+            )))
+        };
+        assert_eq!(pair(&aws), some("A", "a", Some("t")));
+        assert_eq!(pair(&lit), some("L", "l", None));
+        assert_eq!(pair(&both), some("L", "l", None));
+        assert_eq!(pair(&[]), None);
+        let half = pair(&[("LITESTREAM_ACCESS_KEY_ID", "L")]);
+        assert!(
+            matches!(&half, Some(Err(e)) if e.contains("LITESTREAM_SECRET_ACCESS_KEY is not")),
+            "{half:?}"
+        );
     }
 
     // The environment is process-wide: these assertions only use the URL's own settings,

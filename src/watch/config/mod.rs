@@ -22,13 +22,28 @@ mod replica;
 
 use std::path::{Path, PathBuf};
 
-/// One database of the file, its replica's URL, and its upload interval if the file sets one
-/// (a replica's `sync-interval`).
+/// One database of the file, its replica's URL, its upload interval if the file sets one (a
+/// replica's `sync-interval`), and the access key pair for its replica if the file names one
+/// (the replica's own, or the file's top-level one).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DbConfig {
     pub path: PathBuf,
     pub url: String,
     pub sync_interval_ms: Option<u64>,
+    pub credentials: Option<KeyPair>,
+}
+
+/// `access-key-id` and `secret-access-key`. `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyPair {
+    pub id: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for KeyPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyPair({}, <secret>)", self.id)
+    }
 }
 
 /// Reads and parses FILE; errors are one line naming it (and the line number).
@@ -58,19 +73,31 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<DbC
     let Node::Map(entries, _) = top else {
         return Err("line 1: expected `dbs:`".into());
     };
-    let mut dbs = None;
+    let (mut dbs, mut id, mut secret) = (None, None, None);
     for (key, value, no) in entries {
         match key.as_str() {
             "dbs" => dbs = Some(value),
-            _ => return Err(unsupported(&key, no, "dbs")),
+            "access-key-id" => id = Some((scalar(value, no, env)?, no)),
+            "secret-access-key" => secret = Some((scalar(value, no, env)?, no)),
+            _ => {
+                return Err(unsupported(
+                    &key,
+                    no,
+                    "dbs, access-key-id, secret-access-key",
+                ))
+            }
         }
     }
+    let global = replica::key_pair(&id, &secret)?;
     let Some(Node::List(items, _)) = dbs else {
         return Err("needs `dbs:` with a list of `- path: ...` items".into());
     };
     let mut out: Vec<DbConfig> = Vec::new();
     for item in items {
-        let db = database(item, env)?;
+        let mut db = database(item, env)?;
+        if db.credentials.is_none() {
+            db.credentials = global.clone();
+        }
         if out.iter().any(|d| d.path == db.path) {
             return Err(format!("names {} twice", db.path.display()));
         }
@@ -129,6 +156,7 @@ fn database(item: Node, env: &dyn Fn(&str) -> Option<String>) -> Result<DbConfig
         path: PathBuf::from(path),
         url: replica.url,
         sync_interval_ms: replica.sync_interval_ms,
+        credentials: replica.credentials,
     })
 }
 
@@ -404,6 +432,7 @@ mod tests {
             path: PathBuf::from(path),
             url: url.to_string(),
             sync_interval_ms: None,
+            credentials: None,
         }
     }
 
@@ -473,6 +502,33 @@ dbs:
     }
 
     #[test]
+    fn access_keys_of_the_file_or_of_a_replica() {
+        let text = "\
+access-key-id: GLOBAL
+secret-access-key: ${BUCKET}
+dbs:
+  - path: /a.db
+    replica:
+      url: s3://bkt/a
+  - path: /b.db
+    replica:
+      url: s3://bkt/b
+      access-key-id: OWN
+      secret-access-key: own-secret
+";
+        let dbs = ok(text);
+        let pair = |id: &str, secret: &str| {
+            Some(KeyPair {
+                id: id.into(),
+                secret: secret.into(),
+            })
+        };
+        assert_eq!(dbs[0].credentials, pair("GLOBAL", "mybkt"));
+        assert_eq!(dbs[1].credentials, pair("OWN", "own-secret"));
+        assert!(!format!("{dbs:?}").contains("own-secret"));
+    }
+
+    #[test]
     fn everything_else_is_refused_with_its_line() {
         let two =
             "dbs:\n  - path: a.db\n    replicas:\n      - url: s3://b/a\n      - url: s3://c/a\n";
@@ -489,8 +545,9 @@ dbs:
             ("dbs:\n  - path: a.db\n    replica:\n      url: s3://bkt/a?region=x\n      region: y\n", "line 4: "),
             ("dbs:\n  - path: a.db\n    replica:\n      type: s3\n      bucket: B!\n", "line 4: "),
             ("dbs:\n  - path: a.db\n    replica:\n      url: s3://b/a\n      sync-interval: 1d\n", "line 5: sync-interval `1d`"),
-            ("dbs:\n  - path: a.db\n    replica:\n      url: s3://b/a\n      access-key-id: K\n", "line 5: `access-key-id` is not read from the config file; set AWS_ACCESS_KEY_ID"),
-            ("access-key-id: K\ndbs:\n  - path: a.db\n", "line 1: `access-key-id` is not supported"),
+            ("dbs:\n  - path: a.db\n    replica:\n      url: s3://b/a\n      access-key-id: K\n", "line 5: `access-key-id` without `secret-access-key`"),
+            ("secret-access-key: K\ndbs:\n  - path: a.db\n    replica:\n      url: s3://b/a\n", "line 1: `secret-access-key` without `access-key-id`"),
+            ("region: x\ndbs:\n  - path: a.db\n", "line 1: `region` is not supported"),
             ("dbs:\n  - path: a.db\n", "line 2: a.db has no `replica:`"),
             ("dbs:\n  - replica:\n      url: x\n", "line 2: this database has no `path:`"),
             ("dbs: [a, b]\n", "line 1: `[` starts YAML"),

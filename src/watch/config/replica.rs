@@ -3,10 +3,10 @@
 //! `force-path-style`; `type: file` with `path`), and its `sync-interval`.
 //!
 //! What must hold: the URL returned parses as a walrust replica URL (`store::url`), and a field
-//! walrust would not honour is an error naming its line, never ignored. Credentials are not
-//! read from the file: the S3 store takes them from the standard AWS environment.
+//! walrust would not honour is an error naming its line, never ignored. An access key pair
+//! (`access-key-id`, `secret-access-key`) is read whole or refused.
 
-use super::{scalar, unsupported, Node};
+use super::{scalar, unsupported, KeyPair, Node};
 use crate::config::MAX_SYNC_INTERVAL_MS;
 use crate::store::url::ReplicaUrl;
 
@@ -15,10 +15,11 @@ use crate::store::url::ReplicaUrl;
 pub struct Replica {
     pub url: String,
     pub sync_interval_ms: Option<u64>,
+    pub credentials: Option<KeyPair>,
 }
 
 /// A field's value and line.
-type Field = Option<(String, usize)>;
+pub type Field = Option<(String, usize)>;
 
 #[derive(Default)]
 struct Fields {
@@ -29,10 +30,12 @@ struct Fields {
     endpoint: Field,
     region: Field,
     force_path_style: Field,
+    access_key_id: Field,
+    secret_access_key: Field,
 }
 
-const ALLOWED: &str =
-    "url, type, bucket, path, endpoint, region, force-path-style and sync-interval in a replica";
+const ALLOWED: &str = "url, type, bucket, path, endpoint, region, force-path-style, \
+    sync-interval, access-key-id and secret-access-key in a replica";
 
 pub fn parse(
     value: Node,
@@ -59,11 +62,8 @@ pub fn parse(
                 sync_interval_ms = Some(sync_interval(&scalar(value, no, env)?, no)?);
                 continue;
             }
-            "access-key-id" | "secret-access-key" => {
-                return Err(format!(
-                    "line {no}: `{key}` is not read from the config file; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in walrust watch's environment"
-                ))
-            }
+            "access-key-id" => &mut f.access_key_id,
+            "secret-access-key" => &mut f.secret_access_key,
             _ => return Err(unsupported(&key, no, ALLOWED)),
         };
         *slot = Some((scalar(value, no, env)?, no));
@@ -71,7 +71,26 @@ pub fn parse(
     Ok(Replica {
         url: url(&f, at)?,
         sync_interval_ms,
+        credentials: key_pair(&f.access_key_id, &f.secret_access_key)?,
     })
+}
+
+/// An access key pair from `access-key-id` and `secret-access-key` (a replica's, or the file's
+/// top-level ones): both or neither.
+pub fn key_pair(id: &Field, secret: &Field) -> Result<Option<KeyPair>, String> {
+    match (id, secret) {
+        (Some((id, _)), Some((secret, _))) => Ok(Some(KeyPair {
+            id: id.clone(),
+            secret: secret.clone(),
+        })),
+        (Some((_, no)), None) => Err(format!(
+            "line {no}: `access-key-id` without `secret-access-key`; give both"
+        )),
+        (None, Some((_, no))) => Err(format!(
+            "line {no}: `secret-access-key` without `access-key-id`; give both"
+        )),
+        (None, None) => Ok(None),
+    }
 }
 
 /// The replica's URL: `url:` as written, or built from the fields (and checked).

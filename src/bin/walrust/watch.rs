@@ -38,8 +38,9 @@ all of them; a replica's own sync-interval, to its database, over --sync-interva
           path: other
           endpoint: https://s3.example.com   # region:, force-path-style: true
 
-One replica per database; any other key is refused with its line number. access-key-id and
-secret-access-key (at the top or in a replica) are used for every replica: one key per watch.
+One replica per database; any other key is refused with its line number. The file's top
+level may set bucket, endpoint, region, force-path-style, sync-interval and the access key
+(access-key-id, secret-access-key) for every replica; one watch uses one access key.
 $VAR and ${VAR} in values are expanded.
 
 --checkpoint background (the default): the watch checkpoints the WAL itself (SQLite's

@@ -73,31 +73,21 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<DbC
     let Node::Map(entries, _) = top else {
         return Err("line 1: expected `dbs:`".into());
     };
-    let (mut dbs, mut id, mut secret) = (None, None, None);
+    let (mut dbs, mut defaults) = (None, replica::Defaults::default());
     for (key, value, no) in entries {
-        match key.as_str() {
-            "dbs" => dbs = Some(value),
-            "access-key-id" => id = Some((scalar(value, no, env)?, no)),
-            "secret-access-key" => secret = Some((scalar(value, no, env)?, no)),
-            _ => {
-                return Err(unsupported(
-                    &key,
-                    no,
-                    "dbs, access-key-id, secret-access-key",
-                ))
-            }
+        if key == "dbs" {
+            dbs = Some(value);
+        } else if !defaults.take(&key, value, no, env)? {
+            return Err(unsupported(&key, no, TOP_LEVEL));
         }
     }
-    let global = replica::key_pair(&id, &secret)?;
+    defaults.credentials()?;
     let Some(Node::List(items, _)) = dbs else {
         return Err("needs `dbs:` with a list of `- path: ...` items".into());
     };
     let mut out: Vec<DbConfig> = Vec::new();
     for item in items {
-        let mut db = database(item, env)?;
-        if db.credentials.is_none() {
-            db.credentials = global.clone();
-        }
+        let db = database(item, env, &defaults)?;
         if out.iter().any(|d| d.path == db.path) {
             return Err(format!("names {} twice", db.path.display()));
         }
@@ -113,7 +103,15 @@ fn unsupported(key: &str, no: usize, allowed: &str) -> String {
     format!("line {no}: `{key}` is not supported by walrust watch (only {allowed})")
 }
 
-fn database(item: Node, env: &dyn Fn(&str) -> Option<String>) -> Result<DbConfig, String> {
+/// The keys the file's top level may hold: `dbs`, and Litestream's defaults for every replica.
+const TOP_LEVEL: &str = "dbs, and bucket, endpoint, region, force-path-style, sync-interval, \
+    access-key-id, secret-access-key for every replica";
+
+fn database(
+    item: Node,
+    env: &dyn Fn(&str) -> Option<String>,
+    defaults: &replica::Defaults,
+) -> Result<DbConfig, String> {
     let Node::Map(entries, at) = item else {
         return Err(format!("line {}: expected `- path: ...`", item.line()));
     };
@@ -121,7 +119,7 @@ fn database(item: Node, env: &dyn Fn(&str) -> Option<String>) -> Result<DbConfig
     for (key, value, no) in entries {
         match key.as_str() {
             "path" => path = Some(scalar(value, no, env)?),
-            "replica" => url = Some(replica::parse(value, no, env)?),
+            "replica" => url = Some(replica::parse(value, no, env, defaults)?),
             "replicas" => {
                 let Node::List(items, _) = value else {
                     return Err(format!(
@@ -135,7 +133,7 @@ fn database(item: Node, env: &dyn Fn(&str) -> Option<String>) -> Result<DbConfig
                     ));
                 }
                 let r = items.into_iter().next().unwrap();
-                url = Some(replica::parse(r, no, env)?);
+                url = Some(replica::parse(r, no, env, defaults)?);
             }
             _ => return Err(unsupported(&key, no, "path, replica, replicas")),
         }
@@ -529,6 +527,49 @@ dbs:
     }
 
     #[test]
+    fn the_top_level_sets_defaults_for_every_replica() {
+        let text = "\
+bucket: shared
+endpoint: http://127.0.0.1:9000
+region: auto
+sync-interval: 2s
+dbs:
+  - path: /a.db
+    replica:
+      type: s3
+      path: a
+  - path: /b.db
+    replica:
+      url: s3://other/b?region=eu-west-1
+      sync-interval: 5s
+  - path: /c.db
+    replica:
+      type: file
+      path: /r/c
+";
+        let with = |path: &str, url: &str, ms| DbConfig {
+            sync_interval_ms: Some(ms),
+            ..db(path, url)
+        };
+        assert_eq!(
+            ok(text),
+            vec![
+                with(
+                    "/a.db",
+                    "s3://shared/a?endpoint=http://127.0.0.1:9000&region=auto",
+                    2000
+                ),
+                with(
+                    "/b.db",
+                    "s3://other/b?endpoint=http://127.0.0.1:9000&region=eu-west-1",
+                    5000
+                ),
+                with("/c.db", "file:///r/c", 2000),
+            ]
+        );
+    }
+
+    #[test]
     fn everything_else_is_refused_with_its_line() {
         let two =
             "dbs:\n  - path: a.db\n    replicas:\n      - url: s3://b/a\n      - url: s3://c/a\n";
@@ -547,7 +588,7 @@ dbs:
             ("dbs:\n  - path: a.db\n    replica:\n      url: s3://b/a\n      sync-interval: 1d\n", "line 5: sync-interval `1d`"),
             ("dbs:\n  - path: a.db\n    replica:\n      url: s3://b/a\n      access-key-id: K\n", "line 5: `access-key-id` without `secret-access-key`"),
             ("secret-access-key: K\ndbs:\n  - path: a.db\n    replica:\n      url: s3://b/a\n", "line 1: `secret-access-key` without `access-key-id`"),
-            ("region: x\ndbs:\n  - path: a.db\n", "line 1: `region` is not supported"),
+            ("part-size: 5MB\ndbs:\n  - path: a.db\n", "line 1: `part-size` is not supported"),
             ("dbs:\n  - path: a.db\n", "line 2: a.db has no `replica:`"),
             ("dbs:\n  - replica:\n      url: x\n", "line 2: this database has no `path:`"),
             ("dbs: [a, b]\n", "line 1: `[` starts YAML"),

@@ -37,10 +37,82 @@ struct Fields {
 const ALLOWED: &str = "url, type, bucket, path, endpoint, region, force-path-style, \
     sync-interval, access-key-id and secret-access-key in a replica";
 
+/// What the file's top level sets for every replica (Litestream's global replica settings):
+/// `bucket` (for a replica given by `type:`), `endpoint`, `region`, `force-path-style` (for
+/// an s3 replica that sets none of its own), `sync-interval`, and the access key pair.
+#[derive(Default)]
+pub struct Defaults {
+    fields: Fields,
+    sync_interval_ms: Option<u64>,
+}
+
+impl Defaults {
+    /// Takes a top-level key if it is one of these; false if it is not.
+    pub fn take(
+        &mut self,
+        key: &str,
+        value: Node,
+        no: usize,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<bool, String> {
+        read_key(
+            &mut self.fields,
+            &mut self.sync_interval_ms,
+            (key, value, no),
+            env,
+            false,
+        )
+    }
+
+    pub fn credentials(&self) -> Result<Option<KeyPair>, String> {
+        key_pair(&self.fields.access_key_id, &self.fields.secret_access_key)
+    }
+}
+
+impl Fields {
+    /// The field `key` names: one a replica and the file's top level share, or (`in_replica`)
+    /// `url`, `type` or `path`.
+    fn slot(&mut self, key: &str, in_replica: bool) -> Option<&mut Field> {
+        Some(match key {
+            "bucket" => &mut self.bucket,
+            "endpoint" => &mut self.endpoint,
+            "region" => &mut self.region,
+            "force-path-style" => &mut self.force_path_style,
+            "access-key-id" => &mut self.access_key_id,
+            "secret-access-key" => &mut self.secret_access_key,
+            "url" if in_replica => &mut self.url,
+            "type" if in_replica => &mut self.kind,
+            "path" if in_replica => &mut self.path,
+            _ => return None,
+        })
+    }
+}
+
+/// Reads one `key: value` (at line `no`) into `f` or `sync_interval_ms`; false if the key is
+/// none of theirs.
+fn read_key(
+    f: &mut Fields,
+    sync_interval_ms: &mut Option<u64>,
+    (key, value, no): (&str, Node, usize),
+    env: &dyn Fn(&str) -> Option<String>,
+    in_replica: bool,
+) -> Result<bool, String> {
+    if key == "sync-interval" {
+        *sync_interval_ms = Some(sync_interval(&scalar(value, no, env)?, no)?);
+        return Ok(true);
+    }
+    let Some(slot) = f.slot(key, in_replica) else {
+        return Ok(false);
+    };
+    *slot = Some((scalar(value, no, env)?, no));
+    Ok(true)
+}
+
 pub fn parse(
     value: Node,
     no: usize,
     env: &dyn Fn(&str) -> Option<String>,
+    defaults: &Defaults,
 ) -> Result<Replica, String> {
     let Node::Map(entries, at) = value else {
         return Err(format!(
@@ -50,34 +122,21 @@ pub fn parse(
     let mut f = Fields::default();
     let mut sync_interval_ms = None;
     for (key, value, no) in entries {
-        let slot = match key.as_str() {
-            "url" => &mut f.url,
-            "type" => &mut f.kind,
-            "bucket" => &mut f.bucket,
-            "path" => &mut f.path,
-            "endpoint" => &mut f.endpoint,
-            "region" => &mut f.region,
-            "force-path-style" => &mut f.force_path_style,
-            "sync-interval" => {
-                sync_interval_ms = Some(sync_interval(&scalar(value, no, env)?, no)?);
-                continue;
-            }
-            "access-key-id" => &mut f.access_key_id,
-            "secret-access-key" => &mut f.secret_access_key,
-            _ => return Err(unsupported(&key, no, ALLOWED)),
-        };
-        *slot = Some((scalar(value, no, env)?, no));
+        if !read_key(&mut f, &mut sync_interval_ms, (&key, value, no), env, true)? {
+            return Err(unsupported(&key, no, ALLOWED));
+        }
     }
+    let own_key = key_pair(&f.access_key_id, &f.secret_access_key)?;
     Ok(Replica {
-        url: url(&f, at)?,
-        sync_interval_ms,
-        credentials: key_pair(&f.access_key_id, &f.secret_access_key)?,
+        url: url(&f, &defaults.fields, at)?,
+        sync_interval_ms: sync_interval_ms.or(defaults.sync_interval_ms),
+        credentials: own_key.or(defaults.credentials()?),
     })
 }
 
 /// An access key pair from `access-key-id` and `secret-access-key` (a replica's, or the file's
 /// top-level ones): both or neither.
-pub fn key_pair(id: &Field, secret: &Field) -> Result<Option<KeyPair>, String> {
+fn key_pair(id: &Field, secret: &Field) -> Result<Option<KeyPair>, String> {
     match (id, secret) {
         (Some((id, _)), Some((secret, _))) => Ok(Some(KeyPair {
             id: id.clone(),
@@ -93,25 +152,16 @@ pub fn key_pair(id: &Field, secret: &Field) -> Result<Option<KeyPair>, String> {
     }
 }
 
-/// The replica's URL: `url:` as written, or built from the fields (and checked).
-fn url(f: &Fields, at: usize) -> Result<String, String> {
-    let s3_options = [
-        ("endpoint", &f.endpoint),
-        ("region", &f.region),
-        ("force_path_style", &f.force_path_style),
-    ];
-    let fields = [&f.kind, &f.bucket, &f.path];
-    if fields
-        .iter()
-        .chain(s3_options.iter().map(|(_, v)| v))
-        .all(|v| v.is_none())
-    {
-        return f
-            .url
-            .as_ref()
-            .map(|(u, _)| u.clone())
-            .ok_or(format!("line {at}: this replica has no `url:`"));
-    }
+/// The replica's URL: `url:` as written, or built from the fields and the file's defaults for
+/// them (and checked).
+fn url(f: &Fields, defaults: &Fields, at: usize) -> Result<String, String> {
+    let options = |f: &Fields| {
+        [
+            ("endpoint", f.endpoint.clone()),
+            ("region", f.region.clone()),
+            ("force_path_style", f.force_path_style.clone()),
+        ]
+    };
     let mut url = match (&f.url, &f.kind) {
         (Some((_, no)), Some(_)) => {
             return Err(format!(
@@ -126,10 +176,11 @@ fn url(f: &Fields, at: usize) -> Result<String, String> {
             }
             u.clone()
         }
-        (None, Some((kind, no))) => from_fields(kind, *no, f)?,
+        (None, Some((kind, no))) => from_fields(kind, *no, f, defaults)?,
         (None, None) => return Err(format!("line {at}: this replica has no `url:` or `type:`")),
     };
-    for (name, v) in s3_options {
+    let written = url.clone();
+    for (name, v) in options(f) {
         let Some((value, no)) = v else { continue };
         if !url.starts_with("s3://") {
             return Err(format!(
@@ -137,8 +188,17 @@ fn url(f: &Fields, at: usize) -> Result<String, String> {
                 name.replace('_', "-")
             ));
         }
-        url.push(if url.contains('?') { '&' } else { '?' });
-        url.push_str(&format!("{name}={}", escape(value, b":/")));
+        add_query(&mut url, name, &value);
+    }
+    // The file's defaults fill in what neither the replica's fields nor its URL say.
+    for ((name, default), (_, own)) in options(defaults).into_iter().zip(options(f)) {
+        let Some((value, _)) = default else { continue };
+        if own.is_none() && url.starts_with("s3://") && !query_names(&url, name) {
+            add_query(&mut url, name, &value);
+        }
+    }
+    if url == written && f.kind.is_none() {
+        return Ok(written);
     }
     let line = f.url.as_ref().or(f.kind.as_ref()).map_or(at, |(_, no)| *no);
     ReplicaUrl::parse(&url)
@@ -146,12 +206,24 @@ fn url(f: &Fields, at: usize) -> Result<String, String> {
         .map_err(|e| format!("line {line}: {e}"))
 }
 
-fn from_fields(kind: &str, no: usize, f: &Fields) -> Result<String, String> {
+fn add_query(url: &mut String, name: &str, value: &str) {
+    url.push(if url.contains('?') { '&' } else { '?' });
+    url.push_str(&format!("{name}={}", escape(value, b":/")));
+}
+
+/// The URL's query sets `name`.
+fn query_names(url: &str, name: &str) -> bool {
+    url.split_once('?')
+        .is_some_and(|(_, q)| q.split('&').any(|p| p.split('=').next() == Some(name)))
+}
+
+fn from_fields(kind: &str, no: usize, f: &Fields, defaults: &Fields) -> Result<String, String> {
     match kind {
         "s3" => {
             let (bucket, _) = f
                 .bucket
                 .as_ref()
+                .or(defaults.bucket.as_ref())
                 .ok_or(format!("line {no}: an s3 replica needs `bucket:`"))?;
             let path = f.path.as_ref().map_or("", |(p, _)| p.as_str());
             Ok(format!("s3://{bucket}/{}", escape(path, b"/")))

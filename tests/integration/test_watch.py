@@ -598,6 +598,63 @@ def test_watch_takes_its_access_key_as_litestream_does(tmp_path, walrust_cli, s3
     assert len(r.stderr.strip().splitlines()) == 1 and "b\n" not in r.stderr, r.stderr
 
 
+def test_moving_from_litestream_to_walrust_watch(tmp_path, walrust_cli, litestream, replica):
+    """Moving from Litestream: `litestream replicate` wrote the replica; `walrust watch` given a
+    Litestream config file for it says in one line that the replica holds another history and
+    names `walrust takeover`, uploading nothing; after the takeover it continues the replica,
+    and both `walrust restore` and `litestream restore` return every row."""
+    db = tmp_path / "app.db"
+    (app,) = new_wal_databases([db])
+    insert = "INSERT INTO t(body) VALUES (randomblob(100))"
+    try:
+        for _ in range(100):
+            app.execute(insert)
+        ls = litestream(db, replica).start()
+        ls.wait_replicated(db)
+        ls.stop()
+        before = {(f.level, f.min_txid, f.max_txid) for f in replica.ltx_files()}
+        for _ in range(50):
+            app.execute(insert)
+        config = tmp_path / "litestream.yml"
+        fields = replica.litestream_replica_config()
+        config.write_text(f"dbs:\n  - path: {db}\n    replica:\n" + "".join(
+            f"      {k}: {str(v).lower() if isinstance(v, bool) else v}\n" for k, v in fields.items()))
+        log = tmp_path / "watch.log"
+        with open(log, "ab") as out:
+            refused = subprocess.Popen([str(walrust_cli), "watch", "--config", str(config)],
+                                       stderr=out)
+        deadline = time.monotonic() + HANG_TIMEOUT
+        while "walrust takeover" not in log.read_text():
+            assert refused.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, f"no word of the other history:\n{log.read_text()}"
+            time.sleep(0.05)
+        refused.send_signal(signal.SIGTERM)
+        refused.wait(timeout=HANG_TIMEOUT)
+        said = [l for l in log.read_text().splitlines() if "walrust takeover" in l]
+        assert "Litestream" in said[0], said
+        assert {(f.level, f.min_txid, f.max_txid) for f in replica.ltx_files()} == before
+        r = subprocess.run([str(walrust_cli), "takeover", str(db)], capture_output=True,
+                           text=True, timeout=HANG_TIMEOUT)
+        assert r.returncode == 0, r.stderr
+        with open(log, "ab") as out:
+            watch = subprocess.Popen([str(walrust_cli), "watch", "--config", str(config)],
+                                     stderr=out)
+        try:
+            for _ in range(50):
+                app.execute(insert)
+            watch.send_signal(signal.SIGTERM)
+            assert watch.wait(timeout=HANG_TIMEOUT) == 0, log.read_text()
+        finally:
+            stop_all(watch, [])
+        assert app.execute("SELECT count(*) FROM t").fetchone()[0] == 200
+        assert_restores_to(walrust_cli, replica, tmp_path, db, "walrust restore after the takeover")
+        out = tmp_path / "litestream.db"
+        ls.restore(out)
+        assert_same_contents(db_contents(db), db_contents(out), "litestream restore after the takeover")
+    finally:
+        app.close()
+
+
 def test_watch_with_a_replica_root(tmp_path, walrust_cli, new_replica):
     """`--replica-root URL` replicates each database to URL/<its file name>; two databases of
     one file name would share a replica (one history each: the second would be refused at its

@@ -1,6 +1,7 @@
 //! One database's replica in a Litestream configuration file: its URL, written as `url:` or as
 //! Litestream's fields for one (`type: s3` with `bucket`, `path`, `endpoint`, `region`,
-//! `force-path-style`; `type: file` with `path`), and its `sync-interval`.
+//! `force-path-style`; `type: file` with `path`), its `sync-interval` and its access key; and
+//! the file's top-level defaults for them (`Defaults`, Litestream 0.5's global settings).
 //!
 //! What must hold: the URL returned parses as a walrust replica URL (`store::url`), and a field
 //! walrust would not honour is an error naming its line, never ignored. An access key pair
@@ -10,7 +11,8 @@ use super::{scalar, unsupported, KeyPair, Node};
 use crate::config::MAX_SYNC_INTERVAL_MS;
 use crate::store::url::ReplicaUrl;
 
-/// A replica of the file: its URL and the database's upload interval, if the file sets one.
+/// A replica of the file: its URL, and the database's upload interval and the replica's access
+/// key if the file sets them.
 #[derive(Debug)]
 pub struct Replica {
     pub url: String,
@@ -19,7 +21,7 @@ pub struct Replica {
 }
 
 /// A field's value and line.
-pub type Field = Option<(String, usize)>;
+type Field = Option<(String, usize)>;
 
 #[derive(Default)]
 struct Fields {

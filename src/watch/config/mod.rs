@@ -14,7 +14,7 @@
 //! start of a path (as Litestream expands them). Everything else (another key, flow
 //! `[..]`/`{..}`, anchors, tags, block scalars, tabs, more than one replica for a database)
 //! is refused with one line naming the line number: a setting walrust would silently ignore
-//! (credentials, retention, Litestream's snapshot or level settings) is worse than an error.
+//! (retention, Litestream's snapshot or level settings, a part size) is worse than an error.
 //!
 //! What must hold: `parse` returns each database once, with exactly one replica URL.
 

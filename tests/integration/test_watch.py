@@ -18,6 +18,7 @@ import pytest
 
 from harness import (HANG_TIMEOUT, SYSTEM_PYTHON, Replica, assert_integrity_ok, assert_same_contents,
                      db_contents, url_under)
+from external import litestream_bin
 
 # The application: plain sqlite3 of the Python on PATH (pyenv's cannot load extensions), one
 # connection that stays open (a live WAL index) until its stdin closes.
@@ -568,6 +569,67 @@ def test_watch_reads_a_replica_given_as_litestreams_fields(tmp_path, walrust_cli
                                f"{db.name}'s replica")
     finally:
         stop_all(proc, conns)
+
+
+def test_a_litestream_config_with_its_own_settings_works_as_it_is(tmp_path, walrust_cli, replica):
+    """A Litestream 0.5 configuration as deployments write it, with settings of how Litestream
+    runs (metrics address, logging, compaction levels, monitor and checkpoint intervals, part
+    size, validation) and its snapshot settings (`snapshot:` at the top and under the database,
+    Litestream 0.3's `snapshot-interval` and `retention` on the replica): `litestream` accepts
+    it, and so does `walrust watch`, which names each setting it does not use, with its line,
+    takes the snapshot interval and retention (the replica's, over the database's, over the
+    top's), and replicates the database."""
+    db = tmp_path / "app.db"
+    config = tmp_path / "litestream.yml"
+    config.write_text(f"""addr: ":9090"
+logging:
+  level: info
+levels:
+  - interval: 5m
+snapshot:
+  interval: 24h
+  retention: 24h
+part-size: 10MB
+dbs:
+  - path: {db}
+    monitor-interval: 1s
+    checkpoint-interval: 1m
+    snapshot:
+      interval: 1h
+    replica:
+      url: {replica.url}
+      validation-interval: 6h
+      snapshot-interval: 10m
+      retention: 72h
+""")
+    ls = subprocess.run([litestream_bin(), "databases", "-config", str(config)],
+                        capture_output=True, text=True, timeout=HANG_TIMEOUT,
+                        env={k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"})
+    assert ls.returncode == 0 and str(db) in ls.stdout, ls.stdout + ls.stderr
+    watch_several(tmp_path, walrust_cli, [(db, replica.url)], ["--config", str(config)],
+                  "a Litestream config with its own settings")
+    log = (tmp_path / "watch.log").read_text()
+    for no, key in [(1, "addr"), (2, "logging"), (4, "levels"), (9, "part-size"),
+                    (12, "monitor-interval"), (13, "checkpoint-interval"),
+                    (18, "validation-interval")]:
+        assert f"{config} line {no}: `{key}` is Litestream's own and not used: " in log, log
+    assert ("a snapshot every 600 s, then compaction and retention "
+            "hourly=72,daily=0,weekly=0,monthly=0") in log, log
+    assert "sets no snapshot retention" not in log, log
+
+
+def test_a_litestream_config_without_retention_says_nothing_is_removed(tmp_path, walrust_cli,
+                                                                      replica):
+    """Litestream removes what is older than 24h when its file says nothing; walrust removes
+    nothing unless told: `walrust watch --config` says so at start, and what would change it."""
+    db = tmp_path / "app.db"
+    config = tmp_path / "litestream.yml"
+    config.write_text(f"dbs:\n  - path: {db}\n    replica:\n      url: {replica.url}\n")
+    watch_several(tmp_path, walrust_cli, [(db, replica.url)], ["--config", str(config)],
+                  "a Litestream config without retention")
+    log = (tmp_path / "watch.log").read_text()
+    assert f"{config} sets no snapshot retention: the replicas keep every snapshot" in log, log
+    assert "a snapshot every 3600 s, nothing removed" in log, log
 
 
 def test_watch_takes_its_access_key_as_litestream_does(tmp_path, walrust_cli, s3_server):

@@ -38,10 +38,14 @@ all of them; a replica's own sync-interval, to its database, over --sync-interva
           path: other
           endpoint: https://s3.example.com   # region:, force-path-style: true
 
-One replica per database; any other key is refused with its line number. The file's top
-level may set bucket, endpoint, region, force-path-style, sync-interval and the access key
-(access-key-id, secret-access-key) for every replica; one watch uses one access key.
-$VAR and ${VAR} in values are expanded.
+One replica per database. The file's top level may set bucket, endpoint, region,
+force-path-style, sync-interval and the access key (access-key-id, secret-access-key) for
+every replica; one watch uses one access key. `snapshot:` with interval: and retention: (at
+the top, or under a database) sets the snapshot interval and keeps every restore point of
+the retention (hourly=N for N hours, other tiers off, applied after each snapshot);
+`retention: enabled: false` removes nothing. Litestream's settings of how it runs itself
+(addr, logging, levels, monitor-interval, part-size, ...) are named at start as unused;
+any other key is refused with its line number. $VAR and ${VAR} in values are expanded.
 
 --checkpoint background (the default): the watch checkpoints the WAL itself (SQLite's
 PASSIVE checkpoint) once it has copied the frames, so the application's own checkpoints find
@@ -79,6 +83,9 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
     let dbs = databases(&a)?;
     use_credentials(&dbs)?;
     let settings = settings(&a)?;
+    if let Some(file) = a.value(&["--config"]) {
+        say_what_is_kept(file, &dbs, &settings);
+    }
     walrust::vfs::ffi::posix::block_termination_signals()
         .map_err(|e| Failure::new(1, format!("cannot block SIGINT/SIGTERM: {e}")))?;
     let mut watched: Vec<Arc<Watched>> = Vec::new();
@@ -86,20 +93,23 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
         path,
         url,
         sync_interval_ms,
+        snapshots,
         ..
     } in dbs
     {
+        // The file's settings for this database, over the flags' for all.
         let mut settings = settings.clone();
         if let Some(ms) = sync_interval_ms {
-            // The file's setting for this database's replica, over the flag's for all.
             settings.sync_interval_ms = ms;
         }
+        snapshots.apply(&mut settings);
         let w = watch::start(&path, &url, settings).map_err(|e| Failure::new(1, e))?;
         walrust::log::info(&format!(
-            "watching {}, replicating to {} (TXID {} uploaded)",
+            "watching {}, replicating to {} (TXID {} uploaded; {})",
             w.path.display(),
             w.repl.url,
-            w.repl.status().uploaded_txid
+            w.repl.status().uploaded_txid,
+            snapshot_policy(&w.repl.settings())
         ));
         watched.push(w);
     }
@@ -219,6 +229,33 @@ fn use_credentials(dbs: &[Db]) -> Result<(), Failure> {
 /// A database to watch, its replica, and its own upload interval (from `--config`), if any.
 type Db = watch::config::DbConfig;
 
+/// When snapshots are taken and what is removed, as the start line says it.
+fn snapshot_policy(s: &Settings) -> String {
+    let every = match s.snapshot_interval_s {
+        0 => "no scheduled snapshots".to_string(),
+        n => format!("a snapshot every {n} s"),
+    };
+    if s.compact_after_snapshot {
+        format!("{every}, then compaction and retention {}", s.retention)
+    } else {
+        format!("{every}, nothing removed")
+    }
+}
+
+/// Litestream removes what is older than its retention (24 h unless the file says otherwise);
+/// walrust removes nothing unless told. A file that says nothing of retention, with no flag
+/// that does, is told so at start.
+fn say_what_is_kept(file: &str, dbs: &[Db], settings: &Settings) {
+    if settings.compact_after_snapshot || dbs.iter().all(|d| d.snapshots.names_removal()) {
+        return;
+    }
+    walrust::log::info(&format!(
+        "{file} sets no snapshot retention: the replicas keep every snapshot and transaction \
+         (Litestream would remove what is older than 24h); set `snapshot:` `retention: 24h` \
+         in the file, or pass --compact-after-snapshot"
+    ));
+}
+
 fn listed_databases(a: &Args) -> Result<Vec<Db>, Failure> {
     let Some(file) = a.value(&["--config"]) else {
         if a.positional.is_empty() {
@@ -235,6 +272,7 @@ fn listed_databases(a: &Args) -> Result<Vec<Db>, Failure> {
                 url,
                 sync_interval_ms: None,
                 credentials: None,
+                snapshots: Default::default(),
             })
             .collect());
     };
@@ -243,7 +281,11 @@ fn listed_databases(a: &Args) -> Result<Vec<Db>, Failure> {
             "--config FILE names the databases and their replicas; give no DB, --replica or --replica-root with it",
         ));
     }
-    watch::config::load(std::path::Path::new(file)).map_err(Failure::invalid)
+    let config = watch::config::load(std::path::Path::new(file)).map_err(Failure::invalid)?;
+    for notice in &config.notices {
+        walrust::log::info(&format!("{file} {notice}"));
+    }
+    Ok(config.dbs)
 }
 
 fn replica_urls(a: &Args) -> Result<Vec<String>, Failure> {

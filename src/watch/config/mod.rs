@@ -1,7 +1,10 @@
-//! `walrust watch --config FILE`: the part of Litestream's YAML configuration that names
-//! databases and their replicas, read by a small strict parser (no YAML crate):
+//! `walrust watch --config FILE`: Litestream's YAML configuration, read by a small strict
+//! parser (no YAML crate):
 //!
 //! ```yaml
+//! snapshot:                # Litestream 0.5's snapshot settings (`snapshot`), or a database's
+//!   interval: 1h
+//!   retention: 24h
 //! dbs:
 //!   - path: /path/to/app.db
 //!     replicas:            # or `replica:` with one replica, as Litestream 0.5 allows
@@ -11,26 +14,43 @@
 //!
 //! Accepted: block mappings and sequences (space indentation), `#` comments, blank lines,
 //! plain, 'single' and "double" quoted scalars, `$VAR` / `${VAR}` in values and `~/` at the
-//! start of a path (as Litestream expands them). Everything else (another key, flow
-//! `[..]`/`{..}`, anchors, tags, block scalars, tabs, more than one replica for a database)
-//! is refused with one line naming the line number: a setting walrust would silently ignore
-//! (retention, Litestream's snapshot or level settings, a part size) is worse than an error.
+//! start of a path (as Litestream expands them). Litestream's settings of how it runs itself
+//! (its metrics server, logs, checkpoint and compaction timers, S3 part size) are accepted and
+//! reported as unused (`ignored`). Everything else (another key, flow `[..]`/`{..}`, anchors,
+//! tags, block scalars, tabs, more than one replica for a database) is refused with one line
+//! naming the line number: a setting walrust would silently ignore is worse than an error.
 //!
-//! What must hold: `parse` returns each database once, with exactly one replica URL.
+//! What must hold: `parse` returns each database once, with exactly one replica URL, and one
+//! notice for each setting it accepted without using.
 
+mod duration;
+mod ignored;
 mod replica;
+mod snapshot;
+
+pub use snapshot::Snapshots;
+
+use ignored::Level;
 
 use std::path::{Path, PathBuf};
 
 /// One database of the file, its replica's URL, its upload interval if the file sets one (a
-/// replica's `sync-interval`), and the access key pair for its replica if the file names one
-/// (the replica's own, or the file's top-level one).
+/// replica's `sync-interval`), the access key pair for its replica if the file names one
+/// (the replica's own, or the file's top-level one), and what the file says of its snapshots.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DbConfig {
     pub path: PathBuf,
     pub url: String,
     pub sync_interval_ms: Option<u64>,
     pub credentials: Option<KeyPair>,
+    pub snapshots: Snapshots,
+}
+
+/// The file's databases, and a line for each setting it holds that walrust does not use.
+#[derive(Debug)]
+pub struct Config {
+    pub dbs: Vec<DbConfig>,
+    pub notices: Vec<String>,
 }
 
 /// `access-key-id` and `secret-access-key`. `Debug` never shows the secret.
@@ -47,14 +67,14 @@ impl std::fmt::Debug for KeyPair {
 }
 
 /// Reads and parses FILE; errors are one line naming it (and the line number).
-pub fn load(file: &Path) -> Result<Vec<DbConfig>, String> {
+pub fn load(file: &Path) -> Result<Config, String> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| format!("walrust: cannot read {}: {e}", file.display()))?;
     parse(&text, &|v| std::env::var(v).ok()).map_err(|e| format!("walrust: {} {e}", file.display()))
 }
 
 /// Parses the text of a config file; `env` looks up `$VAR`s.
-pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<DbConfig>, String> {
+pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
     let mut lines = tokenize(text)?;
     let Some(first) = lines.first() else {
         return Err("is empty: it needs a `dbs:` list".into());
@@ -74,11 +94,14 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<DbC
         return Err("line 1: expected `dbs:`".into());
     };
     let (mut dbs, mut defaults) = (None, replica::Defaults::default());
+    let (mut snapshots, mut notices) = (Snapshots::default(), Vec::new());
     for (key, value, no) in entries {
-        if key == "dbs" {
-            dbs = Some(value);
-        } else if !defaults.take(&key, value, no, env)? {
-            return Err(unsupported(&key, no, TOP_LEVEL));
+        match key.as_str() {
+            "dbs" => dbs = Some(value),
+            "snapshot" => snapshots.read_block(value, no, env)?,
+            "retention" => snapshots.read_removal(value, no, env)?,
+            _ if defaults.take(&key, value, no, env)? => {}
+            _ => notices.push(unused(&key, no, Level::Top, TOP_LEVEL)?),
         }
     }
     defaults.credentials()?;
@@ -87,16 +110,28 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<DbC
     };
     let mut out: Vec<DbConfig> = Vec::new();
     for item in items {
-        let db = database(item, env, &defaults)?;
+        let db = database(item, env, &defaults, &mut notices)?;
         if out.iter().any(|d| d.path == db.path) {
             return Err(format!("names {} twice", db.path.display()));
         }
-        out.push(db);
+        out.push(DbConfig {
+            snapshots: db.snapshots.over(snapshots),
+            ..db
+        });
     }
     if out.is_empty() {
         return Err("lists no database under `dbs:`".into());
     }
-    Ok(out)
+    Ok(Config { dbs: out, notices })
+}
+
+/// The notice for a key walrust accepts without using at `level`; an error naming what is
+/// `allowed` there for any other.
+fn unused(key: &str, no: usize, level: Level, allowed: &str) -> Result<String, String> {
+    match ignored::instead(key, level) {
+        Some(why) => Ok(ignored::notice(key, no, why)),
+        None => Err(unsupported(key, no, allowed)),
+    }
 }
 
 fn unsupported(key: &str, no: usize, allowed: &str) -> String {
@@ -104,22 +139,24 @@ fn unsupported(key: &str, no: usize, allowed: &str) -> String {
 }
 
 /// The keys the file's top level may hold: `dbs`, and Litestream's defaults for every replica.
-const TOP_LEVEL: &str = "dbs, and bucket, endpoint, region, force-path-style, sync-interval, \
-    access-key-id, secret-access-key for every replica";
+const TOP_LEVEL: &str = "dbs, snapshot, retention, and bucket, endpoint, region, \
+    force-path-style, sync-interval, access-key-id, secret-access-key for every replica";
 
 fn database(
     item: Node,
     env: &dyn Fn(&str) -> Option<String>,
     defaults: &replica::Defaults,
+    notices: &mut Vec<String>,
 ) -> Result<DbConfig, String> {
     let Node::Map(entries, at) = item else {
         return Err(format!("line {}: expected `- path: ...`", item.line()));
     };
-    let (mut path, mut url) = (None, None);
+    let (mut path, mut url, mut snapshots) = (None, None, Snapshots::default());
     for (key, value, no) in entries {
         match key.as_str() {
             "path" => path = Some(scalar(value, no, env)?),
-            "replica" => url = Some(replica::parse(value, no, env, defaults)?),
+            "snapshot" => snapshots.read_block(value, no, env)?,
+            "replica" => url = Some(replica::parse(value, no, env, defaults, notices)?),
             "replicas" => {
                 let Node::List(items, _) = value else {
                     return Err(format!(
@@ -133,9 +170,14 @@ fn database(
                     ));
                 }
                 let r = items.into_iter().next().unwrap();
-                url = Some(replica::parse(r, no, env, defaults)?);
+                url = Some(replica::parse(r, no, env, defaults, notices)?);
             }
-            _ => return Err(unsupported(&key, no, "path, replica, replicas")),
+            _ => notices.push(unused(
+                &key,
+                no,
+                Level::Db,
+                "path, snapshot, replica, replicas",
+            )?),
         }
     }
     let path = path.ok_or(format!("line {at}: this database has no `path:`"))?;
@@ -155,6 +197,7 @@ fn database(
         url: replica.url,
         sync_interval_ms: replica.sync_interval_ms,
         credentials: replica.credentials,
+        snapshots: replica.snapshots.over(snapshots),
     })
 }
 
@@ -418,7 +461,9 @@ mod tests {
     }
 
     fn ok(text: &str) -> Vec<DbConfig> {
-        parse(text, &env).unwrap_or_else(|e| panic!("{e}\n{text}"))
+        parse(text, &env)
+            .unwrap_or_else(|e| panic!("{e}\n{text}"))
+            .dbs
     }
 
     fn err(text: &str) -> String {
@@ -431,6 +476,7 @@ mod tests {
             url: url.to_string(),
             sync_interval_ms: None,
             credentials: None,
+            snapshots: Snapshots::default(),
         }
     }
 
@@ -570,12 +616,102 @@ dbs:
     }
 
     #[test]
+    fn snapshot_settings_of_the_file_a_database_or_a_replica() {
+        let text = "\
+snapshot:
+  interval: 24h
+  retention: 168h
+dbs:
+  - path: /a.db
+    replica:
+      url: s3://b/a
+  - path: /b.db
+    snapshot:
+      interval: 1h
+    replica:
+      url: s3://b/b
+  - path: /c.db
+    snapshot:
+      retention: 90m
+    replica:
+      url: s3://b/c
+      snapshot-interval: 10m
+      retention: 72h
+";
+        let snaps = |interval_s, hours| Snapshots {
+            interval_s: Some(interval_s),
+            retention_hours: Some(hours),
+            removal: None,
+        };
+        let got: Vec<Snapshots> = ok(text).into_iter().map(|d| d.snapshots).collect();
+        assert_eq!(
+            got,
+            vec![snaps(86_400, 168), snaps(3600, 168), snaps(600, 72)]
+        );
+
+        let off = "retention:\n  enabled: false\ndbs:\n  - path: /a.db\n    replica:\n      url: s3://b/a\n";
+        let got = ok(off)[0].snapshots;
+        assert_eq!(got.removal, Some(false));
+        assert!(got.names_removal());
+        assert!(
+            !ok("dbs:\n  - path: /a.db\n    replica:\n      url: s3://b/a\n")[0]
+                .snapshots
+                .names_removal()
+        );
+    }
+
+    #[test]
+    fn litestreams_settings_of_how_it_runs_are_reported_unused() {
+        let text = "\
+addr: \":9090\"
+logging:
+  level: debug
+levels:
+  - interval: 5m
+part-size: 10MB
+dbs:
+  - path: /a.db
+    monitor-interval: 1s
+    checkpoint-interval: 1m
+    replica:
+      url: s3://b/a
+      validation-interval: 6h
+      retention-check-interval: 1h
+";
+        let config = parse(text, &env).unwrap();
+        assert_eq!(config.dbs, vec![db("/a.db", "s3://b/a")]);
+        let lines: Vec<&str> = config
+            .notices
+            .iter()
+            .map(|n| n.split_once(':').unwrap().0)
+            .collect();
+        assert_eq!(
+            lines,
+            ["line 1", "line 2", "line 4", "line 6", "line 9", "line 10", "line 13", "line 14"]
+        );
+        assert!(config.notices[0].starts_with(
+            "line 1: `addr` is Litestream's own and not used: walrust serves no metrics"
+        ));
+        assert!(config.notices.iter().all(|n| !n.contains('\n')));
+    }
+
+    #[test]
     fn everything_else_is_refused_with_its_line() {
         let two =
             "dbs:\n  - path: a.db\n    replicas:\n      - url: s3://b/a\n      - url: s3://c/a\n";
         assert!(err(two).contains("line 3: 2 replicas"), "{}", err(two));
         let cases = [
-            ("dbs:\n  - path: a.db\n    monitor-interval: 1s\n    replica:\n      url: x\n", "line 3: `monitor-interval` is not supported"),
+            ("dbs:\n  - path: a.db\n    restore-if-db-not-exists: true\n    replica:\n      url: x\n", "line 3: `restore-if-db-not-exists` is not supported"),
+            ("dbs:\n  - dir: /data\n    pattern: \"*.db\"\n", "line 2: `dir` is not supported"),
+            ("dbs:\n  - path: a.db\n    replica:\n      url: s3://b/a\n      age:\n        recipients:\n          - age1x\n", "line 5: `age` is not supported"),
+            ("dbs:\n  - path: a.db\n    replica:\n      url: s3://b/a\n      sse-kms-key-id: k\n", "line 5: `sse-kms-key-id` is not supported"),
+            ("storage-class: GLACIER\ndbs:\n  - path: a.db\n", "line 1: `storage-class` is not supported"),
+            ("skip-verify: true\ndbs:\n  - path: a.db\n", "line 1: `skip-verify` is not supported"),
+            ("snapshot:\n  interval: 1h\n  every: 2h\ndbs:\n  - path: a.db\n", "line 3: `every` is not a snapshot setting"),
+            ("snapshot:\n  retention: 0s\ndbs:\n  - path: a.db\n", "line 2: retention `0s`"),
+            ("snapshot: 1h\ndbs:\n  - path: a.db\n", "line 1: `snapshot:` needs `interval:`"),
+            ("retention: 24h\ndbs:\n  - path: a.db\n", "line 1: `retention:` here needs `enabled: true`"),
+            ("retention:\n  enabled: no\ndbs:\n  - path: a.db\n", "line 2: enabled: `no`"),
             ("dbs:\n  - path: a.db\n    replica:\n      type: sftp\n      host: h\n", "line 5: `host` is not supported"),
             ("dbs:\n  - path: a.db\n    replica:\n      type: sftp\n", "line 4: walrust replicates to `s3` or `file`, not `sftp`"),
             ("dbs:\n  - path: a.db\n    replica:\n      type: s3\n      path: a\n", "line 4: an s3 replica needs `bucket:`"),
@@ -588,7 +724,7 @@ dbs:
             ("dbs:\n  - path: a.db\n    replica:\n      url: s3://b/a\n      sync-interval: 1d\n", "line 5: sync-interval `1d`"),
             ("dbs:\n  - path: a.db\n    replica:\n      url: s3://b/a\n      access-key-id: K\n", "line 5: `access-key-id` without `secret-access-key`"),
             ("secret-access-key: K\ndbs:\n  - path: a.db\n    replica:\n      url: s3://b/a\n", "line 1: `secret-access-key` without `access-key-id`"),
-            ("part-size: 5MB\ndbs:\n  - path: a.db\n", "line 1: `part-size` is not supported"),
+            ("exec: myapp serve\ndbs:\n  - path: a.db\n", "line 1: `exec` is not supported"),
             ("dbs:\n  - path: a.db\n", "line 2: a.db has no `replica:`"),
             ("dbs:\n  - replica:\n      url: x\n", "line 2: this database has no `path:`"),
             ("dbs: [a, b]\n", "line 1: `[` starts YAML"),

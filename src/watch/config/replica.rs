@@ -7,7 +7,7 @@
 //! walrust would not honour is an error naming its line, never ignored. An access key pair
 //! (`access-key-id`, `secret-access-key`) is read whole or refused.
 
-use super::{scalar, unsupported, KeyPair, Node};
+use super::{scalar, unused, KeyPair, Level, Node, Snapshots};
 use crate::config::MAX_SYNC_INTERVAL_MS;
 use crate::store::url::ReplicaUrl;
 
@@ -18,6 +18,8 @@ pub struct Replica {
     pub url: String,
     pub sync_interval_ms: Option<u64>,
     pub credentials: Option<KeyPair>,
+    /// Litestream 0.3's `snapshot-interval` and `retention`, when the replica has them.
+    pub snapshots: Snapshots,
 }
 
 /// A field's value and line.
@@ -37,7 +39,7 @@ struct Fields {
 }
 
 const ALLOWED: &str = "url, type, bucket, path, endpoint, region, force-path-style, \
-    sync-interval, access-key-id and secret-access-key in a replica";
+    sync-interval, access-key-id, secret-access-key, snapshot-interval and retention in a replica";
 
 /// What the file's top level sets for every replica (Litestream's global replica settings):
 /// `bucket` (for a replica given by `type:`), `endpoint`, `region`, `force-path-style` (for
@@ -115,6 +117,7 @@ pub fn parse(
     no: usize,
     env: &dyn Fn(&str) -> Option<String>,
     defaults: &Defaults,
+    notices: &mut Vec<String>,
 ) -> Result<Replica, String> {
     let Node::Map(entries, at) = value else {
         return Err(format!(
@@ -122,10 +125,12 @@ pub fn parse(
         ));
     };
     let mut f = Fields::default();
-    let mut sync_interval_ms = None;
+    let (mut sync_interval_ms, mut snapshots) = (None, Snapshots::default());
     for (key, value, no) in entries {
-        if !read_key(&mut f, &mut sync_interval_ms, (&key, value, no), env, true)? {
-            return Err(unsupported(&key, no, ALLOWED));
+        if matches!(key.as_str(), "snapshot-interval" | "retention") {
+            snapshots.take_replica_key(&key, value, no, env)?;
+        } else if !read_key(&mut f, &mut sync_interval_ms, (&key, value, no), env, true)? {
+            notices.push(unused(&key, no, Level::Replica, ALLOWED)?);
         }
     }
     let own_key = key_pair(&f.access_key_id, &f.secret_access_key)?;
@@ -133,6 +138,7 @@ pub fn parse(
         url: url(&f, &defaults.fields, at)?,
         sync_interval_ms: sync_interval_ms.or(defaults.sync_interval_ms),
         credentials: own_key.or(defaults.credentials()?),
+        snapshots,
     })
 }
 
@@ -263,46 +269,15 @@ fn escape(s: &str, keep: &[u8]) -> String {
     out
 }
 
-/// A Go duration (`1s`, `500ms`, `1m30s`, `1.5s`), as Litestream writes `sync-interval`, in ms.
+/// `sync-interval`, a Go duration (`1s`, `500ms`, `1m30s`, `1.5s`) as Litestream writes it, in ms.
 fn sync_interval(text: &str, no: usize) -> Result<u64, String> {
-    let bad = || {
-        format!(
-            "line {no}: sync-interval `{text}` is not a duration such as 1s, 500ms or 1m (at most 24h)"
-        )
-    };
-    let mut rest = text.trim();
-    if rest == "0" {
-        return Ok(0);
-    }
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    let mut ms = 0f64;
-    while !rest.is_empty() {
-        let n_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let n: f64 = rest[..n_end].parse().map_err(|_| bad())?;
-        rest = &rest[n_end..];
-        let u_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = match &rest[..u_end] {
-            "h" => 3_600_000.0,
-            "m" => 60_000.0,
-            "s" => 1_000.0,
-            "ms" => 1.0,
-            "us" | "µs" => 0.001,
-            "ns" => 0.000_001,
-            _ => return Err(bad()),
-        };
-        ms += n * unit;
-        rest = &rest[u_end..];
-    }
-    if ms > MAX_SYNC_INTERVAL_MS as f64 {
-        return Err(bad());
-    }
-    Ok(ms.round() as u64)
+    super::duration::millis(text)
+        .filter(|&ms| ms <= MAX_SYNC_INTERVAL_MS)
+        .ok_or_else(|| {
+            format!(
+                "line {no}: sync-interval `{text}` is not a duration such as 1s, 500ms or 1m (at most 24h)"
+            )
+        })
 }
 
 #[cfg(test)]
@@ -310,7 +285,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn go_durations_are_read_as_litestream_writes_them() {
+    fn a_sync_interval_is_a_go_duration_of_at_most_a_day() {
         let ms = |t: &str| sync_interval(t, 7);
         assert_eq!(ms("1s"), Ok(1000));
         assert_eq!(ms("500ms"), Ok(500));

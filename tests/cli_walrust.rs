@@ -256,6 +256,44 @@ fn nothing_to_restore_is_3() {
 }
 
 #[test]
+fn a_start_script_restores_only_onto_a_new_disk() {
+    // `litestream restore -if-db-not-exists -if-replica-exists`, as walrust spells it.
+    let flags = ["--if-db-not-exists", "--if-replica-exists"];
+    let r = replica();
+    let out = out_path(&r, "app.db");
+    let o = walrust(&[&["restore", &url(&r), "-o", &out][..], &flags].concat());
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    assert!(std::fs::read(&out).unwrap() == r.model.db_bytes(r.model.last()));
+
+    // The database is there: nothing restored, nothing touched, exit 0.
+    std::fs::write(&out, b"the application's own").unwrap();
+    let o = walrust(&[&["restore", &url(&r), "-o", &out][..], &flags].concat());
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    assert_eq!(
+        text(&o.stdout),
+        format!("{out} exists: nothing restored (--if-db-not-exists)\n")
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), b"the application's own");
+
+    // A first start: the replica holds nothing yet.
+    let empty = TempDir::new("cli-first-start");
+    let out = empty.path().join("app.db");
+    let (u, o) = (empty.path().to_str().unwrap(), out.to_str().unwrap());
+    let run = walrust(&[&["restore", u, "-o", o][..], &flags].concat());
+    assert_eq!(code(&run), 0, "{}", text(&run.stderr));
+    assert!(
+        text(&run.stdout).starts_with("nothing restored (--if-replica-exists): nothing to restore")
+    );
+    assert_eq!(text(&run.stdout).lines().count(), 1);
+    assert!(!out.exists());
+    // Without the flag, the same is exit 3; with only the other flag, too.
+    assert_eq!(
+        code(&walrust(&["restore", u, "-o", o, "--if-db-not-exists"])),
+        3
+    );
+}
+
+#[test]
 fn storage_errors_are_4() {
     let r = replica();
     let out = out_path(&r, "out.db");

@@ -632,6 +632,59 @@ def test_a_litestream_config_without_retention_says_nothing_is_removed(tmp_path,
     assert "a snapshot every 3600 s, nothing removed" in log, log
 
 
+def test_a_lost_database_is_restored_before_the_watch_starts(tmp_path, walrust_cli, replica):
+    """`restore-if-db-not-exists: true` (Litestream's, for a container on a new disk): after
+    the disk is lost (the database, its WAL and the shadow directory gone), the next start
+    restores the database from the replica before watching it, and the watch continues the
+    replica's history: the application writes on, and the next restore holds the rows of both
+    lives. With nothing in the replica either, the watch says in one line that there is
+    nothing to restore and what to do."""
+    db = tmp_path / "app.db"
+    config = tmp_path / "litestream.yml"
+    config.write_text(f"snapshot:\n  retention: 24h\ndbs:\n  - path: {db}\n    restore-if-db-not-exists: true\n"
+                      f"    replica:\n      url: {replica.url}\n")
+    first = subprocess.run([str(walrust_cli), "watch", "--config", str(config)],
+                           capture_output=True, text=True, timeout=HANG_TIMEOUT)
+    assert first.returncode == 1, first.stderr
+    assert "holds no restore point yet: start the application first" in first.stderr, first.stderr
+    assert len(first.stderr.strip().splitlines()) == 1, first.stderr
+
+    watch_several(tmp_path, walrust_cli, [(db, replica.url)], ["--config", str(config)],
+                  "the first life")
+    before = db_contents(db)
+    for p in tmp_path.glob("app.db*"):
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+    log = tmp_path / "second.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([str(walrust_cli), "watch", "--config", str(config),
+                                 "--sync-interval", "100"], stderr=out)
+    try:
+        deadline = time.monotonic() + HANG_TIMEOUT
+        while "watching" not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        assert "before watching it (restore-if-db-not-exists)" in log.read_text()
+        assert_same_contents(before, db_contents(db), "the database restored at start")
+        # The application, without walrust, writes on.
+        subprocess.run([SYSTEM_PYTHON, "-c", "import sqlite3, sys\n"
+                        "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+                        "for i in range(1001, 1101):\n"
+                        "    c.execute('INSERT INTO t(id, body) VALUES (?, randomblob(200))', (i,))\n"
+                        "c.close()", str(db)], check=True, timeout=HANG_TIMEOUT)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=HANG_TIMEOUT) == 0, log.read_text()
+        assert "another" not in log.read_text(), log.read_text()
+        (tmp_path / "second").mkdir()
+        assert_restores_to(walrust_cli, replica, tmp_path / "second", db, "after the second life")
+        assert len(db_contents(db)["tables"]["t"]) == 300
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_watch_takes_its_access_key_as_litestream_does(tmp_path, walrust_cli, s3_server):
     """A Litestream deployment's key works unchanged, with no AWS_* variable set: in the
     config file (`access-key-id: ${VAR}` at its top, as Litestream's docs write it), or in

@@ -25,7 +25,7 @@ const USAGE: &str = "\
 walrust: restore, inspect and maintain a walrust (Litestream 0.5 compatible) replica
 
 Usage:
-  walrust restore URL -o OUT [--txid N | --timestamp T]
+  walrust restore URL -o OUT [--txid N | --timestamp T] [options]
   walrust list URL
   walrust verify URL
   walrust compact URL [--dry-run] [--retention SPEC]

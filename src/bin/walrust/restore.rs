@@ -1,4 +1,6 @@
-//! `walrust restore URL -o OUT [--txid N | --timestamp T]`.
+//! `walrust restore URL -o OUT [--txid N | --timestamp T] [--if-db-not-exists]
+//! [--if-replica-exists]`, and the restore `walrust watch` runs before watching a database that
+//! is not there (`restore-if-db-not-exists`).
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -6,13 +8,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use walrust::clock::{format_rfc3339_ms, parse_rfc3339};
-use walrust::restore::{self, Target};
+use walrust::restore::{self, ErrorKind, Target};
 use walrust::Txid;
 
 use crate::{output, Args, Failure};
 
 pub const HELP: &str = "\
-Usage: walrust restore URL -o OUT [--txid N | --timestamp T]
+Usage: walrust restore URL -o OUT [--txid N | --timestamp T] [--if-db-not-exists]
+                        [--if-replica-exists]
 
 Rebuilds the database from the replica at URL into OUT, which must not exist. Without a
 target, restores the newest restore point. A restore point is the end of an uploaded batch or
@@ -24,6 +27,10 @@ Options:
                       or 16 hex digits as in LTX file names
   --timestamp T       the newest restore point committed at or before T (RFC 3339, e.g.
                       2026-11-28T10:49:56.123Z)
+  --if-db-not-exists  when OUT exists, restore nothing and exit 0 (as Litestream's
+                      -if-db-not-exists: a container's start script restores only on a new disk)
+  --if-replica-exists when the replica holds no restore point (or none at or before the
+                      target), restore nothing and exit 0 (a first start)
   -h, --help          this help
 
 The database is written to OUT.tmp-walrust and renamed to OUT only after every file's LTX
@@ -39,7 +46,11 @@ Exit codes: 0 restored, 2 usage (or OUT exists), 3 nothing to restore, 4 storage
 const PROGRESS_AFTER: Duration = Duration::from_millis(700);
 
 pub fn run(args: &[String]) -> Result<(), Failure> {
-    let a = Args::parse(args, &["-o", "--output", "--txid", "--timestamp"], &[])?;
+    let a = Args::parse(
+        args,
+        &["-o", "--output", "--txid", "--timestamp"],
+        &["--if-db-not-exists", "--if-replica-exists"],
+    )?;
     if a.positional.len() == 2 && a.value(&["-o", "--output"]).is_none() {
         return Err(Failure::usage(format!(
             "restore takes the output path with -o: walrust restore {} -o {}",
@@ -62,8 +73,14 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
         })?),
         (None, None) => Target::Latest,
     };
-    let store = walrust::store::open(&a.positional[0]).map_err(Failure::store)?;
     let out = PathBuf::from(out);
+    if a.has("--if-db-not-exists") && std::fs::symlink_metadata(&out).is_ok() {
+        return output::line(&format!(
+            "{} exists: nothing restored (--if-db-not-exists)",
+            out.display()
+        ));
+    }
+    let store = walrust::store::open(&a.positional[0]).map_err(Failure::store)?;
 
     let done = AtomicBool::new(false);
     let result = std::thread::scope(|s| {
@@ -84,8 +101,58 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
             txid.get(),
             format_rfc3339_ms(ts)
         )),
+        Err(e) if e.kind() == ErrorKind::NothingToRestore && a.has("--if-replica-exists") => {
+            output::line(&format!(
+                "nothing restored (--if-replica-exists): {}",
+                e.to_string().trim_start_matches("walrust: ")
+            ))
+        }
         Err(e) => Err(Failure::new(e.kind().exit_code(), e.to_string())),
     }
+}
+
+/// Before `walrust watch` starts on `db` (`restore-if-db-not-exists`, as Litestream's
+/// `replicate` does it): when nothing is at `db`, restores the newest restore point of `url`
+/// there, which also records that the database continues the replica's history. A replica with
+/// no restore point is a first start, where the application must create the database before
+/// anything can watch it: that is the error. Each outcome is one line on standard error.
+pub fn before_watch(url: &str, db: &Path) -> Result<(), Failure> {
+    if std::fs::symlink_metadata(db).is_ok() {
+        return Ok(());
+    }
+    let cannot = |e: String| {
+        Failure::new(
+            1,
+            format!(
+                "restore-if-db-not-exists: {} is missing and cannot be restored from {url}: {}",
+                db.display(),
+                e.trim_start_matches("walrust: ")
+            ),
+        )
+    };
+    let store = walrust::store::open(url).map_err(|e| cannot(e.to_string()))?;
+    match restore::restore(store.as_ref(), db, Target::Latest).and_then(|t| t.commit()) {
+        Ok(txid) => walrust::log::info(&format!(
+            "restored {} from {url} to TXID {} before watching it (restore-if-db-not-exists)",
+            db.display(),
+            txid.get()
+        )),
+        // A first start: nothing to restore, and nothing to watch until the application
+        // creates the database.
+        Err(e) if e.kind() == ErrorKind::NothingToRestore => {
+            return Err(Failure::new(
+                1,
+                format!(
+                    "restore-if-db-not-exists: {} is missing and {url} holds no restore point \
+                     yet: start the application first, so that it creates the database in WAL \
+                     mode, then walrust watch",
+                    db.display()
+                ),
+            ))
+        }
+        Err(e) => return Err(cannot(e.to_string())),
+    }
+    Ok(())
 }
 
 fn parse_txid(s: &str) -> Result<Txid, Failure> {

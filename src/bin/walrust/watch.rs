@@ -15,6 +15,7 @@ pub const HELP: &str = "\
 Usage: walrust watch (DB... (--replica URL | --replica-root URL) | --config FILE)
        [--sync-interval MS] [--snapshot-interval S] [--retention SPEC]
        [--compact-after-snapshot] [--checkpoint background|off] [--shadow-dir DIR]
+       [--restore-if-db-not-exists]
 
 Replicates databases whose applications do not load the walrust extension, into the same
 replica format with the same promises, until SIGINT or SIGTERM; then uploads what is pending
@@ -54,6 +55,12 @@ application. Either way the watch holds a read slot of SQLite's WAL index so tha
 checkpoint restarts the WAL past a frame it has not copied, and lets it go once everything
 is copied and checkpointed.
 
+--restore-if-db-not-exists (or `restore-if-db-not-exists: true` under a database in the
+file): a DB that is missing is first restored from its replica's newest restore point, as
+Litestream's replicate does, and then watched, continuing the replica's history. With no
+restore point in the replica either, the watch cannot start (exit 1): the application must
+create the database first.
+
 Exit codes: 0 stopped with everything uploaded, 1 cannot start (not in WAL mode, watched
 already, shadow directory), 2 usage (or a --config FILE it cannot read or refuses), 4 the
 pending transactions could not be uploaded before stopping (they stay in the shadow
@@ -78,7 +85,7 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
             "--shadow-dir",
             "--config",
         ],
-        &["--compact-after-snapshot"],
+        &["--compact-after-snapshot", "--restore-if-db-not-exists"],
     )?;
     let dbs = databases(&a)?;
     use_credentials(&dbs)?;
@@ -94,9 +101,13 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
         url,
         sync_interval_ms,
         snapshots,
+        restore_if_missing,
         ..
     } in dbs
     {
+        if restore_if_missing || a.has("--restore-if-db-not-exists") {
+            crate::restore::before_watch(&url, &path)?;
+        }
         // The file's settings for this database, over the flags' for all.
         let mut settings = settings.clone();
         if let Some(ms) = sync_interval_ms {
@@ -273,6 +284,7 @@ fn listed_databases(a: &Args) -> Result<Vec<Db>, Failure> {
                 sync_interval_ms: None,
                 credentials: None,
                 snapshots: Default::default(),
+                restore_if_missing: false,
             })
             .collect());
     };

@@ -36,7 +36,8 @@ use std::path::{Path, PathBuf};
 
 /// One database of the file, its replica's URL, its upload interval if the file sets one (a
 /// replica's `sync-interval`), the access key pair for its replica if the file names one
-/// (the replica's own, or the file's top-level one), and what the file says of its snapshots.
+/// (the replica's own, or the file's top-level one), what the file says of its snapshots, and
+/// whether to restore it first when it is missing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DbConfig {
     pub path: PathBuf,
@@ -44,6 +45,9 @@ pub struct DbConfig {
     pub sync_interval_ms: Option<u64>,
     pub credentials: Option<KeyPair>,
     pub snapshots: Snapshots,
+    /// `restore-if-db-not-exists: true`: restore the database from its replica first when it
+    /// is missing.
+    pub restore_if_missing: bool,
 }
 
 /// The file's databases, and a line for each setting it holds that walrust does not use.
@@ -152,9 +156,11 @@ fn database(
         return Err(format!("line {}: expected `- path: ...`", item.line()));
     };
     let (mut path, mut url, mut snapshots) = (None, None, Snapshots::default());
+    let mut restore_if_missing = false;
     for (key, value, no) in entries {
         match key.as_str() {
             "path" => path = Some(scalar(value, no, env)?),
+            "restore-if-db-not-exists" => restore_if_missing = boolean(value, no, env)?,
             "snapshot" => snapshots.read_block(value, no, env)?,
             "replica" => url = Some(replica::parse(value, no, env, defaults, notices)?),
             "replicas" => {
@@ -198,7 +204,17 @@ fn database(
         sync_interval_ms: replica.sync_interval_ms,
         credentials: replica.credentials,
         snapshots: replica.snapshots.over(snapshots),
+        restore_if_missing,
     })
+}
+
+/// `true` or `false`, as YAML writes them.
+fn boolean(value: Node, no: usize, env: &dyn Fn(&str) -> Option<String>) -> Result<bool, String> {
+    match scalar(value, no, env)?.as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(format!("line {no}: `{other}` is not true or false")),
+    }
 }
 
 fn scalar(value: Node, no: usize, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
@@ -477,6 +493,7 @@ mod tests {
             sync_interval_ms: None,
             credentials: None,
             snapshots: Snapshots::default(),
+            restore_if_missing: false,
         }
     }
 
@@ -661,6 +678,13 @@ dbs:
     }
 
     #[test]
+    fn a_database_may_be_restored_first_when_missing() {
+        let text = "dbs:\n  - path: /a.db\n    restore-if-db-not-exists: true\n    replica:\n      url: s3://b/a\n  - path: /b.db\n    replica:\n      url: s3://b/b\n";
+        let got: Vec<bool> = ok(text).iter().map(|d| d.restore_if_missing).collect();
+        assert_eq!(got, [true, false]);
+    }
+
+    #[test]
     fn litestreams_settings_of_how_it_runs_are_reported_unused() {
         let text = "\
 addr: \":9090\"
@@ -701,7 +725,7 @@ dbs:
             "dbs:\n  - path: a.db\n    replicas:\n      - url: s3://b/a\n      - url: s3://c/a\n";
         assert!(err(two).contains("line 3: 2 replicas"), "{}", err(two));
         let cases = [
-            ("dbs:\n  - path: a.db\n    restore-if-db-not-exists: true\n    replica:\n      url: x\n", "line 3: `restore-if-db-not-exists` is not supported"),
+            ("dbs:\n  - path: a.db\n    restore-if-db-not-exists: yes\n    replica:\n      url: x\n", "line 3: `yes` is not true or false"),
             ("dbs:\n  - dir: /data\n    pattern: \"*.db\"\n", "line 2: `dir` is not supported"),
             ("dbs:\n  - path: a.db\n    replica:\n      url: s3://b/a\n      age:\n        recipients:\n          - age1x\n", "line 5: `age` is not supported"),
             ("dbs:\n  - path: a.db\n    replica:\n      url: s3://b/a\n      sse-kms-key-id: k\n", "line 5: `sse-kms-key-id` is not supported"),
@@ -711,7 +735,7 @@ dbs:
             ("snapshot:\n  retention: 0s\ndbs:\n  - path: a.db\n", "line 2: retention `0s`"),
             ("snapshot: 1h\ndbs:\n  - path: a.db\n", "line 1: `snapshot:` needs `interval:`"),
             ("retention: 24h\ndbs:\n  - path: a.db\n", "line 1: `retention:` here needs `enabled: true`"),
-            ("retention:\n  enabled: no\ndbs:\n  - path: a.db\n", "line 2: enabled: `no`"),
+            ("retention:\n  enabled: no\ndbs:\n  - path: a.db\n", "line 2: `no` is not true or false"),
             ("dbs:\n  - path: a.db\n    replica:\n      type: sftp\n      host: h\n", "line 5: `host` is not supported"),
             ("dbs:\n  - path: a.db\n    replica:\n      type: sftp\n", "line 4: walrust replicates to `s3` or `file`, not `sftp`"),
             ("dbs:\n  - path: a.db\n    replica:\n      type: s3\n      path: a\n", "line 4: an s3 replica needs `bucket:`"),

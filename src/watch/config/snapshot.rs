@@ -89,15 +89,7 @@ impl Snapshots {
                     "line {no}: `{key}` is not a retention setting (enabled)"
                 ));
             }
-            self.removal = Some(match scalar(value, no, env)?.as_str() {
-                "true" => true,
-                "false" => false,
-                other => {
-                    return Err(format!(
-                        "line {no}: enabled: `{other}` is not true or false"
-                    ))
-                }
-            });
+            self.removal = Some(super::boolean(value, no, env)?);
         }
         Ok(())
     }

@@ -632,52 +632,74 @@ def test_a_litestream_config_without_retention_says_nothing_is_removed(tmp_path,
     assert "a snapshot every 3600 s, nothing removed" in log, log
 
 
-def test_a_lost_database_is_restored_before_the_watch_starts(tmp_path, walrust_cli, replica):
-    """`restore-if-db-not-exists: true` (Litestream's, for a container on a new disk): after
-    the disk is lost (the database, its WAL and the shadow directory gone), the next start
-    restores the database from the replica before watching it, and the watch continues the
-    replica's history: the application writes on, and the next restore holds the rows of both
-    lives. With nothing in the replica either, the watch says in one line that there is
-    nothing to restore and what to do."""
+WRITE_ROWS = """import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("PRAGMA journal_mode=WAL")
+c.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, body BLOB)")
+for i in range(int(sys.argv[2]), int(sys.argv[3])):
+    c.execute("INSERT INTO t(id, body) VALUES (?, randomblob(200))", (i,))
+c.close()
+"""
+
+
+def write_rows(db, first, end):
+    """The application, without walrust: rows first..end-1 (the database made if need be)."""
+    subprocess.run([SYSTEM_PYTHON, "-c", WRITE_ROWS, str(db), str(first), str(end)],
+                   check=True, timeout=HANG_TIMEOUT)
+
+
+def test_a_database_is_waited_for_then_restored_when_lost(tmp_path, walrust_cli, replica):
+    """A container's life with `restore-if-db-not-exists: true`. First start, before the
+    application: nothing to restore, the database not there yet; the watch says so and waits,
+    and watches the database from when the application creates it. Then the disk is lost (the
+    database, its WAL and the shadow directory gone): the next start restores the database
+    from the replica before watching it, the watch continues the replica's history, and the
+    next restore holds the rows of both lives."""
     db = tmp_path / "app.db"
     config = tmp_path / "litestream.yml"
-    config.write_text(f"snapshot:\n  retention: 24h\ndbs:\n  - path: {db}\n    restore-if-db-not-exists: true\n"
-                      f"    replica:\n      url: {replica.url}\n")
-    first = subprocess.run([str(walrust_cli), "watch", "--config", str(config)],
-                           capture_output=True, text=True, timeout=HANG_TIMEOUT)
-    assert first.returncode == 1, first.stderr
-    assert "holds no restore point yet: start the application first" in first.stderr, first.stderr
-    assert len(first.stderr.strip().splitlines()) == 1, first.stderr
+    config.write_text(f"snapshot:\n  retention: 24h\ndbs:\n  - path: {db}\n"
+                      f"    restore-if-db-not-exists: true\n    replica:\n      url: {replica.url}\n")
 
-    watch_several(tmp_path, walrust_cli, [(db, replica.url)], ["--config", str(config)],
-                  "the first life")
-    before = db_contents(db)
-    for p in tmp_path.glob("app.db*"):
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    def start(log):
+        with open(log, "ab") as out:
+            return subprocess.Popen([str(walrust_cli), "watch", "--config", str(config),
+                                     "--sync-interval", "100"], stderr=out)
 
-    log = tmp_path / "second.log"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([str(walrust_cli), "watch", "--config", str(config),
-                                 "--sync-interval", "100"], stderr=out)
-    try:
+    def wait_for(proc, log, text):
         deadline = time.monotonic() + HANG_TIMEOUT
-        while "watching" not in log.read_text():
+        while text not in log.read_text():
             assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
+            assert time.monotonic() < deadline, f"no {text!r} in:\n{log.read_text()}"
             time.sleep(0.05)
-        assert "before watching it (restore-if-db-not-exists)" in log.read_text()
-        assert_same_contents(before, db_contents(db), "the database restored at start")
-        # The application, without walrust, writes on.
-        subprocess.run([SYSTEM_PYTHON, "-c", "import sqlite3, sys\n"
-                        "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
-                        "for i in range(1001, 1101):\n"
-                        "    c.execute('INSERT INTO t(id, body) VALUES (?, randomblob(200))', (i,))\n"
-                        "c.close()", str(db)], check=True, timeout=HANG_TIMEOUT)
+
+    def stop_and_restore(proc, log, what):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=HANG_TIMEOUT) == 0, log.read_text()
-        assert "another" not in log.read_text(), log.read_text()
-        (tmp_path / "second").mkdir()
-        assert_restores_to(walrust_cli, replica, tmp_path / "second", db, "after the second life")
+        out = tmp_path / what
+        out.mkdir()
+        assert_restores_to(walrust_cli, replica, out, db, what)
+
+    first_log = tmp_path / "first.log"
+    proc = start(first_log)
+    try:
+        wait_for(proc, first_log, "waiting for")
+        assert "holds no restore point yet: a first start" in first_log.read_text()
+        write_rows(db, 1, 201)
+        wait_for(proc, first_log, "watching")
+        wait_uploaded(walrust_cli, db, 0, first_log)
+        stop_and_restore(proc, first_log, "first-life")
+        before = db_contents(db)
+        for p in tmp_path.glob("app.db*"):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+        second_log = tmp_path / "second.log"
+        proc = start(second_log)
+        wait_for(proc, second_log, "watching")
+        assert "before watching it (restore-if-db-not-exists)" in second_log.read_text()
+        assert_same_contents(before, db_contents(db), "the database restored at start")
+        write_rows(db, 1001, 1101)
+        stop_and_restore(proc, second_log, "second-life")
+        assert "another" not in second_log.read_text(), second_log.read_text()
         assert len(db_contents(db)["tables"]["t"]) == 300
     finally:
         if proc.poll() is None:
@@ -802,8 +824,9 @@ def test_watch_with_a_replica_root(tmp_path, walrust_cli, new_replica):
 
 
 def test_watch_of_a_database_not_in_wal_mode_fails_in_one_line(tmp_path, walrust_cli, replica):
-    """Exit 1 (cannot start) with one line that says what to do; nothing is created. The same
-    for a path that names nothing."""
+    """Exit 1 (cannot start) with one line that says what to do; nothing is created. A path
+    that names nothing yet is waited for (a sidecar started before its application), with one
+    line that says which file, from where a relative path was taken."""
     (tmp_path / "plain").mkdir()
     db = tmp_path / "plain" / "plain.db"
     c = sqlite3.connect(db)
@@ -815,9 +838,25 @@ def test_watch_of_a_database_not_in_wal_mode_fails_in_one_line(tmp_path, walrust
     assert r.returncode == 1, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "journal_mode=WAL" in r.stderr, r.stderr
     assert sorted(os.listdir(db.parent)) == ["plain.db"]
-    # A relative path that names nothing: the message says where it was looked for.
-    r = subprocess.run([str(walrust_cli), "watch", "plain.db", "--replica", replica.url],
-                       capture_output=True, text=True, timeout=HANG_TIMEOUT, cwd=tmp_path)
-    assert r.returncode == 1, r.stderr
-    assert f"relative to the working directory {tmp_path}" in r.stderr, r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    # A relative path that names nothing: the watch waits, and says for which file.
+    log = tmp_path / "waiting.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([str(walrust_cli), "watch", "plain.db", "--replica", replica.url],
+                                stderr=out, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + HANG_TIMEOUT
+        while "waiting for" not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        line = log.read_text().strip()
+        assert line == (f"walrust: waiting for {tmp_path / 'plain.db'} (plain.db relative to the "
+                        f"working directory {tmp_path}) to be created in WAL mode; it is watched "
+                        "from then on"), line
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=HANG_TIMEOUT) == 0, log.read_text()
+        assert not (tmp_path / "plain.db").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

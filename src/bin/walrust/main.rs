@@ -17,6 +17,7 @@ mod restore;
 mod status;
 mod takeover;
 mod verify;
+mod waiting;
 mod watch;
 
 use std::process::ExitCode;

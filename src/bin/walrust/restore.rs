@@ -113,9 +113,9 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
 
 /// Before `walrust watch` starts on `db` (`restore-if-db-not-exists`, as Litestream's
 /// `replicate` does it): when nothing is at `db`, restores the newest restore point of `url`
-/// there, which also records that the database continues the replica's history. A replica with
-/// no restore point is a first start, where the application must create the database before
-/// anything can watch it: that is the error. Each outcome is one line on standard error.
+/// there, which also records that the database continues the replica's history; a replica with
+/// no restore point is a first start (the watch then waits for the application to create the
+/// database). Each outcome is one line on standard error.
 pub fn before_watch(url: &str, db: &Path) -> Result<(), Failure> {
     if std::fs::symlink_metadata(db).is_ok() {
         return Ok(());
@@ -137,19 +137,12 @@ pub fn before_watch(url: &str, db: &Path) -> Result<(), Failure> {
             db.display(),
             txid.get()
         )),
-        // A first start: nothing to restore, and nothing to watch until the application
-        // creates the database.
-        Err(e) if e.kind() == ErrorKind::NothingToRestore => {
-            return Err(Failure::new(
-                1,
-                format!(
-                    "restore-if-db-not-exists: {} is missing and {url} holds no restore point \
-                     yet: start the application first, so that it creates the database in WAL \
-                     mode, then walrust watch",
-                    db.display()
-                ),
-            ))
-        }
+        // A first start: the watch waits for the application to create the database.
+        Err(e) if e.kind() == ErrorKind::NothingToRestore => walrust::log::info(&format!(
+            "{} is missing and {url} holds no restore point yet: a first start \
+             (restore-if-db-not-exists)",
+            db.display()
+        )),
         Err(e) => return Err(cannot(e.to_string())),
     }
     Ok(())

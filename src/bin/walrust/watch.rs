@@ -3,10 +3,11 @@
 //! work is in the library (`walrust::watch`); this file parses flags, runs the poll loop and
 //! waits for SIGINT/SIGTERM.
 
+use crate::waiting::{self, Found, Waiting};
 use crate::{Args, Failure};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use walrust::config::{CheckpointMode, Settings};
 use walrust::watch::{self, wake, Watched};
@@ -57,9 +58,12 @@ is copied and checkpointed.
 
 --restore-if-db-not-exists (or `restore-if-db-not-exists: true` under a database in the
 file): a DB that is missing is first restored from its replica's newest restore point, as
-Litestream's replicate does, and then watched, continuing the replica's history. With no
-restore point in the replica either, the watch cannot start (exit 1): the application must
-create the database first.
+Litestream's replicate does, and then watched, continuing the replica's history (with no
+restore point in the replica either, it is a first start).
+
+A DB that does not exist yet (or is still empty) is waited for, as Litestream does: it is
+watched from the first look that finds it in WAL mode (the application creates it and runs
+PRAGMA journal_mode=WAL). A DB that exists in another journal mode at start is an error.
 
 Exit codes: 0 stopped with everything uploaded, 1 cannot start (not in WAL mode, watched
 already, shadow directory), 2 usage (or a --config FILE it cannot read or refuses), 4 the
@@ -96,6 +100,7 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
     walrust::vfs::ffi::posix::block_termination_signals()
         .map_err(|e| Failure::new(1, format!("cannot block SIGINT/SIGTERM: {e}")))?;
     let mut watched: Vec<Arc<Watched>> = Vec::new();
+    let mut waiting: Vec<Waiting> = Vec::new();
     for Db {
         path,
         url,
@@ -114,20 +119,19 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
             settings.sync_interval_ms = ms;
         }
         snapshots.apply(&mut settings);
+        if waiting::look(&path) == Found::NotYet {
+            waiting.push(Waiting::new(&path, &url, settings).map_err(|e| Failure::new(1, e))?);
+            continue;
+        }
         let w = watch::start(&path, &url, settings).map_err(|e| Failure::new(1, e))?;
-        walrust::log::info(&format!(
-            "watching {}, replicating to {} (TXID {} uploaded; {})",
-            w.path.display(),
-            w.repl.url,
-            w.repl.status().uploaded_txid,
-            snapshot_policy(&w.repl.settings())
-        ));
+        say_watching(&w);
         watched.push(w);
     }
+    let watched = Arc::new(Mutex::new(watched));
     let stop = Arc::new(AtomicBool::new(false));
     let poller = {
         let (stop, watched) = (stop.clone(), watched.clone());
-        std::thread::spawn(move || poll_loop(&watched, &stop))
+        std::thread::spawn(move || poll_loop(&watched, waiting, &stop))
     };
     let sig = walrust::vfs::ffi::posix::wait_for_termination();
     walrust::log::info(&format!(
@@ -135,6 +139,7 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
     ));
     stop.store(true, Ordering::Release);
     let _ = poller.join();
+    let watched = watched.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut failed = None;
     for w in &watched {
         match w.finish(FINISH_TIMEOUT) {
@@ -151,21 +156,45 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
     }
 }
 
-/// Polls every database whenever the waker says (a change, or the fallback interval), and
-/// says when uploads stop or start working again.
-fn poll_loop(watched: &[Arc<Watched>], stop: &AtomicBool) {
+fn say_watching(w: &Watched) {
+    walrust::log::info(&format!(
+        "watching {}, replicating to {} (TXID {} uploaded; {})",
+        w.path.display(),
+        w.repl.url,
+        w.repl.status().uploaded_txid,
+        snapshot_policy(&w.repl.settings())
+    ));
+}
+
+/// Polls every database whenever the waker says (a change, or the fallback interval), starts
+/// watching each awaited database once it is in WAL mode, and says when uploads stop or start
+/// working again.
+fn poll_loop(watched: &Mutex<Vec<Arc<Watched>>>, mut waiting: Vec<Waiting>, stop: &AtomicBool) {
     let fallback = std::env::var(FALLBACK_ENV)
         .ok()
         .and_then(|v| v.parse().ok())
         .map_or(wake::FALLBACK, Duration::from_millis);
-    let paths: Vec<&std::path::Path> = watched.iter().map(|w| w.path.as_path()).collect();
+    let list = |m: &Mutex<Vec<Arc<Watched>>>| m.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut paths: Vec<PathBuf> = list(watched).iter().map(|w| w.path.clone()).collect();
+    paths.extend(waiting.iter().map(|w| w.path.clone()));
+    let paths: Vec<&std::path::Path> = paths.iter().map(PathBuf::as_path).collect();
     let (mut waker, why) = wake::Waker::new(&paths, fallback);
     if let Some(why) = why {
         walrust::log::warn(&why);
     }
-    let mut failing = vec![false; watched.len()];
+    let mut failing: Vec<bool> = Vec::new();
     while !stop.load(Ordering::Acquire) {
-        for (i, w) in watched.iter().enumerate() {
+        waiting.retain_mut(|db| match db.try_start() {
+            Some(w) => {
+                say_watching(&w);
+                watched.lock().unwrap_or_else(|e| e.into_inner()).push(w);
+                false
+            }
+            None => true,
+        });
+        let now = list(watched);
+        failing.resize(now.len(), false);
+        for (i, w) in now.iter().enumerate() {
             w.poll();
             let now_failing = w.repl.status().last_error.is_some();
             if failing[i] && !now_failing {

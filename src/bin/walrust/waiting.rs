@@ -1,0 +1,136 @@
+//! `walrust watch` on a database that does not exist yet: a sidecar often starts before its
+//! application has created the database (containers started together, a first deployment on a
+//! new disk). As Litestream does, the watch then waits for it, and starts watching it once it
+//! is an SQLite database in WAL mode. What must hold: a database is watched from the first look
+//! that finds it in WAL mode, whatever it held before (the watch's first snapshot covers it);
+//! a database that exists, is not empty and is not in WAL mode at the watch's start is not
+//! waited for (that is an error the user must fix, as before).
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use walrust::config::Settings;
+use walrust::watch::{self, Watched};
+
+/// What a database file is, as far as watching it goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// Not there, or there without a complete header yet (SQLite has not written it).
+    NotYet,
+    /// An SQLite database (or something else) not in WAL mode.
+    NotWal,
+    /// An SQLite database in WAL mode.
+    Wal,
+}
+
+/// Looks at the file's header.
+pub fn look(path: &Path) -> Found {
+    let Ok(file) = std::fs::File::open(path) else {
+        return Found::NotYet;
+    };
+    let mut head = [0u8; 20];
+    match file.read_exact_at(&mut head, 0) {
+        Err(_) => Found::NotYet,
+        Ok(()) if head[18] == 2 && head[19] == 2 => Found::Wal,
+        Ok(()) => Found::NotWal,
+    }
+}
+
+/// A database the watch waits for, with what it needs to start watching it.
+pub struct Waiting {
+    /// Absolute: its folder canonical, for the waker's directory watch.
+    pub path: PathBuf,
+    url: String,
+    settings: Settings,
+    /// The last thing said about it, not to say it again every look.
+    said: Option<String>,
+}
+
+impl Waiting {
+    /// Starts waiting for `db`; fails (one line) when its folder does not exist.
+    pub fn new(db: &Path, url: &str, settings: Settings) -> Result<Waiting, String> {
+        let dir = match db.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let dir = std::fs::canonicalize(&dir).map_err(|e| {
+            format!(
+                "walrust: cannot watch {}: its folder {}: {e}",
+                db.display(),
+                dir.display()
+            )
+        })?;
+        let name = db
+            .file_name()
+            .ok_or_else(|| format!("walrust: cannot watch {}: not a file name", db.display()))?;
+        let path = dir.join(name);
+        // A mistyped path waits too: say which file, and from where a relative one was taken.
+        let from = match (db.is_relative(), std::env::current_dir()) {
+            (true, Ok(cwd)) => format!(
+                " ({} relative to the working directory {})",
+                db.display(),
+                cwd.display()
+            ),
+            _ => String::new(),
+        };
+        walrust::log::info(&format!(
+            "waiting for {}{from} to be created in WAL mode; it is watched from then on",
+            path.display()
+        ));
+        Ok(Waiting {
+            path,
+            url: url.to_string(),
+            settings,
+            said: None,
+        })
+    }
+
+    /// One look: the database, watched, once it is in WAL mode and its watch starts.
+    pub fn try_start(&mut self) -> Option<Arc<Watched>> {
+        let said = match look(&self.path) {
+            Found::NotYet => return None,
+            Found::NotWal => format!(
+                "{} exists but is not in WAL mode yet; waiting for the application's \
+                 PRAGMA journal_mode=WAL",
+                self.path.display()
+            ),
+            Found::Wal => match watch::start(&self.path, &self.url, self.settings.clone()) {
+                Ok(w) => return Some(w),
+                Err(e) => format!("{} (trying again)", e.trim_start_matches("walrust: ")),
+            },
+        };
+        if self.said.as_ref() != Some(&said) {
+            walrust::log::warn(&said);
+            self.said = Some(said);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_is_waited_for_until_its_header_says_wal() {
+        let dir = std::env::temp_dir().join(format!("walrust-waiting-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("a.db");
+        let _ = std::fs::remove_file(&db);
+        assert_eq!(look(&db), Found::NotYet);
+        std::fs::write(&db, b"").unwrap();
+        assert_eq!(look(&db), Found::NotYet);
+        let mut head = vec![0u8; 100];
+        head[..16].copy_from_slice(b"SQLite format 3\0");
+        head[18] = 1;
+        head[19] = 1;
+        std::fs::write(&db, &head).unwrap();
+        assert_eq!(look(&db), Found::NotWal);
+        head[18] = 2;
+        head[19] = 2;
+        std::fs::write(&db, &head).unwrap();
+        assert_eq!(look(&db), Found::Wal);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -707,6 +707,66 @@ def test_a_database_is_waited_for_then_restored_when_lost(tmp_path, walrust_cli,
             proc.wait()
 
 
+EXEC_APP = """import signal, sqlite3, sys, time
+db, mode = sys.argv[1], sys.argv[2]
+c = sqlite3.connect(db, isolation_level=None)
+c.execute("PRAGMA journal_mode=WAL")
+c.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, body BLOB)")
+for i in range(1, 301):
+    c.execute("INSERT INTO t(id, body) VALUES (?, randomblob(200))", (i,))
+if mode == "fail":
+    c.close()
+    sys.exit(3)
+stopping = []
+signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+while not stopping:
+    time.sleep(0.01)
+c.execute("INSERT INTO t(id, body) VALUES (1000, X'ff')")  # its last word, after SIGTERM
+c.close()
+"""
+
+
+def test_watch_runs_the_application_and_stops_with_it(tmp_path, walrust_cli, replica):
+    """`exec:` (Litestream's, for one container): the watch runs the application as its child,
+    waits for the database it creates, and stops with it. An application that exits by itself
+    (here with status 3, after 300 rows) ends the watch with its status, everything uploaded.
+    A SIGTERM sent to the watch reaches the application, whose last commit (made on SIGTERM)
+    is uploaded before the watch exits 0."""
+    app = tmp_path / "app.py"
+    app.write_text(EXEC_APP)
+    for mode, code, rows in [("fail", 3, 300), ("serve", 0, 301)]:
+        run = tmp_path / mode
+        run.mkdir()
+        db = run / "app.db"
+        url = url_under(replica.url, mode)
+        config = run / "litestream.yml"
+        config.write_text(f"exec: {SYSTEM_PYTHON} {app} {db} {mode}\n"
+                          f"dbs:\n  - path: {db}\n    replica:\n      url: {url}\n")
+        log = run / "watch.log"
+        with open(log, "ab") as out:
+            proc = subprocess.Popen([str(walrust_cli), "watch", "--config", str(config),
+                                     "--sync-interval", "100"], stderr=out)
+        try:
+            if mode == "serve":
+                wait_uploaded(walrust_cli, db, 0, log)
+                proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=HANG_TIMEOUT) == code, log.read_text()
+            text = log.read_text()
+            assert "waiting for" in text and "running `" in text, text
+            if mode == "fail":
+                assert f"`{SYSTEM_PYTHON} {app} {db} fail` exited with status 3" in text, text
+            out = run / "restored.db"
+            r = subprocess.run([str(walrust_cli), "restore", url, "-o", str(out)],
+                               capture_output=True, text=True, timeout=HANG_TIMEOUT)
+            assert r.returncode == 0, r.stderr
+            assert_same_contents(db_contents(db), db_contents(out), f"the {mode} application's")
+            assert len(db_contents(out)["tables"]["t"]) == rows
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 def test_watch_takes_its_access_key_as_litestream_does(tmp_path, walrust_cli, s3_server):
     """A Litestream deployment's key works unchanged, with no AWS_* variable set: in the
     config file (`access-key-id: ${VAR}` at its top, as Litestream's docs write it), or in

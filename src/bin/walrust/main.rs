@@ -11,6 +11,7 @@
 //! modules are used.
 
 mod compact;
+mod exec;
 mod list;
 mod output;
 mod restore;

@@ -4,7 +4,7 @@
 //! is an SQLite database in WAL mode. What must hold: a database is watched from the first look
 //! that finds it in WAL mode, whatever it held before (the watch's first snapshot covers it);
 //! a database that exists, is not empty and is not in WAL mode at the watch's start is not
-//! waited for (that is an error the user must fix, as before).
+//! waited for (that is an error the user must fix, as before), nor is one that cannot be read.
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -13,28 +13,16 @@ use std::sync::Arc;
 use walrust::config::Settings;
 use walrust::watch::{self, Watched};
 
-/// What a database file is, as far as watching it goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Found {
-    /// Not there, or there without a complete header yet (SQLite has not written it).
-    NotYet,
-    /// An SQLite database (or something else) not in WAL mode.
-    NotWal,
-    /// An SQLite database in WAL mode.
-    Wal,
-}
-
-/// Looks at the file's header.
-pub fn look(path: &Path) -> Found {
-    let Ok(file) = std::fs::File::open(path) else {
-        return Found::NotYet;
+/// Whether `path` names a file with at least a database header's first bytes: else the
+/// watch waits for it. A file that cannot be opened for another reason than its absence (its
+/// permissions) counts as there, so that the watch says what is wrong instead of waiting.
+pub fn there(path: &Path) -> bool {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => return e.kind() != std::io::ErrorKind::NotFound,
     };
     let mut head = [0u8; 20];
-    match file.read_exact_at(&mut head, 0) {
-        Err(_) => Found::NotYet,
-        Ok(()) if head[18] == 2 && head[19] == 2 => Found::Wal,
-        Ok(()) => Found::NotWal,
-    }
+    file.read_exact_at(&mut head, 0).is_ok()
 }
 
 /// A database the watch waits for, with what it needs to start watching it.
@@ -86,23 +74,19 @@ impl Waiting {
         })
     }
 
-    /// One look: the database, watched, once it is in WAL mode and its watch starts.
+    /// One look: the database, watched, once it is there and its watch starts (in WAL mode;
+    /// until then each new reason it does not is said once).
     pub fn try_start(&mut self) -> Option<Arc<Watched>> {
-        let said = match look(&self.path) {
-            Found::NotYet => return None,
-            Found::NotWal => format!(
-                "{} exists but is not in WAL mode yet; waiting for the application's \
-                 PRAGMA journal_mode=WAL",
-                self.path.display()
-            ),
-            Found::Wal => match watch::start(&self.path, &self.url, self.settings.clone()) {
-                Ok(w) => return Some(w),
-                Err(e) => format!("{} (trying again)", e.trim_start_matches("walrust: ")),
-            },
+        if !there(&self.path) {
+            return None;
+        }
+        let why = match watch::start(&self.path, &self.url, self.settings.clone()) {
+            Ok(w) => return Some(w),
+            Err(e) => format!("{} (trying again)", e.trim_start_matches("walrust: ")),
         };
-        if self.said.as_ref() != Some(&said) {
-            walrust::log::warn(&said);
-            self.said = Some(said);
+        if self.said.as_ref() != Some(&why) {
+            walrust::log::warn(&why);
+            self.said = Some(why);
         }
         None
     }
@@ -113,24 +97,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_file_is_waited_for_until_its_header_says_wal() {
+    fn a_file_is_waited_for_until_it_holds_a_header() {
         let dir = std::env::temp_dir().join(format!("walrust-waiting-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let db = dir.join("a.db");
         let _ = std::fs::remove_file(&db);
-        assert_eq!(look(&db), Found::NotYet);
+        assert!(!there(&db));
         std::fs::write(&db, b"").unwrap();
-        assert_eq!(look(&db), Found::NotYet);
-        let mut head = vec![0u8; 100];
-        head[..16].copy_from_slice(b"SQLite format 3\0");
-        head[18] = 1;
-        head[19] = 1;
-        std::fs::write(&db, &head).unwrap();
-        assert_eq!(look(&db), Found::NotWal);
-        head[18] = 2;
-        head[19] = 2;
-        std::fs::write(&db, &head).unwrap();
-        assert_eq!(look(&db), Found::Wal);
+        assert!(
+            !there(&db),
+            "SQLite writes an opened database's header at its first write"
+        );
+        std::fs::write(&db, [0u8; 100]).unwrap();
+        assert!(there(&db));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -3,7 +3,8 @@
 //! work is in the library (`walrust::watch`); this file parses flags, runs the poll loop and
 //! waits for SIGINT/SIGTERM.
 
-use crate::waiting::{self, Found, Waiting};
+use crate::exec::App;
+use crate::waiting::{self, Waiting};
 use crate::{Args, Failure};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +17,7 @@ pub const HELP: &str = "\
 Usage: walrust watch (DB... (--replica URL | --replica-root URL) | --config FILE)
        [--sync-interval MS] [--snapshot-interval S] [--retention SPEC]
        [--compact-after-snapshot] [--checkpoint background|off] [--shadow-dir DIR]
-       [--restore-if-db-not-exists]
+       [--restore-if-db-not-exists] [--exec CMD]
 
 Replicates databases whose applications do not load the walrust extension, into the same
 replica format with the same promises, until SIGINT or SIGTERM; then uploads what is pending
@@ -61,6 +62,12 @@ file): a DB that is missing is first restored from its replica's newest restore 
 Litestream's replicate does, and then watched, continuing the replica's history (with no
 restore point in the replica either, it is a first start).
 
+--exec CMD (or `exec: CMD` at the file's top level), as Litestream's -exec: once the
+databases are watched (or waited for), runs CMD (split into words as a shell would, without
+one) with the watch's standard output and error, and stops when it exits; SIGINT or SIGTERM
+sent to the watch is passed on to CMD, and the watch stops once CMD has exited. Either way
+it then uploads what is pending. The exit code is CMD's when CMD failed.
+
 A DB that does not exist yet (or is still empty) is waited for, as Litestream does: it is
 watched from the first look that finds it in WAL mode (the application creates it and runs
 PRAGMA journal_mode=WAL). A DB that exists in another journal mode at start is an error.
@@ -88,10 +95,12 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
             "--checkpoint",
             "--shadow-dir",
             "--config",
+            "--exec",
         ],
         &["--compact-after-snapshot", "--restore-if-db-not-exists"],
     )?;
-    let dbs = databases(&a)?;
+    let (dbs, file_exec) = databases(&a)?;
+    let exec = a.value(&["--exec"]).map(str::to_string).or(file_exec);
     use_credentials(&dbs)?;
     let settings = settings(&a)?;
     if let Some(file) = a.value(&["--config"]) {
@@ -119,7 +128,7 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
             settings.sync_interval_ms = ms;
         }
         snapshots.apply(&mut settings);
-        if waiting::look(&path) == Found::NotYet {
+        if !waiting::there(&path) {
             waiting.push(Waiting::new(&path, &url, settings).map_err(|e| Failure::new(1, e))?);
             continue;
         }
@@ -133,10 +142,22 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
         let (stop, watched) = (stop.clone(), watched.clone());
         std::thread::spawn(move || poll_loop(&watched, waiting, &stop))
     };
-    let sig = walrust::vfs::ffi::posix::wait_for_termination();
-    walrust::log::info(&format!(
-        "signal {sig}: uploading what is pending, then stopping"
-    ));
+    // The application (--exec) starts once every database is watched or waited for.
+    let app_failure = match exec.as_deref().map(App::start) {
+        None => {
+            let sig = wait_for_stop_signal();
+            walrust::log::info(&format!(
+                "signal {sig}: uploading what is pending, then stopping"
+            ));
+            None
+        }
+        Some(Err(f)) => Some(f),
+        Some(Ok(mut app)) => {
+            let (_, ended) = app.wait();
+            walrust::log::info("the application exited: uploading what is pending, then stopping");
+            app.failure(&ended)
+        }
+    };
     stop.store(true, Ordering::Release);
     let _ = poller.join();
     let watched = watched.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -150,9 +171,24 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
             Err(e) => failed = Some(e),
         }
     }
-    match failed {
-        Some(e) => Err(Failure::new(4, e)),
-        None => Ok(()),
+    match (app_failure, failed) {
+        (Some(app), Some(e)) => {
+            walrust::log::error(&e);
+            Err(app)
+        }
+        (Some(app), None) => Err(app),
+        (None, Some(e)) => Err(Failure::new(4, e)),
+        (None, None) => Ok(()),
+    }
+}
+
+/// Waits for SIGINT or SIGTERM (without an application, no child's end concerns the watch).
+fn wait_for_stop_signal() -> i32 {
+    loop {
+        let sig = walrust::vfs::ffi::posix::wait_for_termination();
+        if sig != walrust::vfs::ffi::posix::CHILD_ENDED {
+            return sig;
+        }
     }
 }
 
@@ -215,8 +251,8 @@ fn poll_loop(watched: &Mutex<Vec<Arc<Watched>>>, mut waiting: Vec<Waiting>, stop
 /// The databases and their replicas' URLs: from --config FILE, or DB... and --replica(-root).
 /// Two databases with one replica (two files of one name under --replica-root) are refused
 /// here: the replica holds one history, so the second would be refused at its first upload.
-fn databases(a: &Args) -> Result<Vec<Db>, Failure> {
-    let dbs = listed_databases(a)?;
+fn databases(a: &Args) -> Result<(Vec<Db>, Option<String>), Failure> {
+    let (dbs, exec) = listed_databases(a)?;
     let real = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
     for (i, Db { path: db, .. }) in dbs.iter().enumerate() {
         if let Some(Db { path: other, .. }) = dbs[..i].iter().find(|o| real(&o.path) == real(db)) {
@@ -239,7 +275,7 @@ fn databases(a: &Args) -> Result<Vec<Db>, Failure> {
             )));
         }
     }
-    Ok(dbs)
+    Ok((dbs, exec))
 }
 
 /// The access key pair the config file names, made this process's (before any thread
@@ -296,7 +332,8 @@ fn say_what_is_kept(file: &str, dbs: &[Db], settings: &Settings) {
     ));
 }
 
-fn listed_databases(a: &Args) -> Result<Vec<Db>, Failure> {
+/// The databases, and the file's `exec:` command if it has one.
+fn listed_databases(a: &Args) -> Result<(Vec<Db>, Option<String>), Failure> {
     let Some(file) = a.value(&["--config"]) else {
         if a.positional.is_empty() {
             return Err(Failure::usage(
@@ -305,17 +342,20 @@ fn listed_databases(a: &Args) -> Result<Vec<Db>, Failure> {
         }
         let urls = replica_urls(a)?;
         let paths = a.positional.iter().map(PathBuf::from);
-        return Ok(paths
-            .zip(urls)
-            .map(|(path, url)| Db {
-                path,
-                url,
-                sync_interval_ms: None,
-                credentials: None,
-                snapshots: Default::default(),
-                restore_if_missing: false,
-            })
-            .collect());
+        return Ok((
+            paths
+                .zip(urls)
+                .map(|(path, url)| Db {
+                    path,
+                    url,
+                    sync_interval_ms: None,
+                    credentials: None,
+                    snapshots: Default::default(),
+                    restore_if_missing: false,
+                })
+                .collect(),
+            None,
+        ));
     };
     if !a.positional.is_empty() || a.value(&["--replica", "--replica-root"]).is_some() {
         return Err(Failure::usage(
@@ -326,7 +366,7 @@ fn listed_databases(a: &Args) -> Result<Vec<Db>, Failure> {
     for notice in &config.notices {
         walrust::log::info(&format!("{file} {notice}"));
     }
-    Ok(config.dbs)
+    Ok((config.dbs, config.exec))
 }
 
 fn replica_urls(a: &Args) -> Result<Vec<String>, Failure> {

@@ -66,6 +66,9 @@ pub fn is_locked_by_other(file: &File, kind: Lock, start: u64, len: u64) -> io::
     Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
 }
 
+/// The signal `wait_for_termination` also returns when a child process ended.
+pub const CHILD_ENDED: i32 = libc::SIGCHLD;
+
 fn termination_set() -> libc::sigset_t {
     // SAFETY: sigemptyset/sigaddset initialise and fill the set we own.
     unsafe {
@@ -73,12 +76,14 @@ fn termination_set() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
         set
     }
 }
 
-/// Blocks SIGINT and SIGTERM in the calling thread and every thread it spawns afterwards, so
-/// that [`wait_for_termination`] receives them. Call before any thread is started.
+/// Blocks SIGINT, SIGTERM and SIGCHLD in the calling thread and every thread it spawns
+/// afterwards, so that [`wait_for_termination`] receives them. Call before any thread is
+/// started. A child process inherits them blocked: see [`unblock_termination_signals_in`].
 pub fn block_termination_signals() -> io::Result<()> {
     let set = termination_set();
     // SAFETY: pthread_sigmask reads the set we own; the old mask is not asked for.
@@ -89,7 +94,8 @@ pub fn block_termination_signals() -> io::Result<()> {
     Ok(())
 }
 
-/// Waits until SIGINT or SIGTERM arrives (they must be blocked); returns its number.
+/// Waits until SIGINT, SIGTERM or SIGCHLD ([`CHILD_ENDED`]) arrives (they must be blocked);
+/// returns its number.
 pub fn wait_for_termination() -> i32 {
     let set = termination_set();
     let mut sig: libc::c_int = 0;
@@ -100,6 +106,35 @@ pub fn wait_for_termination() -> i32 {
             return sig;
         }
     }
+}
+
+/// Has `cmd`'s process start with the signals [`block_termination_signals`] blocks unblocked
+/// (a child inherits the blocked set, and Rust's `Command` keeps it): an application the watch
+/// runs must receive the SIGTERM passed on to it.
+pub fn unblock_termination_signals_in(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let set = termination_set();
+    // SAFETY: the hook runs in the child between fork and exec, where only async-signal-safe
+    // calls are allowed: pthread_sigmask is one, and it reads only the set copied in.
+    unsafe {
+        cmd.pre_exec(move || {
+            let rc = libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            if rc != 0 {
+                return Err(io::Error::from_raw_os_error(rc));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Sends signal `sig` to the process `pid` (a child of ours, to pass on a SIGTERM).
+pub fn send_signal(pid: u32, sig: i32) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::other("no such process id"))?;
+    // SAFETY: kill takes plain integers; no memory is shared.
+    if unsafe { libc::kill(pid, sig) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// One inotify instance (Linux): watches directories and reports the names of the entries

@@ -50,10 +50,12 @@ pub struct DbConfig {
     pub restore_if_missing: bool,
 }
 
-/// The file's databases, and a line for each setting it holds that walrust does not use.
+/// The file's databases, its `exec:` command (the application the watch runs) if it has one,
+/// and a line for each setting it holds that walrust does not use.
 #[derive(Debug)]
 pub struct Config {
     pub dbs: Vec<DbConfig>,
+    pub exec: Option<String>,
     pub notices: Vec<String>,
 }
 
@@ -99,9 +101,11 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
     };
     let (mut dbs, mut defaults) = (None, replica::Defaults::default());
     let (mut snapshots, mut notices) = (Snapshots::default(), Vec::new());
+    let mut exec = None;
     for (key, value, no) in entries {
         match key.as_str() {
             "dbs" => dbs = Some(value),
+            "exec" => exec = Some(scalar(value, no, env)?),
             "snapshot" => snapshots.read_block(value, no, env)?,
             "retention" => snapshots.read_removal(value, no, env)?,
             _ if defaults.take(&key, value, no, env)? => {}
@@ -126,7 +130,11 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
     if out.is_empty() {
         return Err("lists no database under `dbs:`".into());
     }
-    Ok(Config { dbs: out, notices })
+    Ok(Config {
+        dbs: out,
+        exec,
+        notices,
+    })
 }
 
 /// The notice for a key walrust accepts without using at `level`; an error naming what is
@@ -143,7 +151,7 @@ fn unsupported(key: &str, no: usize, allowed: &str) -> String {
 }
 
 /// The keys the file's top level may hold: `dbs`, and Litestream's defaults for every replica.
-const TOP_LEVEL: &str = "dbs, snapshot, retention, and bucket, endpoint, region, \
+const TOP_LEVEL: &str = "dbs, exec, snapshot, retention, and bucket, endpoint, region, \
     force-path-style, sync-interval, access-key-id, secret-access-key for every replica";
 
 fn database(
@@ -678,6 +686,13 @@ dbs:
     }
 
     #[test]
+    fn the_file_may_name_the_application_to_run() {
+        let text = "exec: myapp --port \"$BUCKET\"\ndbs:\n  - path: /a.db\n    replica:\n      url: s3://b/a\n";
+        let config = parse(text, &env).unwrap();
+        assert_eq!(config.exec.as_deref(), Some("myapp --port \"mybkt\""));
+    }
+
+    #[test]
     fn a_database_may_be_restored_first_when_missing() {
         let text = "dbs:\n  - path: /a.db\n    restore-if-db-not-exists: true\n    replica:\n      url: s3://b/a\n  - path: /b.db\n    replica:\n      url: s3://b/b\n";
         let got: Vec<bool> = ok(text).iter().map(|d| d.restore_if_missing).collect();
@@ -748,7 +763,7 @@ dbs:
             ("dbs:\n  - path: a.db\n    replica:\n      url: s3://b/a\n      sync-interval: 1d\n", "line 5: sync-interval `1d`"),
             ("dbs:\n  - path: a.db\n    replica:\n      url: s3://b/a\n      access-key-id: K\n", "line 5: `access-key-id` without `secret-access-key`"),
             ("secret-access-key: K\ndbs:\n  - path: a.db\n    replica:\n      url: s3://b/a\n", "line 1: `secret-access-key` without `access-key-id`"),
-            ("exec: myapp serve\ndbs:\n  - path: a.db\n", "line 1: `exec` is not supported"),
+            ("exec:\ndbs:\n  - path: a.db\n", "line 1: expected a value"),
             ("dbs:\n  - path: a.db\n", "line 2: a.db has no `replica:`"),
             ("dbs:\n  - replica:\n      url: x\n", "line 2: this database has no `path:`"),
             ("dbs: [a, b]\n", "line 1: `[` starts YAML"),

@@ -767,6 +767,34 @@ def test_watch_runs_the_application_and_stops_with_it(tmp_path, walrust_cli, rep
                 proc.wait()
 
 
+def test_the_application_gets_the_environment_the_watch_was_given(tmp_path, walrust_cli):
+    """The access key a config file names is the watch's: the application `exec:` runs sees
+    the environment the watch was started with (its own AWS session token kept, no key from
+    the file)."""
+    report = tmp_path / "env.json"
+    app = tmp_path / "app.py"
+    app.write_text("import json, os, sqlite3, sys\n"
+                   "json.dump({k: os.environ.get(k) for k in ('MARKER', 'AWS_SESSION_TOKEN', "
+                   "'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'LITESTREAM_ACCESS_KEY_ID')}, "
+                   "open(sys.argv[2], 'w'))\n"
+                   "c = sqlite3.connect(sys.argv[1]); c.execute('PRAGMA journal_mode=WAL')\n"
+                   "c.execute('CREATE TABLE t(x)'); c.close()\n")
+    db = tmp_path / "app.db"
+    config = tmp_path / "litestream.yml"
+    config.write_text(f"access-key-id: FILEKEY\nsecret-access-key: FILESECRET\n"
+                      f"exec: {SYSTEM_PYTHON} {app} {db} {report}\n"
+                      f"dbs:\n  - path: {db}\n    replica:\n      url: file://{tmp_path}/replica\n")
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/"), "MARKER": "mine",
+           "AWS_SESSION_TOKEN": "the-apps-own", "LITESTREAM_ACCESS_KEY_ID": "ls-key",
+           "LITESTREAM_SECRET_ACCESS_KEY": "ls-secret"}
+    r = subprocess.run([str(walrust_cli), "watch", "--config", str(config)], env=env,
+                       capture_output=True, text=True, timeout=HANG_TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(report.read_text()) == {
+        "MARKER": "mine", "AWS_SESSION_TOKEN": "the-apps-own", "AWS_ACCESS_KEY_ID": None,
+        "AWS_SECRET_ACCESS_KEY": None, "LITESTREAM_ACCESS_KEY_ID": "ls-key"}
+
+
 def test_watch_takes_its_access_key_as_litestream_does(tmp_path, walrust_cli, s3_server):
     """A Litestream deployment's key works unchanged, with no AWS_* variable set: in the
     config file (`access-key-id: ${VAR}` at its top, as Litestream's docs write it), or in

@@ -6,8 +6,10 @@
 //! What must hold: the application starts once every database is watched (or waited for); a
 //! SIGINT or SIGTERM sent to the watch reaches the application, and the watch stops (uploading
 //! what is pending) only once the application has exited; when the application exits on its
-//! own, the watch stops the same way. The application starts with no signal blocked.
+//! own, the watch stops the same way. The application starts with no signal blocked, and with
+//! the environment the watch was given (never the access key the watch read from its config).
 
+use std::ffi::OsString;
 use std::process::{Child, Command, ExitStatus, Stdio};
 
 use walrust::vfs::ffi::posix;
@@ -29,13 +31,19 @@ pub enum Ended {
 }
 
 impl App {
-    pub fn start(command: &str) -> Result<App, Failure> {
+    /// Starts `command` with `env`, the environment the watch was started with (not the one
+    /// it set for itself: an access key read from the config file is the watch's, not the
+    /// application's).
+    pub fn start(command: &str, env: &[(OsString, OsString)]) -> Result<App, Failure> {
         let words = split(command).map_err(|e| Failure::invalid(format!("exec: {e}")))?;
         let Some((program, args)) = words.split_first() else {
             return Err(Failure::invalid("exec: the command is empty"));
         };
         let mut cmd = Command::new(program);
-        cmd.args(args).stdin(Stdio::null());
+        cmd.args(args)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null());
         posix::unblock_termination_signals_in(&mut cmd);
         let child = cmd
             .spawn()

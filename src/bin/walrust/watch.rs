@@ -101,6 +101,8 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
     )?;
     let (dbs, file_exec) = databases(&a)?;
     let exec = a.value(&["--exec"]).map(str::to_string).or(file_exec);
+    // The application's environment is the one the watch was given, before the config's key.
+    let app_env: Vec<_> = std::env::vars_os().collect();
     use_credentials(&dbs)?;
     let settings = settings(&a)?;
     if let Some(file) = a.value(&["--config"]) {
@@ -143,7 +145,7 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
         std::thread::spawn(move || poll_loop(&watched, waiting, &stop))
     };
     // The application (--exec) starts once every database is watched or waited for.
-    let app_failure = match exec.as_deref().map(App::start) {
+    let app_failure = match exec.as_deref().map(|c| App::start(c, &app_env)) {
         None => {
             let sig = wait_for_stop_signal();
             walrust::log::info(&format!(

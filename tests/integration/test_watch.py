@@ -795,6 +795,39 @@ def test_the_application_gets_the_environment_the_watch_was_given(tmp_path, walr
         "AWS_SECRET_ACCESS_KEY": None, "LITESTREAM_ACCESS_KEY_ID": "ls-key"}
 
 
+def test_a_litestream_start_script_restores_as_it_is(tmp_path, walrust_cli, replica, new_replica):
+    """`litestream restore -if-db-not-exists -if-replica-exists -config FILE DB`, as container
+    start scripts run it, with `walrust` in its place: restores DB from the replica the file
+    names for it, into DB; does nothing (exit 0) once DB is there, or when the replica is empty
+    (a first start)."""
+    db, fresh = tmp_path / "app.db", tmp_path / "fresh.db"
+    empty = new_replica("empty")
+    config = tmp_path / "litestream.yml"
+    config.write_text(f"dbs:\n  - path: {db}\n    replica:\n      url: {replica.url}\n"
+                      f"  - path: {fresh}\n    replica:\n      url: {empty.url}\n")
+    watch_several(tmp_path, walrust_cli, [(db, replica.url)],
+                  [str(db), "--replica", replica.url], "the application's life")
+    before = db_contents(db)
+    for p in tmp_path.glob("app.db*"):
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+    def restore(path):
+        return subprocess.run([str(walrust_cli), "restore", "-if-db-not-exists",
+                               "-if-replica-exists", "-config", str(config), str(path)],
+                              capture_output=True, text=True, timeout=HANG_TIMEOUT)
+
+    r = restore(db)
+    assert r.returncode == 0 and r.stdout.startswith(f"restored {db} to TXID"), r.stdout + r.stderr
+    assert_same_contents(before, db_contents(db), "the start script's restore")
+    r = restore(db)
+    assert (r.returncode, r.stdout) == (0, f"{db} exists: nothing restored (--if-db-not-exists)\n"), r
+    r = restore(fresh)
+    assert r.returncode == 0 and r.stdout.startswith("nothing restored (--if-replica-exists)"), r
+    assert not fresh.exists()
+    r = restore(tmp_path / "other.db")
+    assert r.returncode == 2 and "names no database at" in r.stderr, r.stderr
+
+
 def test_watch_takes_its_access_key_as_litestream_does(tmp_path, walrust_cli, s3_server):
     """A Litestream deployment's key works unchanged, with no AWS_* variable set: in the
     config file (`access-key-id: ${VAR}` at its top, as Litestream's docs write it), or in

@@ -16,6 +16,7 @@ use crate::{output, Args, Failure};
 pub const HELP: &str = "\
 Usage: walrust restore URL -o OUT [--txid N | --timestamp T] [--if-db-not-exists]
                         [--if-replica-exists]
+       walrust restore --config FILE DB [-o OUT] [...]
 
 Rebuilds the database from the replica at URL into OUT, which must not exist. Without a
 target, restores the newest restore point. A restore point is the end of an uploaded batch or
@@ -31,7 +32,13 @@ Options:
                       -if-db-not-exists: a container's start script restores only on a new disk)
   --if-replica-exists when the replica holds no restore point (or none at or before the
                       target), restore nothing and exit 0 (a first start)
+  --config FILE       restore DB, as the Litestream config FILE names it (its replica, its
+                      access key), into DB itself unless -o names another path
   -h, --help          this help
+
+Litestream's spellings work too (-if-db-not-exists, -if-replica-exists, -txid, -timestamp,
+-config), so that `litestream restore -if-db-not-exists -if-replica-exists -config FILE DB`
+in a start script runs as it is with `walrust` in its place.
 
 The database is written to OUT.tmp-walrust and renamed to OUT only after every file's LTX
 checksum, size and manifest SHA-256 have passed. Unlike walrust_restore() in SQL, this command
@@ -46,22 +53,37 @@ Exit codes: 0 restored, 2 usage (or OUT exists), 3 nothing to restore, 4 storage
 const PROGRESS_AFTER: Duration = Duration::from_millis(700);
 
 pub fn run(args: &[String]) -> Result<(), Failure> {
+    // Litestream's single-dash spellings too, so that a start script moves by its binary name.
     let a = Args::parse(
         args,
-        &["-o", "--output", "--txid", "--timestamp"],
-        &["--if-db-not-exists", "--if-replica-exists"],
+        &[
+            "-o",
+            "--output",
+            "--txid",
+            "-txid",
+            "--timestamp",
+            "-timestamp",
+            "--config",
+            "-config",
+        ],
+        &[
+            "--if-db-not-exists",
+            "-if-db-not-exists",
+            "--if-replica-exists",
+            "-if-replica-exists",
+        ],
     )?;
-    if a.positional.len() == 2 && a.value(&["-o", "--output"]).is_none() {
-        return Err(Failure::usage(format!(
-            "restore takes the output path with -o: walrust restore {} -o {}",
-            a.positional[0], a.positional[1]
-        )));
-    }
-    a.expect_positional(&["URL"])?;
-    let out = a
-        .value(&["-o", "--output"])
-        .ok_or_else(|| Failure::usage("restore needs -o OUT"))?;
-    let target = match (a.value(&["--txid"]), a.value(&["--timestamp"])) {
+    let has = |name: &str| a.has(&format!("-{name}")) || a.has(&format!("--{name}"));
+    let (if_db_not_exists, if_replica_exists) = (has("if-db-not-exists"), has("if-replica-exists"));
+    let (url, out) = match a.value(&["--config", "-config"]) {
+        Some(file) => from_config(&a, file)?,
+        None => from_url(&a)?,
+    };
+    let out = out.as_str();
+    let target = match (
+        a.value(&["--txid", "-txid"]),
+        a.value(&["--timestamp", "-timestamp"]),
+    ) {
         (Some(_), Some(_)) => {
             return Err(Failure::usage("give --txid or --timestamp, not both"));
         }
@@ -74,13 +96,13 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
         (None, None) => Target::Latest,
     };
     let out = PathBuf::from(out);
-    if a.has("--if-db-not-exists") && std::fs::symlink_metadata(&out).is_ok() {
+    if if_db_not_exists && std::fs::symlink_metadata(&out).is_ok() {
         return output::line(&format!(
             "{} exists: nothing restored (--if-db-not-exists)",
             out.display()
         ));
     }
-    let store = walrust::store::open(&a.positional[0]).map_err(Failure::store)?;
+    let store = walrust::store::open(&url).map_err(Failure::store)?;
 
     let done = AtomicBool::new(false);
     let result = std::thread::scope(|s| {
@@ -101,7 +123,7 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
             txid.get(),
             format_rfc3339_ms(ts)
         )),
-        Err(e) if e.kind() == ErrorKind::NothingToRestore && a.has("--if-replica-exists") => {
+        Err(e) if e.kind() == ErrorKind::NothingToRestore && if_replica_exists => {
             output::line(&format!(
                 "nothing restored (--if-replica-exists): {}",
                 e.to_string().trim_start_matches("walrust: ")
@@ -109,6 +131,48 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
         }
         Err(e) => Err(Failure::new(e.kind().exit_code(), e.to_string())),
     }
+}
+
+/// `walrust restore URL -o OUT`: the replica's URL and the output path.
+fn from_url(a: &Args) -> Result<(String, String), Failure> {
+    if a.positional.len() == 2 && a.value(&["-o", "--output"]).is_none() {
+        return Err(Failure::usage(format!(
+            "restore takes the output path with -o: walrust restore {} -o {}",
+            a.positional[0], a.positional[1]
+        )));
+    }
+    a.expect_positional(&["URL"])?;
+    let out = a.value(&["-o", "--output"]).ok_or_else(|| {
+        Failure::usage(
+            "restore needs -o OUT (or --config FILE DB, to restore a database a Litestream \
+             config names, into its own path)",
+        )
+    })?;
+    Ok((a.positional[0].clone(), out.to_string()))
+}
+
+/// `walrust restore --config FILE DB [-o OUT]` (Litestream's `restore -config FILE DB`): the
+/// replica the file names for DB, and DB itself as the output unless -o says otherwise. The
+/// file's access key, if it names one, is the restore's.
+fn from_config(a: &Args, file: &str) -> Result<(String, String), Failure> {
+    a.expect_positional(&["DB"])?;
+    let config = walrust::watch::config::load(Path::new(file)).map_err(Failure::invalid)?;
+    let wanted = &a.positional[0];
+    let same = |p: &Path| {
+        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        abs(p) == abs(Path::new(wanted))
+            || matches!((std::fs::canonicalize(p), std::fs::canonicalize(wanted)), (Ok(x), Ok(y)) if x == y)
+    };
+    let db = config
+        .dbs
+        .into_iter()
+        .find(|d| same(&d.path))
+        .ok_or_else(|| Failure::invalid(format!("{file} names no database at {wanted}")))?;
+    crate::watch::use_credentials(std::slice::from_ref(&db))?;
+    let out = a
+        .value(&["-o", "--output"])
+        .map_or_else(|| db.path.to_string_lossy().to_string(), str::to_string);
+    Ok((db.url, out))
 }
 
 /// Before `walrust watch` starts on `db` (`restore-if-db-not-exists`, as Litestream's

@@ -283,7 +283,7 @@ fn databases(a: &Args) -> Result<(Vec<Db>, Option<String>), Failure> {
 /// The access key pair the config file names, made this process's (before any thread
 /// starts), for every replica: the S3 store reads its credentials from the environment, so
 /// one `walrust watch` has one set. Replicas naming different sets, or some none, are refused.
-fn use_credentials(dbs: &[Db]) -> Result<(), Failure> {
+pub fn use_credentials(dbs: &[Db]) -> Result<(), Failure> {
     let Some(first) = dbs.iter().find_map(|d| d.credentials.as_ref()) else {
         return Ok(());
     };

@@ -40,14 +40,10 @@ impl Snapshots {
             ));
         };
         for (key, value, no) in entries {
-            match key.as_str() {
-                "interval" => self.interval_s = Some(interval(&scalar(value, no, env)?, no)?),
-                "retention" => self.retention_hours = Some(hours(&scalar(value, no, env)?, no)?),
-                _ => {
-                    return Err(format!(
-                        "line {no}: `{key}` is not a snapshot setting (interval, retention)"
-                    ))
-                }
+            if !self.take("interval", &key, value, no, env)? {
+                return Err(format!(
+                    "line {no}: `{key}` is not a snapshot setting (interval, retention)"
+                ));
             }
         }
         Ok(())
@@ -62,10 +58,25 @@ impl Snapshots {
         no: usize,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<bool, String> {
-        match key {
-            "snapshot-interval" => self.interval_s = Some(interval(&scalar(value, no, env)?, no)?),
-            "retention" => self.retention_hours = Some(hours(&scalar(value, no, env)?, no)?),
-            _ => return Ok(false),
+        self.take("snapshot-interval", key, value, no, env)
+    }
+
+    /// Takes the interval (named `interval_key` where it stands) or the retention; false for
+    /// another key.
+    fn take(
+        &mut self,
+        interval_key: &str,
+        key: &str,
+        value: Node,
+        no: usize,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<bool, String> {
+        if key == interval_key {
+            self.interval_s = Some(interval(&scalar(value, no, env)?, no)?);
+        } else if key == "retention" {
+            self.retention_hours = Some(hours(&scalar(value, no, env)?, no)?);
+        } else {
+            return Ok(false);
         }
         Ok(true)
     }

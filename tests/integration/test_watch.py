@@ -828,6 +828,29 @@ def test_a_litestream_start_script_restores_as_it_is(tmp_path, walrust_cli, repl
     assert r.returncode == 2 and "names no database at" in r.stderr, r.stderr
 
 
+def test_a_litestream_service_command_runs_as_it_is(tmp_path, walrust_cli, replica):
+    """`litestream replicate` with no argument reads $LITESTREAM_CONFIG (or
+    /etc/litestream.yml); so does `walrust watch`, saying which file it read; and Litestream's
+    single-dash `-config` works too. With neither a database nor a config file, the usage error
+    names what would be read."""
+    db = tmp_path / "app.db"
+    config = tmp_path / "litestream.yml"
+    config.write_text(f"snapshot:\n  retention: 24h\ndbs:\n  - path: {db}\n"
+                      f"    replica:\n      url: {replica.url}\n")
+    env = {**os.environ, "LITESTREAM_CONFIG": str(config)}
+    watch_several(tmp_path, walrust_cli, [(db, replica.url)], [], "$LITESTREAM_CONFIG", env=env)
+    log = (tmp_path / "watch.log").read_text()
+    assert f"reading {config}: no database or --config named" in log, log
+    r = subprocess.run([str(walrust_cli), "watch", "-config", str(tmp_path / "none.yml")],
+                       capture_output=True, text=True, timeout=HANG_TIMEOUT)
+    assert r.returncode == 2 and "none.yml" in r.stderr, r.stderr
+    if not Path("/etc/litestream.yml").exists():
+        bare = {k: v for k, v in os.environ.items() if k != "LITESTREAM_CONFIG"}
+        r = subprocess.run([str(walrust_cli), "watch"], capture_output=True, text=True,
+                           timeout=HANG_TIMEOUT, env=bare)
+        assert r.returncode == 2 and "$LITESTREAM_CONFIG or /etc/litestream.yml" in r.stderr, r.stderr
+
+
 def test_watch_takes_its_access_key_as_litestream_does(tmp_path, walrust_cli, s3_server):
     """A Litestream deployment's key works unchanged, with no AWS_* variable set: in the
     config file (`access-key-id: ${VAR}` at its top, as Litestream's docs write it), or in

@@ -6,7 +6,7 @@
 use crate::exec::App;
 use crate::waiting::{self, Waiting};
 use crate::{Args, Failure};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,7 +26,9 @@ DB to URL/<file name>. It shares the shadow directory (DB-walrust) and the one-u
 with processes that load the extension on the same database; a second watch of the same
 database is refused.
 
---config FILE reads the databases from Litestream's YAML format (the flags above apply to
+--config FILE (or Litestream's -config FILE; with no DB and no --config, $LITESTREAM_CONFIG
+or /etc/litestream.yml, as Litestream reads them) reads the databases from Litestream's YAML
+format (the flags above apply to
 all of them; a replica's own sync-interval, to its database, over --sync-interval):
 
     dbs:
@@ -95,18 +97,23 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
             "--checkpoint",
             "--shadow-dir",
             "--config",
+            "-config",
             "--exec",
+            "-exec",
         ],
         &["--compact-after-snapshot", "--restore-if-db-not-exists"],
     )?;
     let (dbs, file_exec) = databases(&a)?;
-    let exec = a.value(&["--exec"]).map(str::to_string).or(file_exec);
+    let exec = a
+        .value(&["--exec", "-exec"])
+        .map(str::to_string)
+        .or(file_exec);
     // The application's environment is the one the watch was given, before the config's key.
     let app_env: Vec<_> = std::env::vars_os().collect();
     use_credentials(&dbs)?;
     let settings = settings(&a)?;
-    if let Some(file) = a.value(&["--config"]) {
-        say_what_is_kept(file, &dbs, &settings);
+    if let Some(file) = config_file(&a) {
+        say_what_is_kept(&file, &dbs, &settings);
     }
     walrust::vfs::ffi::posix::block_termination_signals()
         .map_err(|e| Failure::new(1, format!("cannot block SIGINT/SIGTERM: {e}")))?;
@@ -334,13 +341,38 @@ fn say_what_is_kept(file: &str, dbs: &[Db], settings: &Settings) {
     ));
 }
 
+/// Litestream's config file when none is named.
+const DEFAULT_CONFIG: &str = "/etc/litestream.yml";
+
+/// The config file to read: `--config FILE` (or Litestream's `-config`); with no database
+/// named either, Litestream's default, `$LITESTREAM_CONFIG` or else `/etc/litestream.yml` if
+/// it exists, so that a service that ran `litestream replicate` runs `walrust watch` as it is.
+fn config_file(a: &Args) -> Option<String> {
+    if let Some(file) = a.value(&["--config", "-config"]) {
+        return Some(file.to_string());
+    }
+    if !a.positional.is_empty() || a.value(&["--replica", "--replica-root"]).is_some() {
+        return None;
+    }
+    std::env::var("LITESTREAM_CONFIG")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .or_else(|| {
+            Path::new(DEFAULT_CONFIG)
+                .exists()
+                .then(|| DEFAULT_CONFIG.to_string())
+        })
+}
+
 /// The databases, and the file's `exec:` command if it has one.
 fn listed_databases(a: &Args) -> Result<(Vec<Db>, Option<String>), Failure> {
-    let Some(file) = a.value(&["--config"]) else {
+    let Some(file) = config_file(a) else {
         if a.positional.is_empty() {
-            return Err(Failure::usage(
-                "name at least one database: walrust watch DB... or walrust watch --config FILE",
-            ));
+            return Err(Failure::usage(format!(
+                "name at least one database: walrust watch DB... or walrust watch --config FILE \
+                 (with neither, $LITESTREAM_CONFIG or {DEFAULT_CONFIG} is read, as Litestream \
+                 reads them)"
+            )));
         }
         let urls = replica_urls(a)?;
         let paths = a.positional.iter().map(PathBuf::from);
@@ -364,7 +396,12 @@ fn listed_databases(a: &Args) -> Result<(Vec<Db>, Option<String>), Failure> {
             "--config FILE names the databases and their replicas; give no DB, --replica or --replica-root with it",
         ));
     }
-    let config = watch::config::load(std::path::Path::new(file)).map_err(Failure::invalid)?;
+    if a.value(&["--config", "-config"]).is_none() {
+        walrust::log::info(&format!(
+            "reading {file}: no database or --config named (Litestream's default config)"
+        ));
+    }
+    let config = watch::config::load(Path::new(&file)).map_err(Failure::invalid)?;
     for notice in &config.notices {
         walrust::log::info(&format!("{file} {notice}"));
     }

@@ -19,7 +19,9 @@ use crate::Failure;
 /// The application the watch runs.
 pub struct App {
     child: Child,
-    command: String,
+    /// The command's first word: what messages name (its arguments may hold secrets the
+    /// config file expanded from the environment).
+    program: String,
 }
 
 /// How the application ended.
@@ -47,11 +49,11 @@ impl App {
         posix::unblock_termination_signals_in(&mut cmd);
         let child = cmd
             .spawn()
-            .map_err(|e| Failure::new(1, format!("cannot run `{command}`: {e}")))?;
-        walrust::log::info(&format!("running `{command}` (process {})", child.id()));
+            .map_err(|e| Failure::new(1, format!("cannot run {program}: {e}")))?;
+        walrust::log::info(&format!("running {program} (process {})", child.id()));
         Ok(App {
             child,
-            command: command.to_string(),
+            program: program.clone(),
         })
     }
 
@@ -67,11 +69,11 @@ impl App {
                 continue;
             }
             walrust::log::info(&format!(
-                "signal {sig}: passing it to `{}`, then waiting for it to exit",
-                self.command
+                "signal {sig}: passing it to {}, then waiting for it to exit",
+                self.program
             ));
             if let Err(e) = posix::send_signal(self.child.id(), sig) {
-                walrust::log::warn(&format!("cannot signal `{}`: {e}", self.command));
+                walrust::log::warn(&format!("cannot signal {}: {e}", self.program));
             }
             let status = loop {
                 match self.child.wait() {
@@ -103,7 +105,7 @@ impl App {
             .unwrap_or(1);
         Some(Failure::new(
             code,
-            format!("`{}` exited with status {code}", self.command),
+            format!("{} exited with status {code}", self.program),
         ))
     }
 }
@@ -129,7 +131,7 @@ pub fn split(line: &str) -> Result<Vec<String>, String> {
                     match chars.next() {
                         Some('\'') => break,
                         Some(c) => word.push(c),
-                        None => return Err(format!("a ' without its closing ' in `{line}`")),
+                        None => return Err("a ' without its closing '".to_string()),
                     }
                 }
             }
@@ -147,7 +149,7 @@ pub fn split(line: &str) -> Result<Vec<String>, String> {
                             None => break,
                         },
                         Some(c) => word.push(c),
-                        None => return Err(format!("a \" without its closing \" in `{line}`")),
+                        None => return Err("a \" without its closing \"".to_string()),
                     }
                 }
             }

@@ -87,8 +87,9 @@ impl App {
         }
     }
 
-    /// The watch's failure for how the application ended, if it failed: its own exit code
-    /// (a signal that killed it, as 128 + its number, as shells say it). Ending on the
+    /// The watch's failure for how the application ended, if it failed: exit code 1 (other
+    /// error, SPEC section 7, as Litestream exits), the message giving the application's own
+    /// status (a signal that killed it as 128 + its number, as shells say it). Ending on the
     /// signal the watch passed on is no failure.
     pub fn failure(&self, ended: &Ended) -> Option<Failure> {
         use std::os::unix::process::ExitStatusExt;
@@ -104,7 +105,7 @@ impl App {
             .or_else(|| status.signal().map(|s| 128 + s))
             .unwrap_or(1);
         Some(Failure::new(
-            code,
+            1,
             format!("{} exited with status {code}", self.program),
         ))
     }

@@ -68,7 +68,7 @@ restore point in the replica either, it is a first start).
 databases are watched (or waited for), runs CMD (split into words as a shell would, without
 one) with the watch's standard output and error, and stops when it exits; SIGINT or SIGTERM
 sent to the watch is passed on to CMD, and the watch stops once CMD has exited. Either way
-it then uploads what is pending. The exit code is CMD's when CMD failed.
+it then uploads what is pending. CMD failing is exit 1, the message giving its status.
 
 A DB that does not exist yet (or is still empty) is waited for, as Litestream does: it is
 watched from the first look that finds it in WAL mode (the application creates it and runs

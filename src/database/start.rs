@@ -76,8 +76,7 @@ impl Database {
         let described = store.describe();
         let root = ShadowDir::path_for(&self.path, settings.shadow_dir.as_deref());
         let mut state = crate::shadow::state::read(&root.join("state.json"))
-            .ok()
-            .flatten()
+            .map_err(|e| unreadable_state(&self.path, &root, &e))?
             .unwrap_or_default();
         if state.owner.is_none()
             && state.restored_txid.is_some()
@@ -207,6 +206,32 @@ pub use crate::store::url::same_replica;
 /// Why a replica URL cannot be used, as the PRAGMA and an open with it both say.
 fn cannot_replicate(db: &Path, e: &crate::store::StoreError) -> String {
     format!("walrust: cannot replicate {}: {e}", db.display())
+}
+
+/// A shadow directory whose `state.json` cannot be read: walrust writes it atomically, so it
+/// is someone else's file, or unreadable to this user; or no directory at all.
+fn unreadable_state(db: &Path, root: &Path, e: &std::io::Error) -> String {
+    let state = root.join("state.json");
+    if root.exists() && !root.is_dir() {
+        return format!(
+            "walrust: cannot replicate {}: its shadow directory's path {} holds a file; move it \
+             away",
+            db.display(),
+            root.display()
+        );
+    }
+    // `state::read` names the file in its own errors.
+    let cause = e.to_string();
+    let cause = cause
+        .strip_prefix(&format!("{}: ", state.display()))
+        .unwrap_or(&cause);
+    format!(
+        "walrust: cannot replicate {}: {} cannot be read ({cause}); check its permissions, or if \
+         it is not walrust's, move {} away to start over",
+        db.display(),
+        state.display(),
+        root.display()
+    )
 }
 
 pub(crate) fn conflict_message(db: &Path, in_use: &str, asked: &str) -> String {

@@ -274,14 +274,11 @@ impl RestoredTemp {
         let dir = parent_dir(&self.output);
         File::open(dir).and_then(|d| d.sync_all()).map_err(io_err)?;
         // So that the copy can continue the replica's history (SPEC 6). Not fatal: without it
-        // the copy replicates like any other database (it would be refused by this replica).
+        // the copy replicates like any other database.
         if let Err(e) =
             crate::shadow::restored::record(&self.output, &self.replica, self.txid.get())
         {
-            crate::log::warn(&format!(
-                "walrust: restored {}, but could not record the restore beside it ({e}); opened with the same replica it will be refused until walrust_takeover()",
-                self.output.display()
-            ));
+            crate::log::warn(&not_recorded(&self.output, &self.replica, e));
         }
         Ok(self.txid)
     }
@@ -292,6 +289,43 @@ impl Drop for RestoredTemp {
         if !self.committed {
             let _ = fs::remove_file(&self.path);
         }
+    }
+}
+
+/// The one line a restore that could not record itself beside its output prints: why, and
+/// what opening the copy with the same replica will then do.
+fn not_recorded(output: &Path, replica: &str, e: crate::shadow::restored::NotRecorded) -> String {
+    use crate::shadow::restored::{Found, NotRecorded};
+    let out = output.display();
+    let (dir, found) = match e {
+        NotRecorded::Occupied { dir, found } => (dir, found),
+        NotRecorded::Io(e) => {
+            return format!(
+                "walrust: restored {out}, but could not record the restore beside it ({e}); \
+                 opened with {replica} the copy will be refused until walrust_takeover()"
+            )
+        }
+    };
+    let dir = dir.display();
+    match found {
+        Found::Replica(theirs) if crate::store::url::same_replica(&theirs, replica) => format!(
+            "walrust: restored {out}; {dir} was already there, left by an earlier database at \
+             that path, and names this replica: it was kept, and opened with {replica} the copy \
+             continues that database's replication from a new snapshot"
+        ),
+        Found::Replica(theirs) => format!(
+            "walrust: restored {out}, but {dir} was already there and names another replica \
+             ({theirs}): it was kept, and opening the copy with {replica} is refused until it \
+             is removed"
+        ),
+        Found::NoReplica => format!(
+            "walrust: restored {out}, but {dir} was already there: it was kept, and opened with \
+             {replica} the copy will be refused until walrust_takeover()"
+        ),
+        Found::Unreadable => format!(
+            "walrust: restored {out}, but {dir} was already there and is not a walrust shadow \
+             directory: it was kept, and the copy cannot replicate until it is moved away"
+        ),
     }
 }
 

@@ -9,18 +9,49 @@
 use super::log::Appender;
 use super::{Header, Kind, ShadowDir, State, WalPos};
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// Records the restore of `db` from `replica` at `txid`. A directory already at that path (a
-/// shadow directory a removed database left, or anything of the user's) is never touched: the
-/// record is not written, and the caller says so.
-pub fn record(db: &Path, replica: &str, txid: u64) -> io::Result<()> {
+/// Why `record` wrote nothing.
+#[derive(Debug)]
+pub enum NotRecorded {
+    /// Something is already at the shadow directory's path (a shadow directory a removed
+    /// database left, or anything of the user's), and what it holds.
+    Occupied {
+        dir: PathBuf,
+        found: Found,
+    },
+    Io(io::Error),
+}
+
+/// What an occupied shadow path holds.
+#[derive(Debug)]
+pub enum Found {
+    /// A `state.json` naming this replica URL.
+    Replica(String),
+    /// A directory without a `state.json` that names a replica.
+    NoReplica,
+    /// Something walrust cannot read as a shadow directory (a file, a damaged `state.json`).
+    Unreadable,
+}
+
+impl From<io::Error> for NotRecorded {
+    fn from(e: io::Error) -> Self {
+        NotRecorded::Io(e)
+    }
+}
+
+/// Records the restore of `db` from `replica` at `txid`. A directory already at that path is
+/// never touched: the record is not written, and the caller says so.
+pub fn record(db: &Path, replica: &str, txid: u64) -> Result<(), NotRecorded> {
     let root = ShadowDir::path_for(db, None);
     if std::fs::symlink_metadata(&root).is_ok() {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!("{} exists already and was left alone", root.display()),
-        ));
+        let found = match super::state::read(&root.join("state.json")) {
+            _ if !root.is_dir() => Found::Unreadable,
+            Ok(Some(s)) if !s.replica.is_empty() => Found::Replica(s.replica),
+            Ok(_) => Found::NoReplica,
+            Err(_) => Found::Unreadable,
+        };
+        return Err(NotRecorded::Occupied { dir: root, found });
     }
     let shadow = ShadowDir::create(root)?;
     let mut log = Appender::new(shadow.log_dir());
@@ -44,5 +75,6 @@ pub fn record(db: &Path, replica: &str, txid: u64) -> io::Result<()> {
         uploaded_txid: txid,
         restored_txid: Some(txid),
         ..State::default()
-    })
+    })?;
+    Ok(())
 }

@@ -351,30 +351,81 @@ def test_restore_refuses_a_wal_or_journal_left_at_its_output_path(tmp_path, walr
     assert len(rows) == 5, rows
 
 
-def test_restore_leaves_a_directory_already_at_its_shadow_path_alone(tmp_path, walrust, connect,
-                                                                     walrust_cli, replica):
+def _occupy_shadow_path(kind, out, connect, new_replica):
+    """Puts at `out`'s shadow path what a test of the restore below asks for."""
+    theirs = Path(str(out) + "-walrust")
+    if kind == "not walrust's":
+        (theirs / "log").mkdir(parents=True)
+        (theirs / "state.json").write_text("not walrust's\n")
+        (theirs / "log" / "notes.txt").write_text("mine\n")
+    elif kind == "empty":
+        theirs.mkdir(parents=True)
+    elif kind == "another replica's":
+        conn = connect(out, new_replica("elsewhere"))
+        conn.execute("CREATE TABLE u(v TEXT)")
+        conn.execute("SELECT walrust_sync()").fetchone()
+        conn.close()
+        _remove_database(out)
+    return theirs
+
+
+def _remove_database(db):
+    """What a disk that loses only the database file leaves: its shadow directory."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("kind, says, then", [
+    ("not walrust's", "is not a walrust shadow directory", "cannot be read"),
+    ("empty", "refused until walrust_takeover()", "walrust_takeover()"),
+    ("another replica's", "names another replica", "already replicates to"),
+    ("this replica's", "from a new snapshot", None),
+])
+def test_restore_leaves_a_directory_already_at_its_shadow_path_alone(
+        tmp_path, walrust, connect, walrust_cli, replica, new_replica, kind, says, then):
     """Besides its output, restore writes one thing: the copy's shadow directory
     `<out>-walrust/`, so that the copy can continue the replica's history (README, "One
     history per replica"). A directory already at that path (a removed database's, or the
-    user's) is never touched: the restore succeeds, says in one line that it did not record
-    itself, and the directory holds what it held."""
-    conn = connect(tmp_path / "app.db", replica)
+    user's) is never touched: the restore succeeds and says in one line that it did not record
+    itself and what opening the copy with the same replica will do, which is what it does: fail
+    in one line naming what to do, or (the shadow directory of a database that replicated to
+    this replica) continue its replication from a new snapshot."""
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "x.db"
+    # The replicated database: `out` itself when the shadow directory is to be its own.
+    source = out if kind == "this replica's" else tmp_path / "app.db"
+    conn = connect(source, replica)
     conn.execute("CREATE TABLE t(v TEXT)")
     conn.executemany("INSERT INTO t VALUES (?)", [(f"row {i}",) for i in range(5)])
     walrust.sync(conn)
-    out_dir = tmp_path / "out"
-    theirs = out_dir / "x.db-walrust"
-    (theirs / "log").mkdir(parents=True)
-    (theirs / "state.json").write_text("not walrust's\n")
-    (theirs / "log" / "notes.txt").write_text("mine\n")
+    conn.close()
+    if source == out:
+        _remove_database(out)
+    theirs = _occupy_shadow_path(kind, out, connect, new_replica)
     before = {str(p.relative_to(theirs)): p.read_bytes() for p in theirs.rglob("*") if p.is_file()}
-    out = out_dir / "x.db"
     run = subprocess.run([str(walrust_cli), "restore", replica.url, "-o", str(out)],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    warning = [line for line in run.stderr.splitlines() if "could not record" in line]
-    assert len(warning) == 1 and str(theirs) in warning[0], run.stderr
+    warning = [line for line in run.stderr.splitlines() if str(theirs) in line]
+    assert len(warning) == 1 and says in warning[0], run.stderr
+    assert warning[0].startswith("walrust: "), warning
     after = {str(p.relative_to(theirs)): p.read_bytes() for p in theirs.rglob("*") if p.is_file()}
     assert after == before
     assert sorted(os.listdir(out_dir)) == ["x.db", "x.db-walrust"]
     assert len(db_contents(out)["tables"]["t"]) == 5
+    if then is not None:
+        with pytest.raises(sqlite3.Error) as err:
+            conn = connect(out, replica)
+            conn.execute("INSERT INTO t VALUES ('after')")
+            walrust.sync(conn)
+        message = str(err.value)  # SQLite may put its own words before walrust's line
+        assert "walrust: " in message and then in message, message
+        return
+    copy = connect(out, replica)
+    copy.execute("INSERT INTO t VALUES ('after')")
+    walrust.sync(copy)
+    copy.close()
+    check = tmp_path / "check.db"
+    walrust.restore(replica, check)
+    assert len(db_contents(check)["tables"]["t"]) == 6

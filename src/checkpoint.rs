@@ -145,7 +145,14 @@ pub fn on_commit(path: &Path, frames: u32) -> bool {
 /// sync before the WAL restarts, which the next write does once this checkpoint completes; a
 /// second thread runs that sync now, beside the checkpoint's own writes and syncs, instead of
 /// after them on the application's thread (bulk commits at FULL spent 6% of their time there).
+///
+/// It never waits for the checkpoint thread's pass (`database::without_waiting`): met busy,
+/// it is tried again at the next commit, as SQLite's own automatic checkpoint is.
 pub fn sqlite_checkpoint(path: Option<&Path>, checkpoint: impl FnOnce()) {
+    database::without_waiting(|| checkpoint_beside_log_sync(path, checkpoint))
+}
+
+fn checkpoint_beside_log_sync(path: Option<&Path>, checkpoint: impl FnOnce()) {
     let db = path.and_then(database::lookup);
     let Some((db, ahead)) = db.and_then(|db| db.log_sync_ahead().map(|a| (db, a))) else {
         return checkpoint();
@@ -240,7 +247,8 @@ fn step(e: &mut Entry) {
     });
     let w = &repl.wal;
     let frames = w.frames.load(Ordering::Relaxed);
-    let idle = now_ms() - w.last_commit_ms.load(Ordering::Relaxed) >= IDLE_MS;
+    let last_commit_ms = w.last_commit_ms.load(Ordering::Relaxed);
+    let idle = now_ms() - last_commit_ms >= IDLE_MS;
     // Only PASSIVE here: it never blocks the application. (A WAL past INLINE_FRAMES is
     // checkpointed by the committing connection itself, see `on_commit`.)
     let mode = "PASSIVE";
@@ -321,7 +329,16 @@ fn step(e: &mut Entry) {
         // A reader kept it from finishing: try again at the next poll. (Never TRUNCATE here:
         // it rewrites the WAL header, which fails with SQLITE_BUSY_SNAPSHOT any application
         // transaction that read before and writes after; RESTART and PASSIVE do not.)
-        w.idle_done.store(done, Ordering::Relaxed);
+        // A commit during the pass (past what it copied) leaves its own idle pass due: looked
+        // at again after the store, as the commit stores its time before it clears the flag
+        // (`note_commit`). (Were one missed anyway, the WAL would only wait for the next
+        // commit's pass.)
+        let commit_since = || w.last_commit_ms.load(Ordering::SeqCst) != last_commit_ms;
+        let idle_done = done && !commit_since();
+        w.idle_done.store(idle_done, Ordering::SeqCst);
+        if idle_done && commit_since() {
+            w.idle_done.store(false, Ordering::SeqCst);
+        }
         if done {
             // Idle and checkpointed: the connection (its cache, its schema) is opened again
             // when writes come back.

@@ -20,12 +20,12 @@
 
 mod catch_up;
 mod hooks;
+mod lock_gate;
 mod start;
-mod writer_gate;
 
 pub use hooks::{before_delete, open_main, open_wal, SyncAhead};
+pub use lock_gate::{without_waiting, LockGate};
 pub(crate) use start::{conflict_message, record_replica};
-pub use writer_gate::WriterGate;
 
 use crate::capture::{Capture, Committed};
 use crate::config::Settings;
@@ -100,7 +100,10 @@ pub struct Database {
     app_read: std::sync::atomic::AtomicBool,
     first_open_ms: std::sync::atomic::AtomicI64,
     /// walrust's own holds of the WAL write lock, for the application's writers to wait out.
-    writer_gate: WriterGate,
+    writer_gate: LockGate,
+    /// walrust's own holds of the checkpointer lock, for the application's checkpoints to
+    /// wait out.
+    checkpointer_gate: LockGate,
 }
 
 /// How long walrust leaves the first read after an open to the application: see
@@ -196,7 +199,8 @@ fn get_or_create(path: &Path) -> Arc<Database> {
         sealed: std::sync::atomic::AtomicBool::new(false),
         app_read: std::sync::atomic::AtomicBool::new(false),
         first_open_ms: std::sync::atomic::AtomicI64::new(0),
-        writer_gate: WriterGate::default(),
+        writer_gate: LockGate::new("the write lock"),
+        checkpointer_gate: LockGate::new("the checkpointer lock"),
     });
     map.insert(path.to_path_buf(), Arc::downgrade(&db));
     db
@@ -231,9 +235,15 @@ impl Database {
                 < recovery_grace_ms()
     }
 
-    /// walrust's own holds of the WAL write lock in this process (`writer_gate`).
-    pub fn writer_gate(&self) -> &WriterGate {
+    /// walrust's own holds of the WAL write lock in this process (`lock_gate`).
+    pub fn writer_gate(&self) -> &LockGate {
         &self.writer_gate
+    }
+
+    /// walrust's own holds of the WAL checkpointer lock in this process (`lock_gate`): the
+    /// checkpoint thread's passes.
+    pub fn checkpointer_gate(&self) -> &LockGate {
+        &self.checkpointer_gate
     }
 
     /// An application connection holds a read lock on the WAL index: it is valid.

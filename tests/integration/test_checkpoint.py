@@ -219,3 +219,75 @@ def test_at_full_the_log_is_synced_before_the_wal_restarts(tmp_path, walrust, re
     assert log_writes >= 100, f"the trace shows {log_writes} writes to the shadow log"
     assert len(restarts) >= 6, f"the WAL restarted {len(restarts)} times (9,000 frames at FULL)"
     assert all(r == [] for r in restarts), f"log segments unsynced at a WAL restart: {restarts}"
+
+
+EXPLICIT_CHECKPOINTS = r"""
+import json, sqlite3, sys, time
+ext, db, replica = sys.argv[1:4]
+loader = sqlite3.connect(":memory:")
+loader.enable_load_extension(True)
+loader.load_extension(ext)
+loader.close()
+conn = sqlite3.connect(f"file:{db}?walrust_replica={replica}", uri=True, isolation_level=None)
+conn.execute("PRAGMA journal_mode=WAL")
+conn.execute("CREATE TABLE t(x)")
+answers = []
+for i in range(3):
+    conn.execute("INSERT INTO t VALUES (?)", (i,))
+    # The checkpoint thread's idle pass begins 1 to 1.25 s after the last commit, and holds
+    # the checkpointer lock for the failpoint's 2 s.
+    time.sleep(1.8)
+    answers.append(conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone())
+print(json.dumps(answers))
+conn.close()
+"""
+
+
+def test_an_explicit_checkpoint_waits_out_the_checkpoint_thread(tmp_path, failpoint_ext, replica):
+    """SQLite answers a checkpoint that meets another one busy at once, without calling any
+    busy handler. The application's own `PRAGMA wal_checkpoint(TRUNCATE)`, run while walrust's
+    checkpoint thread holds the checkpointer lock for its pass (held 2 s here by the
+    `checkpoint.internal` failpoint), would then report busy and leave the WAL as it was, where
+    SQLite alone checkpoints and truncates it. It waits for the pass instead, and succeeds."""
+    db = tmp_path / "app.db"
+    proc = subprocess.run(
+        ["/usr/bin/python3", "-c", EXPLICIT_CHECKPOINTS, str(failpoint_ext), str(db), replica.url],
+        env=dict(os.environ, WALRUST_FAILPOINTS="checkpoint.internal~2000", WALRUST_TRACE="1"),
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    answers = json.loads(proc.stdout)
+    assert answers == [[0, 0, 0]] * 3, answers
+    waits = re.findall(r"request for the checkpointer lock waited \d+ ms", proc.stderr)
+    assert waits, proc.stderr[-3000:]
+
+
+COMMIT_DURING_A_PASS = r"""
+import sqlite3, sys, time
+ext, db, replica = sys.argv[1:4]
+loader = sqlite3.connect(":memory:")
+loader.enable_load_extension(True)
+loader.load_extension(ext)
+loader.close()
+conn = sqlite3.connect(f"file:{db}?walrust_replica={replica}", uri=True, isolation_level=None)
+conn.execute("PRAGMA journal_mode=WAL")
+conn.execute("CREATE TABLE t(x)")
+time.sleep(1.8)  # the idle pass holds the checkpointer lock from 1-1.25 s to 3-3.25 s
+conn.execute("INSERT INTO t VALUES (1)")  # during it, past what it copies
+time.sleep(4)
+conn.close()
+"""
+
+
+def test_a_commit_during_an_idle_pass_gets_its_own(tmp_path, failpoint_ext, replica):
+    """An idle database gets one PASSIVE checkpoint so that its next write starts the WAL over.
+    A commit made while that pass runs is past what the pass copies: it gets an idle pass of
+    its own, rather than the first pass's "done" standing for it (its frames would then stay
+    uncopied until the next write)."""
+    db = tmp_path / "app.db"
+    proc = subprocess.run(
+        ["/usr/bin/python3", "-c", COMMIT_DURING_A_PASS, str(failpoint_ext), str(db), replica.url],
+        env=dict(os.environ, WALRUST_FAILPOINTS="checkpoint.internal~2000", WALRUST_TRACE="1"),
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    passes = re.findall(r"checkpoint PASSIVE of \S+ at \d+ frames: done true", proc.stderr)
+    assert len(passes) >= 2, proc.stderr[-3000:]

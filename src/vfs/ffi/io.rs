@@ -3,7 +3,7 @@
 //! `-wal` file also call the safe hooks of their `Database`.
 
 use super::{cstr, guard, sqlite_string, PANIC_RC};
-use crate::database::{Database, PragmaOutcome, Role, WalHandle};
+use crate::database::{Database, LockGate, PragmaOutcome, Role, WalHandle};
 use rusqlite::ffi;
 use std::ffi::{c_char, c_int, c_void};
 
@@ -256,33 +256,42 @@ unsafe extern "C" fn x_shm_lock(
         let Some(x) = m.xShmLock.filter(|_| m.iVersion >= 2) else {
             return ffi::SQLITE_IOERR;
         };
-        // Slot 0 is SQLite's WAL write lock.
+        // Slot 0 is SQLite's WAL write lock, slot 1 its checkpointer lock.
         let write_lock = offset == 0 && flags & ffi::SQLITE_SHM_EXCLUSIVE != 0;
+        let gated = offset <= 1 && n == 1 && flags & ffi::SQLITE_SHM_EXCLUSIVE != 0;
         if let (Role::Main(db, _), true) = (role, write_lock && flags & ffi::SQLITE_SHM_UNLOCK != 0)
         {
             db.write_lock_releasing();
         }
         let lock_request = flags & ffi::SQLITE_SHM_LOCK != 0;
+        let gate = |db: &'static Database| match offset {
+            0 => db.writer_gate(),
+            _ => db.checkpointer_gate(),
+        };
         let rc = match role {
-            Role::Main(db, None) if write_lock && lock_request => {
+            Role::Main(db, None) if gated && lock_request => {
                 // One of walrust's own connections: announced first, so that an application
-                // writer it makes busy knows to wait (`WriterGate`).
-                db.writer_gate().asking();
+                // connection it makes busy knows to wait (`LockGate`).
+                gate(db).asking();
                 let rc = x(inner, offset, n, flags);
                 if rc == ffi::SQLITE_OK {
-                    db.writer_gate().took();
+                    gate(db).took();
+                    if offset == 1 {
+                        // Tests widen the checkpoint thread's hold here.
+                        crate::failpoint::hit("checkpoint.internal");
+                    }
                 } else {
-                    db.writer_gate().in_vain();
+                    gate(db).in_vain();
                 }
                 rc
             }
-            Role::Main(db, Some(_)) if write_lock && lock_request => {
-                write_lock_waiting_out_walrust(db, || x(inner, offset, n, flags))
+            Role::Main(db, Some(_)) if gated && lock_request => {
+                waiting_out_walrust(gate(db), || x(inner, offset, n, flags))
             }
             _ => x(inner, offset, n, flags),
         };
-        if let (Role::Main(db, None), true) = (role, write_lock && !lock_request) {
-            db.writer_gate().released();
+        if let (Role::Main(db, None), true) = (role, gated && !lock_request) {
+            gate(db).released();
         }
         let recovering = (1..=2).contains(&offset) && offset + n == 3;
         if let (Role::Main(_, None), true, ffi::SQLITE_OK) = (role, recovering, rc) {
@@ -314,12 +323,13 @@ unsafe extern "C" fn x_shm_lock(
     })
 }
 
-/// An application connection asks for the WAL write lock: if one of walrust's own connections
-/// in this process has it, waits for it to let go and asks again (`WriterGate`), so that
-/// walrust never makes a writer without a busy timeout fail with "database is locked".
-fn write_lock_waiting_out_walrust(db: &Database, mut ask: impl FnMut() -> c_int) -> c_int {
+/// An application connection asks for the WAL write lock or the checkpointer lock: if one of
+/// walrust's own connections in this process has it, waits for it to let go and asks again
+/// (`LockGate`), so that walrust never makes a writer without a busy timeout fail with
+/// "database is locked", nor an application's checkpoint report busy.
+fn waiting_out_walrust(gate: &LockGate, mut ask: impl FnMut() -> c_int) -> c_int {
     let mut rc = ffi::SQLITE_OK;
-    db.writer_gate().ask(|| {
+    gate.ask(|| {
         rc = ask();
         rc == ffi::SQLITE_BUSY
     });

@@ -466,7 +466,7 @@ def test_a_writer_without_busy_timeout_waits_out_walrusts_own_write_lock(tmp_pat
     assert out["failed"] == [], out
     # The case happened: the snapshot took the lock itself, and a write met it.
     assert "snapshot takes the write lock itself" in run.stderr, run.stderr[-3000:]
-    assert "an application's write waited" in run.stderr, run.stderr[-3000:]
+    assert "an application's request for the write lock waited" in run.stderr, run.stderr[-3000:]
     assert out["snapshot"] and out["rows"] > 5, out
     restored = tmp_path / "restored.db"
     walrust.restore(replica, restored)

@@ -139,16 +139,22 @@ fn wal_header(file: Option<&File>) -> Option<WalHeader> {
     }
 }
 
+/// "relative to the working directory D" for a relative `db`: a relative path is taken from
+/// the working directory (as Litestream takes a config's), and messages say which one, since
+/// a config file is often written elsewhere.
+pub fn relative_to(db: &Path) -> Option<String> {
+    let cwd = std::env::current_dir().ok().filter(|_| db.is_relative())?;
+    Some(format!(
+        "relative to the working directory {}",
+        cwd.display()
+    ))
+}
+
 /// Starts watching `db` (which must be in WAL mode): sets up the shadow directory and
 /// `state.json` as the extension does, and registers with the upload thread.
 pub fn start(db: &Path, url: &str, settings: Settings) -> Result<Arc<Watched>, String> {
     let path = std::fs::canonicalize(db).map_err(|e| {
-        // A relative path is taken from the working directory (as Litestream takes a
-        // config's): say which one, since a config file is often written elsewhere.
-        let from = match (db.is_relative(), std::env::current_dir()) {
-            (true, Ok(cwd)) => format!(" (relative to the working directory {})", cwd.display()),
-            _ => String::new(),
-        };
+        let from = relative_to(db).map_or(String::new(), |r| format!(" ({r})"));
         format!("walrust: cannot watch {}{from}: {e}", db.display())
     })?;
     let file = std::fs::OpenOptions::new()

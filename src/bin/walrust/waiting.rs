@@ -54,14 +54,8 @@ impl Waiting {
             .ok_or_else(|| format!("walrust: cannot watch {}: not a file name", db.display()))?;
         let path = dir.join(name);
         // A mistyped path waits too: say which file, and from where a relative one was taken.
-        let from = match (db.is_relative(), std::env::current_dir()) {
-            (true, Ok(cwd)) => format!(
-                " ({} relative to the working directory {})",
-                db.display(),
-                cwd.display()
-            ),
-            _ => String::new(),
-        };
+        let from = walrust::watch::relative_to(db)
+            .map_or(String::new(), |r| format!(" ({} {r})", db.display()));
         walrust::log::info(&format!(
             "waiting for {}{from} to be created in WAL mode; it is watched from then on",
             path.display()

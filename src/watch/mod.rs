@@ -38,7 +38,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,10 @@ pub struct Watched {
     pub repl: Arc<Replication>,
     inner: Mutex<Inner>,
     running: AtomicBool,
+    /// Polls that copied (and checkpointed) without an error, and those that failed: the
+    /// metrics' `litestream_sync_count` and `litestream_sync_error_count`.
+    pub polls: AtomicU64,
+    pub poll_errors: AtomicU64,
     /// `watch.lock` in the shadow directory: one `walrust watch` per database.
     _watch_lock: File,
 }
@@ -213,6 +217,8 @@ pub fn start(db: &Path, url: &str, settings: Settings) -> Result<Arc<Watched>, S
             said: None,
         }),
         running: AtomicBool::new(true),
+        polls: AtomicU64::new(0),
+        poll_errors: AtomicU64::new(0),
         _watch_lock: watch_lock,
     });
     watched.poll();
@@ -250,7 +256,7 @@ impl Watched {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn wal_path(&self) -> PathBuf {
+    pub fn wal_path(&self) -> PathBuf {
         suffixed(&self.path, "-wal")
     }
 
@@ -274,6 +280,11 @@ impl Watched {
                 )
             });
         }
+        let counter = match result {
+            Ok(()) => &self.polls,
+            Err(_) => &self.poll_errors,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         match result {
             Ok(()) => st.said = None,
             Err(msg) => {

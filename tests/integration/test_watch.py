@@ -5,13 +5,17 @@ database, its level-0 TXIDs contiguous. The sidecar links no SQLite: it reads th
 takes part in SQLite's WAL-index locking (src/watch/shm.rs)."""
 
 import json
+import re
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import struct
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -572,8 +576,8 @@ def test_watch_reads_a_replica_given_as_litestreams_fields(tmp_path, walrust_cli
 
 
 def test_a_litestream_config_with_its_own_settings_works_as_it_is(tmp_path, walrust_cli, replica):
-    """A Litestream 0.5 configuration as deployments write it, with settings of how Litestream
-    runs (metrics address, logging, compaction levels, monitor and checkpoint intervals, part
+    """A Litestream 0.5 configuration as deployments write it, with its metrics address and
+    settings of how Litestream runs (logging, compaction levels, monitor and checkpoint intervals, part
     size, validation) and its snapshot settings (`snapshot:` at the top and under the database,
     Litestream 0.3's `snapshot-interval` and `retention` on the replica): `litestream` accepts
     it, and so does `walrust watch`, which names each setting it does not use, with its line,
@@ -581,7 +585,7 @@ def test_a_litestream_config_with_its_own_settings_works_as_it_is(tmp_path, walr
     top's), and replicates the database."""
     db = tmp_path / "app.db"
     config = tmp_path / "litestream.yml"
-    config.write_text(f"""addr: ":9090"
+    config.write_text(f"""addr: ":0"
 logging:
   level: info
 levels:
@@ -609,13 +613,100 @@ dbs:
     watch_several(tmp_path, walrust_cli, [(db, replica.url)], ["--config", str(config)],
                   "a Litestream config with its own settings")
     log = (tmp_path / "watch.log").read_text()
-    for no, key in [(1, "addr"), (2, "logging"), (4, "levels"), (9, "part-size"),
+    assert "serving metrics at http://0.0.0.0:" in log, log  # Go's ":PORT": every interface
+    for no, key in [(2, "logging"), (4, "levels"), (9, "part-size"),
                     (12, "monitor-interval"), (13, "checkpoint-interval"),
                     (18, "validation-interval")]:
         assert f"{config} line {no}: `{key}` is Litestream's own and not used: " in log, log
     assert ("a snapshot every 600 s, then compaction and retention "
             "hourly=72,daily=0,weekly=0,monthly=0") in log, log
     assert "sets no snapshot retention" not in log, log
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(url):
+    """{(name, db): value} of a Prometheus text page, and its families' `# TYPE` lines."""
+    with urllib.request.urlopen(url, timeout=HANG_TIMEOUT) as r:
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
+        text = r.read().decode()
+    values = {}
+    for line in text.splitlines():
+        m = re.fullmatch(r'(\w+)\{db="([^"]*)"\} (\S+)', line)
+        if m:
+            values[(m[1], m[2])] = float(m[3])
+    return values, [line for line in text.splitlines() if line.startswith("# TYPE ")]
+
+
+def test_watch_serves_litestreams_metrics_at_addr(tmp_path, walrust_cli, replica):
+    """`addr:` in the config file serves the watched databases' replication at `/metrics`, in
+    Prometheus' text format, under the names Litestream serves there (so its dashboards and
+    alerts keep working: `litestream_sync_count` grows while replication runs, and
+    `litestream_sync_error_count` does not), with walrust's own for the replica: its TXID
+    follows the database's once the upload is done, and nothing is pending."""
+    db = tmp_path / "app.db"
+    conns = new_wal_databases([db])
+    port = free_port()
+    config = tmp_path / "litestream.yml"
+    config.write_text(f'addr: "127.0.0.1:{port}"\ndbs:\n  - path: {db}\n    replica:\n'
+                      f"      url: {replica.url}\n")
+    log = tmp_path / "watch.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([str(walrust_cli), "watch", "--config", str(config),
+                                 "--sync-interval", "100"], stderr=out)
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        deadline = time.monotonic() + HANG_TIMEOUT
+        while f"serving metrics at {url}" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        for i in range(1, 51):
+            conns[0].execute("INSERT INTO t(id, body) VALUES (?, randomblob(200))", (i,))
+        txid = wait_uploaded(walrust_cli, db, 1, log)
+        values, types = scrape(url)
+        d = str(db)
+        assert values[("litestream_txid", d)] >= txid, values
+        assert values[("litestream_db_size", d)] == os.path.getsize(db), values
+        assert values[("litestream_sync_count", d)] > 0, values
+        assert values[("litestream_sync_error_count", d)] == 0, values
+        assert values[("walrust_replica_error", d)] == 0, values
+        assert "# TYPE litestream_sync_count counter" in types, types
+        while (v := scrape(url)[0])[("walrust_replica_txid", d)] < v[("litestream_txid", d)]:
+            assert time.monotonic() < deadline, (v, log.read_text())
+            time.sleep(0.05)
+        assert v[("walrust_replica_pending_bytes", d)] == 0, v
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=HANG_TIMEOUT)
+        assert err.value.code == 404
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=HANG_TIMEOUT) == 0, log.read_text()
+    finally:
+        stop_all(proc, conns)
+
+
+def test_a_metrics_address_in_use_fails_the_start_in_one_line(tmp_path, walrust_cli, replica):
+    """A metrics address the watch cannot listen on (another process has the port), here given
+    as `--addr`, stops it at start, before it watches anything: exit 1, with one line naming
+    the address and what to do."""
+    db = tmp_path / "app.db"
+    conns = new_wal_databases([db])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = subprocess.run([str(walrust_cli), "watch", str(db), "--replica", replica.url,
+                            "--addr", f"127.0.0.1:{port}"],
+                           capture_output=True, text=True, timeout=HANG_TIMEOUT)
+    for c in conns:
+        c.close()
+    assert r.returncode == 1, r.stderr
+    line = [l for l in r.stderr.splitlines() if "cannot serve metrics" in l]
+    assert len(line) == 1 and f"127.0.0.1:{port}" in line[0] and "addr:" in line[0], r.stderr
+    assert "watching" not in r.stderr, r.stderr
 
 
 def test_a_litestream_config_without_retention_says_nothing_is_removed(tmp_path, walrust_cli,

@@ -13,6 +13,7 @@
 mod compact;
 mod exec;
 mod list;
+mod metrics;
 mod output;
 mod restore;
 mod status;

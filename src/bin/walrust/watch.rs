@@ -17,7 +17,7 @@ pub const HELP: &str = "\
 Usage: walrust watch (DB... (--replica URL | --replica-root URL) | --config FILE)
        [--sync-interval MS] [--snapshot-interval S] [--retention SPEC]
        [--compact-after-snapshot] [--checkpoint background|off] [--shadow-dir DIR]
-       [--restore-if-db-not-exists] [--exec CMD]
+       [--restore-if-db-not-exists] [--exec CMD] [--addr ADDR]
 
 Replicates databases whose applications do not load the walrust extension, into the same
 replica format with the same promises, until SIGINT or SIGTERM; then uploads what is pending
@@ -49,7 +49,7 @@ every replica; one watch uses one access key. `snapshot:` with interval: and ret
 the top, or under a database) sets the snapshot interval and keeps every restore point of
 the retention (hourly=N for N hours, other tiers off, applied after each snapshot);
 `retention: enabled: false` removes nothing. Litestream's settings of how it runs itself
-(addr, logging, levels, monitor-interval, part-size, ...) are named at start as unused;
+(logging, levels, monitor-interval, part-size, ...) are named at start as unused;
 any other key is refused with its line number. $VAR and ${VAR} in values are expanded.
 
 --checkpoint background (the default): the watch checkpoints the WAL itself (SQLite's
@@ -70,12 +70,19 @@ one) with the watch's standard output and error, and stops when it exits; SIGINT
 sent to the watch is passed on to CMD, and the watch stops once CMD has exited. Either way
 it then uploads what is pending. CMD failing is exit 1, the message giving its status.
 
+--addr ADDR (or `addr: ADDR` at the file's top level; `:PORT` is every interface): serves
+the watched databases' replication as Prometheus metrics at http://ADDR/metrics, under
+Litestream's names (litestream_db_size, litestream_wal_size, litestream_txid,
+litestream_sync_count, litestream_sync_error_count) and walrust's own (walrust_replica_txid,
+walrust_replica_lag_seconds, walrust_replica_pending_bytes, walrust_replica_error,
+walrust_replica_last_upload_timestamp_seconds). An address it cannot listen on is exit 1.
+
 A DB that does not exist yet (or is still empty) is waited for, as Litestream does: it is
 watched from the first look that finds it in WAL mode (the application creates it and runs
 PRAGMA journal_mode=WAL). A DB that exists in another journal mode at start is an error.
 
 Exit codes: 0 stopped with everything uploaded, 1 cannot start (not in WAL mode, watched
-already, shadow directory), 2 usage (or a --config FILE it cannot read or refuses), 4 the
+already, shadow directory, metrics address), 2 usage (or a --config FILE it cannot read or refuses), 4 the
 pending transactions could not be uploaded before stopping (they stay in the shadow
 directory for the next run).
 ";
@@ -100,14 +107,20 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
             "-config",
             "--exec",
             "-exec",
+            "--addr",
         ],
         &["--compact-after-snapshot", "--restore-if-db-not-exists"],
     )?;
-    let (dbs, file_exec) = databases(&a)?;
+    let Listed {
+        dbs,
+        exec: file_exec,
+        addr: file_addr,
+    } = databases(&a)?;
     let exec = a
         .value(&["--exec", "-exec"])
         .map(str::to_string)
         .or(file_exec);
+    let addr = a.value(&["--addr"]).map(str::to_string).or(file_addr);
     // The application's environment is the one the watch was given, before the config's key.
     let app_env: Vec<_> = std::env::vars_os().collect();
     use_credentials(&dbs)?;
@@ -117,7 +130,11 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
     }
     walrust::vfs::ffi::posix::block_termination_signals()
         .map_err(|e| Failure::new(1, format!("cannot block SIGINT/SIGTERM: {e}")))?;
-    let mut watched: Vec<Arc<Watched>> = Vec::new();
+    // Metrics first: an address it cannot listen on stops the watch before it starts.
+    let watched: Arc<Mutex<Vec<Arc<Watched>>>> = Arc::default();
+    if let Some(addr) = addr.as_deref().filter(|a| !a.is_empty()) {
+        crate::metrics::serve(addr, watched.clone())?;
+    }
     let mut waiting: Vec<Waiting> = Vec::new();
     for Db {
         path,
@@ -143,9 +160,8 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
         }
         let w = watch::start(&path, &url, settings).map_err(|e| Failure::new(1, e))?;
         say_watching(&w);
-        watched.push(w);
+        watched.lock().unwrap_or_else(|e| e.into_inner()).push(w);
     }
-    let watched = Arc::new(Mutex::new(watched));
     let stop = Arc::new(AtomicBool::new(false));
     let poller = {
         let (stop, watched) = (stop.clone(), watched.clone());
@@ -260,8 +276,9 @@ fn poll_loop(watched: &Mutex<Vec<Arc<Watched>>>, mut waiting: Vec<Waiting>, stop
 /// The databases and their replicas' URLs: from --config FILE, or DB... and --replica(-root).
 /// Two databases with one replica (two files of one name under --replica-root) are refused
 /// here: the replica holds one history, so the second would be refused at its first upload.
-fn databases(a: &Args) -> Result<(Vec<Db>, Option<String>), Failure> {
-    let (dbs, exec) = listed_databases(a)?;
+fn databases(a: &Args) -> Result<Listed, Failure> {
+    let listed = listed_databases(a)?;
+    let dbs = &listed.dbs;
     let real = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
     for (i, Db { path: db, .. }) in dbs.iter().enumerate() {
         if let Some(Db { path: other, .. }) = dbs[..i].iter().find(|o| real(&o.path) == real(db)) {
@@ -284,7 +301,7 @@ fn databases(a: &Args) -> Result<(Vec<Db>, Option<String>), Failure> {
             )));
         }
     }
-    Ok((dbs, exec))
+    Ok(listed)
 }
 
 /// The access key pair the config file names, made this process's (before any thread
@@ -364,8 +381,17 @@ fn config_file(a: &Args) -> Option<String> {
         })
 }
 
-/// The databases, and the file's `exec:` command if it has one.
-fn listed_databases(a: &Args) -> Result<(Vec<Db>, Option<String>), Failure> {
+/// What the command line or the config file lists.
+struct Listed {
+    dbs: Vec<Db>,
+    /// The file's `exec:` command.
+    exec: Option<String>,
+    /// The file's `addr:` (metrics).
+    addr: Option<String>,
+}
+
+/// The databases, and the file's `exec:` command and `addr:` if it has them.
+fn listed_databases(a: &Args) -> Result<Listed, Failure> {
     let Some(file) = config_file(a) else {
         if a.positional.is_empty() {
             return Err(Failure::usage(format!(
@@ -376,20 +402,22 @@ fn listed_databases(a: &Args) -> Result<(Vec<Db>, Option<String>), Failure> {
         }
         let urls = replica_urls(a)?;
         let paths = a.positional.iter().map(PathBuf::from);
-        return Ok((
-            paths
-                .zip(urls)
-                .map(|(path, url)| Db {
-                    path,
-                    url,
-                    sync_interval_ms: None,
-                    credentials: None,
-                    snapshots: Default::default(),
-                    restore_if_missing: false,
-                })
-                .collect(),
-            None,
-        ));
+        let dbs = paths
+            .zip(urls)
+            .map(|(path, url)| Db {
+                path,
+                url,
+                sync_interval_ms: None,
+                credentials: None,
+                snapshots: Default::default(),
+                restore_if_missing: false,
+            })
+            .collect();
+        return Ok(Listed {
+            dbs,
+            exec: None,
+            addr: None,
+        });
     };
     if !a.positional.is_empty() || a.value(&["--replica", "--replica-root"]).is_some() {
         return Err(Failure::usage(
@@ -405,7 +433,11 @@ fn listed_databases(a: &Args) -> Result<(Vec<Db>, Option<String>), Failure> {
     for notice in &config.notices {
         walrust::log::info(&format!("{file} {notice}"));
     }
-    Ok((config.dbs, config.exec))
+    Ok(Listed {
+        dbs: config.dbs,
+        exec: config.exec,
+        addr: config.addr,
+    })
 }
 
 fn replica_urls(a: &Args) -> Result<Vec<String>, Failure> {

@@ -1,6 +1,6 @@
 //! Litestream 0.5 settings that `walrust watch` accepts without using, each with what walrust
 //! does instead. They tune how Litestream itself runs (its checkpoints, its compaction timers,
-//! its metrics server, its logs); none changes what is replicated, where, or what a restore
+//! its logs); none changes what is replicated, where, or what a restore
 //! returns. Each is reported once at start, naming its line: a setting dropped without a word
 //! is worse than an error.
 //!
@@ -34,10 +34,6 @@ const REPLICA: &[(&str, &str)] = &[
 ];
 
 const TOP: &[(&str, &str)] = &[
-    (
-        "addr",
-        "walrust serves no metrics; `walrust status DB` reports each database's replication",
-    ),
     ("socket", "walrust watch has no control socket"),
     ("mcp-addr", "walrust watch has no MCP server"),
     (
@@ -127,10 +123,9 @@ mod tests {
 
     #[test]
     fn only_settings_of_how_litestream_runs_are_accepted_unused() {
-        assert!(instead("addr", Level::Top).is_some());
         assert!(instead("part-size", Level::Top).is_some());
         assert!(instead("part-size", Level::Replica).is_some());
-        assert!(instead("addr", Level::Replica).is_none());
+        assert!(instead("logging", Level::Replica).is_none());
         assert!(instead("busy-timeout", Level::Db).is_some());
         for refused in [
             "age",

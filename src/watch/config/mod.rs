@@ -56,6 +56,8 @@ pub struct DbConfig {
 pub struct Config {
     pub dbs: Vec<DbConfig>,
     pub exec: Option<String>,
+    /// `addr`: where to serve metrics (`None`: nowhere, as when it is empty).
+    pub addr: Option<String>,
     pub notices: Vec<String>,
 }
 
@@ -101,11 +103,14 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
     };
     let (mut dbs, mut defaults) = (None, replica::Defaults::default());
     let (mut snapshots, mut notices) = (Snapshots::default(), Vec::new());
-    let mut exec = None;
+    let (mut exec, mut addr) = (None, None);
     for (key, value, no) in entries {
         match key.as_str() {
             "dbs" => dbs = Some(value),
             "exec" => exec = Some(scalar(value, no, env)?),
+            // `addr: ""` is Litestream's way of serving nothing.
+            "addr" if matches!(&value, Node::Scalar(s, _) if s.is_empty()) => addr = None,
+            "addr" => addr = Some(scalar(value, no, env)?),
             "snapshot" => snapshots.read_block(value, no, env)?,
             "retention" => snapshots.read_removal(value, no, env)?,
             _ if defaults.take(&key, value, no, env)? => {}
@@ -133,6 +138,7 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
     Ok(Config {
         dbs: out,
         exec,
+        addr,
         notices,
     })
 }
@@ -719,6 +725,7 @@ dbs:
 ";
         let config = parse(text, &env).unwrap();
         assert_eq!(config.dbs, vec![db("/a.db", "s3://b/a")]);
+        assert_eq!(config.addr.as_deref(), Some(":9090"));
         let lines: Vec<&str> = config
             .notices
             .iter()
@@ -726,12 +733,18 @@ dbs:
             .collect();
         assert_eq!(
             lines,
-            ["line 1", "line 2", "line 4", "line 6", "line 9", "line 10", "line 13", "line 14"]
+            ["line 2", "line 4", "line 6", "line 9", "line 10", "line 13", "line 14"]
         );
         assert!(config.notices[0].starts_with(
-            "line 1: `addr` is Litestream's own and not used: walrust serves no metrics"
+            "line 2: `logging` is Litestream's own and not used: walrust watch writes one line"
         ));
         assert!(config.notices.iter().all(|n| !n.contains('\n')));
+    }
+
+    #[test]
+    fn an_empty_metrics_address_serves_none() {
+        let text = "addr: \"\"\ndbs:\n  - path: /a.db\n    replica:\n      url: s3://b/a\n";
+        assert_eq!(parse(text, &env).unwrap().addr, None);
     }
 
     #[test]

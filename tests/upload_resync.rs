@@ -113,12 +113,12 @@ impl Source for Fake {
             repl,
             expect,
             Txid::new(txid).unwrap(),
-            PAGE,
-            1,
+            (PAGE, 1),
             &mut |_, buf| {
                 buf.fill(txid as u8);
                 Ok(())
             },
+            &mut || Ok(()),
         )?;
         let then = std::mem::take(&mut *self.after_snapshot.lock().unwrap());
         self.append(&then);

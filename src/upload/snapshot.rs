@@ -404,7 +404,22 @@ fn stream(
             }
         }
     };
-    stream_pages(repl, expect, txid, page_size, pages, &mut read)
+    // Every page is in the file: the read transaction ends before the upload, which may take
+    // long (a large database, a slow store), and while it lasts no checkpoint can copy a frame
+    // past the snapshot's point (the WAL would grow under a busy writer meanwhile).
+    let mut read_all = || {
+        reader
+            .execute_batch("ROLLBACK")
+            .map_err(|e| format!("cannot end the snapshot's read transaction: {e}"))
+    };
+    stream_pages(
+        repl,
+        expect,
+        txid,
+        (page_size, pages),
+        &mut read,
+        &mut read_all,
+    )
 }
 
 /// Where the newest frame of each page up to frame `upto.1` of the WAL generation `upto.0`
@@ -445,18 +460,19 @@ pub fn wal_overlay(
 /// Reads page `n` (1-based) of the database being streamed into the buffer.
 pub type ReadPage<'a> = dyn FnMut(u32, &mut [u8]) -> Result<(), String> + 'a;
 
-/// Streams pages `1..=pages` (each read by `read_page`) into a level-9 LTX file at `txid`
-/// and uploads it with its manifest entry. Both snapshot sources (the extension's, the
-/// sidecar's) end here. The file is built in the shadow directory or, when that disk is full
-/// (a database larger than the room left beside it), in the system's temporary directory, as
-/// a batch is (`batch::with_room`).
+/// Streams pages `1..=pages` (each read by `read_page`) into a level-9 LTX file at `txid`,
+/// calls `read_all` once every page is read (which lets the read view go, or fails the
+/// snapshot before anything is uploaded), then uploads the file with its manifest entry. Both
+/// snapshot sources (the extension's, the sidecar's) end here. The file is built in the shadow
+/// directory or, when that disk is full (a database larger than the room left beside it), in
+/// the system's temporary directory, as a batch is (`batch::with_room`).
 pub fn stream_pages(
     repl: &Replication,
     expect: crate::manifest::Expect,
     txid: Txid,
-    page_size: u32,
-    pages: u32,
+    (page_size, pages): (u32, u32),
     read_page: &mut ReadPage,
+    read_all: &mut dyn FnMut() -> Result<(), String>,
 ) -> Result<Taken, Error> {
     let max = txid;
     let ts = crate::clock::now_ms();
@@ -464,6 +480,7 @@ pub fn stream_pages(
     let (tmp, sha) = with_room(&repl.shadow.tmp_dir(), &mut |dir: &std::path::Path| {
         build_snapshot(dir, header.clone(), read_page)
     })?;
+    read_all()?;
     let key = FileKey::new(crate::store::SNAPSHOT_LEVEL, Txid::ONE, max).unwrap();
     let store = repl.store.as_ref();
     let manifest = match put_with_manifest(store, expect, &key, &tmp.path, ts, sha) {

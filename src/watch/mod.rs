@@ -767,12 +767,17 @@ impl Watched {
                 }
             }
         };
-        let out = snapshot::stream_pages(repl, expect, txid, page_size, pages, &mut read)?;
-        if !joined && fingerprint(&self.path) != fp_before {
-            return Err(
-                "the database changed under the snapshot (a connection opened); will retry".into(),
-            );
-        }
+        // Checked before anything is uploaded: a file read while it changed is never named.
+        // (A live index keeps the view through the watch's read slot, held anyway.)
+        let mut read_all = || match !joined && fingerprint(&self.path) != fp_before {
+            true => Err(
+                "the database changed under the snapshot (a connection opened); will retry"
+                    .to_string(),
+            ),
+            false => Ok(()),
+        };
+        let geometry = (page_size, pages);
+        let out = snapshot::stream_pages(repl, expect, txid, geometry, &mut read, &mut read_all)?;
         crate::log::info(&format!(
             "walrust: snapshot of {} at TXID {} uploaded to {}",
             self.path.display(),

@@ -291,3 +291,43 @@ def test_a_commit_during_an_idle_pass_gets_its_own(tmp_path, failpoint_ext, repl
     assert proc.returncode == 0, proc.stderr[-2000:]
     passes = re.findall(r"checkpoint PASSIVE of \S+ at \d+ frames: done true", proc.stderr)
     assert len(passes) >= 2, proc.stderr[-3000:]
+
+
+SNAPSHOT_UPLOADING = r"""
+import json, sqlite3, sys, time
+ext, db, replica = sys.argv[1:4]
+loader = sqlite3.connect(":memory:")
+loader.enable_load_extension(True)
+loader.load_extension(ext)
+loader.close()
+conn = sqlite3.connect(f"file:{db}?walrust_replica={replica}", uri=True, isolation_level=None)
+conn.execute("PRAGMA journal_mode=WAL")
+conn.execute("CREATE TABLE t(x)")
+time.sleep(0.5)  # the replica's first snapshot waits for the next commit...
+conn.execute("INSERT INTO t VALUES (0)")  # ...which fixes its point
+for i in range(1, 20):
+    conn.execute("INSERT INTO t VALUES (?)", (i,))  # frames past that point
+time.sleep(1.0)  # the snapshot has read its pages, and its upload sleeps (the failpoint's 4 s)
+uploaded = json.loads(conn.execute("SELECT walrust_status()").fetchone()[0])["uploaded_txid"]
+print(json.dumps({"uploaded": uploaded, "checkpoint": conn.execute("PRAGMA wal_checkpoint").fetchone()}))
+conn.close()
+"""
+
+
+def test_a_snapshot_being_uploaded_holds_back_no_checkpoint(tmp_path, failpoint_ext, replica):
+    """A snapshot reads its pages through a read transaction at its point, and while that lasts
+    no checkpoint copies a frame past the point. It ends once every page is in the snapshot's
+    file, before the upload (which for a large database on a slow store takes long: a busy
+    writer's WAL would grow meanwhile). Here the upload is held 4 s (failpoint
+    `snapshot.file_written`) and the application's `PRAGMA wal_checkpoint` during it, with
+    frames past the snapshot's point, copies every frame."""
+    db = tmp_path / "app.db"
+    proc = subprocess.run(
+        ["/usr/bin/python3", "-c", SNAPSHOT_UPLOADING, str(failpoint_ext), str(db), replica.url],
+        env=dict(os.environ, WALRUST_FAILPOINTS="snapshot.file_written~4000"),
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert out["uploaded"] == 0, out  # the snapshot was still uploading
+    busy, log, copied = out["checkpoint"]
+    assert busy == 0 and log > 0 and copied == log, out

@@ -233,11 +233,17 @@ mod tests {
         h.join().unwrap();
     }
 
-    #[test]
-    fn a_request_in_vain_leaves_the_hold_announced() {
+    /// A gate whose lock this thread's walrust connection holds.
+    fn held() -> Arc<LockGate> {
         let g = Arc::new(LockGate::new("a lock"));
         g.asking();
         g.took();
+        g
+    }
+
+    #[test]
+    fn a_request_in_vain_leaves_the_hold_announced() {
+        let g = held();
         let other = {
             let g = g.clone();
             std::thread::spawn(move || {
@@ -253,9 +259,7 @@ mod tests {
 
     #[test]
     fn a_request_without_waiting_is_answered_busy_at_once() {
-        let g = Arc::new(LockGate::new("a lock"));
-        g.asking();
-        g.took();
+        let g = held();
         let other = {
             let g = g.clone();
             std::thread::spawn(move || {

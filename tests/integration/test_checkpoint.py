@@ -221,7 +221,9 @@ def test_at_full_the_log_is_synced_before_the_wal_restarts(tmp_path, walrust, re
     assert all(r == [] for r in restarts), f"log segments unsynced at a WAL restart: {restarts}"
 
 
-EXPLICIT_CHECKPOINTS = r"""
+# The start of each application below: walrust loaded (the failpoints' build), a new database
+# replicating in WAL mode with one table; `conn` is its connection.
+CHILD = r"""
 import json, sqlite3, sys, time
 ext, db, replica = sys.argv[1:4]
 loader = sqlite3.connect(":memory:")
@@ -231,6 +233,21 @@ loader.close()
 conn = sqlite3.connect(f"file:{db}?walrust_replica={replica}", uri=True, isolation_level=None)
 conn.execute("PRAGMA journal_mode=WAL")
 conn.execute("CREATE TABLE t(x)")
+"""
+
+
+def run_child(script, failpoint_ext, db, replica, failpoints, trace=False):
+    """Runs `script` (CHILD and its own lines) in Debian's Python with the failpoints set."""
+    env = dict(os.environ, WALRUST_FAILPOINTS=failpoints)
+    if trace:
+        env["WALRUST_TRACE"] = "1"
+    proc = subprocess.run(["/usr/bin/python3", "-c", script, str(failpoint_ext), str(db),
+                           replica.url], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+EXPLICIT_CHECKPOINTS = CHILD + r"""
 answers = []
 for i in range(3):
     conn.execute("INSERT INTO t VALUES (?)", (i,))
@@ -250,27 +267,15 @@ def test_an_explicit_checkpoint_waits_out_the_checkpoint_thread(tmp_path, failpo
     `checkpoint.internal` failpoint), would then report busy and leave the WAL as it was, where
     SQLite alone checkpoints and truncates it. It waits for the pass instead, and succeeds."""
     db = tmp_path / "app.db"
-    proc = subprocess.run(
-        ["/usr/bin/python3", "-c", EXPLICIT_CHECKPOINTS, str(failpoint_ext), str(db), replica.url],
-        env=dict(os.environ, WALRUST_FAILPOINTS="checkpoint.internal~2000", WALRUST_TRACE="1"),
-        capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_child(EXPLICIT_CHECKPOINTS, failpoint_ext, db, replica, "checkpoint.internal~2000",
+                     trace=True)
     answers = json.loads(proc.stdout)
     assert answers == [[0, 0, 0]] * 3, answers
     waits = re.findall(r"request for the checkpointer lock waited \d+ ms", proc.stderr)
     assert waits, proc.stderr[-3000:]
 
 
-COMMIT_DURING_A_PASS = r"""
-import sqlite3, sys, time
-ext, db, replica = sys.argv[1:4]
-loader = sqlite3.connect(":memory:")
-loader.enable_load_extension(True)
-loader.load_extension(ext)
-loader.close()
-conn = sqlite3.connect(f"file:{db}?walrust_replica={replica}", uri=True, isolation_level=None)
-conn.execute("PRAGMA journal_mode=WAL")
-conn.execute("CREATE TABLE t(x)")
+COMMIT_DURING_A_PASS = CHILD + r"""
 time.sleep(1.8)  # the idle pass holds the checkpointer lock from 1-1.25 s to 3-3.25 s
 conn.execute("INSERT INTO t VALUES (1)")  # during it, past what it copies
 time.sleep(4)
@@ -284,25 +289,13 @@ def test_a_commit_during_an_idle_pass_gets_its_own(tmp_path, failpoint_ext, repl
     its own, rather than the first pass's "done" standing for it (its frames would then stay
     uncopied until the next write)."""
     db = tmp_path / "app.db"
-    proc = subprocess.run(
-        ["/usr/bin/python3", "-c", COMMIT_DURING_A_PASS, str(failpoint_ext), str(db), replica.url],
-        env=dict(os.environ, WALRUST_FAILPOINTS="checkpoint.internal~2000", WALRUST_TRACE="1"),
-        capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_child(COMMIT_DURING_A_PASS, failpoint_ext, db, replica, "checkpoint.internal~2000",
+                     trace=True)
     passes = re.findall(r"checkpoint PASSIVE of \S+ at \d+ frames: done true", proc.stderr)
     assert len(passes) >= 2, proc.stderr[-3000:]
 
 
-SNAPSHOT_UPLOADING = r"""
-import json, sqlite3, sys, time
-ext, db, replica = sys.argv[1:4]
-loader = sqlite3.connect(":memory:")
-loader.enable_load_extension(True)
-loader.load_extension(ext)
-loader.close()
-conn = sqlite3.connect(f"file:{db}?walrust_replica={replica}", uri=True, isolation_level=None)
-conn.execute("PRAGMA journal_mode=WAL")
-conn.execute("CREATE TABLE t(x)")
+SNAPSHOT_UPLOADING = CHILD + r"""
 time.sleep(0.5)  # the replica's first snapshot waits for the next commit...
 conn.execute("INSERT INTO t VALUES (0)")  # ...which fixes its point
 for i in range(1, 20):
@@ -322,11 +315,7 @@ def test_a_snapshot_being_uploaded_holds_back_no_checkpoint(tmp_path, failpoint_
     `snapshot.file_written`) and the application's `PRAGMA wal_checkpoint` during it, with
     frames past the snapshot's point, copies every frame."""
     db = tmp_path / "app.db"
-    proc = subprocess.run(
-        ["/usr/bin/python3", "-c", SNAPSHOT_UPLOADING, str(failpoint_ext), str(db), replica.url],
-        env=dict(os.environ, WALRUST_FAILPOINTS="snapshot.file_written~4000"),
-        capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_child(SNAPSHOT_UPLOADING, failpoint_ext, db, replica, "snapshot.file_written~4000")
     out = json.loads(proc.stdout)
     assert out["uploaded"] == 0, out  # the snapshot was still uploading
     busy, log, copied = out["checkpoint"]

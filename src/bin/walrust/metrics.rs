@@ -6,7 +6,6 @@
 //! a short timeout on each client); a scrape reads only what the watch already keeps (file
 //! sizes, counters, the replication status), never the replica.
 
-use crate::Failure;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -21,18 +20,19 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_REQUEST: usize = 8192;
 
 /// Binds `addr` (Go's `:PORT` is every interface, as Litestream reads it) and serves from a
-/// thread of its own for the life of the process.
-pub fn serve(addr: &str, watched: Arc<Mutex<Vec<Arc<Watched>>>>) -> Result<(), Failure> {
+/// thread of its own for the life of the process; the error is the line to say.
+pub fn serve(addr: &str, watched: Arc<Mutex<Vec<Arc<Watched>>>>) -> Result<(), String> {
     let bind = match addr.strip_prefix(':') {
         Some(port) => format!("0.0.0.0:{port}"),
         None => addr.to_string(),
     };
-    let listener = TcpListener::bind(&bind).map_err(|e| {
-        Failure::new(
-            1,
-            format!("cannot serve metrics on {addr}: {e}; choose another address (addr:)"),
+    let cannot = |e: std::io::Error| {
+        format!(
+            "walrust: cannot serve metrics on {addr}: {e}; replicating without them (choose \
+             another address, addr:)"
         )
-    })?;
+    };
+    let listener = TcpListener::bind(&bind).map_err(cannot)?;
     let at = listener.local_addr().map_or(bind, |a| a.to_string());
     walrust::log::info(&format!("serving metrics at http://{at}/metrics"));
     std::thread::Builder::new()
@@ -42,7 +42,7 @@ pub fn serve(addr: &str, watched: Arc<Mutex<Vec<Arc<Watched>>>>) -> Result<(), F
                 let _ = answer(client, &watched);
             }
         })
-        .map_err(|e| Failure::new(1, format!("cannot start the metrics thread: {e}")))?;
+        .map_err(cannot)?;
     Ok(())
 }
 

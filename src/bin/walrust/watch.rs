@@ -75,14 +75,15 @@ the watched databases' replication as Prometheus metrics at http://ADDR/metrics,
 Litestream's names (litestream_db_size, litestream_wal_size, litestream_txid,
 litestream_sync_count, litestream_sync_error_count) and walrust's own (walrust_replica_txid,
 walrust_replica_lag_seconds, walrust_replica_pending_bytes, walrust_replica_error,
-walrust_replica_last_upload_timestamp_seconds). An address it cannot listen on is exit 1.
+walrust_replica_last_upload_timestamp_seconds). An address it cannot listen on is said in
+one line, and the databases are replicated without metrics (as Litestream does).
 
 A DB that does not exist yet (or is still empty) is waited for, as Litestream does: it is
 watched from the first look that finds it in WAL mode (the application creates it and runs
 PRAGMA journal_mode=WAL). A DB that exists in another journal mode at start is an error.
 
 Exit codes: 0 stopped with everything uploaded, 1 cannot start (not in WAL mode, watched
-already, shadow directory, metrics address), 2 usage (or a --config FILE it cannot read or refuses), 4 the
+already, shadow directory), 2 usage (or a --config FILE it cannot read or refuses), 4 the
 pending transactions could not be uploaded before stopping (they stay in the shadow
 directory for the next run).
 ";
@@ -130,10 +131,13 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
     }
     walrust::vfs::ffi::posix::block_termination_signals()
         .map_err(|e| Failure::new(1, format!("cannot block SIGINT/SIGTERM: {e}")))?;
-    // Metrics first: an address it cannot listen on stops the watch before it starts.
+    // An address it cannot listen on is said, and replication goes on without metrics, as
+    // Litestream does: monitoring must never be why nothing is replicated.
     let watched: Arc<Mutex<Vec<Arc<Watched>>>> = Arc::default();
     if let Some(addr) = addr.as_deref().filter(|a| !a.is_empty()) {
-        crate::metrics::serve(addr, watched.clone())?;
+        if let Err(e) = crate::metrics::serve(addr, watched.clone()) {
+            walrust::log::error(&e);
+        }
     }
     let mut waiting: Vec<Waiting> = Vec::new();
     for Db {

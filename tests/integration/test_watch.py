@@ -661,7 +661,10 @@ def test_watch_serves_litestreams_metrics_at_addr(tmp_path, walrust_cli, replica
     try:
         url = f"http://127.0.0.1:{port}/metrics"
         deadline = time.monotonic() + HANG_TIMEOUT
-        while f"serving metrics at {url}" not in log.read_text():
+        # Metrics are served before the database is watched: the commits below come after
+        # both, so that they follow the first snapshot (TXID 1) rather than fall inside it.
+        while not (f"serving metrics at {url}" in (text := log.read_text())
+                   and f"watching {db}" in text):
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
         for i in range(1, 51):

@@ -286,7 +286,16 @@ impl Watched {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         match result {
-            Ok(()) => st.said = None,
+            // The look's own error ends with it (an upload's stays until an upload succeeds).
+            Ok(()) => {
+                if let Some(said) = st.said.take() {
+                    self.repl.update_status(|s| {
+                        if s.last_error.as_deref() == Some(said.as_str()) {
+                            s.last_error = None;
+                        }
+                    });
+                }
+            }
             Err(msg) => {
                 if st.said.as_deref() != Some(msg.as_str()) {
                     crate::log::error(&msg);

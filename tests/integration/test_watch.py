@@ -711,6 +711,123 @@ def test_a_metrics_address_in_use_is_said_and_replication_goes_on(tmp_path, walr
     assert "replicating without them" in line[0] and line[0].startswith("walrust: "), log
 
 
+class Pings:
+    """A health-check service on 127.0.0.1: it counts the GETs of each path."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        self.paths = []
+        pings = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                pings.paths.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"OK")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def heartbeat_watch(tmp_path, walrust_cli, dbs_and_urls, pings):
+    """`walrust watch` of these databases with a heartbeat to `pings` every minute; the URL's
+    path stands for a health check's secret token."""
+    config = tmp_path / "litestream.yml"
+    text = (f"heartbeat-url: http://127.0.0.1:{pings.port}/ping/s3cr3t-token\n"
+            "heartbeat-interval: 1m\ndbs:\n")
+    for db, url in dbs_and_urls:
+        text += f"  - path: {db}\n    replica:\n      url: {url}\n"
+    config.write_text(text)
+    log = tmp_path / "watch.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([str(walrust_cli), "watch", "--config", str(config),
+                                 "--sync-interval", "100"], stderr=out)
+    return proc, log
+
+
+def test_watch_pings_litestreams_heartbeat_url_while_it_replicates(tmp_path, walrust_cli,
+                                                                    replica):
+    """`heartbeat-url:` (Litestream 0.5.16+) is asked once per `heartbeat-interval` while every
+    watched database replicates: here the first GET comes once the database is in its replica,
+    and no second one within the minute. The URL's path (a health check's secret) is never in
+    the log; scheme and host are."""
+    db = tmp_path / "app.db"
+    conns = new_wal_databases([db])
+    pings = Pings()
+    proc, log = heartbeat_watch(tmp_path, walrust_cli, [(db, replica.url)], pings)
+    try:
+        deadline = time.monotonic() + HANG_TIMEOUT
+        while not pings.paths:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        assert pings.paths == ["/ping/s3cr3t-token"]
+        assert watch_status(walrust_cli, db)["uploaded_txid"] >= 1
+        for i in range(1, 21):
+            conns[0].execute("INSERT INTO t(id, body) VALUES (?, randomblob(200))", (i,))
+        wait_uploaded(walrust_cli, db, 1, log)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=HANG_TIMEOUT) == 0, log.read_text()
+        assert pings.paths == ["/ping/s3cr3t-token"], "one ping per interval"
+        text = log.read_text()
+        assert f"heartbeat: GET http://127.0.0.1:{pings.port}/… every 60 s" in text, text
+        assert "s3cr3t" not in text, text
+    finally:
+        stop_all(proc, conns)
+        pings.close()
+
+
+def test_no_heartbeat_while_a_database_fails_to_replicate(tmp_path, walrust_cli, replica):
+    """One database of two cannot reach its replica (its directory would be under a regular
+    file): the heartbeat is withheld, and the watch says which database holds it back, so the
+    health check's service reports the watch down instead of up."""
+    good, bad = tmp_path / "good.db", tmp_path / "bad.db"
+    conns = new_wal_databases([good, bad])
+    (tmp_path / "not-a-dir").write_text("a regular file")
+    pings = Pings()
+    unreachable = f"file://{tmp_path}/not-a-dir/replica"
+    proc, log = heartbeat_watch(tmp_path, walrust_cli, [(good, replica.url), (bad, unreachable)],
+                                pings)
+    try:
+        deadline = time.monotonic() + HANG_TIMEOUT
+        withheld = f"heartbeat withheld: {bad} is failing to replicate"
+        while withheld not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        wait_uploaded(walrust_cli, good, 0, log)
+        assert pings.paths == [], log.read_text()
+    finally:
+        stop_all(proc, conns)
+        pings.close()
+
+
+def test_a_heartbeat_interval_litestream_refuses_is_refused(tmp_path, walrust_cli, replica):
+    """Litestream refuses a heartbeat interval under a minute and a URL that is not http(s);
+    so does walrust watch, in one line naming the file's line, before it watches anything."""
+    db = tmp_path / "app.db"
+    new_wal_databases([db])[0].close()
+    config = tmp_path / "litestream.yml"
+    body = f"dbs:\n  - path: {db}\n    replica:\n      url: {replica.url}\n"
+    for head, said in [("heartbeat-url: http://h/x\nheartbeat-interval: 30s\n",
+                        "line 2: heartbeat-interval `30s` is not a duration of at least 1m"),
+                       ("heartbeat-url: h/x\n", "line 1: heartbeat-url must be an http://")]:
+        config.write_text(head + body)
+        r = subprocess.run([str(walrust_cli), "watch", "--config", str(config)],
+                           capture_output=True, text=True, timeout=HANG_TIMEOUT)
+        assert r.returncode == 2 and said in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
 def test_a_litestream_config_without_retention_says_nothing_is_removed(tmp_path, walrust_cli,
                                                                       replica):
     """Litestream removes what is older than 24h when its file says nothing; walrust removes

@@ -12,6 +12,7 @@
 
 mod compact;
 mod exec;
+mod heartbeat;
 mod list;
 mod metrics;
 mod output;

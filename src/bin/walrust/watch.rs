@@ -116,6 +116,7 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
         dbs,
         exec: file_exec,
         addr: file_addr,
+        heartbeat,
     } = databases(&a)?;
     let exec = a
         .value(&["--exec", "-exec"])
@@ -138,6 +139,9 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
         if let Err(e) = crate::metrics::serve(addr, watched.clone()) {
             walrust::log::error(&e);
         }
+    }
+    if let Some(hb) = heartbeat {
+        crate::heartbeat::start(hb, watched.clone()).map_err(|e| Failure::new(1, e))?;
     }
     let mut waiting: Vec<Waiting> = Vec::new();
     for Db {
@@ -392,9 +396,11 @@ struct Listed {
     exec: Option<String>,
     /// The file's `addr:` (metrics).
     addr: Option<String>,
+    /// The file's `heartbeat-url:` and `heartbeat-interval:`.
+    heartbeat: Option<watch::config::heartbeat::Heartbeat>,
 }
 
-/// The databases, and the file's `exec:` command and `addr:` if it has them.
+/// The databases, and the file's `exec:` command, `addr:` and heartbeat if it has them.
 fn listed_databases(a: &Args) -> Result<Listed, Failure> {
     let Some(file) = config_file(a) else {
         if a.positional.is_empty() {
@@ -421,6 +427,7 @@ fn listed_databases(a: &Args) -> Result<Listed, Failure> {
             dbs,
             exec: None,
             addr: None,
+            heartbeat: None,
         });
     };
     if !a.positional.is_empty() || a.value(&["--replica", "--replica-root"]).is_some() {
@@ -441,6 +448,7 @@ fn listed_databases(a: &Args) -> Result<Listed, Failure> {
         dbs: config.dbs,
         exec: config.exec,
         addr: config.addr,
+        heartbeat: config.heartbeat,
     })
 }
 

@@ -320,6 +320,27 @@ fn root_certs(bundle: Option<&std::path::Path>) -> Result<RootCerts, String> {
     })
 }
 
+/// One GET of `url`, its status when the server answers: the sidecar's heartbeat
+/// (`walrust watch`), the one request walrust sends outside a store. The same client as the S3
+/// requests' (the system's TLS roots), redirects followed as Go's client follows them, `timeout`
+/// for the whole request.
+pub fn get_status(url: &str, timeout: Duration) -> Result<u16, String> {
+    let tls = TlsConfig::builder().root_certs(root_certs(None)?).build();
+    let agent: Agent = Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(10)
+        .user_agent(concat!("walrust/", env!("CARGO_PKG_VERSION")))
+        .timeout_global(Some(timeout))
+        .tls_config(tls)
+        .build()
+        .into();
+    match agent.get(url).call() {
+        Ok(answer) => Ok(answer.status().as_u16()),
+        Err(ureq::Error::Timeout(_)) => Err(format!("no answer within {} s", timeout.as_secs())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// The agent for these options and CA bundle: one per distinct pair in the process, so that
 /// every store with the same settings shares its pool of connections.
 fn shared_agent(opts: &S3Options, bundle: Option<&std::path::Path>) -> Result<Agent, String> {

@@ -52,6 +52,7 @@ use s3::serde_types::{DeleteObjectsRequest, DeleteObjectsResult, ObjectIdentifie
 use ureq::http::{HeaderMap, HeaderName, HeaderValue};
 
 pub use config::{S3Options, MIN_PART_SIZE};
+pub use http::get_status;
 pub use minrate::MinRate;
 
 use self::http::{read_body, Client, Resp};

@@ -60,8 +60,6 @@ const TOP: &[(&str, &str)] = &[
         "validation",
         "walrust checks every checksum at restore and in `walrust verify`",
     ),
-    ("heartbeat-url", "walrust watch sends no heartbeats"),
-    ("heartbeat-interval", "walrust watch sends no heartbeats"),
     (
         "shutdown-sync-timeout",
         "at SIGTERM walrust watch uploads what is pending for up to 60 s",

@@ -14,9 +14,10 @@
 //!
 //! Accepted: block mappings and sequences (space indentation), `#` comments, blank lines,
 //! plain, 'single' and "double" quoted scalars, `$VAR` / `${VAR}` in values and `~/` at the
-//! start of a path (as Litestream expands them). Litestream's settings of how it runs itself
-//! (its metrics server, logs, checkpoint and compaction timers, S3 part size) are accepted and
-//! reported as unused (`ignored`). Everything else (another key, flow `[..]`/`{..}`, anchors,
+//! start of a path (as Litestream expands them). Its metrics address (`addr`) and heartbeat
+//! (`heartbeat-url`, `heartbeat-interval`) are used; its settings of how it runs itself (logs,
+//! checkpoint and compaction timers, S3 part size) are accepted and reported as unused
+//! (`ignored`). Everything else (another key, flow `[..]`/`{..}`, anchors,
 //! tags, block scalars, tabs, more than one replica for a database) is refused with one line
 //! naming the line number: a setting walrust would silently ignore is worse than an error.
 //!
@@ -24,6 +25,7 @@
 //! notice for each setting it accepted without using.
 
 mod duration;
+pub mod heartbeat;
 mod ignored;
 mod replica;
 mod snapshot;
@@ -58,6 +60,8 @@ pub struct Config {
     pub exec: Option<String>,
     /// `addr`: where to serve metrics (`None`: nowhere, as when it is empty).
     pub addr: Option<String>,
+    /// `heartbeat-url` and `heartbeat-interval`.
+    pub heartbeat: Option<heartbeat::Heartbeat>,
     pub notices: Vec<String>,
 }
 
@@ -104,6 +108,7 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
     let (mut dbs, mut defaults) = (None, replica::Defaults::default());
     let (mut snapshots, mut notices) = (Snapshots::default(), Vec::new());
     let (mut exec, mut addr) = (None, None);
+    let mut heartbeat = heartbeat::Keys::default();
     for (key, value, no) in entries {
         match key.as_str() {
             "dbs" => dbs = Some(value),
@@ -111,6 +116,8 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
             // `addr: ""` is Litestream's way of serving nothing.
             "addr" if matches!(&value, Node::Scalar(s, _) if s.is_empty()) => addr = None,
             "addr" => addr = Some(scalar(value, no, env)?),
+            "heartbeat-url" => heartbeat.url = Some((scalar(value, no, env)?, no)),
+            "heartbeat-interval" => heartbeat.interval = Some((scalar(value, no, env)?, no)),
             "snapshot" => snapshots.read_block(value, no, env)?,
             "retention" => snapshots.read_removal(value, no, env)?,
             _ if defaults.take(&key, value, no, env)? => {}
@@ -118,6 +125,8 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         }
     }
     defaults.credentials()?;
+    let (heartbeat, said) = heartbeat.read()?;
+    notices.extend(said);
     let Some(Node::List(items, _)) = dbs else {
         return Err("needs `dbs:` with a list of `- path: ...` items".into());
     };
@@ -139,6 +148,7 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         dbs: out,
         exec,
         addr,
+        heartbeat,
         notices,
     })
 }
@@ -157,7 +167,7 @@ fn unsupported(key: &str, no: usize, allowed: &str) -> String {
 }
 
 /// The keys the file's top level may hold: `dbs`, and Litestream's defaults for every replica.
-const TOP_LEVEL: &str = "dbs, exec, snapshot, retention, and bucket, endpoint, region, \
+const TOP_LEVEL: &str = "dbs, exec, addr, heartbeat-url, heartbeat-interval, snapshot, retention, and bucket, endpoint, region, \
     force-path-style, sync-interval, access-key-id, secret-access-key for every replica";
 
 fn database(

@@ -642,6 +642,25 @@ def scrape(url):
     return values, [line for line in text.splitlines() if line.startswith("# TYPE ")]
 
 
+def watch_config(tmp_path, walrust_cli, text):
+    """`walrust watch --config` of a file holding `text` (uploads every 100 ms), and its log."""
+    config = tmp_path / "litestream.yml"
+    config.write_text(text)
+    log = tmp_path / "watch.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([str(walrust_cli), "watch", "--config", str(config),
+                                 "--sync-interval", "100"], stderr=out)
+    return proc, log
+
+
+def wait_logged(proc, log, done):
+    """Waits (a generous deadline, no timing claim) until `done(log text)` while the watch runs."""
+    deadline = time.monotonic() + HANG_TIMEOUT
+    while not done(log.read_text()):
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+
+
 def test_watch_serves_litestreams_metrics_at_addr(tmp_path, walrust_cli, replica):
     """`addr:` in the config file serves the watched databases' replication at `/metrics`, in
     Prometheus' text format, under the names Litestream serves there (so its dashboards and
@@ -651,22 +670,15 @@ def test_watch_serves_litestreams_metrics_at_addr(tmp_path, walrust_cli, replica
     db = tmp_path / "app.db"
     conns = new_wal_databases([db])
     port = free_port()
-    config = tmp_path / "litestream.yml"
-    config.write_text(f'addr: "127.0.0.1:{port}"\ndbs:\n  - path: {db}\n    replica:\n'
-                      f"      url: {replica.url}\n")
-    log = tmp_path / "watch.log"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([str(walrust_cli), "watch", "--config", str(config),
-                                 "--sync-interval", "100"], stderr=out)
+    proc, log = watch_config(tmp_path, walrust_cli, f'addr: "127.0.0.1:{port}"\ndbs:\n'
+                             f"  - path: {db}\n    replica:\n      url: {replica.url}\n")
     try:
         url = f"http://127.0.0.1:{port}/metrics"
         deadline = time.monotonic() + HANG_TIMEOUT
         # Metrics are served before the database is watched: the commits below come after
         # both, so that they follow the first snapshot (TXID 1) rather than fall inside it.
-        while not (f"serving metrics at {url}" in (text := log.read_text())
-                   and f"watching {db}" in text):
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+        wait_logged(proc, log, lambda text: f"serving metrics at {url}" in text
+                    and f"watching {db}" in text)
         for i in range(1, 51):
             conns[0].execute("INSERT INTO t(id, body) VALUES (?, randomblob(200))", (i,))
         txid = wait_uploaded(walrust_cli, db, 1, log)
@@ -743,17 +755,11 @@ class Pings:
 def heartbeat_watch(tmp_path, walrust_cli, dbs_and_urls, pings):
     """`walrust watch` of these databases with a heartbeat to `pings` every minute; the URL's
     path stands for a health check's secret token."""
-    config = tmp_path / "litestream.yml"
     text = (f"heartbeat-url: http://127.0.0.1:{pings.port}/ping/s3cr3t-token\n"
             "heartbeat-interval: 1m\ndbs:\n")
     for db, url in dbs_and_urls:
         text += f"  - path: {db}\n    replica:\n      url: {url}\n"
-    config.write_text(text)
-    log = tmp_path / "watch.log"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([str(walrust_cli), "watch", "--config", str(config),
-                                 "--sync-interval", "100"], stderr=out)
-    return proc, log
+    return watch_config(tmp_path, walrust_cli, text)
 
 
 def test_watch_pings_litestreams_heartbeat_url_while_it_replicates(tmp_path, walrust_cli,
@@ -799,11 +805,8 @@ def test_no_heartbeat_while_a_database_fails_to_replicate(tmp_path, walrust_cli,
     proc, log = heartbeat_watch(tmp_path, walrust_cli, [(good, replica.url), (bad, unreachable)],
                                 pings)
     try:
-        deadline = time.monotonic() + HANG_TIMEOUT
         withheld = f"heartbeat withheld: {bad} is failing to replicate"
-        while withheld not in log.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+        wait_logged(proc, log, lambda text: withheld in text)
         wait_uploaded(walrust_cli, good, 0, log)
         assert pings.paths == [], log.read_text()
     finally:
@@ -826,6 +829,67 @@ def test_a_heartbeat_interval_litestream_refuses_is_refused(tmp_path, walrust_cl
                            capture_output=True, text=True, timeout=HANG_TIMEOUT)
         assert r.returncode == 2 and said in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def child_url(url, rel):
+    """The replica Litestream gives the database at `rel` under a `dir:` entry's URL."""
+    base, sep, query = url.partition("?")
+    return f"{base.rstrip('/')}/{rel}{sep}{query}"
+
+
+def test_watch_replicates_a_directory_of_databases(tmp_path, walrust_cli, replica):
+    """A `dir:` entry (Litestream 0.5's directory replication) replicates every SQLite database
+    whose name matches `pattern` (`recursive`: in subdirectories too), each to the entry's URL
+    with its path under the directory appended, as Litestream names them; other files (a
+    `-wal`, a text file, walrust's own state) are left out; with `watch: true` a database
+    created while the watch runs is replicated too. Each restores from its own URL."""
+    tenants = tmp_path / "tenants"
+    (tenants / "eu").mkdir(parents=True)
+    (tenants / "notes.txt").write_text("not a database")
+    dbs = [tenants / "a.db", tenants / "eu" / "b.db"]
+    conns = new_wal_databases(dbs)
+    proc, log = watch_config(tmp_path, walrust_cli,
+                             f'dbs:\n  - dir: {tenants}\n    pattern: "*.db"\n    recursive: true\n'
+                             f"    watch: true\n    replica:\n      url: {replica.url}\n")
+    try:
+        wait_logged(proc, log, lambda text: all(f"watching {db}" in text for db in dbs))
+        late = tenants / "eu" / "c.db"
+        conns += new_wal_databases([late])
+        dbs.append(late)
+        wait_logged(proc, log, lambda text: f"watching {late}" in text)
+        for i in range(1, 101):
+            for c in conns:
+                c.execute("INSERT INTO t(id, body) VALUES (?, randomblob(200))", (i,))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=HANG_TIMEOUT) == 0, log.read_text()
+        text = log.read_text()
+        assert f"{tenants}: 2 database(s) match `*.db`; others are watched as they appear" in text
+        assert f"{late} appeared in {tenants}" in text, text
+        watching = re.findall(r"^walrust: watching (\S+),", text, re.M)
+        assert sorted(watching) == sorted(map(str, dbs)), text
+        for db in dbs:
+            rel = db.relative_to(tenants).as_posix()
+            out = tmp_path / f"restored-{db.name}"
+            r = subprocess.run([str(walrust_cli), "restore", child_url(replica.url, rel), "-o",
+                                str(out)], capture_output=True, text=True, timeout=HANG_TIMEOUT)
+            assert r.returncode == 0, r.stderr
+            assert_same_contents(db_contents(db), db_contents(out), f"restore of {rel}")
+    finally:
+        stop_all(proc, conns)
+
+
+def test_a_directory_with_no_database_is_said_unless_watched(tmp_path, walrust_cli, replica):
+    """A `dir:` entry that finds nothing is an error in one line saying how to wait for
+    databases instead (`watch: true`), as Litestream refuses it."""
+    (tmp_path / "empty").mkdir()
+    config = tmp_path / "litestream.yml"
+    config.write_text(f'dbs:\n  - dir: {tmp_path / "empty"}\n    pattern: "*.db"\n'
+                      f"    replica:\n      url: {replica.url}\n")
+    r = subprocess.run([str(walrust_cli), "watch", "--config", str(config)],
+                       capture_output=True, text=True, timeout=HANG_TIMEOUT)
+    assert r.returncode == 2, r.stderr
+    assert "no SQLite database in" in r.stderr and "watch: true" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def test_a_litestream_config_without_retention_says_nothing_is_removed(tmp_path, walrust_cli,

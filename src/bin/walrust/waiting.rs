@@ -36,8 +36,21 @@ pub struct Waiting {
 }
 
 impl Waiting {
-    /// Starts waiting for `db`; fails (one line) when its folder does not exist.
+    /// Starts waiting for `db`, and says so; fails (one line) when its folder does not exist.
     pub fn new(db: &Path, url: &str, settings: Settings) -> Result<Waiting, String> {
+        let w = Waiting::quiet(db, url, settings)?;
+        // A mistyped path waits too: say which file, and from where a relative one was taken.
+        let from = walrust::watch::relative_to(db)
+            .map_or(String::new(), |r| format!(" ({} {r})", db.display()));
+        walrust::log::info(&format!(
+            "waiting for {}{from} to be created in WAL mode; it is watched from then on",
+            w.path.display()
+        ));
+        Ok(w)
+    }
+
+    /// `new`, without a word (the caller says why it waits).
+    pub fn quiet(db: &Path, url: &str, settings: Settings) -> Result<Waiting, String> {
         let dir = match db.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
@@ -53,13 +66,6 @@ impl Waiting {
             .file_name()
             .ok_or_else(|| format!("walrust: cannot watch {}: not a file name", db.display()))?;
         let path = dir.join(name);
-        // A mistyped path waits too: say which file, and from where a relative one was taken.
-        let from = walrust::watch::relative_to(db)
-            .map_or(String::new(), |r| format!(" ({} {r})", db.display()));
-        walrust::log::info(&format!(
-            "waiting for {}{from} to be created in WAL mode; it is watched from then on",
-            path.display()
-        ));
         Ok(Waiting {
             path,
             url: url.to_string(),

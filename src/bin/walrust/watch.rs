@@ -42,6 +42,12 @@ all of them; a replica's own sync-interval, to its database, over --sync-interva
           bucket: bucket
           path: other
           endpoint: https://s3.example.com   # region:, force-path-style: true
+      - dir: /data/tenants   # every SQLite file under it whose name matches pattern:
+        pattern: \"*.db\"
+        recursive: true      # in subdirectories too
+        watch: true          # and those created while the watch runs
+        replica:
+          url: s3://bucket/tenants   # each to s3://bucket/tenants/<its path under dir>
 
 One replica per database. The file's top level may set bucket, endpoint, region,
 force-path-style, sync-interval and the access key (access-key-id, secret-access-key) for
@@ -77,6 +83,11 @@ litestream_sync_count, litestream_sync_error_count) and walrust's own (walrust_r
 walrust_replica_lag_seconds, walrust_replica_pending_bytes, walrust_replica_error,
 walrust_replica_last_upload_timestamp_seconds). An address it cannot listen on is said in
 one line, and the databases are replicated without metrics (as Litestream does).
+
+heartbeat-url: URL (with heartbeat-interval:, 5m unless given, at least 1m) at the file's top
+level, as Litestream's: a GET of URL once per interval while every watched database
+replicates (no failure, in its replica, nothing waiting longer than the interval); else the
+ping is withheld and the watch says which database holds it back.
 
 A DB that does not exist yet (or is still empty) is waited for, as Litestream does: it is
 watched from the first look that finds it in WAL mode (the application creates it and runs
@@ -117,6 +128,7 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
         exec: file_exec,
         addr: file_addr,
         heartbeat,
+        dirs,
     } = databases(&a)?;
     let exec = a
         .value(&["--exec", "-exec"])
@@ -125,7 +137,8 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
     let addr = a.value(&["--addr"]).map(str::to_string).or(file_addr);
     // The application's environment is the one the watch was given, before the config's key.
     let app_env: Vec<_> = std::env::vars_os().collect();
-    use_credentials(&dbs)?;
+    // A `dir:` that holds no database yet has its replica's key too.
+    use_credentials(&dbs.iter().chain(&dirs).cloned().collect::<Vec<_>>())?;
     let settings = settings(&a)?;
     if let Some(file) = config_file(&a) {
         say_what_is_kept(&file, &dbs, &settings);
@@ -144,24 +157,11 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
         crate::heartbeat::start(hb, watched.clone()).map_err(|e| Failure::new(1, e))?;
     }
     let mut waiting: Vec<Waiting> = Vec::new();
-    for Db {
-        path,
-        url,
-        sync_interval_ms,
-        snapshots,
-        restore_if_missing,
-        ..
-    } in dbs
-    {
-        if restore_if_missing || a.has("--restore-if-db-not-exists") {
-            crate::restore::before_watch(&url, &path)?;
+    for db in dbs {
+        if db.restore_if_missing || a.has("--restore-if-db-not-exists") {
+            crate::restore::before_watch(&db.url, &db.path)?;
         }
-        // The file's settings for this database, over the flags' for all.
-        let mut settings = settings.clone();
-        if let Some(ms) = sync_interval_ms {
-            settings.sync_interval_ms = ms;
-        }
-        snapshots.apply(&mut settings);
+        let (settings, Db { path, url, .. }) = (settings_of(&settings, &db), db);
         if !waiting::there(&path) {
             waiting.push(Waiting::new(&path, &url, settings).map_err(|e| Failure::new(1, e))?);
             continue;
@@ -170,10 +170,14 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
         say_watching(&w);
         watched.lock().unwrap_or_else(|e| e.into_inner()).push(w);
     }
+    let dirs: Vec<_> = dirs
+        .into_iter()
+        .map(|d| (settings_of(&settings, &d), d))
+        .collect();
     let stop = Arc::new(AtomicBool::new(false));
     let poller = {
         let (stop, watched) = (stop.clone(), watched.clone());
-        std::thread::spawn(move || poll_loop(&watched, waiting, &stop))
+        std::thread::spawn(move || poll_loop(&watched, waiting, dirs, &stop))
     };
     // The application (--exec) starts once every database is watched or waited for.
     let app_failure = match exec.as_deref().map(|c| App::start(c, &app_env)) {
@@ -215,6 +219,16 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
     }
 }
 
+/// The file's settings for this database, over the flags' for all.
+fn settings_of(flags: &Settings, db: &Db) -> Settings {
+    let mut settings = flags.clone();
+    if let Some(ms) = db.sync_interval_ms {
+        settings.sync_interval_ms = ms;
+    }
+    db.snapshots.apply(&mut settings);
+    settings
+}
+
 /// Waits for SIGINT or SIGTERM (without an application, no child's end concerns the watch).
 fn wait_for_stop_signal() -> i32 {
     loop {
@@ -236,9 +250,14 @@ fn say_watching(w: &Watched) {
 }
 
 /// Polls every database whenever the waker says (a change, or the fallback interval), starts
-/// watching each awaited database once it is in WAL mode, and says when uploads stop or start
-/// working again.
-fn poll_loop(watched: &Mutex<Vec<Arc<Watched>>>, mut waiting: Vec<Waiting>, stop: &AtomicBool) {
+/// watching each awaited database once it is in WAL mode (and each that appears in a `dir:`
+/// with `watch: true`), and says when uploads stop or start working again.
+fn poll_loop(
+    watched: &Mutex<Vec<Arc<Watched>>>,
+    mut waiting: Vec<Waiting>,
+    dirs: Vec<(Settings, Db)>,
+    stop: &AtomicBool,
+) {
     let fallback = std::env::var(FALLBACK_ENV)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -246,6 +265,8 @@ fn poll_loop(watched: &Mutex<Vec<Arc<Watched>>>, mut waiting: Vec<Waiting>, stop
     let list = |m: &Mutex<Vec<Arc<Watched>>>| m.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut paths: Vec<PathBuf> = list(watched).iter().map(|w| w.path.clone()).collect();
     paths.extend(waiting.iter().map(|w| w.path.clone()));
+    let mut known: std::collections::HashSet<PathBuf> = paths.iter().cloned().collect();
+    let mut scanned = std::time::Instant::now();
     let paths: Vec<&std::path::Path> = paths.iter().map(PathBuf::as_path).collect();
     let (mut waker, why) = wake::Waker::new(&paths, fallback);
     if let Some(why) = why {
@@ -253,6 +274,10 @@ fn poll_loop(watched: &Mutex<Vec<Arc<Watched>>>, mut waiting: Vec<Waiting>, stop
     }
     let mut failing: Vec<bool> = Vec::new();
     while !stop.load(Ordering::Acquire) {
+        if !dirs.is_empty() && scanned.elapsed() >= wake::FALLBACK {
+            scanned = std::time::Instant::now();
+            waiting.extend(look_again(&dirs, &mut known));
+        }
         waiting.retain_mut(|db| match db.try_start() {
             Some(w) => {
                 say_watching(&w);
@@ -278,6 +303,89 @@ fn poll_loop(watched: &Mutex<Vec<Arc<Watched>>>, mut waiting: Vec<Waiting>, stop
         if let Some(why) = waker.wait(stop) {
             walrust::log::warn(&why);
         }
+    }
+}
+
+/// The databases that appeared in the `dir:` entries with `watch: true` since their last look.
+fn look_again(
+    dirs: &[(Settings, Db)],
+    known: &mut std::collections::HashSet<PathBuf>,
+) -> Vec<Waiting> {
+    let mut new = Vec::new();
+    for (settings, entry) in dirs {
+        let scan = entry.dir.as_ref().expect("a dir: entry");
+        let Ok(found) = watch::config::find(&entry.path, scan) else {
+            continue; // the directory is read again at the next look
+        };
+        for db in found.iter().map(|p| found_db(entry, p)) {
+            if known.insert(db.path.clone()) {
+                walrust::log::info(&format!(
+                    "{} appeared in {}: it is watched once in WAL mode",
+                    db.path.display(),
+                    entry.path.display()
+                ));
+                match Waiting::quiet(&db.path, &db.url, settings.clone()) {
+                    Ok(w) => new.push(w),
+                    Err(e) => walrust::log::error(&e),
+                }
+            }
+        }
+    }
+    new
+}
+
+/// What `dir:` entries find now, in their place, and the entries with `watch: true` (their
+/// directory canonical), to look again while the watch runs.
+fn expand_dirs(dbs: Vec<Db>) -> Result<(Vec<Db>, Vec<Db>), Failure> {
+    let (mut out, mut dirs) = (Vec::new(), Vec::new());
+    for db in dbs {
+        let Some(scan) = db.dir.clone() else {
+            out.push(db);
+            continue;
+        };
+        let cannot = |e: std::io::Error| {
+            Failure::invalid(format!(
+                "cannot look for databases in {}: {e}",
+                db.path.display()
+            ))
+        };
+        let dir = std::fs::canonicalize(&db.path).map_err(cannot)?;
+        let found = watch::config::find(&dir, &scan).map_err(cannot)?;
+        if found.is_empty() && !scan.watch {
+            return Err(Failure::invalid(format!(
+                "no SQLite database in {} matches `{}`; add `watch: true` to its entry to replicate those created later",
+                dir.display(),
+                scan.pattern
+            )));
+        }
+        walrust::log::info(&format!(
+            "{}: {} database(s) match `{}`{}",
+            dir.display(),
+            found.len(),
+            scan.pattern,
+            if scan.watch {
+                "; others are watched as they appear"
+            } else {
+                ""
+            }
+        ));
+        let entry = Db { path: dir, ..db };
+        out.extend(found.iter().map(|p| found_db(&entry, p)));
+        if scan.watch {
+            dirs.push(entry);
+        }
+    }
+    Ok((out, dirs))
+}
+
+/// A database `entry` (a `dir:`) found at `path`, with its own replica.
+fn found_db(entry: &Db, path: &Path) -> Db {
+    let rel = path.strip_prefix(&entry.path).unwrap_or(path);
+    Db {
+        path: path.to_path_buf(),
+        url: watch::config::replica_for(&entry.url, rel),
+        dir: None,
+        ..entry.clone()
     }
 }
 
@@ -398,6 +506,8 @@ struct Listed {
     addr: Option<String>,
     /// The file's `heartbeat-url:` and `heartbeat-interval:`.
     heartbeat: Option<watch::config::heartbeat::Heartbeat>,
+    /// The file's `dir:` entries with `watch: true`.
+    dirs: Vec<Db>,
 }
 
 /// The databases, and the file's `exec:` command, `addr:` and heartbeat if it has them.
@@ -421,6 +531,7 @@ fn listed_databases(a: &Args) -> Result<Listed, Failure> {
                 credentials: None,
                 snapshots: Default::default(),
                 restore_if_missing: false,
+                dir: None,
             })
             .collect();
         return Ok(Listed {
@@ -428,6 +539,7 @@ fn listed_databases(a: &Args) -> Result<Listed, Failure> {
             exec: None,
             addr: None,
             heartbeat: None,
+            dirs: Vec::new(),
         });
     };
     if !a.positional.is_empty() || a.value(&["--replica", "--replica-root"]).is_some() {
@@ -444,11 +556,13 @@ fn listed_databases(a: &Args) -> Result<Listed, Failure> {
     for notice in &config.notices {
         walrust::log::info(&format!("{file} {notice}"));
     }
+    let (dbs, dirs) = expand_dirs(config.dbs)?;
     Ok(Listed {
-        dbs: config.dbs,
+        dbs,
         exec: config.exec,
         addr: config.addr,
         heartbeat: config.heartbeat,
+        dirs,
     })
 }
 

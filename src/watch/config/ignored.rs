@@ -6,7 +6,7 @@
 //!
 //! What must hold: a setting that would change what reaches the replica or who can read it
 //! (encryption, storage class, TLS verification, a command to run, a directory of databases,
-//! a restore at start) is never in these lists; the parser refuses it.
+//! a restore at start) is never in these lists: the parser reads it or refuses it.
 
 /// Where a key stands in the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -24,12 +24,14 @@
 //! What must hold: `parse` returns each database once, with exactly one replica URL, and one
 //! notice for each setting it accepted without using.
 
+mod dir;
 mod duration;
 pub mod heartbeat;
 mod ignored;
 mod replica;
 mod snapshot;
 
+pub use dir::{find, replica_for, DirScan};
 pub use snapshot::Snapshots;
 
 use ignored::Level;
@@ -50,6 +52,9 @@ pub struct DbConfig {
     /// `restore-if-db-not-exists: true`: restore the database from its replica first when it
     /// is missing.
     pub restore_if_missing: bool,
+    /// `dir:` with `pattern:`: `path` is a directory whose databases are replicated, each to
+    /// `url` with its path under the directory appended (`dir`).
+    pub dir: Option<DirScan>,
 }
 
 /// The file's databases, its `exec:` command (the application the watch runs) if it has one,
@@ -181,9 +186,14 @@ fn database(
     };
     let (mut path, mut url, mut snapshots) = (None, None, Snapshots::default());
     let mut restore_if_missing = false;
+    let (mut dir, mut pattern, mut recursive, mut watch) = (None, None, None, None);
     for (key, value, no) in entries {
         match key.as_str() {
             "path" => path = Some(scalar(value, no, env)?),
+            "dir" => dir = Some(scalar(value, no, env)?),
+            "pattern" => pattern = Some(scalar(value, no, env)?),
+            "recursive" => recursive = Some((boolean(value, no, env)?, no)),
+            "watch" => watch = Some((boolean(value, no, env)?, no)),
             "restore-if-db-not-exists" => restore_if_missing = boolean(value, no, env)?,
             "snapshot" => snapshots.read_block(value, no, env)?,
             "replica" => url = Some(replica::parse(value, no, env, defaults, notices)?),
@@ -206,11 +216,14 @@ fn database(
                 &key,
                 no,
                 Level::Db,
-                "path, snapshot, replica, replicas",
+                "path, dir, pattern, recursive, watch, snapshot, replica, replicas",
             )?),
         }
     }
-    let path = path.ok_or(format!("line {at}: this database has no `path:`"))?;
+    let scan = dir_scan(at, &path, dir.is_some(), pattern, recursive, watch)?;
+    let path = path.or(dir).ok_or(format!(
+        "line {at}: this database has no `path:` (or `dir:`)"
+    ))?;
     // `~/` is the home directory, as Litestream expands it.
     let path = match path.strip_prefix("~/") {
         Some(rest) => {
@@ -229,7 +242,42 @@ fn database(
         credentials: replica.credentials,
         snapshots: replica.snapshots.over(snapshots),
         restore_if_missing,
+        dir: scan,
     })
+}
+
+/// A `dir:` entry's scan, as Litestream checks one: `path` or `dir`, a `pattern` with `dir`,
+/// and `pattern`, `recursive`, `watch` only with it.
+fn dir_scan(
+    at: usize,
+    path: &Option<String>,
+    dir: bool,
+    pattern: Option<String>,
+    recursive: Option<(bool, usize)>,
+    watch: Option<(bool, usize)>,
+) -> Result<Option<DirScan>, String> {
+    if path.is_some() && dir {
+        return Err(format!(
+            "line {at}: give a database `path:` or a directory `dir:`, not both"
+        ));
+    }
+    if !dir {
+        if let Some(no) = recursive.map(|r| r.1).or(watch.map(|w| w.1)) {
+            return Err(format!("line {no}: `recursive` and `watch` go with `dir:`"));
+        }
+        if pattern.is_some() {
+            return Err(format!("line {at}: `pattern` goes with `dir:`"));
+        }
+        return Ok(None);
+    }
+    let pattern = pattern.ok_or(format!(
+        "line {at}: `dir:` needs a `pattern:` of file names, such as \"*.db\""
+    ))?;
+    Ok(Some(DirScan {
+        pattern,
+        recursive: recursive.is_some_and(|r| r.0),
+        watch: watch.is_some_and(|w| w.0),
+    }))
 }
 
 /// `true` or `false`, as YAML writes them.
@@ -518,6 +566,7 @@ mod tests {
             credentials: None,
             snapshots: Snapshots::default(),
             restore_if_missing: false,
+            dir: None,
         }
     }
 
@@ -752,6 +801,24 @@ dbs:
     }
 
     #[test]
+    fn a_dir_entry_is_read_as_litestream_reads_it() {
+        let env = |_: &str| None;
+        let text = "dbs:\n  - dir: /data/tenants\n    pattern: \"*.db\"\n    recursive: true\n    watch: true\n    replica:\n      url: s3://b/t\n";
+        let dbs = parse(text, &env).unwrap().dbs;
+        assert_eq!(
+            dbs,
+            vec![DbConfig {
+                dir: Some(DirScan {
+                    pattern: "*.db".into(),
+                    recursive: true,
+                    watch: true
+                }),
+                ..db("/data/tenants", "s3://b/t")
+            }]
+        );
+    }
+
+    #[test]
     fn an_empty_metrics_address_serves_none() {
         let text = "addr: \"\"\ndbs:\n  - path: /a.db\n    replica:\n      url: s3://b/a\n";
         assert_eq!(parse(text, &env).unwrap().addr, None);
@@ -764,7 +831,11 @@ dbs:
         assert!(err(two).contains("line 3: 2 replicas"), "{}", err(two));
         let cases = [
             ("dbs:\n  - path: a.db\n    restore-if-db-not-exists: yes\n    replica:\n      url: x\n", "line 3: `yes` is not true or false"),
-            ("dbs:\n  - dir: /data\n    pattern: \"*.db\"\n", "line 2: `dir` is not supported"),
+            ("dbs:\n  - dir: /data\n    replica:\n      url: s3://b/t\n", "line 2: `dir:` needs a `pattern:`"),
+            ("dbs:\n  - dir: /data\n    path: /a.db\n    pattern: \"*.db\"\n", "line 2: give a database `path:` or a directory `dir:`"),
+            ("dbs:\n  - path: /a.db\n    watch: true\n    replica:\n      url: x\n", "line 3: `recursive` and `watch` go with `dir:`"),
+            ("dbs:\n  - path: /a.db\n    pattern: \"*.db\"\n    replica:\n      url: x\n", "line 2: `pattern` goes with `dir:`"),
+            ("dbs:\n  - dir: /data\n    pattern: \"*.db\"\n    recursive: maybe\n", "line 4: `maybe` is not true or false"),
             ("dbs:\n  - path: a.db\n    replica:\n      url: s3://b/a\n      age:\n        recipients:\n          - age1x\n", "line 5: `age` is not supported"),
             ("dbs:\n  - path: a.db\n    replica:\n      url: s3://b/a\n      sse-kms-key-id: k\n", "line 5: `sse-kms-key-id` is not supported"),
             ("storage-class: GLACIER\ndbs:\n  - path: a.db\n", "line 1: `storage-class` is not supported"),
@@ -788,7 +859,7 @@ dbs:
             ("secret-access-key: K\ndbs:\n  - path: a.db\n    replica:\n      url: s3://b/a\n", "line 1: `secret-access-key` without `access-key-id`"),
             ("exec:\ndbs:\n  - path: a.db\n", "line 1: expected a value"),
             ("dbs:\n  - path: a.db\n", "line 2: a.db has no `replica:`"),
-            ("dbs:\n  - replica:\n      url: x\n", "line 2: this database has no `path:`"),
+            ("dbs:\n  - replica:\n      url: x\n", "line 2: this database has no `path:` (or `dir:`)"),
             ("dbs: [a, b]\n", "line 1: `[` starts YAML"),
             ("dbs:\n  - path: &a a.db\n", "line 2: `&` starts YAML"),
             ("dbs:\n\t- path: a.db\n", "line 2: a tab"),

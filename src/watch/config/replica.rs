@@ -257,7 +257,7 @@ fn from_fields(kind: &str, no: usize, f: &Fields, defaults: &Fields) -> Result<S
 }
 
 /// Percent-encodes all but unreserved bytes and `keep`.
-fn escape(s: &str, keep: &[u8]) -> String {
+pub(super) fn escape(s: &str, keep: &[u8]) -> String {
     let mut out = String::new();
     for &b in s.as_bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || keep.contains(&b) {

@@ -874,6 +874,17 @@ def test_watch_replicates_a_directory_of_databases(tmp_path, walrust_cli, replic
                                 str(out)], capture_output=True, text=True, timeout=HANG_TIMEOUT)
             assert r.returncode == 0, r.stderr
             assert_same_contents(db_contents(db), db_contents(out), f"restore of {rel}")
+        # A start script's restore of a lost tenant finds its replica through the `dir:` entry.
+        stop_all(proc, conns)
+        lost = tenants / "eu" / "b.db"
+        expected = db_contents(lost)
+        for f in tenants.joinpath("eu").glob("b.db*"):
+            shutil.rmtree(f) if f.is_dir() else f.unlink()
+        r = subprocess.run([str(walrust_cli), "restore", "-if-db-not-exists", "-if-replica-exists",
+                            "-config", str(tmp_path / "litestream.yml"), str(lost)],
+                           capture_output=True, text=True, timeout=HANG_TIMEOUT)
+        assert r.returncode == 0, r.stderr
+        assert_same_contents(expected, db_contents(lost), "restore -config of a dir: tenant")
     finally:
         stop_all(proc, conns)
 

@@ -33,7 +33,8 @@ Options:
   --if-replica-exists when the replica holds no restore point (or none at or before the
                       target), restore nothing and exit 0 (a first start)
   --config FILE       restore DB, as the Litestream config FILE names it (its replica, its
-                      access key), into DB itself unless -o names another path
+                      access key; under a `dir:` entry, the replica the watch gives it), into
+                      DB itself unless -o names another path
   -h, --help          this help
 
 Litestream's spellings work too (-if-db-not-exists, -if-replica-exists, -txid, -timestamp,
@@ -163,10 +164,21 @@ fn from_config(a: &Args, file: &str) -> Result<(String, String), Failure> {
         abs(p) == abs(Path::new(wanted))
             || matches!((std::fs::canonicalize(p), std::fs::canonicalize(wanted)), (Ok(x), Ok(y)) if x == y)
     };
-    let db = config
-        .dbs
-        .into_iter()
-        .find(|d| same(&d.path))
+    // A database a `dir:` entry covers is restored from the replica the watch names for it
+    // (Litestream's restore knows only `path:` entries).
+    let under_dir = |d: &walrust::watch::config::DbConfig| {
+        let rel = walrust::watch::config::covers(&d.path, d.dir.as_ref()?, Path::new(wanted))?;
+        Some(walrust::watch::config::DbConfig {
+            path: PathBuf::from(wanted),
+            url: walrust::watch::config::replica_for(&d.url, &rel),
+            dir: None,
+            ..d.clone()
+        })
+    };
+    let db = (config.dbs.iter())
+        .find(|d| d.dir.is_none() && same(&d.path))
+        .cloned()
+        .or_else(|| config.dbs.iter().find_map(under_dir))
         .ok_or_else(|| Failure::invalid(format!("{file} names no database at {wanted}")))?;
     crate::watch::use_credentials(std::slice::from_ref(&db))?;
     let out = a

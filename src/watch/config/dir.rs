@@ -98,6 +98,33 @@ fn walk(dir: &Path, scan: &DirScan, found: &mut Vec<PathBuf>) -> std::io::Result
     Ok(())
 }
 
+/// Where `db` lies under `dir` if `scan` covers it (its name matches the pattern; directly
+/// in `dir` unless recursive), whether it exists or not: the path its replica is named by.
+/// Both paths are compared absolute, and through their real folders.
+pub fn covers(dir: &Path, scan: &DirScan, db: &Path) -> Option<PathBuf> {
+    let name = db.file_name()?.to_string_lossy().into_owned();
+    if !matches(&scan.pattern, &name) {
+        return None;
+    }
+    let real = |p: &Path| std::fs::canonicalize(p).ok();
+    let folder = db.parent().filter(|p| !p.as_os_str().is_empty());
+    let candidates = [
+        std::path::absolute(dir)
+            .ok()
+            .zip(std::path::absolute(db).ok()),
+        real(dir).zip(real(folder.unwrap_or(Path::new("."))).map(|f| f.join(&name))),
+    ];
+    let rel = candidates
+        .into_iter()
+        .flatten()
+        .find_map(|(d, p)| p.strip_prefix(&d).ok().map(Path::to_path_buf))?;
+    let nested = rel.components().count() > 1;
+    let clean = rel
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    (clean && (scan.recursive || !nested)).then_some(rel)
+}
+
 /// Whether the file starts with SQLite's header.
 fn is_sqlite(path: &Path) -> bool {
     use std::os::unix::fs::FileExt;
@@ -158,6 +185,28 @@ mod tests {
             replica_for("file:///r", Path::new("x.db")),
             "file:///r/x.db"
         );
+    }
+
+    #[test]
+    fn a_path_under_the_directory_is_covered_if_the_scan_would_take_it() {
+        let mut scan = DirScan {
+            pattern: "*.db".into(),
+            recursive: false,
+            watch: false,
+        };
+        let dir = Path::new("/nonexistent/t");
+        let rel = |p: &str| covers(dir, &scan, Path::new(p));
+        assert_eq!(rel("/nonexistent/t/a.db"), Some(PathBuf::from("a.db")));
+        assert_eq!(rel("/nonexistent/t/a.txt"), None);
+        assert_eq!(rel("/nonexistent/t/eu/b.db"), None);
+        assert_eq!(rel("/nonexistent/u/a.db"), None);
+        scan.recursive = true;
+        let rel = |p: &str| covers(dir, &scan, Path::new(p));
+        assert_eq!(
+            rel("/nonexistent/t/eu/b.db"),
+            Some(PathBuf::from("eu/b.db"))
+        );
+        assert_eq!(rel("/nonexistent/t/../u/b.db"), None);
     }
 
     #[test]

@@ -31,7 +31,7 @@ mod ignored;
 mod replica;
 mod snapshot;
 
-pub use dir::{find, replica_for, DirScan};
+pub use dir::{covers, find, replica_for, DirScan};
 pub use snapshot::Snapshots;
 
 use ignored::Level;

@@ -69,6 +69,18 @@ impl Waker {
         (w, why)
     }
 
+    /// Watches one more database (canonical path), found after the start; without inotify
+    /// it is polled as the others are.
+    pub fn add(&mut self, db: &Path) {
+        #[cfg(target_os = "linux")]
+        if let Some(ino) = &mut self.ino {
+            // Failing, it is looked at every `fallback`, as a safety net looks at any.
+            let _ = ino.add(db);
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = db;
+    }
+
     /// Whether inotify wakes the loop (else it polls every `FAST`).
     pub fn notified(&self) -> bool {
         #[cfg(target_os = "linux")]
@@ -137,20 +149,29 @@ impl Waker {
 #[cfg(target_os = "linux")]
 impl Inotify {
     fn new(dbs: &[&Path]) -> std::io::Result<Inotify> {
-        let fd = crate::vfs::ffi::posix::Inotify::new()?;
-        let mut names = std::collections::HashSet::new();
+        let mut ino = Inotify {
+            fd: crate::vfs::ffi::posix::Inotify::new()?,
+            names: std::collections::HashSet::new(),
+        };
         for db in dbs {
-            let (Some(dir), Some(name)) = (db.parent(), db.file_name()) else {
-                continue;
-            };
-            let wd = fd.watch_dir(dir)?;
-            for suffix in ["", "-wal", "-shm"] {
-                let mut n = name.to_owned();
-                n.push(suffix);
-                names.insert((wd, n));
-            }
+            ino.add(db)?;
         }
-        Ok(Inotify { fd, names })
+        Ok(ino)
+    }
+
+    /// Wakes on changes to `db`, its `-wal` and its `-shm` (a directory already watched
+    /// keeps its watch number).
+    fn add(&mut self, db: &Path) -> std::io::Result<()> {
+        let (Some(dir), Some(name)) = (db.parent(), db.file_name()) else {
+            return Ok(());
+        };
+        let wd = self.fd.watch_dir(dir)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut n = name.to_owned();
+            n.push(suffix);
+            self.names.insert((wd, n));
+        }
+        Ok(())
     }
 }
 
@@ -173,6 +194,19 @@ mod tests {
         // Returns (no hour-long wait) because the WAL changed.
         assert!(w.wait(&stop).is_none());
         assert!(w.hot_until > Instant::now());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_database_added_later_wakes_too() {
+        let dir = std::env::temp_dir().join(format!("walrust-wake-add-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        let (mut w, _) = Waker::new(&[&dir.join("a.db")], Duration::from_secs(3600));
+        std::fs::write(dir.join("sub/b.db-wal"), b"x").unwrap();
+        assert!(!w.changed(Duration::from_millis(100)).unwrap());
+        w.add(&dir.join("sub/b.db"));
+        std::fs::write(dir.join("sub/b.db-wal"), b"y").unwrap();
+        assert!(w.changed(Duration::from_secs(5)).unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

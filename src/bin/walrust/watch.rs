@@ -276,7 +276,10 @@ fn poll_loop(
     while !stop.load(Ordering::Acquire) {
         if !dirs.is_empty() && scanned.elapsed() >= wake::FALLBACK {
             scanned = std::time::Instant::now();
-            waiting.extend(look_again(&dirs, &mut known));
+            for found in look_again(&dirs, &mut known) {
+                waker.add(&found.path);
+                waiting.push(found);
+            }
         }
         waiting.retain_mut(|db| match db.try_start() {
             Some(w) => {

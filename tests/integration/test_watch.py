@@ -889,6 +889,43 @@ def test_watch_replicates_a_directory_of_databases(tmp_path, walrust_cli, replic
         stop_all(proc, conns)
 
 
+def test_litestream_names_a_directorys_replicas_as_walrust_does(tmp_path, walrust_cli,
+                                                                litestream, replica):
+    """The oracle for `dir:` naming: `litestream replicate` given a `dir:` entry writes each
+    tenant's replica where walrust watch would (the entry's replica with the tenant's path
+    under the directory appended): `walrust restore` of that URL returns the tenant."""
+    tenants = tmp_path / "tenants"
+    (tenants / "eu").mkdir(parents=True)
+    dbs = [tenants / "a.db", tenants / "eu" / "b.db"]
+    conns = new_wal_databases(dbs)
+    try:
+        for i in range(1, 51):
+            for c in conns:
+                c.execute("INSERT INTO t(id, body) VALUES (?, randomblob(200))", (i,))
+        ls = litestream(dbs[0], replica)
+        ls.config.write_text(json.dumps({"dbs": [{
+            "dir": str(tenants), "pattern": "*.db", "recursive": True,
+            "replica": replica.litestream_replica_config()}]}))
+        ls.start()
+        deadline = time.monotonic() + HANG_TIMEOUT
+        for db in dbs:
+            url = child_url(replica.url, db.relative_to(tenants).as_posix())
+            out = tmp_path / f"restored-{db.name}"
+            while True:
+                assert ls.proc.poll() is None, ls.tail()
+                r = subprocess.run([str(walrust_cli), "restore", url, "-o", str(out)],
+                                   capture_output=True, text=True, timeout=HANG_TIMEOUT)
+                if r.returncode == 0 and db_contents(out) == db_contents(db):
+                    break
+                assert time.monotonic() < deadline, f"{url}: {r.stderr}\n{ls.tail()}"
+                out.unlink(missing_ok=True)
+                time.sleep(0.2)
+        ls.stop()
+    finally:
+        for c in conns:
+            c.close()
+
+
 def test_a_directory_with_no_database_is_said_unless_watched(tmp_path, walrust_cli, replica):
     """A `dir:` entry that finds nothing is an error in one line saying how to wait for
     databases instead (`watch: true`), as Litestream refuses it."""

@@ -265,7 +265,9 @@ fn poll_loop(
     let list = |m: &Mutex<Vec<Arc<Watched>>>| m.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut paths: Vec<PathBuf> = list(watched).iter().map(|w| w.path.clone()).collect();
     paths.extend(waiting.iter().map(|w| w.path.clone()));
-    let mut known: std::collections::HashSet<PathBuf> = paths.iter().cloned().collect();
+    // Real paths: a `path:` entry that a `dir:` also covers is not watched twice.
+    let real = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+    let mut known: std::collections::HashSet<PathBuf> = paths.iter().map(real).collect();
     let mut scanned = std::time::Instant::now();
     let paths: Vec<&std::path::Path> = paths.iter().map(PathBuf::as_path).collect();
     let (mut waker, why) = wake::Waker::new(&paths, fallback);

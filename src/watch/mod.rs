@@ -161,18 +161,8 @@ pub fn start(db: &Path, url: &str, settings: Settings) -> Result<Arc<Watched>, S
         let from = relative_to(db).map_or(String::new(), |r| format!(" ({r})"));
         format!("walrust: cannot watch {}{from}: {e}", db.display())
     })?;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| format!("walrust: cannot open {}: {e}", path.display()))?;
-    let mut head = [0u8; 100];
-    if file.read_exact_at(&mut head, 0).is_err() || head[18] != 2 || head[19] != 2 {
-        return Err(format!(
-            "walrust: cannot watch {}: it is not an SQLite database in WAL mode; run PRAGMA journal_mode=WAL on it first",
-            path.display()
-        ));
-    }
+    let file = open_in_wal_mode(&path)
+        .map_err(|why| format!("walrust: cannot watch {}: {why}", path.display()))?;
     let store = crate::store::open(url)
         .map_err(|e| format!("walrust: cannot replicate {}: {e}", path.display()))?;
     let described = store.describe();
@@ -225,6 +215,23 @@ pub fn start(db: &Path, url: &str, settings: Settings) -> Result<Arc<Watched>, S
     let weak = Arc::downgrade(&watched);
     crate::upload::register_source(repl, weak);
     Ok(watched)
+}
+
+/// The database file at `path`, if it is an SQLite database in WAL mode; else what it is.
+fn open_in_wal_mode(path: &Path) -> Result<File, String> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("cannot open it: {e}"))?;
+    let mut head = [0u8; 100];
+    if file.read_exact_at(&mut head, 0).is_err() || head[18] != 2 || head[19] != 2 {
+        return Err(
+            "it is not an SQLite database in WAL mode; run PRAGMA journal_mode=WAL on it first"
+                .into(),
+        );
+    }
+    Ok(file)
 }
 
 fn lock_watch(shadow: &ShadowDir, db: &Path) -> Result<File, String> {
@@ -393,6 +400,7 @@ impl Watched {
 
     /// Takes the database file's SHARED lock and joins the WAL index when a connection is live.
     fn ensure_locks(&self, st: &mut Inner) -> io::Result<()> {
+        self.follow_the_file(st)?;
         if !st.db_shared {
             st.db_shared = shm::lock_db_shared(&st.db)?;
         }
@@ -414,6 +422,47 @@ impl Watched {
                 ix.join()?;
             }
         }
+        Ok(())
+    }
+
+    /// Keeps the watch on the file at its path. A database deleted and created again (a tenant
+    /// reset, a backup copied into place) is another file: the old one, still open here, must
+    /// never take the new WAL's frames (the watch's checkpoint would copy them into a file
+    /// nobody reads, and SQLite would then restart the WAL over them) nor give a snapshot its
+    /// pages. So the new file is opened in its place, with everything tied to the old one
+    /// (its lock, the WAL index, the proof of a released slot) let go; the log's continuity
+    /// check then finds the new WAL unproven and the uploader takes a snapshot. A path with no
+    /// file is an error until one is there again.
+    fn follow_the_file(&self, st: &mut Inner) -> io::Result<()> {
+        let held = st.db.metadata()?;
+        let at_path =
+            match std::fs::metadata(&self.path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "the database file is gone (deleted or moved); its replica keeps what it had, \
+                     and replication resumes if the database is created again",
+                )),
+                Err(e) => return Err(e),
+            };
+        if (at_path.dev(), at_path.ino()) == (held.dev(), held.ino()) {
+            return Ok(());
+        }
+        let file = open_in_wal_mode(&self.path).map_err(|why| {
+            io::Error::other(format!(
+                "the database file is another file now (deleted and created again), and {why}"
+            ))
+        })?;
+        crate::log::info(&format!(
+            "walrust: {} is another file than the one watched (deleted and created again): \
+             watching the new one, from a new snapshot",
+            self.path.display()
+        ));
+        st.index = None;
+        st.released = None;
+        st.ckpt_seen = None;
+        st.db_shared = false;
+        st.db = file; // the old one's lock goes with it
         Ok(())
     }
 

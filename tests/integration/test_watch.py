@@ -971,6 +971,41 @@ def test_a_database_deleted_and_created_again_under_the_watch_loses_nothing(tmp_
         stop_all(proc, conns)
 
 
+def test_a_tenant_removed_from_a_watched_directory_leaves_the_watch(tmp_path, walrust_cli,
+                                                                      replica):
+    """With `watch: true`, a database removed from the directory (a tenant deleted) is taken
+    off the watch once what it had pending is uploaded, as Litestream does, instead of being
+    reported failing for ever; created again, it is watched again, from a new snapshot, and its
+    replica restores the new database."""
+    tenants = tmp_path / "tenants"
+    tenants.mkdir()
+    gone = tenants / "gone.db"
+    conns = new_wal_databases([tenants / "stays.db", gone])
+    proc, log = watch_config(tmp_path, walrust_cli,
+                             f'dbs:\n  - dir: {tenants}\n    pattern: "*.db"\n    watch: true\n'
+                             f"    replica:\n      url: {replica.url}\n")
+    try:
+        wait_logged(proc, log, lambda text: f"watching {gone}" in text)
+        conns.pop().close()
+        for suffix in ("", "-wal", "-shm"):  # what the application knows of (not -walrust)
+            Path(f"{gone}{suffix}").unlink(missing_ok=True)
+        wait_logged(proc, log, lambda text: f"{gone} was removed from its directory" in text)
+        (again,) = new_wal_databases([gone])
+        conns.append(again)
+        for i in range(1, 21):
+            again.execute("INSERT INTO t(id, body) VALUES (?, randomblob(100))", (i,))
+        wait_logged(proc, log, lambda text: text.count(f"watching {gone}") == 2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=HANG_TIMEOUT) == 0, log.read_text()
+        out = tmp_path / "restored.db"
+        r = subprocess.run([str(walrust_cli), "restore", child_url(replica.url, "gone.db"), "-o",
+                            str(out)], capture_output=True, text=True, timeout=HANG_TIMEOUT)
+        assert r.returncode == 0, r.stderr
+        assert_same_contents(db_contents(gone), db_contents(out), "the tenant created again")
+    finally:
+        stop_all(proc, conns)
+
+
 def test_a_directory_with_no_database_is_said_unless_watched(tmp_path, walrust_cli, replica):
     """A `dir:` entry that finds nothing is an error in one line saying how to wait for
     databases instead (`watch: true`), as Litestream refuses it."""

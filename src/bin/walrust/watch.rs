@@ -274,13 +274,20 @@ fn poll_loop(
     if let Some(why) = why {
         walrust::log::warn(&why);
     }
-    let mut failing: Vec<bool> = Vec::new();
+    let mut failing: std::collections::HashMap<PathBuf, bool> = Default::default();
     while !stop.load(Ordering::Acquire) {
         if !dirs.is_empty() && scanned.elapsed() >= wake::FALLBACK {
             scanned = std::time::Instant::now();
             for found in look_again(&dirs, &mut known) {
                 waker.add(&found.path);
                 waiting.push(found);
+            }
+            for gone in removed_from_dirs(watched, &dirs) {
+                known.remove(&gone.path);
+                failing.remove(&gone.path);
+                let _ = std::thread::Builder::new()
+                    .name("walrust-finish".into())
+                    .spawn(move || say_removed(&gone));
             }
         }
         waiting.retain_mut(|db| match db.try_start() {
@@ -291,19 +298,16 @@ fn poll_loop(
             }
             None => true,
         });
-        let now = list(watched);
-        failing.resize(now.len(), false);
-        for (i, w) in now.iter().enumerate() {
+        for w in list(watched) {
             w.poll();
             let now_failing = w.repl.status().last_error.is_some();
-            if failing[i] && !now_failing {
+            if failing.insert(w.path.clone(), now_failing) == Some(true) && !now_failing {
                 walrust::log::info(&format!(
                     "{} replicates to {} again",
                     w.path.display(),
                     w.repl.url
                 ));
             }
-            failing[i] = now_failing;
         }
         if let Some(why) = waker.wait(stop) {
             walrust::log::warn(&why);
@@ -337,6 +341,39 @@ fn look_again(
         }
     }
     new
+}
+
+/// The watched databases that were in a `dir:` with `watch: true` and are gone from it (a
+/// tenant removed), taken off the watch as Litestream takes them off. A database named by
+/// `path:` stays watched (its absence is an error the user hears of).
+fn removed_from_dirs(
+    watched: &Mutex<Vec<Arc<Watched>>>,
+    dirs: &[(Settings, Db)],
+) -> Vec<Arc<Watched>> {
+    let covered = |w: &Arc<Watched>| {
+        dirs.iter().any(|(_, e)| {
+            let scan = e.dir.as_ref().expect("a dir: entry");
+            watch::config::covers(&e.path, scan, &w.path).is_some()
+        })
+    };
+    let mut list = watched.lock().unwrap_or_else(|e| e.into_inner());
+    let (gone, kept) = list
+        .drain(..)
+        .partition(|w| std::fs::symlink_metadata(&w.path).is_err() && covered(w));
+    *list = kept;
+    gone
+}
+
+/// Uploads what a removed database still had pending, and says so (its own thread: a slow
+/// store must not hold up the other databases).
+fn say_removed(w: &Watched) {
+    match w.finish(FINISH_TIMEOUT) {
+        Ok(txid) => walrust::log::info(&format!(
+            "{} was removed from its directory: no longer watched (its replica keeps it, up to TXID {txid}); created again, it is watched again",
+            w.path.display()
+        )),
+        Err(e) => walrust::log::error(&e),
+    }
 }
 
 /// What `dir:` entries find now, in their place, and the entries with `watch: true` (their

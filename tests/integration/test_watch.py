@@ -559,12 +559,18 @@ def test_watch_reads_a_replica_given_as_litestreams_fields(tmp_path, walrust_cli
                 time.sleep(0.05)
 
         # A snapshot's level-0 batch follows it at once, whatever the interval: commits made
-        # meanwhile may go with it. The second round is the one the interval holds back.
+        # meanwhile may go with it. The second round is the one the interval holds back, once
+        # the snapshot's step is done (its file is in the replica before it is recorded).
+        for db in dbs:
+            deadline = time.monotonic() + HANG_TIMEOUT
+            while status(db)["uploaded_txid"] < 1:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.05)
         write_and_wait_for_fast(1)
         write_and_wait_for_fast(51)
         time.sleep(1)  # ten of the intervals slow.db would have without its own
         st = status(dbs[1])
-        assert st["pending_txns"] >= 50, f"slow.db uploaded before its hour: {st}"
+        assert st["pending_txns"] >= 50, f"slow.db uploaded before its hour: {st}\n{log.read_text()}"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=HANG_TIMEOUT) == 0, log.read_text()
         for db, r in zip(dbs, (replica, slow)):

@@ -97,8 +97,12 @@ fn verdict(dbs: &[(String, Status)], now_ms: i64, interval_ms: u64) -> Result<()
         if s.uploaded_txid == 0 {
             return withheld(format!("{db} is not in its replica yet"));
         }
-        if s.oldest_pending_ms
-            .is_some_and(|t| now_ms.saturating_sub(t) >= interval_ms as i64)
+        // (A record without a transaction, such as the watch's note after its checkpoint,
+        // waits for the next upload too; only transactions count.)
+        let waiting = s.local_txid > s.uploaded_txid;
+        if waiting
+            && s.oldest_pending_ms
+                .is_some_and(|t| now_ms.saturating_sub(t) >= interval_ms as i64)
         {
             return withheld(format!(
                 "{db} has transactions that waited longer than {} for its replica",
@@ -127,18 +131,26 @@ mod tests {
     fn a_ping_needs_every_database_replicating() {
         let now = 1_000_000;
         assert_eq!(verdict(&[db(|_| {})], now, 60_000), Ok(()));
-        let young = db(|s| s.oldest_pending_ms = Some(now - 59_000));
-        assert_eq!(verdict(&[db(|_| {}), young], now, 60_000), Ok(()));
+        let young = db(|s| {
+            s.local_txid = 6;
+            s.oldest_pending_ms = Some(now - 59_000)
+        });
+        let marker_only = db(|s| s.oldest_pending_ms = Some(now - 600_000));
+        assert_eq!(
+            verdict(&[db(|_| {}), young, marker_only], now, 60_000),
+            Ok(())
+        );
+        let old = |s: &mut Status| {
+            s.local_txid = 6;
+            s.oldest_pending_ms = Some(now - 60_000)
+        };
         let cases = [
             (
                 db(|s| s.last_error = Some("x".into())),
                 "is failing to replicate",
             ),
             (db(|s| s.uploaded_txid = 0), "is not in its replica yet"),
-            (
-                db(|s| s.oldest_pending_ms = Some(now - 60_000)),
-                "waited longer than 60 s",
-            ),
+            (db(old), "waited longer than 60 s"),
         ];
         for (bad, why) in cases {
             let e = verdict(&[db(|_| {}), bad], now, 60_000).unwrap_err();

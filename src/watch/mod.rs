@@ -416,6 +416,9 @@ impl Watched {
         }
         if st.index.is_none() {
             st.index = WalIndex::open(&shm_path)?;
+            // A database replaced between the look above and this open would pair the new
+            // file's WAL index with the old file: look again (it lets the index go if so).
+            self.follow_the_file(st)?;
         }
         if st.db_shared {
             if let Some(ix) = st.index.as_mut() {

@@ -74,7 +74,8 @@ fn ping(hb: &Heartbeat) -> Result<(), String> {
     match walrust::store::s3::get_status(&hb.url, PING_TIMEOUT) {
         Ok(code) if (200..300).contains(&code) => Ok(()),
         Ok(code) => Err(failed(format!("the server answered {code}"))),
-        Err(e) => Err(failed(e)),
+        // (An error naming the request, a malformed URL's, must not show the path either.)
+        Err(e) => Err(failed(e.replace(&hb.url, &shown(&hb.url)))),
     }
 }
 
